@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make repro` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+UI_PORT ?= 5000
+export PATH := $(BIN):$(PATH)
+export MPLBACKEND := Agg
+
+.PHONY: install repro test ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $(STAMP)
+
+repro: $(STAMP)  ## run the whole pipeline on the default dataset (dvc repro)
+	dvc repro
+
+test: $(STAMP)  ## run the test suite
+	pytest
+
+ui: $(STAMP)  ## browse the runs: MLflow UI on the project's store, bound to 127.0.0.1
+	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port $(UI_PORT)
+
+clean:  ## remove generated data, models, metrics, reports and the local MLflow store (keeps .venv)
+	rm -rf data models metrics reports dvc_plots mlflow.db mlruns mlartifacts

@@ -1,0 +1,1 @@
+"""convbench: what does a convolutional network buy over a size-matched fully-connected one?"""

@@ -1,0 +1,174 @@
+"""The one params schema: params.yaml is validated here, once, before any stage does work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.data import DATASET_NAMES
+from pipeline.errors import ParamsError
+
+DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]
+Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    """Which dataset, where its raw files live, and how it is split."""
+
+    name: DatasetName
+    root: Path
+    val_fraction: Fraction
+    test_fraction: Fraction
+    split_seed: Annotated[int, Field(ge=0)]
+    verify_checksums: bool
+
+
+class ConvBlockParams(_Section):
+    """One Conv -> ReLU -> MaxPool block; pool 1 means no pooling."""
+
+    channels: PositiveInt
+    kernel: PositiveInt
+    padding: Annotated[int, Field(ge=0)]
+    pool: PositiveInt
+
+
+class CNNParams(_Section):
+    """Convolutional blocks, then a dense head of the given hidden widths."""
+
+    conv: Annotated[list[ConvBlockParams], Field(min_length=1)]
+    hidden: list[PositiveInt]
+
+
+class MLPParams(_Section):
+    """A fully-connected net whose width is solved to match the CNN's parameter count."""
+
+    match: Literal["params", "none"]
+    depth: PositiveInt
+    width: PositiveInt
+    tolerance: Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class ModelParams(_Section):
+    """Both architectures of the comparison."""
+
+    cnn: CNNParams
+    mlp: MLPParams
+
+
+class TrainParams(_Section):
+    """The one recipe both models are trained with."""
+
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: Annotated[float, Field(gt=0.0, le=10.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
+    schedule: Literal["onecycle", "cosine"]
+    device: Literal["auto", "cpu", "cuda", "mps"]
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be unique, got {seeds}")
+        return seeds
+
+
+class EvaluateParams(_Section):
+    """Batch sizes and timing budget of the evaluate stage."""
+
+    batch_size: PositiveInt
+    throughput_batch_size: PositiveInt
+    min_run_time: Annotated[float, Field(gt=0.0)]
+
+
+class TrackingParams(_Section):
+    """Where MLflow runs go; uri null means $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
+
+    uri: str | None
+    experiment_prefix: Annotated[str, Field(min_length=1)]
+    log_model: bool
+
+
+class Params(_Section):
+    """Everything in params.yaml."""
+
+    data: DataParams
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    tracking: TrackingParams
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and validate params.yaml; raise ParamsError with one line naming key, problem and fix."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found; run from the project root or pass --params PATH") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return validate_params(raw, source=str(path))
+
+
+def validate_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping; errors name `source` and the key path."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping with sections {', '.join(Params.model_fields)}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise ParamsError(f"{source}: {problems}") from None
+
+
+def _describe(error: Any) -> str:
+    """Turn one pydantic error into 'key.path: problem (got value)' with the allowed keys where useful."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}"
+    if error["type"] == "missing":
+        return f"missing key '{key}'; add it (see the default params.yaml)"
+    message = error["msg"]
+    if error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    return f"{key}: {message} (got {error.get('input')!r})"
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """The field names of the schema section at `loc` (list indices skipped)."""
+    model: Any = Params
+    for part in loc:
+        if part.isdigit():
+            continue
+        annotation = model.model_fields[part].annotation
+        model = _section_type(annotation)
+    return list(model.model_fields)
+
+
+def _section_type(annotation: Any) -> Any:
+    """Find the section class inside an annotation like list[ConvBlockParams]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    meta = getattr(annotation, "__origin__", None)
+    return _section_type(meta) if meta is not None and meta is not annotation else None

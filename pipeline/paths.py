@@ -1,0 +1,56 @@
+"""Where each stage reads and writes; dvc.yaml declares the same paths (a test keeps them in sync)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PREPARED_DIR = Path("data/prepared")
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+CURVES_DIR = METRICS_DIR / "curves"
+REPORTS_DIR = Path("reports")
+
+
+def raw_dir(root: Path, dataset: str) -> Path:
+    """Folder holding one dataset's raw files (torchvision's `root` for torchvision sets)."""
+    return Path(root) / dataset
+
+
+def prepared_tensors(dataset: str) -> Path:
+    """The split uint8 tensors of one dataset."""
+    return PREPARED_DIR / f"{dataset}.pt"
+
+
+def prepared_manifest(dataset: str) -> Path:
+    """Shapes, classes, normalisation statistics and sha256 of the prepared tensors."""
+    return PREPARED_DIR / f"{dataset}.json"
+
+
+def cell(model: str, seed: int) -> str:
+    """Name of one (model, seed) cell of the train/evaluate matrix, e.g. 'cnn-s0'."""
+    return f"{model}-s{seed}"
+
+
+def checkpoint(model: str, seed: int) -> Path:
+    """Trained weights plus resolved model config of one cell."""
+    return MODELS_DIR / f"{cell(model, seed)}.pt"
+
+
+def curves(model: str, seed: int) -> Path:
+    """Per-epoch train/val loss and accuracy of one cell, as CSV for `dvc plots`."""
+    return CURVES_DIR / f"{cell(model, seed)}.csv"
+
+
+def metrics(model: str, seed: int) -> Path:
+    """Evaluation metrics of one cell, a DVC metrics file."""
+    return METRICS_DIR / f"{cell(model, seed)}.json"
+
+
+def report_markdown() -> Path:
+    """The comparison report."""
+    return REPORTS_DIR / "comparison.md"
+
+
+def figures_dir() -> Path:
+    """Figures the report links to."""
+    return REPORTS_DIR / "figures"
