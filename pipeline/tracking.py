@@ -1,0 +1,151 @@
+"""The only module that talks to MLflow: runs, params, metrics, artifacts and models.
+
+Everything else hands plain values to a RunLogger. Runs that raise are ended FAILED, keeping
+whatever was logged before the failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from pipeline.params import TrackingParams
+
+DEFAULT_STORE = "mlflow.db"
+MAX_BATCH = 1000
+
+
+def tracking_uri(params: TrackingParams, project_root: Path | None = None) -> str:
+    """params.tracking.uri, else $MLFLOW_TRACKING_URI, else MLflow's default sqlite:///mlflow.db in the project."""
+    if params.uri:
+        return params.uri
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    root = (project_root or Path.cwd()).resolve()
+    return f"sqlite:///{root / DEFAULT_STORE}"
+
+
+def experiment_name(params: TrackingParams, dataset: str) -> str:
+    """One experiment per dataset, e.g. 'convbench-mnist5k'."""
+    return f"{params.experiment_prefix}-{dataset}"
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """HEAD's commit hash (with '-dirty' if the tree has changes), or 'unknown' outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {'a.b.c': value}; lists of mappings get their index as a key part."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for index, item in enumerate(value):
+                flat.update(flatten(item, f"{name}.{index}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class RunLogger:
+    """Logs to one MLflow run through an explicit client; metrics go in batches."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (flattened) params in one batch."""
+        items = [Param(key, str(value)) for key, value in flatten(params).items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log numeric metrics in one batch (one database write, not one per metric)."""
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        for start in range(0, len(items), MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[start : start + MAX_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags in one batch."""
+        self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Copy a local file into the run's artifacts."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_model(self, model: Any, input_example: Any) -> None:
+        """Log a torch model with an input example (MLflow infers the signature from it)."""
+        import mlflow.pytorch
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mlflow.pytorch.log_model(
+                model,
+                name="model",
+                input_example=input_example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+
+
+@contextmanager
+def run(
+    params: TrackingParams,
+    dataset: str,
+    run_name: str,
+    tags: Mapping[str, Any],
+    resume_run_id: str | None = None,
+) -> Iterator[RunLogger]:
+    """Open (or resume) a run in the dataset's experiment; it ends FINISHED, or FAILED if the block raises."""
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = mlflow.set_experiment(experiment_name(params, dataset))
+    run_id = resume_run_id if resume_run_id and _run_exists(client, resume_run_id) else None
+    all_tags = {"convbench.git_commit": git_commit(), **{k: str(v) for k, v in tags.items()}}
+    with mlflow.start_run(
+        run_id=run_id,
+        experiment_id=None if run_id else experiment.experiment_id,
+        run_name=None if run_id else run_name,
+        tags=None if run_id else all_tags,
+    ) as active:
+        logger = RunLogger(client, active.info.run_id)
+        if run_id:
+            logger.set_tags(all_tags)
+        yield logger
+
+
+def _run_exists(client: MlflowClient, run_id: str) -> bool:
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True

@@ -1,0 +1,224 @@
+"""Train stage: one (model, seed) cell, the same recipe for every architecture.
+
+The split sits on the device as normalised float tensors; batches are index slices of it, so the
+hot loop runs no per-sample Python and no host-device copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from pipeline import atomic, models, tracking
+from pipeline.bench import Stopwatch, resolve_device
+from pipeline.params import Params, TrainParams
+from pipeline.prepare import PreparedData
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Loss and accuracy of one epoch on the training and validation splits."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one cell's training produced."""
+
+    model: str
+    seed: int
+    checkpoint: Path
+    curves: Path
+    run_id: str | None
+    history: list[EpochStats]
+    train_images_per_second: float
+    train_seconds: float
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """uint8 (N, C, ...) -> float32 on `device`, scaled to [0, 1] and standardised per channel."""
+    shape = (1, len(mean)) + (1,) * (images.dim() - 2)
+    x = images.to(device).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+    return x.sub_(mean_t).div_(std_t)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits for every row of `x`, computed in eval mode in slices of `batch_size`."""
+    model.eval()
+    return torch.cat([model(x[start : start + batch_size]) for start in range(0, len(x), batch_size)])
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: TrainParams, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """One-cycle or cosine learning-rate schedule, stepped once per batch."""
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total_steps)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
+def fit(
+    model: nn.Module,
+    data: dict[str, torch.Tensor],
+    recipe: TrainParams,
+    seed: int,
+    on_epoch: Callable[[EpochStats], None],
+    eval_batch_size: int,
+) -> tuple[list[EpochStats], float]:
+    """Train with AdamW for recipe.epochs; returns the per-epoch history and the seconds spent training."""
+    device = data["train_x"].device
+    n_train = len(data["train_y"])
+    steps_per_epoch = -(-n_train // recipe.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = make_scheduler(optimizer, recipe, recipe.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    generator = torch.Generator().manual_seed(seed)
+    stopwatch = Stopwatch(device)
+    history: list[EpochStats] = []
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        order = torch.randperm(n_train, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        stopwatch.start()
+        for start in range(0, n_train, recipe.batch_size):
+            index = order[start : start + recipe.batch_size]
+            xb, yb = data["train_x"][index], data["train_y"][index]
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()
+        seconds = stopwatch.stop()
+        val_logits = predict_logits(model, data["val_x"], eval_batch_size)
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=loss_sum.item() / n_train,
+            train_accuracy=correct.item() / n_train,
+            val_loss=loss_fn(val_logits, data["val_y"]).item(),
+            val_accuracy=(val_logits.argmax(1) == data["val_y"]).float().mean().item(),
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=seconds,
+        )
+        history.append(stats)
+        on_epoch(stats)
+    return history, stopwatch.elapsed
+
+
+def train_cell(
+    params: Params,
+    model_name: str,
+    seed: int,
+    prepared: PreparedData,
+    checkpoint_path: Path,
+    curves_path: Path,
+) -> TrainResult:
+    """Train one (model, seed) cell; log it to MLflow; write its checkpoint and curves atomically."""
+    device = resolve_device(params.train.device)
+    config = models.resolve(params.model, prepared.input_shape, prepared.num_classes)[model_name]
+    torch.manual_seed(seed)
+    model = models.build(config).to(device)
+    data = {key: normalize(value, prepared.mean, prepared.std, device) if key.endswith("_x") else value.to(device)
+            for key, value in prepared.tensors.items() if not key.startswith("test")}
+    cell = f"{model_name}-s{seed}"
+    tags = {
+        "convbench.kind": "train",
+        "convbench.model": model_name,
+        "convbench.seed": seed,
+        "convbench.dataset": prepared.name,
+        "convbench.dataset_sha256": prepared.sha256,
+        "convbench.device": str(device),
+    }
+    with tracking.run(params.tracking, prepared.name, cell, tags) as logger:
+        logger.log_params(
+            {
+                "model": model_name,
+                "seed": seed,
+                "params": models.count_params(model),
+                "architecture": config,
+                "train": params.train.model_dump(exclude={"seeds"}),
+                "data": params.data.model_dump(mode="json"),
+            }
+        )
+        with _epoch_progress(cell, params.train.epochs) as advance:
+
+            def on_epoch(stats: EpochStats) -> None:
+                logger.log_metrics({k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch)
+                advance(stats)
+
+            history, train_seconds = fit(model, data, params.train, seed, on_epoch, params.evaluate.batch_size)
+        images_per_second = params.train.epochs * len(data["train_y"]) / train_seconds
+        logger.log_metrics({"train_images_per_second": images_per_second, "train_seconds": train_seconds})
+        model = model.cpu()
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "state_dict": model.state_dict(),
+            "config": config,
+            "dataset": prepared.name,
+            "dataset_sha256": prepared.sha256,
+            "seed": seed,
+            "mlflow_run_id": logger.run_id,
+            "train": {
+                "epochs": params.train.epochs,
+                "device": str(device),
+                "train_images_per_second": images_per_second,
+                "train_seconds": train_seconds,
+                "final_val_accuracy": history[-1].val_accuracy,
+            },
+        }
+        atomic.write_text(curves_path, pd.DataFrame([dataclasses.asdict(s) for s in history]).to_csv(index=False))
+        atomic.write_with(checkpoint_path, lambda tmp: torch.save(checkpoint, tmp))
+        if params.tracking.log_model:
+            example = data["val_x"][:2].cpu().numpy()
+            logger.log_model(model, example)
+        logger.log_artifact(curves_path, "curves")
+        run_id = logger.run_id
+    return TrainResult(model_name, seed, checkpoint_path, curves_path, run_id, history, images_per_second, train_seconds)
+
+
+class _epoch_progress:
+    """A rich progress bar over epochs that shows the latest validation accuracy."""
+
+    def __init__(self, cell: str, epochs: int) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+        )
+        self.task = self.progress.add_task(f"train {cell}", total=epochs, status="")
+
+    def __enter__(self) -> Callable[[EpochStats], None]:
+        self.progress.start()
+
+        def advance(stats: EpochStats) -> None:
+            status = f"loss {stats.train_loss:.3f} val_acc {stats.val_accuracy:.4f}"
+            self.progress.update(self.task, advance=1, status=status)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
