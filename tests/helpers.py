@@ -1,0 +1,52 @@
+"""Shared test helpers: the project's own params with small overrides, and running the real CLI."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def default_params() -> dict[str, Any]:
+    """The project's params.yaml as a plain dict."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def params_with(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The default params with dotted-key overrides, e.g. {'train.epochs': 1}."""
+    params = copy.deepcopy(default_params())
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return params
+
+
+def write_params(path: Path, overrides: dict[str, Any]) -> Path:
+    """Write default params plus overrides to `path`."""
+    path.write_text(yaml.safe_dump(params_with(overrides), sort_keys=False))
+    return path
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The environment with this venv's bin first on PATH (so `convbench` and `dvc` resolve)."""
+    result = dict(os.environ)
+    result["PATH"] = f"{BIN}{os.pathsep}{result.get('PATH', '')}"
+    result["MPLBACKEND"] = "Agg"
+    result.update(extra)
+    return result
+
+
+def run(args: list[str], cwd: Path, timeout: float = 600, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run a real command (convbench, dvc, git) and capture its output."""
+    return subprocess.run(args, cwd=cwd, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)

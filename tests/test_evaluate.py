@@ -1,0 +1,74 @@
+"""Evaluate stage: metrics that agree with each other, and refusing mismatched checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline import paths
+from pipeline.errors import ConvbenchError
+from pipeline.evaluate import confusion_matrix, evaluate_cell, load_checkpoint, restore_model
+from pipeline.prepare import load_prepared
+from tests.conftest import Workspace
+
+
+def read_metrics(workspace: Workspace, model: str, seed: int) -> dict:
+    return json.loads((workspace.root / paths.metrics(model, seed)).read_text())
+
+
+def test_metrics_are_consistent(workspace: Workspace) -> None:
+    for model in ("cnn", "mlp"):
+        metrics = read_metrics(workspace, model, 0)
+        confusion = torch.tensor(metrics["confusion_matrix"])
+        assert confusion.sum().item() == metrics["test_size"] == 360
+        assert metrics["test_accuracy"] == pytest.approx(confusion.trace().item() / confusion.sum().item())
+        per_class = [confusion[i, i].item() / confusion[i].sum().item() for i in range(10)]
+        assert list(metrics["per_class_accuracy"].values()) == pytest.approx(per_class)
+        assert metrics["inference_images_per_second"] > 0 and metrics["inference_batch_size"] == 256
+        assert metrics["context"]["device"] == "cpu" and metrics["context"]["threads"] >= 1
+
+
+def test_matched_parameter_counts_reach_the_metrics(workspace: Workspace) -> None:
+    cnn, mlp = read_metrics(workspace, "cnn", 1)["params"], read_metrics(workspace, "mlp", 1)["params"]
+    assert abs(cnn - mlp) / cnn <= 0.01
+
+
+def test_evaluation_lands_in_the_training_run(workspace: Workspace) -> None:
+    checkpoint = torch.load(workspace.root / paths.checkpoint("mlp", 1), weights_only=True)
+    client = MlflowClient(workspace.tracking_uri)
+    run = client.get_run(checkpoint["mlflow_run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(read_metrics(workspace, "mlp", 1)["test_accuracy"])
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 3
+    assert run.info.status == "FINISHED"
+
+
+def test_confusion_matrix_counts_true_by_predicted() -> None:
+    labels, predictions = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 0])
+    assert confusion_matrix(labels, predictions, 3).tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_wrong_model_checkpoint_is_refused(workspace: Workspace) -> None:
+    with pytest.raises(ConvbenchError, match=r"holds a 'cnn' model, not 'mlp'"):
+        load_checkpoint(workspace.root / paths.checkpoint("cnn", 0), "mlp")
+
+
+def test_checkpoint_from_another_architecture_is_refused(workspace: Workspace, tmp_path: Path) -> None:
+    checkpoint = torch.load(workspace.root / paths.checkpoint("cnn", 0), weights_only=True)
+    checkpoint["config"]["conv"][0]["channels"] = 16
+    with pytest.raises(ConvbenchError, match="does not fit the architecture in its own config"):
+        restore_model(checkpoint, tmp_path / "x.pt")
+
+
+def test_checkpoint_trained_on_other_data_is_refused(workspace: Workspace, tmp_path: Path) -> None:
+    checkpoint = torch.load(workspace.root / paths.checkpoint("cnn", 0), weights_only=True)
+    checkpoint["dataset_sha256"] = "f" * 64
+    forged = tmp_path / "cnn-s0.pt"
+    torch.save(checkpoint, forged)
+    prepared = load_prepared(workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits"))
+    with pytest.raises(ConvbenchError, match="was trained on other data"):
+        evaluate_cell(workspace.params, "cnn", 0, prepared, forged, tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()

@@ -1,0 +1,91 @@
+"""params.yaml validation: the default file is valid; every mistake names its key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import ParamsError
+from pipeline.params import TrainParams, load_params, validate_params
+from tests.helpers import ROOT, default_params, params_with
+
+
+def test_default_params_file_is_valid() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.name == "mnist5k"
+    assert [b.channels for b in params.model.cnn.conv] == [32]
+    assert params.model.cnn.hidden == [128]
+    assert params.train.seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"train.epochs": -1}, "train.epochs: Input should be greater than 0 (got -1)"),
+        ({"train.batch_size": 0}, "train.batch_size: Input should be greater than 0"),
+        ({"train.lr": 0}, "train.lr: Input should be greater than 0"),
+        ({"train.seeds": []}, "train.seeds: List should have at least 1 item"),
+        ({"train.seeds": [1, 1]}, "train.seeds: seeds must be unique"),
+        ({"data.name": "nope"}, "data.name: Input should be 'mnist5k', 'digits'"),
+        ({"train.schedule": "linear"}, "train.schedule: Input should be 'onecycle' or 'cosine'"),
+        ({"train.epochs": "ten"}, "train.epochs: Input should be a valid integer"),
+        ({"data.val_fraction": 0.7}, "data.val_fraction: Input should be less than 0.5"),
+    ],
+)
+def test_bad_values_name_key_and_allowed_values(overrides: dict, expected: str) -> None:
+    with pytest.raises(ParamsError) as caught:
+        validate_params(params_with(overrides))
+    message = str(caught.value)
+    assert message.startswith("params.yaml: ")
+    assert expected in message
+    assert "\n" not in message
+    assert caught.value.exit_code == 2
+
+
+def test_unknown_key_lists_allowed_keys() -> None:
+    raw = default_params()
+    raw["train"]["epoch"] = 3
+    with pytest.raises(ParamsError, match=r"unknown key 'train.epoch'; allowed keys here: seeds, epochs, batch_size"):
+        validate_params(raw)
+
+
+def test_unknown_key_inside_conv_block_lists_block_keys() -> None:
+    raw = default_params()
+    raw["model"]["cnn"]["conv"][0]["stride"] = 2
+    with pytest.raises(ParamsError, match=r"'model.cnn.conv.0.stride'; allowed keys here: channels, kernel, padding, pool"):
+        validate_params(raw)
+
+
+def test_unknown_section_and_missing_key() -> None:
+    raw = default_params()
+    raw["extra"] = {}
+    del raw["train"]["epochs"]
+    with pytest.raises(ParamsError) as caught:
+        validate_params(raw)
+    assert "unknown key 'extra'; allowed keys here: data, model, train, evaluate, tracking" in str(caught.value)
+    assert "missing key 'train.epochs'" in str(caught.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="file not found; run from the project root or pass --params PATH"):
+        load_params(tmp_path / "params.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train:\n  epochs: [1,\n")
+    with pytest.raises(ParamsError, match=r"broken.yaml: line \d+ is not valid YAML"):
+        load_params(broken)
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ParamsError, match="expected a mapping with sections data, model, train"):
+        load_params(path)
+
+
+def test_dvc_train_stage_tracks_every_recipe_key_but_seeds() -> None:
+    """dvc.yaml lists train params one by one (so adding a seed retrains nothing); none may be forgotten."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    tracked = {p.removeprefix("train.") for p in stages["train"]["params"] if p.startswith("train.")}
+    assert tracked == set(TrainParams.model_fields) - {"seeds"}

@@ -1,0 +1,82 @@
+"""Prepare stage: stratified seeded splits, train-only statistics, and tamper-evident tensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.download import download
+from pipeline.errors import DataError
+from pipeline.params import validate_params
+from pipeline.prepare import load_prepared, prepare, stratified_split
+from tests.helpers import params_with
+from tests.torchvision_files import make_mnist_family
+
+
+def test_split_of_class_sorted_labels_is_stratified_disjoint_and_seeded() -> None:
+    labels = np.repeat(np.arange(10), 100)  # sorted by class, like mnist5k
+    train, val, test = stratified_split(labels, (0.1, 0.2), seed=0)
+    assert (len(train), len(val), len(test)) == (700, 100, 200)
+    assert np.bincount(labels[train]).tolist() == [70] * 10
+    assert np.bincount(labels[val]).tolist() == [10] * 10
+    assert np.bincount(labels[test]).tolist() == [20] * 10
+    assert len(np.union1d(np.union1d(train, val), test)) == 1000
+    again = stratified_split(labels, (0.1, 0.2), seed=0)
+    other = stratified_split(labels, (0.1, 0.2), seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))
+    assert not np.array_equal(test, other[2])
+
+
+def test_split_too_small_to_stratify_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match="cannot split 12 images stratified"):
+        stratified_split(np.arange(12) % 6, (0.1, 0.2), seed=0)
+
+
+@pytest.fixture(scope="module")
+def mnist5k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("prepare")
+    params = validate_params(params_with({"data.root": str(root / "raw")})).data
+    download(params, root / "raw" / "mnist5k")
+    tensors, manifest = root / "mnist5k.pt", root / "mnist5k.json"
+    prepare(params, root / "raw" / "mnist5k", tensors, manifest)
+    return tensors, manifest
+
+
+def test_mnist5k_prepared_balanced_with_train_only_statistics(mnist5k: tuple[Path, Path]) -> None:
+    tensors_path, manifest_path = mnist5k
+    prepared = load_prepared(tensors_path, manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["sizes"] == {"train": 3500, "val": 500, "test": 1000}
+    assert manifest["class_counts"]["test"] == [100] * 10
+    assert prepared.tensors["train_x"].dtype == torch.uint8 and prepared.input_shape == (1, 28, 28)
+    train = prepared.tensors["train_x"].double() / 255
+    assert prepared.mean[0] == pytest.approx(train.mean().item(), rel=1e-9)
+    assert prepared.std[0] == pytest.approx(train.std().item(), rel=1e-9)
+    everything = torch.cat([prepared.tensors[f"{s}_x"] for s in ("train", "val", "test")]).double() / 255
+    assert prepared.mean[0] != pytest.approx(everything.mean().item(), rel=1e-6)
+
+
+def test_tampered_tensors_are_refused(mnist5k: tuple[Path, Path], tmp_path: Path) -> None:
+    tensors_path, manifest_path = mnist5k
+    tensors = torch.load(tensors_path, weights_only=True)
+    tensors["test_y"][0] = (tensors["test_y"][0] + 1) % 10
+    edited = tmp_path / "edited.pt"
+    torch.save(tensors, edited)
+    with pytest.raises(DataError, match="does not match the sha256 in .*mnist5k.json"):
+        load_prepared(edited, manifest_path)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(tensors_path.read_bytes()[:1000])
+    with pytest.raises(DataError, match="is unreadable .*run `convbench prepare` again"):
+        load_prepared(truncated, manifest_path)
+
+
+def test_official_test_split_is_kept(tmp_path: Path) -> None:
+    make_mnist_family(tmp_path / "mnist", "mnist", train=100, test=30)
+    params = validate_params(params_with({"data.name": "mnist", "data.root": str(tmp_path)})).data
+    result = prepare(params, tmp_path / "mnist", tmp_path / "p.pt", tmp_path / "p.json")
+    assert result.sizes == {"train": 90, "val": 10, "test": 30}
+    assert json.loads((tmp_path / "p.json").read_text())["official_test_split"] is True
