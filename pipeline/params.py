@@ -14,6 +14,7 @@ from pipeline.errors import ParamsError
 DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
 PositiveInt = Annotated[int, Field(gt=0)]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class _Section(BaseModel):
@@ -29,7 +30,7 @@ class DataParams(_Section):
     root: Path
     val_fraction: Fraction
     test_fraction: Fraction
-    split_seed: Annotated[int, Field(ge=0)]
+    split_seed: Seed
     verify_checksums: bool
 
 
@@ -68,7 +69,7 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     """The one recipe both models are trained with."""
 
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    seeds: Annotated[list[Seed], Field(min_length=1)]
     epochs: PositiveInt
     batch_size: PositiveInt
     lr: Annotated[float, Field(gt=0.0, le=10.0)]
@@ -118,6 +119,8 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found; run from the project root or pass --params PATH") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
