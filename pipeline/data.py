@@ -8,9 +8,10 @@ Heavy imports (torchvision, sklearn, mlxtend) happen inside the functions that n
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import pickle
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,6 @@ import numpy as np
 from pipeline import atomic
 from pipeline.errors import DataError
 
-DATASET_NAMES = ("mnist5k", "digits", "mnist", "fashion_mnist", "kmnist", "cifar10")
 OFFLINE_DATASETS = ("mnist5k", "digits")
 EMBEDDED_FILE = "images.npz"
 
@@ -38,9 +38,13 @@ class RawData:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How one catalog entry is fetched into, checked in, and read from its folder."""
+    """How one catalog entry is fetched into, checked in, and read from its folder.
+
+    Embedded datasets come from installed packages, so fetching them is cheap and always redone.
+    """
 
     name: str
+    embedded: bool
     fetch: Callable[[Path, bool], None]
     missing: Callable[[Path, bool], list[Path]]
     load: Callable[[Path], RawData]
@@ -49,15 +53,6 @@ class DatasetSpec:
 def spec(name: str) -> DatasetSpec:
     """Look up a dataset by name; params validation has already rejected unknown names."""
     return CATALOG[name]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- embedded datasets: shipped inside installed packages, written once as npz ---------------
@@ -156,7 +151,8 @@ def _fetch_torchvision(name: str) -> Callable[[Path, bool], None]:
     def fetch(folder: Path, verify: bool) -> None:
         """Download with torchvision into a temporary folder, then move the finished files into place."""
         cls = _torchvision_class(name)
-        with atomic.atomic_dir(folder.with_name(f"{folder.name}.download")) as staging:
+        with tempfile.TemporaryDirectory(prefix=f".{folder.name}.download.", dir=_parent(folder)) as staging_name:
+            staging = Path(staging_name)
             _seed_staging(folder, staging)
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints progress
@@ -177,7 +173,12 @@ def _seed_staging(folder: Path, staging: Path) -> None:
         if source.is_file():
             destination = staging / source.relative_to(folder)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(source.read_bytes())
+            shutil.copy2(source, destination)
+
+
+def _parent(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return folder.parent
 
 
 def _merge_into(staging: Path, folder: Path) -> None:
@@ -293,11 +294,13 @@ def check_files(name: str, folder: Path, verify: bool) -> None:
 
 
 CATALOG: dict[str, DatasetSpec] = {
-    "mnist5k": DatasetSpec("mnist5k", _fetch_embedded(_mnist5k_arrays), _missing_embedded, _load_embedded),
-    "digits": DatasetSpec("digits", _fetch_embedded(_digits_arrays), _missing_embedded, _load_embedded),
+    "mnist5k": DatasetSpec("mnist5k", True, _fetch_embedded(_mnist5k_arrays), _missing_embedded, _load_embedded),
+    "digits": DatasetSpec("digits", True, _fetch_embedded(_digits_arrays), _missing_embedded, _load_embedded),
     **{
-        name: DatasetSpec(name, _fetch_torchvision(name), _missing_torchvision(name), _load_mnist_family(name))
+        name: DatasetSpec(name, False, _fetch_torchvision(name), _missing_torchvision(name), _load_mnist_family(name))
         for name in ("mnist", "fashion_mnist", "kmnist")
     },
-    "cifar10": DatasetSpec("cifar10", _fetch_torchvision("cifar10"), _missing_torchvision("cifar10"), _load_cifar10),
+    "cifar10": DatasetSpec("cifar10", False, _fetch_torchvision("cifar10"), _missing_torchvision("cifar10"), _load_cifar10),
 }
+DATASET_NAMES = tuple(CATALOG)
+assert set(OFFLINE_DATASETS) == {name for name, entry in CATALOG.items() if entry.embedded}

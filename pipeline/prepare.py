@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pipeline import atomic
-from pipeline.data import check_files, sha256_file, spec
+from pipeline.data import check_files, spec
 from pipeline.errors import DataError
 from pipeline.params import DataParams
 
@@ -128,7 +128,6 @@ def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_p
         "split_seed": params.split_seed,
         "official_test_split": raw.test_images is not None,
         "sha256": digest,
-        "tensors_file_sha256": sha256_file(tensors_path),
     }
     atomic.write_json(manifest_path, manifest)
     return PrepareResult(tensors_path, manifest_path, manifest["sizes"], digest)

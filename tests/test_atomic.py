@@ -1,0 +1,40 @@
+"""Atomic writes: a failed writer leaves the old file untouched and no temporary behind."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from pipeline import atomic
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "metrics.json"
+    atomic.write_json(target, {"b": 1, "a": 2})
+    before = target.read_bytes()
+
+    def half_then_crash(tmp: Path) -> None:
+        tmp.write_text('{"partial": ')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_with(target, half_then_crash)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["metrics.json"]
+
+
+def test_failed_first_write_creates_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "model.pt"
+    with pytest.raises(RuntimeError):
+        atomic.write_with(target, lambda tmp: (_ for _ in ()).throw(RuntimeError("disk full")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_is_sorted_and_files_are_world_readable(tmp_path: Path) -> None:
+    target = atomic.write_json(tmp_path / "m.json", {"b": 1, "a": [1, 2]})
+    assert target.read_text().index('"a"') < target.read_text().index('"b"')
+    assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
