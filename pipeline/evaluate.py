@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pipeline import atomic, models, tracking
+from pipeline import atomic, models, paths, tracking
 from pipeline.bench import inference_throughput, resolve_device
 from pipeline.errors import ConvbenchError
 from pipeline.params import Params
@@ -113,7 +113,7 @@ def evaluate_cell(
         },
     }
     tags = {"convbench.kind": "train", "convbench.model": model_name, "convbench.seed": seed, "convbench.dataset": prepared.name}
-    with tracking.run(params.tracking, prepared.name, f"{model_name}-s{seed}", tags, checkpoint["mlflow_run_id"]) as logger:
+    with tracking.run(params.tracking, prepared.name, paths.cell(model_name, seed), tags, checkpoint["mlflow_run_id"]) as logger:
         scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "seed"}
         logger.log_metrics(scalar | {f"test_accuracy_class_{c}": a for c, a in metrics["per_class_accuracy"].items()})
         atomic.write_json(metrics_path, metrics)

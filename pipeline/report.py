@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,28 +27,30 @@ class ReportResult:
     summary: pd.DataFrame
 
 
-def load_metrics(models: tuple[str, ...], seeds: list[int]) -> pd.DataFrame:
-    """One row per (model, seed) from metrics/<model>-s<seed>.json; every expected file must exist."""
-    rows = []
-    for model in models:
-        for seed in seeds:
-            path = paths.metrics(model, seed)
-            if not path.is_file():
-                raise ConvbenchError(f"{path} is missing; run `convbench evaluate --model {model} --seed {seed}` first")
-            rows.append(json.loads(path.read_text()))
+def _cell_files(models: tuple[str, ...], seeds: list[int], where: Callable[[str, int], Path], stage: str) -> list[tuple[str, int, Path]]:
+    """Every expected per-cell file; a missing one names the command that makes it."""
+    cells = [(model, seed, where(model, seed)) for model in models for seed in seeds]
+    for model, seed, path in cells:
+        if not path.is_file():
+            raise ConvbenchError(f"{path} is missing; run `convbench {stage} --model {model} --seed {seed}` first")
+    return cells
+
+
+def load_metrics(models: tuple[str, ...], seeds: list[int], dataset: str) -> pd.DataFrame:
+    """One row per (model, seed) from metrics/<model>-s<seed>.json, all of them for `dataset`."""
+    rows = [json.loads(path.read_text()) for _m, _s, path in _cell_files(models, seeds, paths.metrics, "evaluate")]
+    stale = [f"{row['model']}-s{row['seed']} ({row['dataset']})" for row in rows if row["dataset"] != dataset]
+    if stale:
+        raise ConvbenchError(
+            f"metrics of {', '.join(stale)} are not for data.name '{dataset}'; run `dvc repro` (or train and evaluate)"
+        )
     return pd.DataFrame(rows)
 
 
 def load_curves(models: tuple[str, ...], seeds: list[int]) -> pd.DataFrame:
     """Per-epoch curves of every cell, with model and seed columns."""
-    frames = []
-    for model in models:
-        for seed in seeds:
-            path = paths.curves(model, seed)
-            if not path.is_file():
-                raise ConvbenchError(f"{path} is missing; run `convbench train --model {model} --seed {seed}` first")
-            frames.append(pd.read_csv(path).assign(model=model, seed=seed))
-    return pd.concat(frames, ignore_index=True)
+    cells = _cell_files(models, seeds, paths.curves, "train")
+    return pd.concat([pd.read_csv(path).assign(model=m, seed=s) for m, s, path in cells], ignore_index=True)
 
 
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -159,7 +162,7 @@ def render_markdown(params: Params, summary: pd.DataFrame, manifest: dict, metri
 def report(params: Params, markdown_path: Path, figures_dir: Path) -> ReportResult:
     """Build the comparison from every (model, seed) cell and log it to MLflow as a comparison run."""
     seeds = list(params.train.seeds)
-    metrics = load_metrics(MODEL_NAMES, seeds)
+    metrics = load_metrics(MODEL_NAMES, seeds, params.data.name)
     curves = load_curves(MODEL_NAMES, seeds)
     manifest_path = paths.prepared_manifest(params.data.name)
     if not manifest_path.is_file():

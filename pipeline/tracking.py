@@ -19,6 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from pipeline.errors import ConvbenchError
 from pipeline.params import TrackingParams
 
 DEFAULT_STORE = "mlflow.db"
@@ -47,8 +48,8 @@ def git_commit(cwd: Path | None = None) -> str:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(  # dvc.lock changes between stages by design; it is not a source change
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock"],
             cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -124,23 +125,40 @@ def run(
     tags: Mapping[str, Any],
     resume_run_id: str | None = None,
 ) -> Iterator[RunLogger]:
-    """Open (or resume) a run in the dataset's experiment; it ends FINISHED, or FAILED if the block raises."""
+    """Open (or resume) a run in the dataset's experiment; it ends FINISHED, or FAILED if the block raises.
+
+    MLflow's own errors (unreachable store, deleted experiment) become one-line ConvbenchErrors.
+    """
     uri = tracking_uri(params)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    experiment = mlflow.set_experiment(experiment_name(params, dataset))
-    run_id = resume_run_id if resume_run_id and _run_exists(client, resume_run_id) else None
     all_tags = {"convbench.git_commit": git_commit(), **{k: str(v) for k, v in tags.items()}}
-    with mlflow.start_run(
-        run_id=run_id,
-        experiment_id=None if run_id else experiment.experiment_id,
-        run_name=None if run_id else run_name,
-        tags=None if run_id else all_tags,
-    ) as active:
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        experiment = mlflow.set_experiment(experiment_name(params, dataset))
+        run_id = resume_run_id if resume_run_id and _run_exists(client, resume_run_id) else None
+        active = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if run_id else experiment.experiment_id,
+            run_name=None if run_id else run_name,
+            tags=None if run_id else all_tags,
+        )
+    except MlflowException as exc:
+        raise _tracking_error(uri, exc) from None
+    with active:
         logger = RunLogger(client, active.info.run_id)
-        if run_id:
-            logger.set_tags(all_tags)
-        yield logger
+        try:
+            if run_id:
+                logger.set_tags(all_tags)
+            yield logger
+        except MlflowException as exc:
+            raise _tracking_error(uri, exc) from None
+
+
+def _tracking_error(uri: str, exc: MlflowException) -> ConvbenchError:
+    first_line = str(exc.message if hasattr(exc, "message") else exc).strip().splitlines()[0]
+    return ConvbenchError(
+        f"MLflow tracking at '{uri}' failed ({first_line}); check tracking.uri in params.yaml or $MLFLOW_TRACKING_URI"
+    )
 
 
 def _run_exists(client: MlflowClient, run_id: str) -> bool:

@@ -16,7 +16,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from pipeline import atomic, models, tracking
+from pipeline import atomic, models, paths, tracking
 from pipeline.bench import Stopwatch, resolve_device
 from pipeline.params import Params, TrainParams
 from pipeline.prepare import PreparedData
@@ -82,7 +82,6 @@ def fit(
     recipe: TrainParams,
     seed: int,
     on_epoch: Callable[[EpochStats], None],
-    eval_batch_size: int,
 ) -> tuple[list[EpochStats], float]:
     """Train with AdamW for recipe.epochs; returns the per-epoch history and the seconds spent training."""
     device = data["train_x"].device
@@ -90,7 +89,8 @@ def fit(
     steps_per_epoch = -(-n_train // recipe.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = make_scheduler(optimizer, recipe, recipe.epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)  # the objective
+    plain_loss = nn.CrossEntropyLoss()  # reported for validation, like the test loss
     generator = torch.Generator().manual_seed(seed)
     stopwatch = Stopwatch(device)
     history: list[EpochStats] = []
@@ -112,12 +112,12 @@ def fit(
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
         seconds = stopwatch.stop()
-        val_logits = predict_logits(model, data["val_x"], eval_batch_size)
+        val_logits = predict_logits(model, data["val_x"], recipe.batch_size)
         stats = EpochStats(
             epoch=epoch,
             train_loss=loss_sum.item() / n_train,
             train_accuracy=correct.item() / n_train,
-            val_loss=loss_fn(val_logits, data["val_y"]).item(),
+            val_loss=plain_loss(val_logits, data["val_y"]).item(),
             val_accuracy=(val_logits.argmax(1) == data["val_y"]).float().mean().item(),
             lr=optimizer.param_groups[0]["lr"],
             seconds=seconds,
@@ -142,7 +142,7 @@ def train_cell(
     model = models.build(config).to(device)
     data = {key: normalize(value, prepared.mean, prepared.std, device) if key.endswith("_x") else value.to(device)
             for key, value in prepared.tensors.items() if not key.startswith("test")}
-    cell = f"{model_name}-s{seed}"
+    cell = paths.cell(model_name, seed)
     tags = {
         "convbench.kind": "train",
         "convbench.model": model_name,
@@ -168,7 +168,7 @@ def train_cell(
                 logger.log_metrics({k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch)
                 advance(stats)
 
-            history, train_seconds = fit(model, data, params.train, seed, on_epoch, params.evaluate.batch_size)
+            history, train_seconds = fit(model, data, params.train, seed, on_epoch)
         images_per_second = params.train.epochs * len(data["train_y"]) / train_seconds
         logger.log_metrics({"train_images_per_second": images_per_second, "train_seconds": train_seconds})
         model = model.cpu()

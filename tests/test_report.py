@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+import contextlib
+
 from pipeline import paths
-from pipeline.report import summarize, verdict
+from pipeline.errors import ConvbenchError
+from pipeline.report import load_metrics, summarize, verdict
 from tests.conftest import Workspace
 
 
@@ -62,3 +65,15 @@ def test_verdict_follows_the_numbers() -> None:
 def test_summary_std_is_sample_std() -> None:
     summary = summarize(_metrics(0.97, 0.95))
     assert summary.loc["cnn", "accuracy_std"] == pytest.approx(pd.Series([0.969, 0.971]).std(ddof=1))
+
+
+def test_metrics_of_another_dataset_are_refused(workspace: Workspace) -> None:
+    with contextlib.chdir(workspace.root), pytest.raises(ConvbenchError) as caught:
+        load_metrics(("cnn", "mlp"), [0, 1], "mnist5k")
+    assert "metrics of cnn-s0 (digits), cnn-s1 (digits)" in str(caught.value)
+    assert str(caught.value).endswith("are not for data.name 'mnist5k'; run `dvc repro` (or train and evaluate)")
+
+
+def test_missing_cell_names_the_command_to_run(workspace: Workspace) -> None:
+    with contextlib.chdir(workspace.root), pytest.raises(ConvbenchError, match=r"metrics/cnn-s7.json is missing; run `convbench evaluate --model cnn --seed 7` first"):
+        load_metrics(("cnn",), [7], "digits")

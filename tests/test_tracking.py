@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
+from pipeline.errors import ConvbenchError
 from pipeline.params import TrackingParams, validate_params
 from tests.helpers import params_with
 
@@ -62,3 +63,12 @@ def test_resume_logs_into_the_same_run_and_recreates_a_lost_one(tmp_path: Path) 
     assert run.data.metrics == {"val_accuracy": 0.9, "test_accuracy": 0.88}
     with tracking.run(params, "digits", "mlp-s1", {}, resume_run_id="0" * 32) as logger:
         assert logger.run_id != first
+
+
+def test_unusable_store_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ConvbenchError) as caught:
+        with tracking.run(tracking_params("bogus://nowhere"), "digits", "cnn-s0", {}):
+            pass
+    message = str(caught.value)
+    assert message.startswith("MLflow tracking at 'bogus://nowhere' failed (")
+    assert message.endswith("check tracking.uri in params.yaml or $MLFLOW_TRACKING_URI") and "\n" not in message

@@ -68,7 +68,7 @@ def test_same_seed_same_result_on_cpu(workspace: Workspace) -> None:
     for _ in range(2):
         torch.manual_seed(7)
         model = models.build(config)
-        history, _seconds = fit(model, data, workspace.params.train, 7, lambda stats: None, 256)
+        history, _seconds = fit(model, data, workspace.params.train, 7, lambda stats: None)
         outcomes.append(([dataclasses.replace(s, seconds=0.0) for s in history], model.state_dict()))
     (first_history, first_state), (second_history, second_state) = outcomes
     assert first_history == second_history
