@@ -23,7 +23,7 @@ test: $(STAMP)  ## run the test suite
 	pytest
 
 ui: $(STAMP)  ## browse the runs: MLflow UI on the project's store, bound to 127.0.0.1
-	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port $(UI_PORT)
+	convbench ui --host 127.0.0.1 --port $(UI_PORT)
 
-clean:  ## remove generated data, models, metrics, reports and the local MLflow store (keeps .venv)
-	rm -rf data models metrics reports dvc_plots mlflow.db mlruns mlartifacts
+clean:  ## remove prepared data, models, metrics, reports and the local MLflow store (keeps data/raw and .venv)
+	rm -rf data/prepared models metrics reports dvc_plots mlflow.db mlruns mlartifacts

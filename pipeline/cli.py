@@ -6,6 +6,7 @@ one line and exit non-zero (2 for bad params); nothing is half-written.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -160,6 +161,24 @@ def report(params_path: ParamsPath = Path("params.yaml")) -> None:
 
         result = run_report(params, paths.report_markdown(), paths.figures_dir())
         typer.echo(f"report: {result.markdown}")
+
+    _stage(run, params_path)
+
+
+@app.command()
+def ui(
+    params_path: ParamsPath = Path("params.yaml"),
+    host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 5000,
+) -> None:
+    """Open the MLflow UI on the store convbench logs to (tracking.uri, $MLFLOW_TRACKING_URI or mlflow.db)."""
+
+    def run(params: Params) -> None:
+        from pipeline.tracking import tracking_uri
+
+        uri = tracking_uri(params.tracking)
+        typer.echo(f"ui: serving {uri} at http://{host}:{port}", err=True)
+        os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
 
     _stage(run, params_path)
 

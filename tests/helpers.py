@@ -20,9 +20,14 @@ def default_params() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def params_with(overrides: dict[str, Any]) -> dict[str, Any]:
-    """The default params with dotted-key overrides, e.g. {'train.epochs': 1}."""
-    params = copy.deepcopy(default_params())
+# A closed local port as HTTP(S) proxy: urllib (and so torchvision) fails at once, as offline.
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+
+
+def params_with(overrides: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`base` (default: the project's params) with dotted-key overrides, e.g. {'train.epochs': 1}."""
+    params = copy.deepcopy(base if base is not None else default_params())
     for dotted, value in overrides.items():
         *parents, last = dotted.split(".")
         node = params
@@ -32,9 +37,10 @@ def params_with(overrides: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def write_params(path: Path, overrides: dict[str, Any]) -> Path:
-    """Write default params plus overrides to `path`."""
-    path.write_text(yaml.safe_dump(params_with(overrides), sort_keys=False))
+def write_params(path: Path, overrides: dict[str, Any], edit_existing: bool = False) -> Path:
+    """Write default params (or, with edit_existing, the file's own) plus overrides to `path`."""
+    base = yaml.safe_load(path.read_text()) if edit_existing else None
+    path.write_text(yaml.safe_dump(params_with(overrides, base), sort_keys=False))
     return path
 
 

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import default_params, run, write_params
+from tests.helpers import OFFLINE, default_params, env, run, write_params
 
 COMMANDS = ("download", "prepare", "train", "evaluate", "report")
 
 
-def test_help_lists_every_stage_and_option(tmp_path: Path) -> None:
-    result = run(["convbench", "--help"], tmp_path)
+def test_help_describes_every_stage_and_option(tmp_path: Path) -> None:
+    from pipeline import cli
+
+    result = run(["convbench", "--help"], tmp_path, COLUMNS="200")
     assert result.returncode == 0
     for command in COMMANDS:
-        assert command in result.stdout
-        sub = run(["convbench", command, "--help"], tmp_path)
-        assert sub.returncode == 0 and "--params" in sub.stdout
-    train_help = run(["convbench", "train", "--help"], tmp_path).stdout
-    assert "--model" in train_help and "--seed" in train_help and "cnn" in train_help
+        summary = getattr(cli, command).__doc__.split(";")[0].split("(")[0].strip()
+        assert summary[:40] in result.stdout
+        sub = run(["convbench", command, "--help"], tmp_path, COLUMNS="200")
+        assert sub.returncode == 0 and "--params" in sub.stdout and summary[:40] in sub.stdout
+    train_help = run(["convbench", "train", "--help"], tmp_path, COLUMNS="200").stdout
+    assert "--model" in train_help and "--seed" in train_help and "cnn|mlp" in train_help
 
 
 @pytest.mark.parametrize(
@@ -46,7 +57,7 @@ def test_bad_params_exit_2_with_one_line(tmp_path: Path, edit, expected: str, co
 
 def test_offline_torchvision_download_fails_clearly(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", {"data.name": "mnist"})
-    result = run(["convbench", "download"], tmp_path)
+    result = run(["convbench", "download"], tmp_path, **OFFLINE)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
@@ -81,3 +92,85 @@ def test_one_cell_trains_alone_like_dvc_would(tmp_path: Path) -> None:
 def test_unknown_model_is_a_usage_error(tmp_path: Path) -> None:
     result = run(["convbench", "train", "--model", "vit"], tmp_path, COLUMNS="200")
     assert result.returncode == 2 and "'vit' is not one of 'cnn', 'mlp'" in result.stderr
+
+
+def _wait_for(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {seconds}s waiting for {what}")
+
+
+def _first_run(store: str):
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("convbench-digits")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    if runs and client.get_metric_history(runs[0].info.run_id, "val_accuracy"):
+        return runs[0]
+    return None
+
+
+def test_sigterm_mid_training_marks_the_run_failed_and_writes_no_checkpoint(tmp_path: Path) -> None:
+    write_params(tmp_path / "params.yaml", {"data.name": "digits", "train.epochs": 5000})
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    for args in (["download"], ["prepare"]):
+        assert run(["convbench", *args], tmp_path).returncode == 0
+    process = subprocess.Popen(
+        ["convbench", "train", "-m", "cnn", "-s", "0"], cwd=tmp_path, env=env(MLFLOW_TRACKING_URI=store),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(lambda: _first_run(store), 120, "the first logged epoch")
+        process.send_signal(signal.SIGTERM)
+        _stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "convbench: interrupted; no partial outputs were written"
+    run_info = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("convbench-digits").experiment_id])[0]
+    assert run_info.info.status == "FAILED"
+    assert len(MlflowClient(store).get_metric_history(run_info.info.run_id, "val_accuracy")) >= 1
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+    assert list(tmp_path.rglob("*.tmp")) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ui_serves_the_project_store_on_loopback(tmp_path: Path) -> None:
+    from pipeline import tracking
+    from pipeline.params import validate_params
+    from tests.helpers import params_with
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking.run(validate_params(params_with({"tracking.uri": store})).tracking, "digits", "cnn-s0", {}) as logger:
+        logger.log_metrics({"val_accuracy": 0.5}, step=1)
+    write_params(tmp_path / "params.yaml", {"data.name": "digits"})
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "ui", "--port", str(port)], cwd=tmp_path,
+        env=env(MLFLOW_TRACKING_URI=""), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=convbench-digits"
+
+    def fetch():
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return json.loads(response.read())
+        except OSError:
+            return None
+
+    try:
+        found = _wait_for(fetch, 90, "the MLflow UI to answer")
+        assert found["experiment"]["name"] == "convbench-digits"
+        with pytest.raises(OSError):  # bound to 127.0.0.1 only, not 0.0.0.0: 127.0.0.2 is refused
+            socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
