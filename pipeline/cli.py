@@ -13,13 +13,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from pipeline import paths
 from pipeline.errors import ConvbenchError
 from pipeline.params import ModelParams, Params, load_params
+
+if TYPE_CHECKING:
+    from pipeline.prepare import PreparedData
 
 app = typer.Typer(
     name="convbench",
@@ -68,6 +71,21 @@ def _cells(params: Params, model: Optional[ModelName], seed: Optional[int]) -> l
     return [(m, s) for m in models for s in seeds]
 
 
+def _each_cell(
+    params: Params,
+    model: Optional[ModelName],
+    seed: Optional[int],
+    action: Callable[[Params, str, int, PreparedData], str],
+) -> None:
+    """Load the prepared split once, then run `action` on each selected (model, seed) cell."""
+    from pipeline.prepare import load_prepared
+
+    name = params.data.name
+    prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
+    for model_name, cell_seed in _cells(params, model, seed):
+        typer.echo(action(params, model_name, cell_seed, prepared))
+
+
 def _stage(run: Callable[[Params], None], params_path: Path) -> None:
     with _user_errors():
         params = load_params(params_path)
@@ -109,47 +127,38 @@ def prepare(params_path: ParamsPath = Path("params.yaml")) -> None:
 def train(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
     """Train (model, seed) cells with the shared recipe; --model and --seed pick one cell of the matrix."""
 
-    def run(params: Params) -> None:
-        from pipeline.prepare import load_prepared
+    def one_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
         from pipeline.train import train_cell
 
-        name = params.data.name
-        prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
-        for model_name, cell_seed in _cells(params, model, seed):
-            result = train_cell(
-                params, model_name, cell_seed, prepared,
-                paths.checkpoint(model_name, cell_seed), paths.curves(model_name, cell_seed),
-            )
-            typer.echo(
-                f"train: {paths.cell(model_name, cell_seed)} val_accuracy {result.history[-1].val_accuracy:.4f} "
-                f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
-            )
+        result = train_cell(
+            params, model_name, cell_seed, prepared,
+            paths.checkpoint(model_name, cell_seed), paths.curves(model_name, cell_seed),
+        )
+        return (
+            f"train: {paths.cell(model_name, cell_seed)} val_accuracy {result.history[-1].val_accuracy:.4f} "
+            f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
+        )
 
-    _stage(run, params_path)
+    _stage(lambda params: _each_cell(params, model, seed, one_cell), params_path)
 
 
 @app.command()
 def evaluate(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
     """Score trained cells on the test split and time their inference; writes metrics/<model>-s<seed>.json."""
 
-    def run(params: Params) -> None:
+    def one_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
         from pipeline.evaluate import evaluate_cell
-        from pipeline.prepare import load_prepared
 
-        name = params.data.name
-        prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
-        for model_name, cell_seed in _cells(params, model, seed):
-            result = evaluate_cell(
-                params, model_name, cell_seed, prepared,
-                paths.checkpoint(model_name, cell_seed), paths.metrics(model_name, cell_seed),
-            )
-            metrics = result.metrics
-            typer.echo(
-                f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
-                f"params {metrics['params']:,} inference {metrics['inference_images_per_second']:,.0f} img/s"
-            )
+        metrics = evaluate_cell(
+            params, model_name, cell_seed, prepared,
+            paths.checkpoint(model_name, cell_seed), paths.metrics(model_name, cell_seed),
+        ).metrics
+        return (
+            f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
+            f"params {metrics['params']:,} inference {metrics['inference_images_per_second']:,.0f} img/s"
+        )
 
-    _stage(run, params_path)
+    _stage(lambda params: _each_cell(params, model, seed, one_cell), params_path)
 
 
 @app.command()

@@ -162,7 +162,7 @@ def train_cell(
                 "data": params.data.model_dump(mode="json"),
             }
         )
-        with _epoch_progress(cell, params.train.epochs) as advance:
+        with EpochProgress(cell, params.train.epochs) as advance:
 
             def on_epoch(stats: EpochStats) -> None:
                 logger.log_metrics({k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch)
@@ -198,7 +198,7 @@ def train_cell(
     return TrainResult(model_name, seed, checkpoint_path, curves_path, run_id, history, images_per_second, train_seconds)
 
 
-class _epoch_progress:
+class EpochProgress:
     """A rich progress bar over epochs that shows the latest validation accuracy."""
 
     def __init__(self, cell: str, epochs: int) -> None:
