@@ -195,7 +195,3 @@ def ui(
 def main() -> None:
     """Entry point for `python -m pipeline`."""
     app(prog_name="convbench")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

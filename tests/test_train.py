@@ -76,5 +76,8 @@ def test_same_seed_same_result_on_cpu(workspace: Workspace) -> None:
 
 
 def test_outputs_are_written_with_no_temporary_leftovers(workspace: Workspace) -> None:
+    """Atomic temp files and download staging folders are dot-named; none may survive a run."""
     leftovers = [p for p in Path(workspace.root).rglob("*.tmp")]
     assert leftovers == []
+    hidden = [p for p in Path(workspace.root).rglob(".*")]
+    assert hidden == []
