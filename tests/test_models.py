@@ -24,10 +24,10 @@ def test_default_cnn_is_the_textbook_model() -> None:
     config = models.resolve(model_params(), (1, 28, 28), 10)["cnn"]
     cnn = models.build(config)
     kinds = [type(layer) for layer in cnn]
-    assert kinds == [nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
+    assert kinds == [nn.Conv2d, nn.MaxPool2d, nn.ReLU, nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
     conv, dense, head = cnn[0], cnn[4], cnn[6]
     assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.padding) == (1, 32, (3, 3), (0, 0))
-    assert cnn[2].kernel_size == 2
+    assert cnn[1].kernel_size == 2
     # 28 -> conv 3x3 valid -> 26 -> pool 2 -> 13, so Dense(128) sees 32 * 13 * 13 inputs.
     assert (dense.in_features, dense.out_features, head.out_features) == (32 * 13 * 13, 128, 10)
     by_hand = (32 * 1 * 3 * 3 + 32) + (32 * 13 * 13 * 128 + 128) + (128 * 10 + 10)
@@ -84,3 +84,19 @@ def test_built_from_config_round_trips_weights() -> None:
     second.load_state_dict(first.state_dict())
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(first(x), second(x))
+
+
+def test_pool_before_relu_equals_the_textbook_order_in_outputs_and_gradients() -> None:
+    config = models.resolve(model_params(), (1, 28, 28), 10)["cnn"]
+    torch.manual_seed(0)
+    fast = models.build(config)
+    textbook = nn.Sequential(fast[0], nn.ReLU(), nn.MaxPool2d(2), *list(fast)[3:])
+    x = torch.randn(16, 1, 28, 28)
+    grads = []
+    for model in (fast, textbook):
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        assert torch.equal(out, textbook(x))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
