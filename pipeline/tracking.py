@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -73,11 +74,12 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class RunLogger:
-    """Logs to one MLflow run through an explicit client; metrics go in batches."""
+    """Logs to one MLflow run through an explicit client; metrics go in batches, optionally in the background."""
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self._pending: list[Any] = []
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log (flattened) params in one batch."""
@@ -85,14 +87,24 @@ class RunLogger:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Log numeric metrics in one batch (one database write, not one per metric)."""
-        import time
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, synchronous: bool = True) -> None:
+        """Log numeric metrics in one batch (one database write, not one per metric).
 
+        synchronous=False queues the batch on MLflow's background logger so a training loop never waits
+        on the store; flush() (called when the run ends, also on failure) waits for the queue.
+        """
         now = int(time.time() * 1000)
         items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
         for start in range(0, len(items), MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=items[start : start + MAX_BATCH])
+            operation = self.client.log_batch(self.run_id, metrics=items[start : start + MAX_BATCH], synchronous=synchronous)
+            if not synchronous:
+                self._pending.append(operation)
+
+    def flush(self) -> None:
+        """Wait until every queued background batch is in the store."""
+        pending, self._pending = self._pending, []
+        for operation in pending:
+            operation.wait()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags in one batch."""
@@ -150,8 +162,20 @@ def run(
             if run_id:
                 logger.set_tags(all_tags)
             yield logger
+            logger.flush()
         except MlflowException as exc:
             raise _tracking_error(uri, exc) from None
+        except BaseException:
+            _flush_quietly(logger)  # the run ends FAILED with every epoch that was logged
+            raise
+
+
+def _flush_quietly(logger: RunLogger) -> None:
+    """Flush queued metrics while another error is on its way out; that error is the one to report."""
+    try:
+        logger.flush()
+    except Exception:  # noqa: BLE001 - the original failure matters more than a lost epoch row
+        pass
 
 
 def _tracking_error(uri: str, exc: MlflowException) -> ConvbenchError:

@@ -6,7 +6,9 @@ hot loop runs no per-sample Python and no host-device copies.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from pipeline import atomic, models, paths, tracking
-from pipeline.bench import Stopwatch, resolve_device
+from pipeline.bench import Stopwatch, device_context, resolve_device
 from pipeline.params import Params, TrainParams
 from pipeline.prepare import PreparedData
 
@@ -35,6 +37,7 @@ class EpochStats:
     val_accuracy: float
     lr: float
     seconds: float
+    elapsed_seconds: float
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,52 @@ class TrainResult:
     history: list[EpochStats]
     train_images_per_second: float
     train_seconds: float
+    seconds_to_final_accuracy: float
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How a recipe runs on a device: optimizer kernel, autocast dtype, memory layout, compilation."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    fused_optimizer: bool
+    compile: bool
+
+    @property
+    def dtype_name(self) -> str:
+        """'bfloat16 autocast' or 'float32', as recorded next to every timing."""
+        return "bfloat16 autocast" if self.autocast_dtype is not None else "float32"
+
+    def autocast(self) -> torch.autocast:
+        """The autocast context for forward passes (a no-op when running in float32)."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+
+def execution_plan(recipe: TrainParams, device: torch.device, input_shape: tuple[int, ...]) -> ExecutionPlan:
+    """Pick the fast paths that measurably help on `device` (see benchmarks/README.md).
+
+    bf16 autocast on CUDA unless precision is fp32; channels_last for 2-D convolutions; the fused
+    AdamW kernel on CPU and CUDA; torch.compile only when train.compile asks for it.
+    """
+    bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
+    return ExecutionPlan(
+        device=device,
+        autocast_dtype=torch.bfloat16 if bf16 else None,
+        channels_last=len(input_shape) == 3,
+        fused_optimizer=device.type in ("cpu", "cuda"),
+        compile=recipe.compile,
+    )
+
+
+def place_model(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
+    """Move `model` to the plan's device and memory layout (parameters stay float32)."""
+    model = model.to(plan.device)
+    if plan.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> torch.Tensor:
@@ -61,10 +110,12 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits for every row of `x`, computed in eval mode in slices of `batch_size`."""
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, plan: ExecutionPlan | None = None) -> torch.Tensor:
+    """Float32 logits for every row of `x`, computed in eval mode in slices of `batch_size`."""
     model.eval()
-    return torch.cat([model(x[start : start + batch_size]) for start in range(0, len(x), batch_size)])
+    autocast = plan.autocast() if plan is not None else contextlib.nullcontext()
+    with autocast:
+        return torch.cat([model(x[start : start + batch_size]).float() for start in range(0, len(x), batch_size)])
 
 
 def make_scheduler(
@@ -82,18 +133,27 @@ def fit(
     recipe: TrainParams,
     seed: int,
     on_epoch: Callable[[EpochStats], None],
+    plan: ExecutionPlan | None = None,
 ) -> tuple[list[EpochStats], float]:
-    """Train with AdamW for recipe.epochs; returns the per-epoch history and the seconds spent training."""
+    """Train with AdamW for recipe.epochs; returns the per-epoch history and the seconds spent training.
+
+    Batches are index slices of tensors already on the device; the only host syncs are once per epoch.
+    """
     device = data["train_x"].device
+    plan = plan or execution_plan(recipe, device, tuple(data["train_x"].shape[1:]))
     n_train = len(data["train_y"])
     steps_per_epoch = -(-n_train // recipe.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=plan.fused_optimizer or None
+    )
     scheduler = make_scheduler(optimizer, recipe, recipe.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)  # the objective
     plain_loss = nn.CrossEntropyLoss()  # reported for validation, like the test loss
+    step_model = torch.compile(model) if plan.compile else model
     generator = torch.Generator().manual_seed(seed)
     stopwatch = Stopwatch(device)
     history: list[EpochStats] = []
+    started = time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
         model.train()
         order = torch.randperm(n_train, generator=generator).to(device)
@@ -103,8 +163,9 @@ def fit(
         for start in range(0, n_train, recipe.batch_size):
             index = order[start : start + recipe.batch_size]
             xb, yb = data["train_x"][index], data["train_y"][index]
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
+            with plan.autocast():
+                logits = step_model(xb)
+                loss = loss_fn(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -112,7 +173,7 @@ def fit(
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
         seconds = stopwatch.stop()
-        val_logits = predict_logits(model, data["val_x"], recipe.batch_size)
+        val_logits = predict_logits(step_model, data["val_x"], recipe.batch_size, plan)
         stats = EpochStats(
             epoch=epoch,
             train_loss=loss_sum.item() / n_train,
@@ -121,10 +182,17 @@ def fit(
             val_accuracy=(val_logits.argmax(1) == data["val_y"]).float().mean().item(),
             lr=optimizer.param_groups[0]["lr"],
             seconds=seconds,
+            elapsed_seconds=time.perf_counter() - started,
         )
         history.append(stats)
         on_epoch(stats)
     return history, stopwatch.elapsed
+
+
+def seconds_to_final_accuracy(history: list[EpochStats]) -> float:
+    """Wall seconds (training and validation) until the first epoch whose val accuracy reached the final one."""
+    final = history[-1].val_accuracy
+    return next(stats.elapsed_seconds for stats in history if stats.val_accuracy >= final)
 
 
 def train_cell(
@@ -138,8 +206,9 @@ def train_cell(
     """Train one (model, seed) cell; log it to MLflow; write its checkpoint and curves atomically."""
     device = resolve_device(params.train.device)
     config = models.resolve(params.model, prepared.input_shape, prepared.num_classes)[model_name]
+    plan = execution_plan(params.train, device, prepared.input_shape)
     torch.manual_seed(seed)
-    model = models.build(config).to(device)
+    model = place_model(models.build(config), plan)
     data = {key: normalize(value, prepared.mean, prepared.std, device) if key.endswith("_x") else value.to(device)
             for key, value in prepared.tensors.items() if not key.startswith("test")}
     cell = paths.cell(model_name, seed)
@@ -149,7 +218,7 @@ def train_cell(
         "convbench.seed": seed,
         "convbench.dataset": prepared.name,
         "convbench.dataset_sha256": prepared.sha256,
-        "convbench.device": str(device),
+        **{f"convbench.context.{key}": value for key, value in device_context(device, plan.dtype_name).items()},
     }
     with tracking.run(params.tracking, prepared.name, cell, tags) as logger:
         logger.log_params(
@@ -165,13 +234,18 @@ def train_cell(
         with EpochProgress(cell, params.train.epochs) as advance:
 
             def on_epoch(stats: EpochStats) -> None:
-                logger.log_metrics({k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch)
+                epoch_metrics = {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}
+                logger.log_metrics(epoch_metrics, step=stats.epoch, synchronous=False)
                 advance(stats)
 
-            history, train_seconds = fit(model, data, params.train, seed, on_epoch)
+            history, train_seconds = fit(model, data, params.train, seed, on_epoch, plan)
         images_per_second = params.train.epochs * len(data["train_y"]) / train_seconds
-        logger.log_metrics({"train_images_per_second": images_per_second, "train_seconds": train_seconds})
-        model = model.cpu()
+        to_final = seconds_to_final_accuracy(history)
+        logger.log_metrics(
+            {"train_images_per_second": images_per_second, "train_seconds": train_seconds,
+             "seconds_to_final_accuracy": to_final}
+        )
+        model = model.cpu().to(memory_format=torch.contiguous_format)
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "state_dict": model.state_dict(),
@@ -185,7 +259,10 @@ def train_cell(
                 "device": str(device),
                 "train_images_per_second": images_per_second,
                 "train_seconds": train_seconds,
+                "seconds_to_final_accuracy": to_final,
                 "final_val_accuracy": history[-1].val_accuracy,
+                "dtype": plan.dtype_name,
+                "batch_size": params.train.batch_size,
             },
         }
         atomic.write_text(curves_path, pd.DataFrame([dataclasses.asdict(s) for s in history]).to_csv(index=False))
@@ -195,7 +272,9 @@ def train_cell(
             logger.log_model(model, example)
         logger.log_artifact(curves_path, "curves")
         run_id = logger.run_id
-    return TrainResult(model_name, seed, checkpoint_path, curves_path, run_id, history, images_per_second, train_seconds)
+    return TrainResult(
+        model_name, seed, checkpoint_path, curves_path, run_id, history, images_per_second, train_seconds, to_final
+    )
 
 
 class EpochProgress:

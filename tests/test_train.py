@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import models, paths
 from pipeline.prepare import load_prepared
-from pipeline.train import fit, normalize
-from tests.conftest import Workspace
+from pipeline.train import EpochStats, execution_plan, fit, normalize, seconds_to_final_accuracy
+from tests.conftest import Workspace, tiny_params
 
 
 def test_checkpoints_load_weights_only_and_rebuild(workspace: Workspace) -> None:
@@ -69,7 +69,7 @@ def test_same_seed_same_result_on_cpu(workspace: Workspace) -> None:
         torch.manual_seed(7)
         model = models.build(config)
         history, _seconds = fit(model, data, workspace.params.train, 7, lambda stats: None)
-        outcomes.append(([dataclasses.replace(s, seconds=0.0) for s in history], model.state_dict()))
+        outcomes.append(([dataclasses.replace(s, seconds=0.0, elapsed_seconds=0.0) for s in history], model.state_dict()))
     (first_history, first_state), (second_history, second_state) = outcomes
     assert first_history == second_history
     assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)
@@ -81,3 +81,23 @@ def test_outputs_are_written_with_no_temporary_leftovers(workspace: Workspace) -
     assert leftovers == []
     hidden = [p for p in Path(workspace.root).rglob(".*")]
     assert hidden == []
+
+
+def test_execution_plan_picks_the_fast_paths_per_device() -> None:
+    recipe = tiny_params(Path("/tmp")).train
+    cpu = execution_plan(recipe, torch.device("cpu"), (1, 28, 28))
+    assert (cpu.autocast_dtype, cpu.channels_last, cpu.fused_optimizer, cpu.compile) == (None, True, True, False)
+    assert cpu.dtype_name == "float32"
+    assert not execution_plan(recipe, torch.device("cpu"), (1, 40)).channels_last  # 1-D signals: no 4-D layout
+    cuda = execution_plan(recipe, torch.device("cuda"), (3, 32, 32))
+    assert cuda.autocast_dtype == torch.bfloat16 and cuda.dtype_name == "bfloat16 autocast"
+    fp32 = execution_plan(recipe.model_copy(update={"precision": "fp32"}), torch.device("cuda"), (3, 32, 32))
+    assert fp32.autocast_dtype is None
+
+
+def test_seconds_to_final_accuracy_is_the_first_epoch_reaching_it() -> None:
+    def epoch(n: int, accuracy: float) -> EpochStats:
+        return EpochStats(n, 0.0, 0.0, 0.0, accuracy, 0.0, 1.0, elapsed_seconds=2.0 * n)
+
+    assert seconds_to_final_accuracy([epoch(1, 0.5), epoch(2, 0.9), epoch(3, 0.8), epoch(4, 0.9)]) == 4.0
+    assert seconds_to_final_accuracy([epoch(1, 0.5), epoch(2, 0.6)]) == 4.0
