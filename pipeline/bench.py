@@ -1,10 +1,22 @@
-"""The one module that times things: device choice, synchronisation and throughput measurement."""
+"""The one module that times and counts things: devices, FLOPs, throughput, latency, memory and MFU.
+
+Every timing goes through torch.utils.benchmark (warm-up, CUDA synchronisation, repeats), every
+FLOP count through torch.utils.flop_counter, so the numbers are the ones PyTorch itself would give.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+import os
+import platform
+import statistics
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -66,20 +78,28 @@ class Throughput:
     runs: int
 
 
-def inference_throughput(model: nn.Module, batch: torch.Tensor, min_run_time: float) -> Throughput:
-    """Images/s of `model` on `batch` in eval mode without autograd (warm-up and sync by torch.utils.benchmark)."""
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" noise on CPU
-    from torch.utils import benchmark  # imports cpp_extension, which warns at import on CPU-only machines
+def _benchmark() -> ModuleType:
+    """torch.utils.benchmark, imported quietly (its cpp_extension import warns on CPU-only machines)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
 
+    return benchmark
+
+
+def _timer(stmt: str, env: dict[str, object]) -> object:
+    return _benchmark().Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads())
+
+
+def inference_throughput(
+    model: nn.Module, batch: torch.Tensor, min_run_time: float, autocast: contextlib.AbstractContextManager | None = None
+) -> Throughput:
+    """Images/s of `model` on `batch` in eval mode without autograd (warm-up and sync by torch.utils.benchmark)."""
     model.eval()
-    timer = benchmark.Timer(
-        stmt="with torch.inference_mode(): model(batch)",
-        globals={"model": model, "batch": batch, "torch": torch},
-        num_threads=torch.get_num_threads(),
-    )
-    with torch.inference_mode():
+    env = {"model": model, "batch": batch, "torch": torch, "autocast": autocast or contextlib.nullcontext()}
+    timer = _timer("with torch.inference_mode(), autocast: model(batch)", env)
+    with torch.inference_mode(), env["autocast"]:  # type: ignore[attr-defined]
         model(batch)  # warm-up outside the measurement (allocator, kernel selection)
-    measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    measurement = timer.blocked_autorange(min_run_time=min_run_time)  # type: ignore[attr-defined]
     median = measurement.median
     return Throughput(
         batch_size=int(batch.shape[0]),
@@ -88,3 +108,139 @@ def inference_throughput(model: nn.Module, batch: torch.Tensor, min_run_time: fl
         iqr_seconds=measurement.iqr,
         runs=len(measurement.times),
     )
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-call latency of one forward pass: every sample is a single timed call."""
+
+    batch_size: int
+    median_ms: float
+    p95_ms: float
+    iqr_ms: float
+    calls: int
+
+
+def inference_latency(
+    model: nn.Module,
+    batch: torch.Tensor,
+    min_run_time: float,
+    autocast: contextlib.AbstractContextManager | None = None,
+    min_calls: int = 50,
+) -> Latency:
+    """Median and p95 latency of single forward calls, timed one call at a time so the tail is real."""
+    model.eval()
+    env = {"model": model, "batch": batch, "torch": torch, "autocast": autocast or contextlib.nullcontext()}
+    timer = _timer("with torch.inference_mode(), autocast: model(batch)", env)
+    timer.timeit(10)  # type: ignore[attr-defined]  # warm-up
+    samples: list[float] = []
+    deadline = time.perf_counter() + min_run_time
+    while len(samples) < min_calls or time.perf_counter() < deadline:
+        samples.append(timer.timeit(1).times[0])  # type: ignore[attr-defined]
+    quartiles = statistics.quantiles(samples, n=4)
+    return Latency(
+        batch_size=int(batch.shape[0]),
+        median_ms=statistics.median(samples) * 1e3,
+        p95_ms=statistics.quantiles(samples, n=20)[-1] * 1e3,
+        iqr_ms=(quartiles[2] - quartiles[0]) * 1e3,
+        calls=len(samples),
+    )
+
+
+@dataclass(frozen=True)
+class FlopCounts:
+    """FLOPs per image (a multiply-add counts 2), as counted by torch.utils.flop_counter."""
+
+    forward: float
+    train_step: float
+
+
+def count_flops(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> FlopCounts:
+    """Forward and forward+backward FLOPs per image of `model` on `batch` (optimizer update excluded)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(model).train()
+    with torch.no_grad(), FlopCounterMode(display=False) as forward:
+        probe(batch)
+    with FlopCounterMode(display=False) as step:
+        nn.functional.cross_entropy(probe(batch), labels).backward()
+    images = batch.shape[0]
+    return FlopCounts(forward=forward.get_total_flops() / images, train_step=step.get_total_flops() / images)
+
+
+def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, size: int, min_run_time: float) -> float:
+    """FLOP/s of a size x size matmul on `device` in `dtype`: the roofline MFU is measured against."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    timer = _timer("torch.mm(a, b)", {"a": a, "b": b, "torch": torch})
+    return 2 * size**3 / timer.blocked_autorange(min_run_time=min_run_time).median  # type: ignore[attr-defined]
+
+
+def peak_memory_bytes(work: Callable[[], object], device: torch.device) -> int:
+    """Extra memory `work` needs at its peak: max_memory_allocated on CUDA, resident-set growth elsewhere.
+
+    RSS growth is sampled every 0.5 ms; memory the allocator reuses from earlier work is not counted,
+    so on CPU the figure is a lower bound.
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        work()
+        synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    with _rss_sampler() as peak:
+        work()
+        synchronize(device)
+    return peak()
+
+
+@contextlib.contextmanager
+def _rss_sampler(interval: float = 0.0005) -> Iterator[Callable[[], int]]:
+    import psutil
+
+    process = psutil.Process()
+    before = process.memory_info().rss
+    highest = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            highest[0] = max(highest[0], process.memory_info().rss)
+            done.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield lambda: max(0, highest[0] - before)
+    finally:
+        done.set()
+        sampler.join()
+        highest[0] = max(highest[0], process.memory_info().rss)
+
+
+def device_context(device: torch.device, dtype: str) -> dict[str, str | int]:
+    """What every timing depends on: device and its name, dtype, threads, torch (and CUDA) version."""
+    context: dict[str, str | int] = {
+        "device": str(device),
+        "device_name": device_name(device),
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count() or 0,
+        "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        context["cuda"] = str(torch.version.cuda)
+    return context
+
+
+def device_name(device: torch.device) -> str:
+    """GPU name on CUDA; otherwise the CPU model from /proc/cpuinfo (or the platform's machine name)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

@@ -155,10 +155,16 @@ def evaluate(params_path: ParamsPath = Path("params.yaml"), model: ModelOption =
         ).metrics
         return (
             f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
-            f"params {metrics['params']:,} inference {metrics['inference_images_per_second']:,.0f} img/s"
+            f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image "
+            f"inference {_largest_batch_speed(metrics)} latency {metrics['latency']['median_ms']:.3f} ms"
         )
 
     _stage(lambda params: _each_cell(params, model, seed, one_cell), params_path)
+
+
+def _largest_batch_speed(metrics: dict) -> str:
+    timing = max(metrics["inference"].values(), key=lambda t: t["batch_size"])
+    return f"{timing['images_per_second']:,.0f} img/s @ batch {timing['batch_size']}"
 
 
 @app.command()

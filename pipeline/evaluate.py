@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import platform
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from pipeline import atomic, models, paths, tracking
-from pipeline.bench import inference_throughput, resolve_device
+from pipeline.bench import (
+    count_flops,
+    device_context,
+    inference_latency,
+    inference_throughput,
+    matmul_flops_per_second,
+    peak_memory_bytes,
+    resolve_device,
+)
 from pipeline.errors import ConvbenchError
-from pipeline.params import Params
+from pipeline.params import EvaluateParams, Params
 from pipeline.prepare import PreparedData
-from pipeline.train import CHECKPOINT_FORMAT, normalize, predict_logits
+from pipeline.train import CHECKPOINT_FORMAT, ExecutionPlan, execution_plan, normalize, place_model, predict_logits
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,9 @@ def evaluate_cell(
     prepared: PreparedData,
     checkpoint_path: Path,
     metrics_path: Path,
+    predictions_path: Path | None = None,
 ) -> EvaluateResult:
-    """Score one trained cell on the test split, time its inference, write metrics JSON, log to MLflow."""
+    """Score one trained cell on the test split, measure its cost and speed, write metrics JSON, log to MLflow."""
     checkpoint = load_checkpoint(checkpoint_path, model_name)
     if checkpoint["dataset_sha256"] != prepared.sha256:
         raise ConvbenchError(
@@ -76,16 +86,15 @@ def evaluate_cell(
             f"{checkpoint['dataset_sha256'][:12]}...) than the prepared '{prepared.name}'; re-run `convbench train`"
         )
     device = resolve_device(params.train.device)
-    model = restore_model(checkpoint, checkpoint_path).to(device)
+    plan = execution_plan(params.train, device, prepared.input_shape)
+    model = place_model(restore_model(checkpoint, checkpoint_path), plan)
     test_x = normalize(prepared.tensors["test_x"], prepared.mean, prepared.std, device)
     test_y = prepared.tensors["test_y"].to(device)
-    logits = predict_logits(model, test_x, params.evaluate.batch_size)
+    logits = predict_logits(model, test_x, params.evaluate.batch_size, plan)
     predictions = logits.argmax(1)
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
     per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
-    batch = _timing_batch(test_x, params.evaluate.throughput_batch_size)
-    speed = inference_throughput(model, batch, params.evaluate.min_run_time)
-    train_info = checkpoint["train"]
+    cost = measure_cost(model, plan, test_x, test_y, params.evaluate, checkpoint["train"])
     metrics: dict[str, Any] = {
         "model": model_name,
         "seed": seed,
@@ -93,41 +102,119 @@ def evaluate_cell(
         "test_accuracy": (predictions == test_y).double().mean().item(),
         "test_loss": torch.nn.functional.cross_entropy(logits, test_y).item(),
         "test_size": int(len(test_y)),
-        "params": models.count_params(model),
-        "final_val_accuracy": train_info["final_val_accuracy"],
-        "inference_images_per_second": speed.images_per_second,
-        "inference_batch_size": speed.batch_size,
-        "inference_median_ms": speed.median_seconds * 1e3,
-        "inference_iqr_ms": speed.iqr_seconds * 1e3,
-        "train_images_per_second": train_info["train_images_per_second"],
-        "train_seconds": train_info["train_seconds"],
-        "epochs": train_info["epochs"],
+        "final_val_accuracy": checkpoint["train"]["final_val_accuracy"],
+        "epochs": checkpoint["train"]["epochs"],
+        **cost,
         "per_class_accuracy": dict(zip(prepared.classes, per_class)),
         "confusion_matrix": confusion.tolist(),
-        "context": {
-            "device": str(device),
-            "device_name": _device_name(device),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "dtype": "float32",
-        },
+        "context": device_context(device, plan.dtype_name),
+        "units": UNITS,
     }
-    tags = {"convbench.kind": "train", "convbench.model": model_name, "convbench.seed": seed, "convbench.dataset": prepared.name}
+    tags = {
+        "convbench.kind": "train", "convbench.model": model_name, "convbench.seed": seed, "convbench.dataset": prepared.name,
+        **{f"convbench.context.{key}": value for key, value in metrics["context"].items()},
+    }
+    predictions_path = predictions_path or paths.predictions(model_name, seed)
+    table = pd.DataFrame({"label": [prepared.classes[i] for i in test_y.tolist()],
+                          "prediction": [prepared.classes[i] for i in predictions.tolist()]})
     with tracking.run(params.tracking, prepared.name, paths.cell(model_name, seed), tags, checkpoint["mlflow_run_id"]) as logger:
-        scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "seed"}
-        logger.log_metrics(scalar | {f"test_accuracy_class_{c}": a for c, a in metrics["per_class_accuracy"].items()})
+        logger.log_metrics(scalar_metrics(metrics))
+        atomic.write_text(predictions_path, table.to_csv(index_label="index"))
         atomic.write_json(metrics_path, metrics)
         logger.log_artifact(metrics_path, "evaluation")
+        logger.log_artifact(predictions_path, "evaluation")
     return EvaluateResult(metrics_path, metrics)
+
+
+UNITS = {
+    "test_accuracy": "fraction of test images", "test_loss": "cross-entropy (nats)",
+    "params": "count", "trainable_params": "count",
+    "flops_forward_per_image": "FLOP (multiply-add = 2)", "flops_train_step_per_image": "FLOP (forward + backward)",
+    "inference.*.images_per_second": "images/s", "inference.*.median_ms": "ms per batch", "inference.*.iqr_ms": "ms",
+    "latency.*": "ms per call", "train_images_per_second": "images/s over whole epochs",
+    "train_seconds": "s (training steps only)", "seconds_to_final_accuracy": "s wall (training + validation)",
+    "peak_memory_mb.*": "MiB (CUDA max_memory_allocated, or CPU resident-set growth)",
+    "matmul_flops_per_second": "FLOP/s of a square matmul in the same process", "mfu.*": "fraction of matmul FLOP/s",
+}
+
+
+def measure_cost(
+    model: torch.nn.Module,
+    plan: ExecutionPlan,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    settings: EvaluateParams,
+    train_info: dict[str, Any],
+) -> dict[str, Any]:
+    """Size, FLOPs, throughput per batch size, latency, peak memory and MFU of one model on one device."""
+    train_batch = int(train_info.get("batch_size", 128))
+    flops = count_flops(model, _timing_batch(test_x, 8), _timing_batch(test_y, 8))
+    throughput = {
+        f"batch_{size}": inference_throughput(model, _timing_batch(test_x, size), settings.min_run_time, plan.autocast())
+        for size in settings.throughput_batch_sizes
+    }
+    latency = inference_latency(model, _timing_batch(test_x, 1), settings.min_run_time, plan.autocast())
+    largest = max(settings.throughput_batch_sizes)
+    memory = {
+        "inference": peak_memory_bytes(lambda: _infer(model, _timing_batch(test_x, largest), plan), plan.device) / 2**20,
+        "train_step": peak_memory_bytes(
+            lambda: _train_step(model, _timing_batch(test_x, train_batch), _timing_batch(test_y, train_batch), plan),
+            plan.device,
+        ) / 2**20,
+    }
+    peak = matmul_flops_per_second(plan.device, plan.autocast_dtype or torch.float32, MATMUL_SIZE[plan.device.type],
+                                   settings.min_run_time)
+    best_inference = throughput[f"batch_{largest}"].images_per_second
+    return {
+        "params": models.count_params(model),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "flops_forward_per_image": flops.forward,
+        "flops_train_step_per_image": flops.train_step,
+        "inference": {key: {"batch_size": t.batch_size, "images_per_second": t.images_per_second,
+                            "median_ms": t.median_seconds * 1e3, "iqr_ms": t.iqr_seconds * 1e3, "runs": t.runs}
+                      for key, t in throughput.items()},
+        "latency": {"batch_size": latency.batch_size, "median_ms": latency.median_ms, "p95_ms": latency.p95_ms,
+                    "iqr_ms": latency.iqr_ms, "calls": latency.calls},
+        "train_images_per_second": train_info["train_images_per_second"],
+        "train_seconds": train_info["train_seconds"],
+        "seconds_to_final_accuracy": train_info.get("seconds_to_final_accuracy", train_info["train_seconds"]),
+        "train_batch_size": train_batch,
+        "peak_memory_mb": memory,
+        "matmul_flops_per_second": peak,
+        "mfu": {
+            "inference": flops.forward * best_inference / peak,
+            "train": flops.train_step * train_info["train_images_per_second"] / peak,
+        },
+    }
+
+
+MATMUL_SIZE = {"cpu": 2048, "cuda": 8192, "mps": 4096}
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric figures of a metrics dict, flattened to 'inference.batch_32.images_per_second' keys."""
+    skip = {"seed", "confusion_matrix", "context", "units", "per_class_accuracy"}
+    flat = tracking.flatten({k: v for k, v in metrics.items() if k not in skip})
+    scalars = {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return scalars | {f"test_accuracy_class_{c}": a for c, a in metrics["per_class_accuracy"].items()}
+
+
+def _infer(model: torch.nn.Module, batch: torch.Tensor, plan: ExecutionPlan) -> None:
+    with torch.inference_mode(), plan.autocast():
+        model(batch)
+
+
+def _train_step(model: torch.nn.Module, batch: torch.Tensor, labels: torch.Tensor, plan: ExecutionPlan) -> None:
+    """One forward/backward/AdamW step on a copy, so the evaluated weights stay untouched."""
+    probe = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(probe.parameters(), fused=plan.fused_optimizer or None)
+    with plan.autocast():
+        loss = torch.nn.functional.cross_entropy(probe(batch).float(), labels)
+    loss.backward()
+    optimizer.step()
 
 
 def _timing_batch(x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """A batch of exactly `batch_size` test images (repeated if the test split is smaller)."""
     repeats = -(-batch_size // len(x))
     return x.repeat((repeats,) + (1,) * (x.dim() - 1))[:batch_size].contiguous()
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()

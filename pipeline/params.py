@@ -77,6 +77,8 @@ class TrainParams(_Section):
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
     schedule: Literal["onecycle", "cosine"]
     device: Literal["auto", "cpu", "cuda", "mps"]
+    precision: Literal["auto", "fp32", "bf16"]
+    compile: bool
 
     @field_validator("seeds")
     @classmethod
@@ -90,8 +92,16 @@ class EvaluateParams(_Section):
     """Batch sizes and timing budget of the evaluate stage."""
 
     batch_size: PositiveInt
-    throughput_batch_size: PositiveInt
+    throughput_batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)]
     min_run_time: Annotated[float, Field(gt=0.0)]
+
+
+class ReportParams(_Section):
+    """Statistics of the comparison: interval level and the paired bootstrap."""
+
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)]
+    bootstrap_resamples: Annotated[int, Field(ge=100)]
+    bootstrap_seed: Seed
 
 
 class TrackingParams(_Section):
@@ -109,6 +119,7 @@ class Params(_Section):
     model: ModelParams
     train: TrainParams
     evaluate: EvaluateParams
+    report: ReportParams
     tracking: TrackingParams
 
 

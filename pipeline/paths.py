@@ -8,6 +8,7 @@ PREPARED_DIR = Path("data/prepared")
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 CURVES_DIR = METRICS_DIR / "curves"
+PREDICTIONS_DIR = METRICS_DIR / "predictions"
 REPORTS_DIR = Path("reports")
 
 
@@ -44,6 +45,11 @@ def curves(model: str, seed: int) -> Path:
 def metrics(model: str, seed: int) -> Path:
     """Evaluation metrics of one cell, a DVC metrics file."""
     return METRICS_DIR / f"{cell(model, seed)}.json"
+
+
+def predictions(model: str, seed: int) -> Path:
+    """True and predicted class of every test image of one cell, as CSV (DVC's confusion plot, paired tests)."""
+    return PREDICTIONS_DIR / f"{cell(model, seed)}.csv"
 
 
 def report_markdown() -> Path:

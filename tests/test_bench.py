@@ -1,4 +1,4 @@
-"""Timing helpers: device choice, stopwatch, and torch.utils.benchmark throughput."""
+"""Timing and counting: device choice, stopwatch, throughput, latency, FLOPs, memory, MFU roofline."""
 
 from __future__ import annotations
 
@@ -8,8 +8,31 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.bench import Stopwatch, inference_throughput, resolve_device
+from pipeline import models
+from pipeline.bench import (
+    Stopwatch,
+    count_flops,
+    device_context,
+    inference_latency,
+    inference_throughput,
+    matmul_flops_per_second,
+    peak_memory_bytes,
+    resolve_device,
+)
 from pipeline.errors import ConvbenchError
+from pipeline.params import load_params
+from tests.helpers import ROOT
+
+CPU = torch.device("cpu")
+
+
+def default_models() -> dict[str, nn.Module]:
+    configs = models.resolve(load_params(ROOT / "params.yaml").model, (1, 28, 28), 10)
+    return {name: models.build(config) for name, config in configs.items()}
+
+
+def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(n, 1, 28, 28), torch.zeros(n, dtype=torch.long)
 
 
 def test_auto_prefers_cuda_then_mps_then_cpu() -> None:
@@ -40,3 +63,54 @@ def test_inference_throughput_is_images_over_median_time() -> None:
     result = inference_throughput(model, torch.randn(32, 1, 8, 8), min_run_time=0.05)
     assert result.batch_size == 32 and result.runs >= 1
     assert result.images_per_second == pytest.approx(32 / result.median_seconds)
+
+
+def test_default_cnn_flops_match_the_hand_count() -> None:
+    conv = 2 * (1 * 3 * 3) * 32 * 26 * 26  # 2 * (Cin k k) * Cout * Hout * Wout
+    dense, head = 2 * (32 * 13 * 13) * 128, 2 * 128 * 10
+    flops = count_flops(default_models()["cnn"], *batch(4))
+    assert flops.forward == conv + dense + head == 1_776_384
+    # Backward: the conv needs only its weight gradient (the input needs none); each dense layer needs
+    # the gradient of its weight and of its input, each as costly as its forward matmul.
+    assert flops.train_step == flops.forward + conv + 2 * dense + 2 * head == 4_939_776
+
+
+def test_default_mlp_flops_match_the_hand_count() -> None:
+    hidden, head = 2 * 784 * 873, 2 * 873 * 10
+    flops = count_flops(default_models()["mlp"], *batch(4))
+    assert flops.forward == hidden + head == 1_386_324
+    assert flops.train_step == flops.forward + hidden + 2 * head == 2_790_108
+
+
+def test_flop_count_leaves_the_model_untouched() -> None:
+    model = default_models()["mlp"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    count_flops(model, *batch(2))
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_latency_samples_single_calls() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    result = inference_latency(model, torch.randn(1, 1, 8, 8), min_run_time=0.05, min_calls=30)
+    assert result.batch_size == 1 and result.calls >= 30
+    assert 0 < result.median_ms <= result.p95_ms < 1000
+
+
+def test_matmul_roofline_is_plausible() -> None:
+    flops = matmul_flops_per_second(CPU, torch.float32, 256, min_run_time=0.05)
+    assert 1e8 < flops < 1e14  # between a slow laptop core and far beyond any CPU
+
+
+def test_peak_memory_sees_a_large_allocation() -> None:
+    size_mb = 256
+    grown = peak_memory_bytes(lambda: torch.ones(size_mb * 2**18).add_(1).sum(), CPU) / 2**20
+    assert grown >= 0.8 * size_mb
+    assert peak_memory_bytes(lambda: None, CPU) / 2**20 < 0.5 * size_mb
+
+
+def test_device_context_names_what_timings_depend_on() -> None:
+    context = device_context(CPU, "float32")
+    assert {"device", "device_name", "dtype", "threads", "torch"} <= set(context)
+    assert context["threads"] == torch.get_num_threads() and context["torch"] == torch.__version__
+    assert context["device_name"]

@@ -28,8 +28,37 @@ def test_metrics_are_consistent(workspace: Workspace) -> None:
         assert metrics["test_accuracy"] == pytest.approx(confusion.trace().item() / confusion.sum().item())
         per_class = [confusion[i, i].item() / confusion[i].sum().item() for i in range(10)]
         assert list(metrics["per_class_accuracy"].values()) == pytest.approx(per_class)
-        assert metrics["inference_images_per_second"] > 0 and metrics["inference_batch_size"] == 256
         assert metrics["context"]["device"] == "cpu" and metrics["context"]["threads"] >= 1
+        assert metrics["context"]["dtype"] == "float32" and metrics["context"]["torch"] == torch.__version__
+
+
+def test_metrics_carry_every_cost_and_speed_figure(workspace: Workspace) -> None:
+    for model in ("cnn", "mlp"):
+        metrics = read_metrics(workspace, model, 0)
+        assert set(metrics["inference"]) == {"batch_1", "batch_32", "batch_256"}
+        for key, timing in metrics["inference"].items():
+            assert timing["batch_size"] == int(key.removeprefix("batch_"))
+            assert timing["images_per_second"] == pytest.approx(timing["batch_size"] / (timing["median_ms"] / 1e3))
+        assert 0 < metrics["latency"]["median_ms"] <= metrics["latency"]["p95_ms"]
+        assert metrics["flops_train_step_per_image"] > metrics["flops_forward_per_image"] > 0
+        assert metrics["trainable_params"] == metrics["params"]
+        assert metrics["peak_memory_mb"]["train_step"] >= 0 and metrics["peak_memory_mb"]["inference"] >= 0
+        assert metrics["matmul_flops_per_second"] > 0
+        expected_mfu = metrics["flops_forward_per_image"] * metrics["inference"]["batch_256"]["images_per_second"]
+        assert metrics["mfu"]["inference"] == pytest.approx(expected_mfu / metrics["matmul_flops_per_second"])
+        assert 0 < metrics["mfu"]["train"] < 1.5
+        assert 0 < metrics["seconds_to_final_accuracy"]
+        for figure in ("flops_forward_per_image", "mfu.*", "latency.*", "peak_memory_mb.*"):
+            assert figure in metrics["units"]
+
+
+def test_predictions_file_pairs_labels_with_predictions(workspace: Workspace) -> None:
+    import pandas as pd
+
+    metrics = read_metrics(workspace, "cnn", 0)
+    table = pd.read_csv(workspace.root / paths.predictions("cnn", 0))
+    assert list(table.columns) == ["index", "label", "prediction"] and len(table) == metrics["test_size"]
+    assert (table["label"] == table["prediction"]).mean() == pytest.approx(metrics["test_accuracy"])
 
 
 def test_matched_parameter_counts_reach_the_metrics(workspace: Workspace) -> None:
@@ -41,7 +70,11 @@ def test_evaluation_lands_in_the_training_run(workspace: Workspace) -> None:
     checkpoint = torch.load(workspace.root / paths.checkpoint("mlp", 1), weights_only=True)
     client = MlflowClient(workspace.tracking_uri)
     run = client.get_run(checkpoint["mlflow_run_id"])
-    assert run.data.metrics["test_accuracy"] == pytest.approx(read_metrics(workspace, "mlp", 1)["test_accuracy"])
+    metrics = read_metrics(workspace, "mlp", 1)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert run.data.metrics["inference.batch_32.images_per_second"] == pytest.approx(metrics["inference"]["batch_32"]["images_per_second"])
+    assert run.data.metrics["mfu.train"] == pytest.approx(metrics["mfu"]["train"])
+    assert run.data.tags["convbench.context.threads"] == str(metrics["context"]["threads"])
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 3
     assert run.info.status == "FINISHED"
 

@@ -64,7 +64,7 @@ def test_unknown_section_and_missing_key() -> None:
     del raw["train"]["epochs"]
     with pytest.raises(ParamsError) as caught:
         validate_params(raw)
-    assert "unknown key 'extra'; allowed keys here: data, model, train, evaluate, tracking" in str(caught.value)
+    assert "unknown key 'extra'; allowed keys here: data, model, train, evaluate, report, tracking" in str(caught.value)
     assert "missing key 'train.epochs'" in str(caught.value)
 
 

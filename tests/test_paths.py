@@ -20,7 +20,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
     for model in ("cnn", "mlp"):
         for seed in params.train.seeds:
             expected[f"train@{model}-{seed}"] = {str(paths.checkpoint(model, seed)), str(paths.curves(model, seed))}
-            expected[f"evaluate@{model}-{seed}"] = {str(paths.metrics(model, seed))}
+            expected[f"evaluate@{model}-{seed}"] = {str(paths.metrics(model, seed)), str(paths.predictions(model, seed))}
     with Repo(str(ROOT)) as repo:
         declared = {stage.addressing: {str(out) for out in stage.outs} for stage in repo.index.stages}
     assert declared == expected
