@@ -142,3 +142,57 @@ def _product(values: list[int]) -> int:
     for value in values:
         result *= int(value)
     return result
+
+
+def describe(config: ModelConfig) -> list[dict[str, Any]]:
+    """One row per layer of the built module: name, output shape (one input) and parameter count."""
+    import torch
+
+    model = build(config)
+    rows: list[dict[str, Any]] = []
+
+    def record(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        rows.append({"layer": _layer_name(module), "output_shape": "x".join(map(str, output.shape[1:])),
+                     "params": sum(p.numel() for p in module.parameters())})
+
+    hooks = [layer.register_forward_hook(record) for layer in model]
+    with torch.no_grad():
+        model(torch.zeros((1, *config["input_shape"])))
+    for hook in hooks:
+        hook.remove()
+    return [{"layer": "Input", "output_shape": "x".join(map(str, config["input_shape"])), "params": 0}, *rows]
+
+
+def flow_labels(config: ModelConfig) -> list[str]:
+    """The model as the textbook draws it (Keras order: Conv+ReLU -> Pool -> Flatten -> Dense), one label per node."""
+    shape = "x".join(map(str, config["input_shape"]))
+    labels = [f"Input {shape}"]
+    if config["name"] == "cnn":
+        dims = len(config["input_shape"]) - 1
+        size = list(config["input_shape"][1:])
+        for block in config["conv"]:
+            size = [s + 2 * block["padding"] - block["kernel"] + 1 for s in size]
+            kernel = "x".join([str(block["kernel"])] * dims)
+            labels.append(f"Conv{dims}D {block['channels']}, {kernel}, ReLU -> {'x'.join(map(str, [block['channels'], *size]))}")
+            if block["pool"] > 1:
+                size = [s // block["pool"] for s in size]
+                pool = "x".join([str(block["pool"])] * dims)
+                labels.append(f"MaxPool {pool} -> {'x'.join(map(str, [block['channels'], *size]))}")
+        features = config["conv"][-1]["channels"] * _product(size)
+    else:
+        features = _product(config["input_shape"])
+    labels.append(f"Flatten -> {features}")
+    labels += [f"Dense {width}, ReLU" for width in config["hidden"]]
+    labels.append(f"Dense {config['num_classes']} (softmax) -> Output")
+    return labels
+
+
+def _layer_name(module: nn.Module) -> str:
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        kernel = "x".join(map(str, module.kernel_size))
+        return f"{type(module).__name__}({module.in_channels}->{module.out_channels}, {kernel}, padding {module.padding[0]})"
+    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
+        return f"{type(module).__name__}({module.kernel_size})"
+    if isinstance(module, nn.Linear):
+        return f"Linear({module.in_features}->{module.out_features})"
+    return type(module).__name__

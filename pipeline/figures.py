@@ -1,0 +1,175 @@
+"""Every matplotlib figure of the report and of the MLflow runs; each function draws one PNG atomically.
+
+Functions take plain arrays and DataFrames, so they are easy to test and never read files themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from pipeline import atomic  # noqa: E402
+
+LABELS = {"cnn": "CNN", "mlp": "MLP"}
+COLORS = {"cnn": "tab:blue", "mlp": "tab:orange"}
+
+
+def save(figure: Figure, target: Path) -> Path:
+    """Write `figure` as a PNG via a temporary file and close it."""
+    atomic.write_with(target, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    plt.close(figure)
+    return target
+
+
+def learning_curves(curves: pd.DataFrame, target: Path) -> Path:
+    """Train/val loss and accuracy per epoch for every model on shared axes: seeds faint, mean bold."""
+    panels = (("train_loss", "Training loss"), ("val_loss", "Validation loss"),
+              ("train_accuracy", "Training accuracy"), ("val_accuracy", "Validation accuracy"))
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, constrained_layout=True)
+    for axis, (column, title) in zip(axes.flat, panels):
+        for model, frame in curves.groupby("model", sort=False):
+            color, label = COLORS.get(str(model)), LABELS.get(str(model), str(model))
+            for _seed, run in frame.groupby("seed"):
+                axis.plot(run["epoch"], run[column], color=color, alpha=0.25, linewidth=1)
+            mean = frame.groupby("epoch")[column].mean()
+            axis.plot(mean.index, mean.to_numpy(), color=color, linewidth=2.5, label=label)
+        axis.set(title=title, xlabel="epoch")
+        if column.endswith("loss"):
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return save(figure, target)
+
+
+def accuracy_vs_cost(points: pd.DataFrame, target: Path) -> Path:
+    """Test accuracy against parameters and against forward FLOPs; error bars are the CI over seeds.
+
+    `points` has model, params, flops, accuracy, ci_low, ci_high (one row per model and size).
+    """
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for axis, column, title in ((axes[0], "params", "parameters"), (axes[1], "flops", "forward FLOPs per image")):
+        for model, frame in points.groupby("model", sort=False):
+            frame = frame.sort_values(column)
+            error = np.nan_to_num(np.vstack([frame["accuracy"] - frame["ci_low"], frame["ci_high"] - frame["accuracy"]]))
+            axis.errorbar(frame[column], frame["accuracy"], yerr=error, marker="o", capsize=4,
+                          color=COLORS.get(str(model)), label=LABELS.get(str(model), str(model)))
+        axis.set(xscale="log", xlabel=title, ylabel="test accuracy", title=f"Accuracy vs {title}")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend()
+    return save(figure, target)
+
+
+def throughput_vs_batch(throughput: pd.DataFrame, target: Path) -> Path:
+    """Inference images/s against batch size (log-log): mean over seeds, band from min to max."""
+    figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for model, frame in throughput.groupby("model", sort=False):
+        stats = frame.groupby("batch_size")["images_per_second"].agg(["mean", "min", "max"])
+        color = COLORS.get(str(model))
+        axis.plot(stats.index, stats["mean"], marker="o", color=color, label=LABELS.get(str(model), str(model)))
+        axis.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
+    axis.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images / s", title="Inference throughput")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    return save(figure, target)
+
+
+def confusion_matrices(matrices: dict[str, np.ndarray], classes: Sequence[str], target: Path) -> Path:
+    """Row-normalised confusion matrices side by side, counts written in each cell for up to 12 classes."""
+    figure, axes = plt.subplots(1, len(matrices), figsize=(5.5 * len(matrices), 5), constrained_layout=True)
+    for axis, (model, counts) in zip(np.atleast_1d(axes), matrices.items()):
+        rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+        axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        if len(classes) <= 12:
+            for (row, col), count in np.ndenumerate(counts):
+                axis.text(col, row, str(int(count)), ha="center", va="center", fontsize=8,
+                          color="white" if rates[row, col] > 0.5 else "black")
+        ticks = np.arange(len(classes))
+        axis.set_xticks(ticks, classes, rotation=90 if max(map(len, classes)) > 2 else 0)
+        axis.set_yticks(ticks, classes)
+        axis.set(title=f"{LABELS.get(model, model)} (summed over seeds)", xlabel="predicted", ylabel="true")
+    return save(figure, target)
+
+
+def filters_and_feature_maps(weights: np.ndarray, image: np.ndarray, maps: np.ndarray, target: Path) -> Path:
+    """The first conv layer's filters (one tile each, first input channel) and the maps they make of `image`.
+
+    weights: (out, in, k, k); image: (C, H, W) as the model sees it; maps: (out, H', W') after conv and ReLU.
+    """
+    count = weights.shape[0]
+    columns = min(8, count)
+    rows = -(-count // columns)
+    figure = plt.figure(figsize=(2 * columns * 0.9 + 2.5, 2 * rows * 0.9 + 0.6), constrained_layout=True)
+    grid = figure.add_gridspec(rows, 2 * columns + 2)
+    input_axis = figure.add_subplot(grid[:, :2])
+    input_axis.imshow(_as_image(image), cmap="gray")
+    input_axis.set_title("input")
+    input_axis.axis("off")
+    for index in range(count):
+        row, col = divmod(index, columns)
+        filter_axis = figure.add_subplot(grid[row, 2 + col])
+        kernel = np.atleast_2d(weights[index, 0])  # 1-D kernels are drawn as one row
+        limit = float(np.abs(kernel).max()) or 1.0
+        filter_axis.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        filter_axis.axis("off")
+        map_axis = figure.add_subplot(grid[row, 2 + columns + col])
+        map_axis.imshow(np.atleast_2d(maps[index]), cmap="viridis", aspect="auto")
+        map_axis.axis("off")
+    figure.suptitle(f"First-layer filters (left, red = positive weight) and the {count} feature maps they produce "
+                    "(right, same grid position)")
+    return save(figure, target)
+
+
+def misclassified(images: np.ndarray, labels: Sequence[str], predictions: dict[str, Sequence[str]], target: Path,
+                  per_model: int = 8) -> Path:
+    """The first `per_model` test images each model gets wrong, titled 'true -> predicted'."""
+    figure, axes = plt.subplots(len(predictions), per_model, figsize=(1.5 * per_model, 1.9 * len(predictions)),
+                                constrained_layout=True, squeeze=False)
+    for row, (model, predicted) in enumerate(predictions.items()):
+        wrong = [i for i, (truth, guess) in enumerate(zip(labels, predicted)) if truth != guess][:per_model]
+        for col, axis in enumerate(axes[row]):
+            axis.axis("off")
+            if col < len(wrong):
+                index = wrong[col]
+                axis.imshow(_as_image(images[index]), cmap="gray")
+                axis.set_title(f"{labels[index]} → {predicted[index]}", fontsize=9, color="tab:red")
+        axes[row][0].text(-0.15, 0.5, LABELS.get(model, model), transform=axes[row][0].transAxes,
+                          ha="right", va="center", fontsize=11, fontweight="bold")
+    figure.suptitle("Test images the models get wrong (true → predicted, seed 0)")
+    return save(figure, target)
+
+
+def architecture_diagram(nodes: dict[str, list[str]], target: Path) -> Path:
+    """Each model's layers as a top-down flowchart of boxes (the offline twin of the report's Mermaid)."""
+    figure, axes = plt.subplots(1, len(nodes), figsize=(4.2 * len(nodes), 0.9 * max(map(len, nodes.values())) + 0.8),
+                                constrained_layout=True, squeeze=False)
+    for axis, (model, labels) in zip(axes[0], nodes.items()):
+        axis.set_xlim(0, 1)
+        axis.set_ylim(-len(labels) + 0.5, 0.8)
+        axis.axis("off")
+        axis.set_title(LABELS.get(model, model), fontweight="bold")
+        for index, label in enumerate(labels):
+            axis.text(0.5, -index, label, ha="center", va="center", fontsize=9,
+                      bbox={"boxstyle": "round,pad=0.4", "facecolor": matplotlib.colors.to_rgba(COLORS.get(model, "grey"), 0.15),
+                            "edgecolor": COLORS.get(model, "grey")})
+            if index:
+                axis.annotate("", xy=(0.5, -index + 0.3), xytext=(0.5, -index + 0.7),
+                              arrowprops={"arrowstyle": "->", "color": "black"})
+    return save(figure, target)
+
+
+def _as_image(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W) or (H, W, 3) scaled to [0, 1]; 1-D signals (C, L) are drawn as a 1-row strip."""
+    if image.ndim == 2:
+        image = image[:, None, :]
+    picture = image[0] if image.shape[0] == 1 else np.transpose(image[:3], (1, 2, 0))
+    low, high = float(picture.min()), float(picture.max())
+    return (picture - low) / (high - low or 1.0)

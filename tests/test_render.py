@@ -1,0 +1,74 @@
+"""Markdown and HTML from one document; the real report opened in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import paths
+from pipeline.render import Code, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
+from tests.conftest import Workspace
+from tests.helpers import ROOT
+
+SCREENSHOTS = ROOT / "tests" / "artifacts"
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cf000000030101004918dd8d0000000049454e44ae426082"
+)
+
+
+def sample(tmp_path: Path) -> Document:
+    figure = tmp_path / "figures" / "dot.png"
+    figure.parent.mkdir()
+    figure.write_bytes(PNG)
+    table = Table(pd.DataFrame({"Model": ["CNN"], "Better": ["**CNN** <fast>"]}), ("left", "left"))
+    return Document("Title with `code`", [Section("Results", [Paragraph("a **bold** claim"), table,
+                                                               Figure(figure, "A dot"), Code("mermaid", "graph TD\n A --> B")])])
+
+
+def test_markdown_links_figures_relative_to_the_report(tmp_path: Path) -> None:
+    text = to_markdown(sample(tmp_path), tmp_path)
+    assert "![A dot](figures/dot.png)" in text and "```mermaid\ngraph TD\n A --> B\n```" in text
+    assert "| CNN     | **CNN** <fast> |" in text
+
+
+def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
+    page = to_html(sample(tmp_path))
+    assert 'src="data:image/png;base64,iVBORw0KGgo' in page and "figures/dot.png" not in page
+    assert "<strong>CNN</strong> &lt;fast&gt;" in page and "<code>code</code>" in page
+    assert "<script" not in page and "http" not in page.replace('name="viewport"', "")
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (.ci/run installs Debian's chromium package)")
+def test_report_renders_in_headless_chromium(workspace: Workspace) -> None:
+    from playwright.sync_api import sync_playwright
+
+    html_path = workspace.root / paths.report_html()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshot = SCREENSHOTS / "comparison.png"
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda message: message.type == "error" and errors.append(f"console: {message.text}"))
+            page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+            page.goto(html_path.resolve().as_uri(), wait_until="load")
+            page.wait_for_function("[...document.images].every(image => image.complete)", timeout=15_000)
+            images = page.evaluate("[...document.images].map(image => [image.alt, image.naturalWidth])")
+            headings = page.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(images) == 7 and all(width > 0 for _alt, width in images), images
+    assert headings == ["Verdict", "Accuracy", "Cost and speed", "What the CNN learned", "Architectures"]
+    assert screenshot.stat().st_size > 50_000
+    print(f"screenshot: {screenshot}")
