@@ -169,13 +169,13 @@ def _largest_batch_speed(metrics: dict) -> str:
 
 @app.command()
 def report(params_path: ParamsPath = Path("params.yaml")) -> None:
-    """Compare the models over seeds: reports/comparison.md, figures, and an MLflow comparison run."""
+    """Compare the models over seeds: reports/comparison.{md,html}, figures, and an MLflow comparison run."""
 
     def run(params: Params) -> None:
         from pipeline.report import report as run_report
 
-        result = run_report(params, paths.report_markdown(), paths.figures_dir())
-        typer.echo(f"report: {result.markdown}")
+        result = run_report(params, paths.report_markdown(), paths.figures_dir(), paths.report_html())
+        typer.echo(f"report: {result.markdown} and {paths.report_html()}")
 
     _stage(run, params_path)
 

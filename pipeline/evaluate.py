@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,34 @@ def evaluate_cell(
         atomic.write_json(metrics_path, metrics)
         logger.log_artifact(metrics_path, "evaluation")
         logger.log_artifact(predictions_path, "evaluation")
+        _log_figures(logger, model, confusion.numpy(), prepared.classes, test_x[:1], model_name)
     return EvaluateResult(metrics_path, metrics)
+
+
+def first_conv_maps(model: torch.nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first conv layer's weights and its ReLU feature maps of one (C, ...) image; None for models without convs."""
+    conv = next((layer for layer in model if isinstance(layer, (torch.nn.Conv1d, torch.nn.Conv2d))), None)
+    if conv is None:
+        return None
+    with torch.no_grad():
+        maps = torch.relu(conv(image.unsqueeze(0).to(conv.weight.device)))[0]
+    return conv.weight.detach().float().cpu(), maps.float().cpu()
+
+
+def _log_figures(logger: tracking.RunLogger, model: torch.nn.Module, confusion: Any, classes: tuple[str, ...],
+                 image: torch.Tensor, model_name: str) -> None:
+    """The cell's confusion matrix (and, for convolutional models, its filters) as run artifacts."""
+    from pipeline import figures
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        logger.log_artifact(figures.confusion_matrices({model_name: confusion}, [str(c) for c in classes],
+                                                       folder / "confusion_matrix.png"), "evaluation")
+        first = first_conv_maps(model, image[0])
+        if first is not None:
+            weights, maps = first
+            logger.log_artifact(figures.filters_and_feature_maps(weights.numpy(), image[0].float().cpu().numpy(),
+                                                                 maps.numpy(), folder / "filters.png"), "evaluation")
 
 
 UNITS = {
@@ -133,7 +161,7 @@ UNITS = {
     "inference.*.images_per_second": "images/s", "inference.*.median_ms": "ms per batch", "inference.*.iqr_ms": "ms",
     "latency.*": "ms per call", "train_images_per_second": "images/s over whole epochs",
     "train_seconds": "s (training steps only)", "seconds_to_final_accuracy": "s wall (training + validation)",
-    "peak_memory_mb.*": "MiB (CUDA max_memory_allocated, or CPU resident-set growth)",
+    "peak_memory_mb.*": "MiB of tensor memory at the peak (CUDA max_memory_allocated; CPU: torch.profiler memory events)",
     "matmul_flops_per_second": "FLOP/s of a square matmul in the same process", "mfu.*": "fraction of matmul FLOP/s",
 }
 

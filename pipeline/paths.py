@@ -57,6 +57,11 @@ def report_markdown() -> Path:
     return REPORTS_DIR / "comparison.md"
 
 
+def report_html() -> Path:
+    """The same comparison as one self-contained HTML page."""
+    return REPORTS_DIR / "comparison.html"
+
+
 def figures_dir() -> Path:
     """Figures the report links to."""
     return REPORTS_DIR / "figures"

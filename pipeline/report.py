@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+import yaml
 
-from pipeline import atomic, paths, tracking
+from pipeline import atomic, models, paths, tracking
 from pipeline.errors import ConvbenchError
 from pipeline.models import MODEL_NAMES
 from pipeline.params import Params, ReportParams
+from pipeline.render import Code, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
 from pipeline.stats import Interval, McNemar, PairedDifference, mcnemar, paired_bootstrap, t_interval, welch_p_value
 
 MODEL_LABELS = {"cnn": "CNN", "mlp": "MLP"}
-COLORS = {"cnn": "tab:blue", "mlp": "tab:orange"}
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ def _number(value: float, unit: str, digits: int) -> str:
     return f"{value * SCALE.get(unit, 1.0):,.{digits}f}"
 
 
-def accuracy_table(comparison: Comparison) -> str:
+def accuracy_frame(comparison: Comparison) -> pd.DataFrame:
     """Test accuracy per model: mean, std and t-interval over seeds."""
     level = f"{comparison.confidence:.0%}"
     table = pd.DataFrame(
@@ -183,10 +185,10 @@ def accuracy_table(comparison: Comparison) -> str:
             f"{level} CI (t, over seeds)": [
                 f"[{i.low:.4f}, {i.high:.4f}]" if i.n > 1 else "n/a (1 seed)" for i in comparison.accuracy.values()
             ],
-            "Seeds": [i.n for i in comparison.accuracy.values()],
+            "Seeds": [str(i.n) for i in comparison.accuracy.values()],
         }
     )
-    return table.to_markdown(index=False)
+    return table
 
 
 def paired_sentence(comparison: Comparison) -> str:
@@ -205,7 +207,7 @@ def paired_sentence(comparison: Comparison) -> str:
     )
 
 
-def axes_table(comparison: Comparison) -> str:
+def axes_frame(comparison: Comparison) -> pd.DataFrame:
     """Every cost and speed axis with both models' values and which one is better."""
     def cell(row: pd.Series, model: str) -> str:
         text = _number(row[model], row["unit"], row["digits"])
@@ -231,7 +233,7 @@ def axes_table(comparison: Comparison) -> str:
             "Better": [better(r) for _, r in comparison.axes.iterrows()],
         }
     )
-    return table.to_markdown(index=False, colalign=("left", "right", "right", "left"))
+    return table
 
 
 def verdict(comparison: Comparison) -> str:
@@ -277,80 +279,141 @@ def _trade_off(winner: str | None, train: pd.Series) -> str:
     return f"The {MODEL_LABELS[winner]} is both more accurate and faster to train here."
 
 
-def plot_learning_curves(curves: pd.DataFrame, target: Path) -> Path:
-    """Validation accuracy and training loss per epoch: each seed faint, the mean over seeds bold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for model, frame in curves.groupby("model", sort=False):
-        color = COLORS.get(str(model), None)
-        label = MODEL_LABELS.get(str(model), str(model))
-        for _seed, run in frame.groupby("seed"):
-            acc_ax.plot(run["epoch"], run["val_accuracy"], color=color, alpha=0.25, linewidth=1)
-            loss_ax.plot(run["epoch"], run["train_loss"], color=color, alpha=0.25, linewidth=1)
-        mean = frame.groupby("epoch")[["val_accuracy", "train_loss"]].mean()
-        acc_ax.plot(mean.index, mean["val_accuracy"], color=color, linewidth=2.5, label=label)
-        loss_ax.plot(mean.index, mean["train_loss"], color=color, linewidth=2.5, label=label)
-    acc_ax.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
-    loss_ax.set(title="Training loss", xlabel="epoch", ylabel="cross-entropy", yscale="log")
-    for axis in (acc_ax, loss_ax):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    atomic.write_with(target, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
-    return target
-
-
-def render_markdown(params: Params, comparison: Comparison, manifest: dict, metrics: pd.DataFrame, figure: Path) -> str:
-    """The whole comparison.md text."""
+def build_document(params: Params, comparison: Comparison, manifest: dict, metrics: pd.DataFrame,
+                   architectures: dict[str, dict], figures: dict[str, Path]) -> Document:
+    """Everything the report says, in order, for both the Markdown and the HTML renderer."""
     context = metrics.iloc[0]["context"]
-    figure_link = figure.relative_to(paths.REPORTS_DIR).as_posix()
-    return "\n".join(
-        [
-            f"# convbench: CNN vs size-matched MLP on `{params.data.name}`",
-            "",
-            f"Dataset `{params.data.name}`: {manifest['sizes']['train']:,} train / {manifest['sizes']['val']:,} val / "
-            f"{manifest['sizes']['test']:,} test images of shape {'x'.join(map(str, manifest['input_shape']))}, "
-            f"{len(manifest['classes'])} classes (sha256 `{manifest['sha256'][:12]}`). "
-            f"Recipe: AdamW, {params.train.schedule} schedule, lr {params.train.lr}, {params.train.epochs} epochs, "
-            f"batch {params.train.batch_size}, seeds {params.train.seeds}. Device `{context['device']}` "
-            f"({context['device_name']}, {context['threads']} threads, {context['dtype']}, torch {context['torch']}), "
-            f"git commit `{tracking.git_commit()}`.",
-            "",
-            "## Verdict",
-            "",
-            verdict(comparison),
-            "",
-            "## Accuracy",
-            "",
-            accuracy_table(comparison),
-            "",
-            paired_sentence(comparison),
-            "",
-            "## Cost and speed",
-            "",
-            axes_table(comparison),
-            "",
-            "Values are means over seeds ± their standard deviation; a speed or memory axis names a better model only "
-            f"when Welch's t-test over seeds gives p < {comparison.alpha:.2f}. FLOPs are counted by "
-            "`torch.utils.flop_counter` (a multiply-add is 2 FLOPs; the optimizer update is not counted). Throughput and "
-            "latency come from `torch.utils.benchmark`; latency samples single calls. MFU is achieved FLOP/s over the "
-            f"FLOP/s of a square matmul timed in the same process ({metrics['matmul_flops_per_second'].mean() / 1e9:,.1f} "
-            "GFLOP/s here). CPU peak memory is resident-set growth (a lower bound).",
-            "",
-            "## Learning curves",
-            "",
-            f"![Learning curves]({figure_link})",
-            "",
-        ]
+    sizes = manifest["sizes"]
+    header = Paragraph(
+        f"convbench trained the textbook CNN and an MLP whose width is solved to match its parameter count, with "
+        f"the same recipe (AdamW, {params.train.schedule} schedule, lr {params.train.lr}, {params.train.epochs} epochs, "
+        f"batch {params.train.batch_size}, label smoothing {params.train.label_smoothing}) over seeds "
+        f"{list(params.train.seeds)}, on `{params.data.name}`: {sizes['train']:,} train / {sizes['val']:,} val / "
+        f"{sizes['test']:,} test images of shape {'x'.join(map(str, manifest['input_shape']))}, "
+        f"{len(manifest['classes'])} classes (data sha256 `{manifest['sha256'][:12]}`). Device `{context['device']}` "
+        f"({context['device_name']}, {context['threads']} threads, {context['dtype']}, torch {context['torch']}); "
+        f"git commit `{tracking.git_commit()}`."
     )
+    params_text = yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+    sections = [
+        Section("", [header, Code("yaml", params_text, collapsed="params.yaml used for this report")]),
+        Section("Verdict", [Paragraph(verdict(comparison))]),
+        Section("Accuracy", [Table(accuracy_frame(comparison), ("left", "right", "right", "right")),
+                             Paragraph(paired_sentence(comparison)),
+                             Figure(figures["learning_curves"], "Learning curves: each seed faint, the mean over seeds bold."),
+                             Figure(figures["confusion"], "Confusion matrices on the test split, summed over seeds."),
+                             Figure(figures["misclassified"], "Test images each model gets wrong (seed 0).")]),
+        Section("Cost and speed", [
+            Table(axes_frame(comparison), ("left", "right", "right", "left")),
+            Paragraph(
+                "Values are means over seeds ± their standard deviation; a speed or memory axis names a better model "
+                f"only when Welch's t-test over seeds gives p < {comparison.alpha:.2f}. FLOPs are counted by "
+                "`torch.utils.flop_counter` (a multiply-add is 2 FLOPs; the optimizer update is not counted). "
+                "Throughput and latency come from `torch.utils.benchmark`; latency samples single calls. MFU is "
+                "achieved FLOP/s over the FLOP/s of a square matmul timed in the same process "
+                f"({metrics['matmul_flops_per_second'].mean() / 1e9:,.1f} GFLOP/s here). Peak memory is the most tensor "
+                "memory alive at once (CUDA's max_memory_allocated; on CPU, torch.profiler's allocation events)."
+            ),
+            Figure(figures["accuracy_vs_cost"], "Test accuracy against parameters and FLOPs (error bars: CI over seeds)."),
+            Figure(figures["throughput"], "Inference throughput against batch size (band: min to max over seeds)."),
+        ]),
+        Section("What the CNN learned", [
+            Figure(figures["filters"], "The CNN's first-layer filters and the feature maps they produce for one test image "
+                                       "(same grid position, same filter): each filter slides over the input to make one map."),
+        ]),
+        Section("Architectures", _architecture_blocks(architectures, figures["architecture"])),
+    ]
+    return Document(f"convbench: CNN vs size-matched MLP on `{params.data.name}`", sections)
 
 
-def report(params: Params, markdown_path: Path, figures_dir: Path) -> ReportResult:
-    """Build the comparison from every (model, seed) cell and log it to MLflow as a comparison run."""
+KERAS_REFERENCE = """from keras.models import Sequential
+from keras.layers import Conv2D, MaxPooling2D, Flatten, Dense
+model = Sequential([
+    Conv2D(32, (3, 3), activation='relu', input_shape=(64, 64, 3)),
+    MaxPooling2D(pool_size=(2, 2)),
+    Flatten(),
+    Dense(128, activation='relu'),
+    Dense(10, activation='softmax')
+])"""
+
+
+def mermaid(labels: list[str]) -> str:
+    """A top-down Mermaid flowchart (graph TD) with one node per label, as GitHub renders it."""
+    names = [chr(ord("A") + i) for i in range(len(labels))]
+    nodes = [f'    {name}["{label.replace(chr(34), chr(39))}"]' for name, label in zip(names, labels)]
+    edges = [f"    {a} --> {b}" for a, b in zip(names, names[1:])]
+    return "\n".join(["graph TD", *nodes, *edges])
+
+
+def _architecture_blocks(architectures: dict[str, dict], diagram: Path) -> list:
+    blocks: list = [Paragraph(
+        "The default CNN is the explainer's Keras model (below) at this dataset's input size; convbench runs each "
+        "MaxPool before its ReLU, which gives identical outputs and gradients and is faster. The MLP's hidden width "
+        "is solved so its parameter count matches the CNN's."
+    ), Code("python", KERAS_REFERENCE, collapsed="The reference Keras model")]
+    for model, config in architectures.items():
+        rows = models.describe(config)
+        table = pd.DataFrame({"Layer": [r["layer"] for r in rows], "Output shape": [r["output_shape"] for r in rows],
+                              "Parameters": [f"{r['params']:,}" for r in rows]})
+        total = sum(r["params"] for r in rows)
+        blocks += [Paragraph(f"**{MODEL_LABELS.get(model, model)}** ({total:,} parameters)"),
+                   Table(table, ("left", "right", "right")),
+                   Code("mermaid", mermaid(models.flow_labels(config)))]
+    blocks.append(Figure(diagram, "Both architectures as flowcharts (the Mermaid diagrams above render on GitHub)."))
+    return blocks
+
+
+def draw_figures(
+    params: Params, metrics: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison, manifest: dict,
+    architectures: dict[str, dict], figures_dir: Path,
+) -> dict[str, Path]:
+    """Every figure of the report, written under `figures_dir`."""
+    from pipeline import figures as draw
+    from pipeline.evaluate import first_conv_maps, load_checkpoint, restore_model
+    from pipeline.prepare import load_prepared
+    from pipeline.train import normalize
+
+    seeds = list(params.train.seeds)
+    classes = [str(c) for c in manifest["classes"]]
+    out = {"learning_curves": draw.learning_curves(curves, figures_dir / "learning_curves.png")}
+    points = pd.DataFrame([
+        {"model": m, "params": metrics.loc[metrics["model"] == m, "params"].iloc[0],
+         "flops": metrics.loc[metrics["model"] == m, "flops_forward_per_image"].iloc[0],
+         "accuracy": i.mean, "ci_low": i.low, "ci_high": i.high}
+        for m, i in comparison.accuracy.items()
+    ])
+    out["accuracy_vs_cost"] = draw.accuracy_vs_cost(points, figures_dir / "accuracy_vs_cost.png")
+    throughput = pd.DataFrame([
+        {"model": row["model"], "batch_size": int(column.split(".")[1].removeprefix("batch_")), "images_per_second": row[column]}
+        for _, row in metrics.iterrows() for column in metrics.columns
+        if column.startswith("inference.") and column.endswith(".images_per_second")
+    ])
+    out["throughput"] = draw.throughput_vs_batch(throughput, figures_dir / "throughput_vs_batch.png")
+    matrices = {m: np.sum([np.asarray(c) for c in metrics.loc[metrics["model"] == m, "confusion_matrix"]], axis=0)
+                for m in MODEL_NAMES}
+    out["confusion"] = draw.confusion_matrices(matrices, classes, figures_dir / "confusion_matrices.png")
+    prepared = load_prepared(paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name))
+    test_x = normalize(prepared.tensors["test_x"], prepared.mean, prepared.std, torch.device("cpu"))
+    predictions = {m: pd.read_csv(paths.predictions(m, seeds[0])) for m in MODEL_NAMES}
+    labels = predictions[MODEL_NAMES[0]]["label"].astype(str).tolist()
+    out["misclassified"] = draw.misclassified(
+        test_x.numpy(), labels, {m: p["prediction"].astype(str).tolist() for m, p in predictions.items()},
+        figures_dir / "misclassified.png",
+    )
+    cnn_path = paths.checkpoint("cnn", seeds[0])
+    weights, maps = first_conv_maps(restore_model(load_checkpoint(cnn_path, "cnn"), cnn_path).eval(), test_x[0])
+    out["filters"] = draw.filters_and_feature_maps(weights.numpy(), test_x[0].numpy(), maps.numpy(),
+                                                   figures_dir / "cnn_filters.png")
+    out["architecture"] = draw.architecture_diagram(
+        {m: models.flow_labels(c) for m, c in architectures.items()}, figures_dir / "architectures.png"
+    )
+    return out
+
+
+def report(params: Params, markdown_path: Path, figures_dir: Path, html_path: Path | None = None) -> ReportResult:
+    """Build the comparison from every (model, seed) cell: Markdown, HTML, figures, and a parent MLflow run."""
+    from pipeline.evaluate import load_checkpoint
+
     seeds = list(params.train.seeds)
     metrics = load_metrics(MODEL_NAMES, seeds, params.data.name)
     curves = load_curves(MODEL_NAMES, seeds)
@@ -359,15 +422,24 @@ def report(params: Params, markdown_path: Path, figures_dir: Path) -> ReportResu
     if not manifest_path.is_file():
         raise ConvbenchError(f"{manifest_path} is missing; run `convbench prepare` first")
     manifest = json.loads(manifest_path.read_text())
+    checkpoints = {(m, s): load_checkpoint(paths.checkpoint(m, s), m) for m in MODEL_NAMES for s in seeds}
+    architectures = {m: checkpoints[(m, seeds[0])]["config"] for m in MODEL_NAMES}
     comparison = compare(metrics, correctness, params.report)
-    figure = plot_learning_curves(curves, figures_dir / "learning_curves.png")
-    atomic.write_text(markdown_path, render_markdown(params, comparison, manifest, metrics, figure))
+    figures = draw_figures(params, metrics, curves, comparison, manifest, architectures, figures_dir)
+    document = build_document(params, comparison, manifest, metrics, architectures, figures)
+    html_path = html_path or markdown_path.with_suffix(".html")
+    atomic.write_text(markdown_path, to_markdown(document, markdown_path.parent))
+    atomic.write_text(html_path, to_html(document))
     tags = {"convbench.kind": "comparison", "convbench.dataset": params.data.name, "convbench.seeds": seeds}
     with tracking.run(params.tracking, params.data.name, "comparison", tags) as logger:
         logger.log_metrics(comparison_metrics(comparison))
         logger.log_artifact(markdown_path, "report")
-        logger.log_artifact(figure, "report/figures")
-    return ReportResult(markdown_path, [figure], comparison)
+        logger.log_artifact(html_path, "report")
+        for figure in figures.values():
+            logger.log_artifact(figure, "report/figures")
+        children = [c["mlflow_run_id"] for c in checkpoints.values() if c.get("mlflow_run_id")]
+        logger.adopt(children)
+    return ReportResult(markdown_path, list(figures.values()), comparison)
 
 
 def comparison_metrics(comparison: Comparison) -> dict[str, float]:

@@ -49,8 +49,8 @@ def git_commit(cwd: Path | None = None) -> str:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
-        dirty = subprocess.run(  # dvc.lock changes between stages by design; it is not a source change
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock"],
+        dirty = subprocess.run(  # dvc.lock and metrics/ change with every run by design; they are not source changes
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock", ":(exclude)metrics"],
             cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -109,6 +109,17 @@ class RunLogger:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags in one batch."""
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def adopt(self, child_run_ids: list[str]) -> None:
+        """Nest existing runs under this one (MLflow's parent tag), so the UI groups them by pipeline execution.
+
+        The (model, seed) runs are created by separate DVC stages before the comparison exists; tagging them
+        afterwards is how MLflow lets one parent span processes. Runs that were deleted are skipped.
+        """
+        for run_id in child_run_ids:
+            if _run_exists(self.client, run_id):
+                self.client.log_batch(run_id, tags=[RunTag("mlflow.parentRunId", self.run_id),
+                                                    RunTag("convbench.comparison_run", self.run_id)])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Copy a local file into the run's artifacts."""

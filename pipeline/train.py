@@ -271,6 +271,7 @@ def train_cell(
             example = data["val_x"][:2].cpu().numpy()
             logger.log_model(model, example)
         logger.log_artifact(curves_path, "curves")
+        logger.log_artifact(checkpoint_path, "checkpoint")
         run_id = logger.run_id
     return TrainResult(
         model_name, seed, checkpoint_path, curves_path, run_id, history, images_per_second, train_seconds, to_final

@@ -15,7 +15,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
     expected = {
         "download": {str(paths.raw_dir(params.data.root, name))},
         "prepare": {str(paths.prepared_tensors(name)), str(paths.prepared_manifest(name))},
-        "report": {str(paths.report_markdown()), str(paths.figures_dir())},
+        "report": {str(paths.report_markdown()), str(paths.report_html()), str(paths.figures_dir())},
     }
     for model in ("cnn", "mlp"):
         for seed in params.train.seeds:

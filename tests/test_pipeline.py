@@ -57,10 +57,26 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
     shown = run(["dvc", "metrics", "show", "--json"], project)
     assert shown.returncode == 0 and "test_accuracy" in shown.stdout, shown.stderr
     plots = run(["dvc", "plots", "show", "-o", "dvc_plots"], project)
-    assert plots.returncode == 0 and (project / "dvc_plots" / "index.html").is_file(), plots.stderr
+    page = (project / "dvc_plots" / "index.html").read_text()
+    assert plots.returncode == 0, plots.stderr
+    assert "metrics/curves/cnn-s0.csv" in page and "metrics/predictions/cnn-s0.csv" in page, "curves and confusion plots"
+    assert '"rect"' in page, "the confusion template draws a heat map of rects"
 
-    write_params(project / "params.yaml", {"train.epochs": 2}, edit_existing=True)
-    assert repro(project) == EVERY_STAGE - {"download", "prepare"}, "epochs touch train, evaluate, report only"
+    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"]
+    assert run(["git", "add", "-A"], project).returncode == 0 and run(commit, project).returncode == 0
+    experiment = run(["dvc", "exp", "run", "-n", "two-epochs", "-S", "train.epochs=2"], project, MLFLOW_TRACKING_URI="")
+    assert experiment.returncode == 0, experiment.stdout[-3000:] + experiment.stderr[-3000:]
+    ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
+    assert ran == EVERY_STAGE - {"download", "prepare"}, "epochs touch train, evaluate, report only"
+    table = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    revs = [rev for row in table for group in row.get("experiments") or [] for rev in group["revs"]]
+    (shown_experiment,) = [rev for rev in revs if rev["name"] == "two-epochs"]
+    headline = shown_experiment["data"]["metrics"]["metrics/cnn-s0.json"]["data"]
+    assert headline["epochs"] == 2 and 0 < headline["test_accuracy"] <= 1, "dvc exp show lists the headline metrics"
+    diff = run(["dvc", "metrics", "diff", "HEAD", "two-epochs", "--json"], project)
+    assert diff.returncode == 0, diff.stderr
+    changed = json.loads(diff.stdout)["metrics/cnn-s0.json"]
+    assert "test_accuracy" in changed and changed["epochs"] == {"old": 1, "new": 2, "diff": 1}
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("convbench-mnist5k")

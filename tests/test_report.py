@@ -14,7 +14,7 @@ import contextlib
 from pipeline import paths
 from pipeline.errors import ConvbenchError
 from pipeline.params import ReportParams
-from pipeline.report import axes_table, compare, load_metrics, paired_sentence, verdict
+from pipeline.report import axes_frame, compare, load_metrics, paired_sentence, verdict
 from pipeline.stats import t_interval
 from tests.conftest import Workspace
 
@@ -33,7 +33,12 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
                  "Latency @ batch 1, p95 (ms)", "MFU, training (%)", "Peak memory, training step (MiB)"):
         assert f"| {axis}" in text
     assert "| Parameters " in text and "tie (within 1%)" in text
-    assert "![Learning curves](figures/learning_curves.png)" in text
+    for figure in ("learning_curves", "confusion_matrices", "accuracy_vs_cost", "throughput_vs_batch", "cnn_filters",
+                   "misclassified", "architectures"):
+        assert f"](figures/{figure}.png)" in text
+        assert (workspace.root / paths.figures_dir() / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "```mermaid\ngraph TD" in text and "| Linear(5408->128)" not in text  # digits are 8x8: 32*3*3 features
+    assert "| Linear(288->128)" in text
     assert "`digits`" in text
 
 
@@ -49,7 +54,11 @@ def test_comparison_run_carries_the_report(workspace: Workspace) -> None:
     (run,) = client.search_runs([experiment.experiment_id], "tags.`convbench.kind` = 'comparison'")
     assert run.info.run_name == "comparison" and run.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
-    assert "report/comparison.md" in artifacts
+    assert {"report/comparison.md", "report/comparison.html"} <= artifacts
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "report/figures")}
+    assert "report/figures/confusion_matrices.png" in figures and "report/figures/cnn_filters.png" in figures
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert sorted(child.info.run_name for child in children) == ["cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1"]
     assert run.data.metrics["cnn_parameters"] == json.loads((workspace.root / paths.metrics("cnn", 0)).read_text())["params"]
     assert 0 <= run.data.metrics["mcnemar_p_value"] <= 1
     assert run.data.metrics["accuracy_difference_ci_low"] <= run.data.metrics["accuracy_difference"]
@@ -104,7 +113,9 @@ def test_axes_name_the_better_model_only_when_significant() -> None:
     assert rows.loc["Latency @ batch 1, median", "p_value"] == 1.0
     close = compare(_metrics(0.97, 0.95, cnn_speed=4001.0), _correctness(970, 950), SETTINGS).axes.set_index("label")
     assert close.loc["Inference @ batch 256", "winner"] == "not significant"
-    assert "neither (not significant" in axes_table(compare(_metrics(0.97, 0.95, 4001.0), _correctness(970, 950), SETTINGS))
+    better = axes_frame(compare(_metrics(0.97, 0.95, 4001.0), _correctness(970, 950), SETTINGS)).set_index("Axis")["Better"]
+    assert better["Inference @ batch 256 (img/s)"].startswith("neither (not significant")
+    assert better["Parameters"] == "tie (within 1%)" and better["Forward FLOPs / image (MFLOP)"] == "**MLP** (3.00x lower)"
 
 
 def test_metrics_of_another_dataset_are_refused(workspace: Workspace) -> None:

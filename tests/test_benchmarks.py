@@ -1,0 +1,23 @@
+"""benchmarks/train_loop.py runs end to end and prints its ratio lines (speed targets live in its README)."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from tests.helpers import ROOT, run
+
+
+def test_train_loop_benchmark_prints_one_ratio_line_per_model() -> None:
+    result = run([sys.executable, str(ROOT / "benchmarks" / "train_loop.py"), "--rounds", "1", "--epochs", "1",
+                  "--dataset", "digits"], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for model in ("cnn", "mlp"):
+        (line,) = [l for l in lines if l.startswith(f"{model} convbench ")]
+        match = re.fullmatch(rf"{model} convbench ([\d,]+) img/s tutorial ([\d,]+) img/s ([\d.]+)x \(per-round .*\)", line)
+        assert match, line
+        ours, theirs, ratio = (float(g.replace(",", "")) for g in match.groups())
+        assert abs(ours / theirs - ratio) <= 0.01 + 0.02 * ratio
+        (overhead,) = [l for l in lines if l.startswith(f"{model} tracking overhead ")]
+        assert re.fullmatch(rf"{model} tracking overhead [\d.]+ ms per epoch = [\d.]+% of an epoch", overhead)
