@@ -173,3 +173,31 @@ def _as_image(image: np.ndarray) -> np.ndarray:
     picture = image[0] if image.shape[0] == 1 else np.transpose(image[:3], (1, 2, 0))
     low, high = float(picture.min()), float(picture.max())
     return (picture - low) / (high - low or 1.0)
+
+
+def robustness(shifts: pd.DataFrame, noise: pd.DataFrame, target: Path) -> Path:
+    """Accuracy against shift and against noise per model (mean over seeds, bars for the CI)."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for axis, frame, xlabel, title in ((axes[0], shifts, "shift (pixels)", "Translation"),
+                                       (axes[1], noise, "noise std (pixel range = 1)", "Gaussian noise")):
+        _interval_lines(axis, frame, "level")
+        axis.set(xlabel=xlabel, ylabel="test accuracy", title=title)
+    return save(figure, target)
+
+
+def fraction_curve(points: pd.DataFrame, target: Path) -> Path:
+    """Accuracy against the share of training data (log x), mean over seeds with CI bars."""
+    figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    _interval_lines(axis, points, "level")
+    axis.set(xscale="log", xlabel="share of the training split", ylabel="test accuracy", title="Data efficiency")
+    return save(figure, target)
+
+
+def _interval_lines(axis: plt.Axes, frame: pd.DataFrame, x: str) -> None:
+    for model, rows in frame.groupby("model", sort=False):
+        rows = rows.sort_values(x)
+        error = np.nan_to_num(np.vstack([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]))
+        axis.errorbar(rows[x], rows["mean"], yerr=error, marker="o", capsize=4, color=COLORS.get(str(model)),
+                      label=LABELS.get(str(model), str(model)))
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()

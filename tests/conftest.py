@@ -15,7 +15,7 @@ from tests.helpers import params_with
 
 @dataclass(frozen=True)
 class Workspace:
-    """A project folder where the real stages have run on `digits` (2 models x 2 seeds, 3 epochs)."""
+    """A project folder where the real stages have run on `digits` (2 models x 2 seeds, 3 epochs, permutation probe)."""
 
     root: Path
     params: Params
@@ -32,6 +32,7 @@ def tiny_params(root: Path, **overrides: object) -> Params:
         "train.device": "cpu",
         "evaluate.min_run_time": 0.05,
         "tracking.uri": f"sqlite:///{root / 'mlflow.db'}",
+        "probes.run": ["permutation"],
     }
     values.update(overrides)
     return validate_params(params_with(values))
@@ -43,6 +44,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     from pipeline.download import download
     from pipeline.evaluate import evaluate_cell
     from pipeline.prepare import load_prepared, prepare
+    from pipeline.probes import run_probe
     from pipeline.report import report
     from pipeline.train import train_cell
 
@@ -57,5 +59,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
             for seed in params.train.seeds:
                 train_cell(params, model, seed, prepared, paths.checkpoint(model, seed), paths.curves(model, seed))
                 evaluate_cell(params, model, seed, prepared, paths.checkpoint(model, seed), paths.metrics(model, seed))
+        for probe in params.probes.run:
+            run_probe(params, probe, prepared, paths.probe(probe))
         report(params, paths.report_markdown(), paths.figures_dir())
     return Workspace(root=root, params=params, tracking_uri=params.tracking.uri or "")
