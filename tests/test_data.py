@@ -35,6 +35,23 @@ def test_digits_are_rescaled_to_uint8(tmp_path: Path) -> None:
     assert raw.classes == tuple(str(d) for d in range(10))
 
 
+def test_mnist1d_is_generated_offline_with_its_official_split(tmp_path: Path) -> None:
+    import random
+
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    spec = data.spec("mnist1d")
+    spec.fetch(tmp_path, True)
+    raw = spec.load(tmp_path)
+    assert raw.images.shape == (4000, 1, 40) and raw.images.dtype == np.uint8
+    assert raw.test_images is not None and raw.test_images.shape == (1000, 1, 40)
+    assert raw.images.min() == 0 or raw.test_images.min() == 0
+    assert raw.labels.min() == 0 and raw.labels.max() == 9 and len(np.unique(raw.test_labels)) == 10
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1]) and random.getstate() == python_state
+    again = tmp_path / "again"
+    spec.fetch(again, True)
+    assert np.array_equal(spec.load(again).images, raw.images), "generation is deterministic"
+
+
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "kmnist"])
 def test_idx_files_in_torchvision_layout_load(tmp_path: Path, dataset: str) -> None:
     make_mnist_family(tmp_path, dataset, train=30, test=10)
@@ -92,3 +109,24 @@ def test_cifar_unpickler_refuses_code(tmp_path: Path) -> None:
     (base / "data_batch_3").write_bytes(pickle.dumps({"data": _Exploit(), "labels": []}, protocol=2))
     with pytest.raises(DataError, match=r"data_batch_3 is not a valid CIFAR batch \(refusing to load global (posix|os)\.system\)"):
         data.spec("cifar10").load(tmp_path)
+
+
+def test_archive_members_escaping_the_target_are_refused(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from torchvision.datasets.utils import extract_archive
+
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        payload = b"owned"
+        member = tarfile.TarInfo("../escaped.txt")
+        member.size = len(payload)
+        tar.addfile(member, io.BytesIO(payload))
+    target = tmp_path / "target"
+    target.mkdir()
+    before = tarfile.TarFile.extraction_filter
+    with data.safe_tar_extraction(), pytest.raises(tarfile.FilterError):
+        extract_archive(str(archive), str(target))
+    assert not (tmp_path / "escaped.txt").exists()
+    assert tarfile.TarFile.extraction_filter is before, "the filter is restored after the block"

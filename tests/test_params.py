@@ -64,7 +64,7 @@ def test_unknown_section_and_missing_key() -> None:
     del raw["train"]["epochs"]
     with pytest.raises(ParamsError) as caught:
         validate_params(raw)
-    assert "unknown key 'extra'; allowed keys here: data, model, train, evaluate, report, tracking" in str(caught.value)
+    assert "unknown key 'extra'; allowed keys here: data, model, train, evaluate, probes, report, tracking" in str(caught.value)
     assert "missing key 'train.epochs'" in str(caught.value)
 
 
@@ -89,3 +89,21 @@ def test_dvc_train_stage_tracks_every_recipe_key_but_seeds() -> None:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     tracked = {p.removeprefix("train.") for p in stages["train"]["params"] if p.startswith("train.")}
     assert tracked == set(TrainParams.model_fields) - {"seeds"}
+
+
+def test_dataset_overrides_apply_only_to_their_dataset() -> None:
+    default = validate_params(params_with({}))
+    mnist1d = validate_params(params_with({"data.name": "mnist1d"}))
+    assert default.train.epochs == 12 and len(default.model.cnn.conv) == 1
+    assert mnist1d.train.epochs == 20 and [b.kernel for b in mnist1d.model.cnn.conv] == [5, 5]
+    assert mnist1d.train.lr == default.train.lr
+
+
+def test_override_of_a_missing_key_is_a_params_error() -> None:
+    raw = params_with({"data.name": "mnist1d"})
+    raw["overrides"]["mnist1d"]["train.epoch"] = 3
+    with pytest.raises(ParamsError, match=r"overrides.mnist1d: 'train.epoch' is not a setting that can be overridden"):
+        validate_params(raw)
+    raw = params_with({"data.name": "mnist1d", "overrides.mnist1d": {"train.epochs": 0}})
+    with pytest.raises(ParamsError, match=r"train.epochs: Input should be greater than 0"):
+        validate_params(raw)
