@@ -4,10 +4,14 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 UI_PORT ?= 5000
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5001
+SERVER_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server.db
+SERVER_ARTIFACTS ?= $(CURDIR)/mlartifacts
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: install repro test ui clean
+.PHONY: install repro test ui server clean
 
 install: $(STAMP)
 
@@ -24,6 +28,10 @@ test: $(STAMP)  ## run the test suite
 
 ui: $(STAMP)  ## browse the runs: MLflow UI on the project's store, bound to 127.0.0.1
 	convbench ui --host 127.0.0.1 --port $(UI_PORT)
+
+server: $(STAMP)  ## shared MLflow tracking server: SQL backend + local artifact store, on 127.0.0.1 unless SERVER_HOST says otherwise
+	mlflow server --backend-store-uri '$(SERVER_BACKEND)' --artifacts-destination '$(SERVER_ARTIFACTS)' \
+		--serve-artifacts --host $(SERVER_HOST) --port $(SERVER_PORT)
 
 clean:  ## remove prepared data, models, metrics, reports and the local MLflow store (keeps data/raw and .venv)
 	rm -rf data/prepared models metrics reports dvc_plots mlflow.db mlruns mlartifacts

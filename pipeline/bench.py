@@ -191,6 +191,7 @@ def peak_memory_bytes(work: Callable[[], object], device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device) - before)
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # kineto otherwise prints profiler_start/stop lines to stderr
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
         work()
         synchronize(device)

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, get_args
 
 import typer
 
 from pipeline import paths
 from pipeline.errors import ConvbenchError
-from pipeline.params import ModelParams, Params, load_params
+from pipeline.params import ModelParams, Params, ProbeName, load_params
 
 if TYPE_CHECKING:
     from pipeline.prepare import PreparedData
@@ -165,6 +165,33 @@ def evaluate(params_path: ParamsPath = Path("params.yaml"), model: ModelOption =
 def _largest_batch_speed(metrics: dict) -> str:
     timing = max(metrics["inference"].values(), key=lambda t: t["batch_size"])
     return f"{timing['images_per_second']:,.0f} img/s @ batch {timing['batch_size']}"
+
+
+ProbeChoice = Enum("ProbeChoice", {name: name for name in get_args(ProbeName)}, type=str)  # type: ignore[misc]
+
+
+@app.command()
+def sweep(
+    probe: Annotated[ProbeChoice, typer.Option("--probe", help="Which retraining probe to run.")],
+    params_path: ParamsPath = Path("params.yaml"),
+) -> None:
+    """Retrain both models at every setting of one probe (permutation, fraction, size); writes metrics/probes/<probe>.json."""
+
+    def run(params: Params) -> None:
+        from pipeline.prepare import load_prepared
+        from pipeline.probes import run_probe
+
+        name = params.data.name
+        prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
+
+        def show(row: dict) -> None:
+            typer.echo(f"sweep: {row['probe']}={row['setting']} {row['model']}-s{row['seed']} "
+                       f"test_accuracy {row['test_accuracy']:.4f}")
+
+        run_probe(params, probe.value, prepared, paths.probe(probe.value), show)
+        typer.echo(f"sweep: {paths.probe(probe.value)}")
+
+    _stage(run, params_path)
 
 
 @app.command()

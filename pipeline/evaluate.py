@@ -24,6 +24,7 @@ from pipeline.bench import (
 from pipeline.errors import ConvbenchError
 from pipeline.params import EvaluateParams, Params
 from pipeline.prepare import PreparedData
+from pipeline.probes import shift, shift_directions
 from pipeline.train import CHECKPOINT_FORMAT, ExecutionPlan, execution_plan, normalize, place_model, predict_logits
 
 
@@ -86,6 +87,12 @@ def evaluate_cell(
             f"{checkpoint_path} was trained on other data ({checkpoint['dataset']}, sha256 "
             f"{checkpoint['dataset_sha256'][:12]}...) than the prepared '{prepared.name}'; re-run `convbench train`"
         )
+    expected = models.resolve(params.model, prepared.input_shape, prepared.num_classes)[model_name]
+    if checkpoint["config"] != expected:
+        raise ConvbenchError(
+            f"{checkpoint_path} holds a different {model_name} than params.yaml's model section now describes; "
+            f"run `convbench train --model {model_name} --seed {seed}` (or `dvc repro`)"
+        )
     device = resolve_device(params.train.device)
     plan = execution_plan(params.train, device, prepared.input_shape)
     model = place_model(restore_model(checkpoint, checkpoint_path), plan)
@@ -96,6 +103,7 @@ def evaluate_cell(
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
     per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
     cost = measure_cost(model, plan, test_x, test_y, params.evaluate, checkpoint["train"])
+    robustness = measure_robustness(model, plan, prepared, test_y, params.evaluate)
     metrics: dict[str, Any] = {
         "model": model_name,
         "seed": seed,
@@ -106,6 +114,7 @@ def evaluate_cell(
         "final_val_accuracy": checkpoint["train"]["final_val_accuracy"],
         "epochs": checkpoint["train"]["epochs"],
         **cost,
+        "robustness": robustness,
         "per_class_accuracy": dict(zip(prepared.classes, per_class)),
         "confusion_matrix": confusion.tolist(),
         "context": device_context(device, plan.dtype_name),
@@ -163,7 +172,40 @@ UNITS = {
     "train_seconds": "s (training steps only)", "seconds_to_final_accuracy": "s wall (training + validation)",
     "peak_memory_mb.*": "MiB of tensor memory at the peak (CUDA max_memory_allocated; CPU: torch.profiler memory events)",
     "matmul_flops_per_second": "FLOP/s of a square matmul in the same process", "mfu.*": "fraction of matmul FLOP/s",
+    "robustness.shift.<k>": "test accuracy with images shifted by k pixels (mean over directions)",
+    "robustness.noise.<std>": "test accuracy with Gaussian noise of that std (pixel range = 1)",
 }
+
+
+def measure_robustness(
+    model: torch.nn.Module, plan: ExecutionPlan, prepared: PreparedData, test_y: torch.Tensor, settings: EvaluateParams
+) -> dict[str, dict[str, float]]:
+    """Test accuracy under the translation and noise probes.
+
+    Shifts move the raw images by k pixels with zero fill, averaged over every axis-aligned direction;
+    noise adds Gaussian noise with std in units of the pixel range, from one fixed generator so every
+    model and seed sees the same noisy images.
+    """
+    raw = prepared.tensors["test_x"]
+    spatial = raw.dim() - 2
+
+    def accuracy(images: torch.Tensor) -> float:
+        logits = predict_logits(model, images.to(plan.device), settings.batch_size, plan)
+        return (logits.argmax(1) == test_y).double().mean().item()
+
+    def normalized(images: torch.Tensor) -> torch.Tensor:
+        return normalize(images, prepared.mean, prepared.std, torch.device("cpu"))
+
+    shifts = {
+        str(k): sum(accuracy(normalized(shift(raw, move))) for move in shift_directions(k, spatial)) / len(shift_directions(k, spatial))
+        for k in settings.shifts
+    }
+    clean = normalized(raw)
+    std = torch.tensor(prepared.std).view((1, -1) + (1,) * spatial)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(clean.shape, generator=generator)
+    noisy = {f"{level:g}": accuracy(clean + noise * (level / std)) for level in settings.noise_std}
+    return {"shift": shifts, "noise": noisy}
 
 
 def measure_cost(

@@ -9,6 +9,7 @@ MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 CURVES_DIR = METRICS_DIR / "curves"
 PREDICTIONS_DIR = METRICS_DIR / "predictions"
+PROBES_DIR = METRICS_DIR / "probes"
 REPORTS_DIR = Path("reports")
 
 
@@ -37,6 +38,11 @@ def checkpoint(model: str, seed: int) -> Path:
     return MODELS_DIR / f"{cell(model, seed)}.pt"
 
 
+def resume_state(model: str, seed: int) -> Path:
+    """Where an unfinished training run keeps its last completed epoch (deleted when training ends)."""
+    return MODELS_DIR / f"{cell(model, seed)}.resume.pt"
+
+
 def curves(model: str, seed: int) -> Path:
     """Per-epoch train/val loss and accuracy of one cell, as CSV for `dvc plots`."""
     return CURVES_DIR / f"{cell(model, seed)}.csv"
@@ -50,6 +56,11 @@ def metrics(model: str, seed: int) -> Path:
 def predictions(model: str, seed: int) -> Path:
     """True and predicted class of every test image of one cell, as CSV (DVC's confusion plot, paired tests)."""
     return PREDICTIONS_DIR / f"{cell(model, seed)}.csv"
+
+
+def probe(name: str) -> Path:
+    """Every (setting, model, seed) result of one retraining probe, as JSON."""
+    return PROBES_DIR / f"{name}.json"
 
 
 def report_markdown() -> Path:

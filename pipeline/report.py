@@ -18,6 +18,7 @@ from pipeline import atomic, models, paths, tracking
 from pipeline.errors import ConvbenchError
 from pipeline.models import MODEL_NAMES
 from pipeline.params import Params, ReportParams
+from pipeline.probe_report import advantage_by_setting, load_probes, probe_section, robustness_points
 from pipeline.render import Code, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
 from pipeline.stats import Interval, McNemar, PairedDifference, mcnemar, paired_bootstrap, t_interval, welch_p_value
 
@@ -280,7 +281,8 @@ def _trade_off(winner: str | None, train: pd.Series) -> str:
 
 
 def build_document(params: Params, comparison: Comparison, manifest: dict, metrics: pd.DataFrame,
-                   architectures: dict[str, dict], figures: dict[str, Path]) -> Document:
+                   architectures: dict[str, dict], figures: dict[str, Path],
+                   probes: dict[str, pd.DataFrame] | None = None) -> Document:
     """Everything the report says, in order, for both the Markdown and the HTML renderer."""
     context = metrics.iloc[0]["context"]
     sizes = manifest["sizes"]
@@ -317,6 +319,7 @@ def build_document(params: Params, comparison: Comparison, manifest: dict, metri
             Figure(figures["accuracy_vs_cost"], "Test accuracy against parameters and FLOPs (error bars: CI over seeds)."),
             Figure(figures["throughput"], "Inference throughput against batch size (band: min to max over seeds)."),
         ]),
+        probe_section(metrics, probes or {}, params.report.confidence, figures),
         Section("What the CNN learned", [
             Figure(figures["filters"], "The CNN's first-layer filters and the feature maps they produce for one test image "
                                        "(same grid position, same filter): each filter slides over the input to make one map."),
@@ -365,7 +368,7 @@ def _architecture_blocks(architectures: dict[str, dict], diagram: Path) -> list:
 
 def draw_figures(
     params: Params, metrics: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison, manifest: dict,
-    architectures: dict[str, dict], figures_dir: Path,
+    architectures: dict[str, dict], probes: dict[str, pd.DataFrame], figures_dir: Path,
 ) -> dict[str, Path]:
     """Every figure of the report, written under `figures_dir`."""
     from pipeline import figures as draw
@@ -382,7 +385,22 @@ def draw_figures(
          "accuracy": i.mean, "ci_low": i.low, "ci_high": i.high}
         for m, i in comparison.accuracy.items()
     ])
+    if "size" in probes:
+        sized = advantage_by_setting(probes["size"], params.report.confidence)
+        points = pd.concat([points, pd.DataFrame(
+            [{"model": m, "params": row[f"params_{m}"], "flops": np.nan, "accuracy": row[m].mean, "ci_low": row[m].low,
+              "ci_high": row[m].high} for _, row in sized.iterrows() for m in ("cnn", "mlp")]
+        )], ignore_index=True).drop_duplicates(subset=["model", "params"])
     out["accuracy_vs_cost"] = draw.accuracy_vs_cost(points, figures_dir / "accuracy_vs_cost.png")
+    confidence = params.report.confidence
+    shifts, noise = robustness_points(metrics, "shift", confidence), robustness_points(metrics, "noise", confidence)
+    if len(shifts) and len(noise):
+        out["robustness"] = draw.robustness(shifts, noise, figures_dir / "robustness.png")
+    if "fraction" in probes:
+        table = advantage_by_setting(probes["fraction"], confidence)
+        fraction_points = pd.DataFrame([{"model": m, "level": row["value"], "mean": row[m].mean, "low": row[m].low,
+                                         "high": row[m].high} for _, row in table.iterrows() for m in ("cnn", "mlp")])
+        out["fraction"] = draw.fraction_curve(fraction_points, figures_dir / "data_efficiency.png")
     throughput = pd.DataFrame([
         {"model": row["model"], "batch_size": int(column.split(".")[1].removeprefix("batch_")), "images_per_second": row[column]}
         for _, row in metrics.iterrows() for column in metrics.columns
@@ -425,8 +443,9 @@ def report(params: Params, markdown_path: Path, figures_dir: Path, html_path: Pa
     checkpoints = {(m, s): load_checkpoint(paths.checkpoint(m, s), m) for m in MODEL_NAMES for s in seeds}
     architectures = {m: checkpoints[(m, seeds[0])]["config"] for m in MODEL_NAMES}
     comparison = compare(metrics, correctness, params.report)
-    figures = draw_figures(params, metrics, curves, comparison, manifest, architectures, figures_dir)
-    document = build_document(params, comparison, manifest, metrics, architectures, figures)
+    probes = load_probes(params, manifest["sha256"])
+    figures = draw_figures(params, metrics, curves, comparison, manifest, architectures, probes, figures_dir)
+    document = build_document(params, comparison, manifest, metrics, architectures, figures, probes)
     html_path = html_path or markdown_path.with_suffix(".html")
     atomic.write_text(markdown_path, to_markdown(document, markdown_path.parent))
     atomic.write_text(html_path, to_html(document))

@@ -7,7 +7,9 @@ whatever was logged before the failure.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -100,6 +102,10 @@ class RunLogger:
             if not synchronous:
                 self._pending.append(operation)
 
+    def logged_steps(self, key: str) -> set[int]:
+        """Steps of `key` already in the run (to fill gaps a killed process left in its background queue)."""
+        return {metric.step for metric in self.client.get_metric_history(self.run_id, key)}
+
     def flush(self) -> None:
         """Wait until every queued background batch is in the store."""
         pending, self._pending = self._pending, []
@@ -140,6 +146,36 @@ class RunLogger:
             )
 
 
+class UntrackedLogger(RunLogger):
+    """Stands in for a run when tracking.required is false and the server is down: every call is a no-op."""
+
+    def __init__(self) -> None:
+        self.run_id = None  # type: ignore[assignment]
+        self._pending = []
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Not tracked."""
+
+    def logged_steps(self, key: str) -> set[int]:
+        """Nothing is logged."""
+        return set()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, synchronous: bool = True) -> None:
+        """Not tracked."""
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Not tracked."""
+
+    def adopt(self, child_run_ids: list[str]) -> None:
+        """Not tracked."""
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Not tracked."""
+
+    def log_model(self, model: Any, input_example: Any) -> None:
+        """Not tracked."""
+
+
 @contextmanager
 def run(
     params: TrackingParams,
@@ -153,18 +189,27 @@ def run(
     MLflow's own errors (unreachable store, deleted experiment) become one-line ConvbenchErrors.
     """
     uri = tracking_uri(params)
+    try:
+        check_reachable(uri)
+    except ConvbenchError as exc:
+        if params.required:
+            raise
+        print(f"convbench: warning: {exc}; tracking.required is false, so this run is not tracked", file=sys.stderr)
+        yield UntrackedLogger()
+        return
     all_tags = {"convbench.git_commit": git_commit(), **{k: str(v) for k, v in tags.items()}}
     try:
-        mlflow.set_tracking_uri(uri)
-        client = MlflowClient(uri)
-        experiment = mlflow.set_experiment(experiment_name(params, dataset))
-        run_id = resume_run_id if resume_run_id and _run_exists(client, resume_run_id) else None
-        active = mlflow.start_run(
-            run_id=run_id,
-            experiment_id=None if run_id else experiment.experiment_id,
-            run_name=None if run_id else run_name,
-            tags=None if run_id else all_tags,
-        )
+        with _store_lock(uri):  # processes starting together must not both create the schema or the experiment
+            mlflow.set_tracking_uri(uri)
+            client = MlflowClient(uri)
+            experiment = mlflow.set_experiment(experiment_name(params, dataset))
+            run_id = resume_run_id if resume_run_id and _run_exists(client, resume_run_id) else None
+            active = mlflow.start_run(
+                run_id=run_id,
+                experiment_id=None if run_id else experiment.experiment_id,
+                run_name=None if run_id else run_name,
+                tags=None if run_id else all_tags,
+            )
     except MlflowException as exc:
         raise _tracking_error(uri, exc) from None
     with active:
@@ -181,6 +226,26 @@ def run(
             raise
 
 
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock next to a SQLite store (`<db>.lock`) while a run is opened; other stores need none."""
+    if not uri.startswith("sqlite:///") or os.name != "posix":
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri.removeprefix("sqlite:///")).with_suffix(".db.lock")
+    if not lock_path.parent.is_dir():
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _flush_quietly(logger: RunLogger) -> None:
     """Flush queued metrics while another error is on its way out; that error is the one to report."""
     try:
@@ -189,10 +254,39 @@ def _flush_quietly(logger: RunLogger) -> None:
         pass
 
 
+def redact(text: str) -> str:
+    """Hide the password or token in any 'scheme://user:secret@host' inside `text`."""
+    return re.sub(r"(//[^/:@\s]+):[^@/\s]+@", r"\1:***@", text)
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    health = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], path=parts.path.rstrip("/") + "/health")
+    try:
+        with urllib.request.urlopen(urllib.parse.urlunsplit(health), timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered; whatever the status, MLflow's own calls will report real problems
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConvbenchError(
+            f"MLflow tracking server '{redact(uri)}' is unreachable ({redact(str(reason))}); start it (`make server`) or "
+            f"point tracking.uri / $MLFLOW_TRACKING_URI at a running one"
+        ) from None
+
+
 def _tracking_error(uri: str, exc: MlflowException) -> ConvbenchError:
     first_line = str(exc.message if hasattr(exc, "message") else exc).strip().splitlines()[0]
     return ConvbenchError(
-        f"MLflow tracking at '{uri}' failed ({first_line}); check tracking.uri in params.yaml or $MLFLOW_TRACKING_URI"
+        f"MLflow tracking at '{redact(uri)}' failed ({redact(first_line)}); check tracking.uri in params.yaml or "
+        f"$MLFLOW_TRACKING_URI"
     )
 
 

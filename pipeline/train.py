@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -20,6 +23,7 @@ from torch import nn
 
 from pipeline import atomic, models, paths, tracking
 from pipeline.bench import Stopwatch, device_context, resolve_device
+from pipeline.errors import ConvbenchError
 from pipeline.params import Params, TrainParams
 from pipeline.prepare import PreparedData
 
@@ -92,6 +96,38 @@ def execution_plan(recipe: TrainParams, device: torch.device, input_shape: tuple
     )
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (world_size 1 when run alone)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone logs to MLflow and writes files."""
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; a plain `convbench train` is a world of one."""
+    return Distributed(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                       int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def start_distributed(dist: Distributed, device: torch.device) -> torch.device:
+    """Join the torchrun process group (NCCL on CUDA, gloo on CPU) and return this rank's device."""
+    if dist.world_size == 1:
+        return device
+    if device.type == "cuda":
+        torch.cuda.set_device(dist.local_rank)
+        device = torch.device("cuda", dist.local_rank)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
 def place_model(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
     """Move `model` to the plan's device and memory layout (parameters stay float32)."""
     model = model.to(plan.device)
@@ -134,11 +170,19 @@ def fit(
     seed: int,
     on_epoch: Callable[[EpochStats], None],
     plan: ExecutionPlan | None = None,
+    save_state: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
+    dist: Distributed | None = None,
 ) -> tuple[list[EpochStats], float]:
     """Train with AdamW for recipe.epochs; returns the per-epoch history and the seconds spent training.
 
     Batches are index slices of tensors already on the device; the only host syncs are once per epoch.
+    After each epoch `save_state` gets everything needed to continue (weights, optimizer, schedule,
+    shuffling generator, history); passing that back as `resume` continues bit for bit on CPU.
+    A non-finite training loss stops with a ConvbenchError naming the epoch. Under torchrun each rank
+    takes its share of every global batch (batch_size stays the global batch) and DDP averages gradients.
     """
+    dist = dist or Distributed(0, 1, 0)
     device = data["train_x"].device
     plan = plan or execution_plan(recipe, device, tuple(data["train_x"].shape[1:]))
     n_train = len(data["train_y"])
@@ -150,18 +194,31 @@ def fit(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)  # the objective
     plain_loss = nn.CrossEntropyLoss()  # reported for validation, like the test loss
     step_model = torch.compile(model) if plan.compile else model
+    if dist.world_size > 1:
+        step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     generator = torch.Generator().manual_seed(seed)
     stopwatch = Stopwatch(device)
     history: list[EpochStats] = []
-    started = time.perf_counter()
-    for epoch in range(1, recipe.epochs + 1):
+    first_epoch, already = 1, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        history = [EpochStats(**stats) for stats in resume["history"]]
+        stopwatch.elapsed = resume["train_seconds"]
+        first_epoch, already = resume["epoch"] + 1, history[-1].elapsed_seconds
+    started = time.perf_counter() - already
+    for epoch in range(first_epoch, recipe.epochs + 1):
         model.train()
         order = torch.randperm(n_train, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         stopwatch.start()
         for start in range(0, n_train, recipe.batch_size):
-            index = order[start : start + recipe.batch_size]
+            if min(recipe.batch_size, n_train - start) < dist.world_size:
+                continue  # a last batch too small to give every rank a sample is skipped by all ranks alike
+            index = order[start : start + recipe.batch_size][dist.rank :: dist.world_size]
             xb, yb = data["train_x"][index], data["train_y"][index]
             with plan.autocast():
                 logits = step_model(xb)
@@ -172,11 +229,20 @@ def fit(
             scheduler.step()
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
+        if dist.world_size > 1:
+            torch.distributed.all_reduce(loss_sum)
+            torch.distributed.all_reduce(correct)
         seconds = stopwatch.stop()
+        train_loss = loss_sum.item() / n_train
+        if not math.isfinite(train_loss):
+            raise ConvbenchError(
+                f"training diverged: the training loss became {train_loss} in epoch {epoch}; "
+                f"lower train.lr (now {recipe.lr}) and run `convbench train` again"
+            )
         val_logits = predict_logits(step_model, data["val_x"], recipe.batch_size, plan)
         stats = EpochStats(
             epoch=epoch,
-            train_loss=loss_sum.item() / n_train,
+            train_loss=train_loss,
             train_accuracy=correct.item() / n_train,
             val_loss=plain_loss(val_logits, data["val_y"]).item(),
             val_accuracy=(val_logits.argmax(1) == data["val_y"]).float().mean().item(),
@@ -186,6 +252,10 @@ def fit(
         )
         history.append(stats)
         on_epoch(stats)
+        if save_state is not None and epoch < recipe.epochs:
+            save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                        "history": [dataclasses.asdict(s) for s in history], "train_seconds": stopwatch.elapsed})
     return history, stopwatch.elapsed
 
 
@@ -204,7 +274,8 @@ def train_cell(
     curves_path: Path,
 ) -> TrainResult:
     """Train one (model, seed) cell; log it to MLflow; write its checkpoint and curves atomically."""
-    device = resolve_device(params.train.device)
+    dist = distributed_from_env()
+    device = start_distributed(dist, resolve_device(params.train.device))
     config = models.resolve(params.model, prepared.input_shape, prepared.num_classes)[model_name]
     plan = execution_plan(params.train, device, prepared.input_shape)
     torch.manual_seed(seed)
@@ -212,6 +283,10 @@ def train_cell(
     data = {key: normalize(value, prepared.mean, prepared.std, device) if key.endswith("_x") else value.to(device)
             for key, value in prepared.tensors.items() if not key.startswith("test")}
     cell = paths.cell(model_name, seed)
+    resume_path = paths.resume_state(model_name, seed)
+    identity = {"config": config, "dataset_sha256": prepared.sha256, "seed": seed,
+                "recipe": params.train.model_dump(mode="json", exclude={"seeds"})}
+    resume = load_resume_state(resume_path, identity)
     tags = {
         "convbench.kind": "train",
         "convbench.model": model_name,
@@ -220,25 +295,42 @@ def train_cell(
         "convbench.dataset_sha256": prepared.sha256,
         **{f"convbench.context.{key}": value for key, value in device_context(device, plan.dtype_name).items()},
     }
-    with tracking.run(params.tracking, prepared.name, cell, tags) as logger:
-        logger.log_params(
-            {
-                "model": model_name,
-                "seed": seed,
-                "params": models.count_params(model),
-                "architecture": config,
-                "train": params.train.model_dump(exclude={"seeds"}),
-                "data": params.data.model_dump(mode="json"),
-            }
-        )
-        with EpochProgress(cell, params.train.epochs) as advance:
+    resume_run = resume["mlflow_run_id"] if resume else None
+    opened = (tracking.run(params.tracking, prepared.name, cell, tags, resume_run) if dist.is_main
+              else contextlib.nullcontext(tracking.UntrackedLogger()))
+    with opened as logger:
+        if resume is None or logger.run_id != resume_run:
+            logger.log_params(
+                {
+                    "model": model_name,
+                    "seed": seed,
+                    "params": models.count_params(model),
+                    "architecture": config,
+                    "train": params.train.model_dump(exclude={"seeds"}),
+                    "data": params.data.model_dump(mode="json"),
+                }
+            )
+
+        if resume is not None and dist.is_main:  # epochs queued but never written when the process was killed
+            logged = logger.logged_steps("val_accuracy")
+            for stats in resume["history"]:
+                if stats["epoch"] not in logged:
+                    logger.log_metrics({k: v for k, v in stats.items() if k != "epoch"}, step=stats["epoch"])
+
+        def save_state(state: dict[str, Any]) -> None:
+            full = state | identity | {"format": CHECKPOINT_FORMAT, "mlflow_run_id": logger.run_id}
+            atomic.write_with(resume_path, lambda tmp: torch.save(full, tmp))
+
+        progress = EpochProgress(cell, params.train.epochs, done=resume["epoch"] if resume else 0, quiet=not dist.is_main)
+        with progress as advance:
 
             def on_epoch(stats: EpochStats) -> None:
                 epoch_metrics = {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}
                 logger.log_metrics(epoch_metrics, step=stats.epoch, synchronous=False)
                 advance(stats)
 
-            history, train_seconds = fit(model, data, params.train, seed, on_epoch, plan)
+            history, train_seconds = fit(model, data, params.train, seed, on_epoch, plan,
+                                         save_state if dist.is_main else None, resume, dist)
         images_per_second = params.train.epochs * len(data["train_y"]) / train_seconds
         to_final = seconds_to_final_accuracy(history)
         logger.log_metrics(
@@ -257,6 +349,7 @@ def train_cell(
             "train": {
                 "epochs": params.train.epochs,
                 "device": str(device),
+                "world_size": dist.world_size,
                 "train_images_per_second": images_per_second,
                 "train_seconds": train_seconds,
                 "seconds_to_final_accuracy": to_final,
@@ -265,6 +358,9 @@ def train_cell(
                 "batch_size": params.train.batch_size,
             },
         }
+        if not dist.is_main:  # only rank 0 writes files and logs
+            return TrainResult(model_name, seed, checkpoint_path, curves_path, None, history, images_per_second,
+                               train_seconds, to_final)
         atomic.write_text(curves_path, pd.DataFrame([dataclasses.asdict(s) for s in history]).to_csv(index=False))
         atomic.write_with(checkpoint_path, lambda tmp: torch.save(checkpoint, tmp))
         if params.tracking.log_model:
@@ -273,23 +369,41 @@ def train_cell(
         logger.log_artifact(curves_path, "curves")
         logger.log_artifact(checkpoint_path, "checkpoint")
         run_id = logger.run_id
+    resume_path.unlink(missing_ok=True)
     return TrainResult(
         model_name, seed, checkpoint_path, curves_path, run_id, history, images_per_second, train_seconds, to_final
     )
 
 
+def load_resume_state(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The state an interrupted run of this exact cell left behind, or None (a stale or unreadable one is ignored)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:  # noqa: BLE001 - an unreadable resume file only costs a fresh start
+        return None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        return None
+    if any(state.get(key) != value for key, value in identity.items()):
+        return None
+    return state
+
+
 class EpochProgress:
     """A rich progress bar over epochs that shows the latest validation accuracy."""
 
-    def __init__(self, cell: str, epochs: int) -> None:
+    def __init__(self, cell: str, epochs: int, done: int = 0, quiet: bool = False) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
+            disable=quiet,
         )
-        self.task = self.progress.add_task(f"train {cell}", total=epochs, status="")
+        status = f"resumed after epoch {done}" if done else ""
+        self.task = self.progress.add_task(f"train {cell}", total=epochs, completed=done, status=status)
 
     def __enter__(self) -> Callable[[EpochStats], None]:
         self.progress.start()

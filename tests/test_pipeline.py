@@ -88,3 +88,17 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
     write_params(project / "params.yaml", {"data.name": "digits"}, edit_existing=True)
     assert repro(project) == EVERY_STAGE, "a new dataset re-runs download and everything after it"
     assert "`digits`" in (project / paths.report_markdown()).read_text()
+
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    assert run(["dvc", "remote", "add", "-d", "shared", str(remote)], project).returncode == 0
+    assert run(["git", "add", "-A"], project).returncode == 0
+    assert run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results + remote"], project).returncode == 0
+    pushed = run(["dvc", "push"], project)
+    assert pushed.returncode == 0, pushed.stderr
+    assert run(["git", "clone", "-q", str(project), str(clone)], tmp_path).returncode == 0
+    pulled = run(["dvc", "pull"], clone)
+    assert pulled.returncode == 0, pulled.stderr
+    status = run(["dvc", "status"], clone)
+    assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout, status.stdout
+    assert (clone / paths.checkpoint("cnn", 0)).is_file() and (clone / paths.report_html()).is_file()
+    assert repro(clone) == set(), "a teammate's dvc pull && dvc repro re-runs nothing"

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
+from pipeline import paths, tracking
 from pipeline.errors import ConvbenchError
 from pipeline.params import TrackingParams, validate_params
-from tests.helpers import params_with
+from tests.helpers import BIN, env, free_port, params_with, run, write_params
 
 
 def tracking_params(uri: str | None) -> TrackingParams:
@@ -72,3 +79,114 @@ def test_unusable_store_is_a_one_line_error(tmp_path: Path) -> None:
     message = str(caught.value)
     assert message.startswith("MLflow tracking at 'bogus://nowhere' failed (")
     assert message.endswith("check tracking.uri in params.yaml or $MLFLOW_TRACKING_URI") and "\n" not in message
+
+
+def test_four_processes_train_into_one_sqlite_store_without_losing_runs(tmp_path: Path) -> None:
+    write_params(tmp_path / "params.yaml", {"data.name": "digits", "train.epochs": 4, "train.seeds": [0, 1],
+                                            "tracking.log_model": False})
+    for args in (["download"], ["prepare"]):
+        assert run(["convbench", *args], tmp_path).returncode == 0
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    cells = [("cnn", 0), ("cnn", 1), ("mlp", 0), ("mlp", 1)]
+    processes = [subprocess.Popen(["convbench", "train", "-m", m, "-s", str(s)], cwd=tmp_path,
+                                  env=env(MLFLOW_TRACKING_URI=store), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for m, s in cells]
+    outcomes = [(p.communicate(timeout=400), p.returncode) for p in processes]
+    assert [code for _out, code in outcomes] == [0, 0, 0, 0], [out[1][-2000:] for out, _ in outcomes]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("convbench-digits").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1"]
+    for finished in runs:
+        assert finished.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(finished.info.run_id, "val_accuracy")] == [1, 2, 3, 4]
+        assert {"train_images_per_second", "train_seconds", "seconds_to_final_accuracy"} <= set(finished.data.metrics)
+
+
+def test_credentials_in_the_tracking_uri_never_reach_messages(tmp_path: Path) -> None:
+    secret_uri = "http://alice:s3cr3t-token@127.0.0.1:9"
+    with pytest.raises(ConvbenchError) as caught:
+        with tracking.run(tracking_params(secret_uri), "digits", "cnn-s0", {}):
+            pass
+    assert "s3cr3t-token" not in str(caught.value) and "alice:***@127.0.0.1:9" in str(caught.value)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `mlflow server` (SQLite backend, local artifact store) on a free 127.0.0.1 port."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"mlflow server did not start: {server.stderr.read()[-2000:] if server.stderr else ''}")
+            time.sleep(0.5)
+    try:
+        yield uri, server
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def _rest(uri: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _server_project(tmp_path: Path, **overrides: object) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    write_params(project / "params.yaml", {"data.name": "digits", "train.epochs": 2, "train.seeds": [0],
+                                           "evaluate.min_run_time": 0.05, "tracking.log_model": False, **overrides})
+    for args in (["download"], ["prepare"]):
+        assert run(["convbench", *args], project).returncode == 0
+    return project
+
+
+def test_pipeline_logs_to_a_real_tracking_server_and_fails_early_once_it_stops(
+    tmp_path: Path, mlflow_server: tuple[str, subprocess.Popen]
+) -> None:
+    uri, server = mlflow_server
+    project = _server_project(tmp_path)
+    for args in (["train", "-m", "mlp", "-s", "0"], ["evaluate", "-m", "mlp", "-s", "0"]):
+        result = run(["convbench", *args], project, MLFLOW_TRACKING_URI=uri)
+        assert result.returncode == 0, result.stderr
+    experiment = _rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
+    runs = _rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    (found,) = [r for r in runs if r["info"]["run_name"] == "mlp-s0"]
+    assert found["info"]["status"] == "FINISHED"
+    assert any(m["key"] == "test_accuracy" for m in found["data"]["metrics"])
+
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+    started = time.monotonic()
+    stopped = run(["convbench", "train", "-m", "cnn", "-s", "0"], project, MLFLOW_TRACKING_URI=uri)
+    assert time.monotonic() - started < 60, "fails in seconds, not after retries"
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr
+    assert stopped.stderr.strip() == (
+        f"convbench: error: MLflow tracking server '{uri}' is unreachable ([Errno 111] Connection refused); "
+        "start it (`make server`) or point tracking.uri / $MLFLOW_TRACKING_URI at a running one"
+    )
+    assert not (project / paths.checkpoint("cnn", 0)).exists() and not (project / paths.resume_state("cnn", 0)).exists()
+
+
+def test_unreachable_server_with_tracking_not_required_trains_and_warns(tmp_path: Path) -> None:
+    project = _server_project(tmp_path, **{"tracking.required": False})
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = run(["convbench", "train", "-m", "mlp", "-s", "0"], project, MLFLOW_TRACKING_URI=uri)
+    assert result.returncode == 0, result.stderr
+    assert "convbench: warning: MLflow tracking server" in result.stderr and "is not tracked" in result.stderr
+    assert (project / paths.checkpoint("mlp", 0)).is_file() and (project / paths.curves("mlp", 0)).is_file()

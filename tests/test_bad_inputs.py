@@ -1,0 +1,234 @@
+"""A catalogue of bad inputs, each run through the real `convbench` CLI in its own project folder.
+
+Every case must fail the same way: a non-zero exit (2 for params errors), exactly one stderr line
+`convbench: error: ...` naming the problem and the fix, no traceback, and no file written or changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from tests.helpers import OFFLINE, run, write_params
+from tests.torchvision_files import make_cifar10, make_mnist_family
+
+TRAIN_CNN = ["convbench", "train", "-m", "cnn", "-s", "0"]
+EVALUATE_CNN = ["convbench", "evaluate", "-m", "cnn", "-s", "0"]
+PREPARE = ["convbench", "prepare"]
+MLFLOW_STORE = "mlflow.db"  # excluded from snapshots: opening the store may touch it
+
+
+def fast_params(root: Path) -> dict[str, Any]:
+    """Overrides that keep every real run short, with the MLflow store inside `root`."""
+    return {
+        "data.name": "digits",
+        "data.root": "data/raw",
+        "train.epochs": 1,
+        "train.seeds": [0],
+        "train.device": "cpu",
+        "evaluate.min_run_time": 0.05,
+        "tracking.uri": f"sqlite:///{root / MLFLOW_STORE}",
+        "tracking.log_model": False,
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder where the real CLI downloaded and prepared digits and trained the cnn-s0 cell."""
+    root = tmp_path_factory.mktemp("trained")
+    write_params(root / "params.yaml", fast_params(root))
+    for args in (["convbench", "download"], PREPARE, TRAIN_CNN):
+        result = run(args, root, timeout=300)
+        assert result.returncode == 0, f"setup `{' '.join(args)}` failed:\n{result.stderr}"
+    assert (root / "models" / "cnn-s0.pt").is_file()
+    return root
+
+
+@pytest.fixture
+def project(trained_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained project whose params point at the copy's own MLflow store."""
+    root = tmp_path / "project"
+    shutil.copytree(trained_project, root)
+    write_params(root / "params.yaml", {"tracking.uri": f"sqlite:///{root / MLFLOW_STORE}"}, edit_existing=True)
+    return root
+
+
+# --- setups: each edits the project copy and returns the command that must fail -------------
+
+
+def edit_params(**overrides: Any) -> Callable[[Path], list[str]]:
+    """Set dotted keys (`train__epochs` spelled with `__`) in the project's params, then train one cell."""
+
+    def setup(root: Path) -> list[str]:
+        write_params(root / "params.yaml", {k.replace("__", "."): v for k, v in overrides.items()}, edit_existing=True)
+        return TRAIN_CNN
+
+    return setup
+
+
+def corrupt_prepared_tensors(root: Path) -> list[str]:
+    """Flip bytes inside the split tensors (not the zip header), keeping the manifest's sha256."""
+    path = root / "data" / "prepared" / "digits.pt"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for offset in range(middle, middle + 16):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return TRAIN_CNN
+
+
+def mnist_files(damage: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    """Place tiny IDX files in torchvision's layout for `mnist`, damage the training images, prepare."""
+
+    def setup(root: Path) -> list[str]:
+        raw = make_mnist_family(root / "data" / "raw" / "mnist", "mnist")
+        damage(raw / "train-images-idx3-ubyte")
+        write_params(root / "params.yaml", {"data.name": "mnist"}, edit_existing=True)
+        return PREPARE
+
+    return setup
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: 16 + 28 * 28 * 10 + 100])  # header + 10.1 of the 60 images
+
+
+def wrong_magic(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[:4] = struct.pack(">BBBB", 0x1F, 0x8B, 0x08, 0x03)  # gzip's magic, not IDX's (0, 0, 0x08, ndim)
+    path.write_bytes(bytes(data))
+
+
+def checkpoint_with_config(edit: Callable[[dict[str, Any]], None]) -> Callable[[Path], list[str]]:
+    """Forge models/cnn-s0.pt's resolved config (its weights stay those of the trained architecture)."""
+
+    def setup(root: Path) -> list[str]:
+        path = root / "models" / "cnn-s0.pt"
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+        edit(checkpoint["config"])
+        torch.save(checkpoint, path)
+        return EVALUATE_CNN
+
+    return setup
+
+
+def sixteen_channels(config: dict[str, Any]) -> None:
+    config["conv"][0]["channels"] = 16
+
+
+def params_now_other_architecture(root: Path) -> list[str]:
+    """The checkpoint was trained with the 32-channel CNN; params.yaml now asks for 16 channels."""
+    write_params(
+        root / "params.yaml",
+        {"model.cnn.conv": [{"channels": 16, "kernel": 3, "padding": 0, "pool": 2}]},
+        edit_existing=True,
+    )
+    return EVALUATE_CNN
+
+
+def cifar_bad_checksum(root: Path) -> list[str]:
+    """CIFAR-10 batches in torchvision's layout whose md5s are not torchvision's; one would run code if unpickled."""
+    base = make_cifar10(root / "data" / "raw" / "cifar10")
+    marker = root / "UNPICKLED"
+    # A pickle that, if anything unpickled it with plain pickle, would create `marker`.
+    payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+    (base / "data_batch_1").write_bytes(payload)
+    write_params(root / "params.yaml", {"data.name": "cifar10", "data.verify_checksums": True}, edit_existing=True)
+    return PREPARE
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: how to make it, the exit code, and what the one stderr line must say."""
+
+    id: str
+    setup: Callable[[Path], list[str]]
+    exit_code: int
+    expected: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+CASES = [
+    Case("unknown-key", edit_params(train__learning_rate=0.01), 2,
+         ("params.yaml: unknown key 'train.learning_rate'", "allowed keys here: seeds, epochs, batch_size, lr")),
+    Case("wrong-type", edit_params(train__epochs="ten"), 2,
+         ("train.epochs: Input should be a valid integer", "(got 'ten')")),
+    Case("zero-epochs", edit_params(train__epochs=0), 2, ("train.epochs: Input should be greater than 0 (got 0)",)),
+    Case("negative-batch-size", edit_params(train__batch_size=-8), 2,
+         ("train.batch_size: Input should be greater than 0 (got -8)",)),
+    Case("zero-learning-rate", edit_params(train__lr=0.0), 2, ("train.lr: Input should be greater than 0", "(got 0.0)")),
+    Case("empty-seeds", edit_params(train__seeds=[]), 2, ("train.seeds: List should have at least 1 item",)),
+    Case("unknown-dataset", edit_params(data__name="imagenet"), 2,
+         ("data.name: Input should be 'mnist5k', 'digits'", "(got 'imagenet')")),
+    Case("image-smaller-than-receptive-field",
+         edit_params(model__cnn__conv=[{"channels": 8, "kernel": 9, "padding": 0, "pool": 1}]), 2,
+         ("model.cnn.conv.0: input of size 8x8 is too small", "use smaller kernels, padding")),
+    Case("mlp-match-impossible",
+         edit_params(model__cnn__conv=[{"channels": 1, "kernel": 3, "padding": 0, "pool": 1}], model__cnn__hidden=[],
+                     model__mlp__tolerance=0.01), 2,
+         ("model.mlp: cannot match the CNN's 380 parameters within 1.0%", "set model.mlp.match: none")),
+    Case("corrupted-prepared-tensors", corrupt_prepared_tensors, 1,
+         ("data/prepared/digits.pt does not match the sha256 in data/prepared/digits.json",
+          "run `convbench prepare` again")),
+    Case("truncated-idx", mnist_files(truncate), 1,
+         ("MNIST/raw/train-images-idx3-ubyte is not a valid IDX file", "delete it and run `convbench download`"),
+         OFFLINE),
+    Case("wrong-magic-idx", mnist_files(wrong_magic), 1,
+         ("MNIST/raw/train-images-idx3-ubyte is not a valid IDX file", "bad magic number",
+          "delete it and run `convbench download`"),
+         OFFLINE),
+    Case("checkpoint-config-forged", checkpoint_with_config(sixteen_channels), 1,
+         ("models/cnn-s0.pt holds a different cnn than params.yaml's model section", "`convbench train --model cnn")),
+    Case("checkpoint-from-other-architecture-than-params", params_now_other_architecture, 1,
+         ("models/cnn-s0.pt holds a different cnn than params.yaml's model section",
+          "run `convbench train --model cnn --seed 0`")),
+    Case("cifar-batch-checksum-mismatch", cifar_bad_checksum, 1,
+         ("dataset 'cifar10' is incomplete", "failing checksum", "cifar-10-batches-py/data_batch_1",
+          "run `convbench download`"),
+         OFFLINE),
+]
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int, int, str]]:
+    """Every file and folder under `root` (except the MLflow store) with kind, size, mtime and sha256."""
+    state: dict[str, tuple[str, int, int, str]] = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith(MLFLOW_STORE):
+            continue
+        if path.is_dir():
+            state[relative] = ("dir", 0, 0, "")
+        else:
+            stat = path.stat()
+            state[relative] = ("file", stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return state
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_fails_with_one_clear_line_and_writes_nothing(project: Path, case: Case) -> None:
+    args = case.setup(project)
+    before = snapshot(project)
+
+    result = run(args, project, timeout=300, **case.env)
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == case.exit_code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert line.startswith("convbench: error: "), line
+    for expected in case.expected:
+        assert expected in line, f"{expected!r} not in {line!r}"
+    after = snapshot(project)
+    assert sorted(set(after) - set(before)) == [], "files written by a failing command"
+    assert sorted(set(before) - set(after)) == [], "files removed by a failing command"
+    assert [name for name in before if before[name] != after[name]] == [], "files changed by a failing command"
