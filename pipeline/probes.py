@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from pipeline import atomic, models, tracking
 from pipeline.bench import resolve_device
@@ -146,8 +145,8 @@ def run_probe(params: Params, probe: str, prepared: PreparedData, output: Path,
                     history, _seconds = fit(model, data, params.train, seed, lambda stats: logger.log_metrics(
                         {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch,
                         synchronous=False), plan)
-                    accuracy = _accuracy(model, data["test_x"], data["test_y"], params.evaluate.batch_size, plan,
-                                         predict_logits)
+                    logits = predict_logits(model, data["test_x"], params.evaluate.batch_size, plan)
+                    accuracy = (logits.argmax(1) == data["test_y"]).double().mean().item()
                     logger.log_metrics({"test_accuracy": accuracy})
                 row = {"probe": probe, "setting": setting.label, "value": setting.value, "model": model_name,
                        "seed": seed, "params": models.count_params(model), "train_images": len(data["train_y"]),
@@ -169,6 +168,3 @@ def fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:
                 "probes": params.probes.model_dump(exclude={"run"})}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, plan: Any, predict: Any) -> float:
-    return (predict(model, x, batch_size, plan).argmax(1) == y).double().mean().item()
