@@ -7,6 +7,7 @@ one line and exit non-zero (2 for bad params); nothing is half-written.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING, Annotated, Optional, get_args
 import typer
 
 from pipeline import paths
-from pipeline.errors import ConvbenchError
+from pipeline.errors import ConvbenchError, ParamsError
 from pipeline.params import ModelParams, Params, ProbeName, load_params
 
 if TYPE_CHECKING:
     from pipeline.prepare import PreparedData
+    from pipeline.sweep import CellOutcome
 
 app = typer.Typer(
     name="convbench",
@@ -95,71 +97,71 @@ def _stage(run: Callable[[Params], None], params_path: Path) -> None:
 @app.command()
 def download(params_path: ParamsPath = Path("params.yaml")) -> None:
     """Put data.name's raw files under data.root/<name>/ (network only if files are missing)."""
+    _stage(_download, params_path)
 
-    def run(params: Params) -> None:
-        from pipeline.download import download as run_download
 
-        result = run_download(params.data, paths.raw_dir(params.data.root, params.data.name))
-        state = "downloaded" if result.fetched else "already present"
-        typer.echo(f"download: {result.dataset} {state} in {result.folder}")
+def _download(params: Params) -> None:
+    from pipeline.download import download as run_download
 
-    _stage(run, params_path)
+    result = run_download(params.data, paths.raw_dir(params.data.root, params.data.name))
+    state = "downloaded" if result.fetched else "already present"
+    typer.echo(f"download: {result.dataset} {state} in {result.folder}")
 
 
 @app.command()
 def prepare(params_path: ParamsPath = Path("params.yaml")) -> None:
     """Split the raw dataset stratified into train/val/test uint8 tensors plus a JSON manifest."""
+    _stage(_prepare, params_path)
 
-    def run(params: Params) -> None:
-        from pipeline.prepare import prepare as run_prepare
 
-        name = params.data.name
-        result = run_prepare(
-            params.data, paths.raw_dir(params.data.root, name), paths.prepared_tensors(name), paths.prepared_manifest(name)
-        )
-        sizes = ", ".join(f"{k} {v:,}" for k, v in result.sizes.items())
-        typer.echo(f"prepare: {name} -> {result.tensors_path} ({sizes}; sha256 {result.sha256[:12]})")
+def _prepare(params: Params) -> None:
+    from pipeline.prepare import prepare as run_prepare
 
-    _stage(run, params_path)
+    name = params.data.name
+    result = run_prepare(
+        params.data, paths.raw_dir(params.data.root, name), paths.prepared_tensors(name), paths.prepared_manifest(name)
+    )
+    sizes = ", ".join(f"{k} {v:,}" for k, v in result.sizes.items())
+    typer.echo(f"prepare: {name} -> {result.tensors_path} ({sizes}; sha256 {result.sha256[:12]})")
 
 
 @app.command()
 def train(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
     """Train (model, seed) cells with the shared recipe; --model and --seed pick one cell of the matrix."""
+    _stage(lambda params: _each_cell(params, model, seed, _train_cell), params_path)
 
-    def one_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
-        from pipeline.train import train_cell
 
-        result = train_cell(
-            params, model_name, cell_seed, prepared,
-            paths.checkpoint(model_name, cell_seed), paths.curves(model_name, cell_seed),
-        )
-        return (
-            f"train: {paths.cell(model_name, cell_seed)} val_accuracy {result.history[-1].val_accuracy:.4f} "
-            f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
-        )
+def _train_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
+    from pipeline.train import train_cell
 
-    _stage(lambda params: _each_cell(params, model, seed, one_cell), params_path)
+    result = train_cell(
+        params, model_name, cell_seed, prepared,
+        paths.checkpoint(model_name, cell_seed), paths.curves(model_name, cell_seed),
+    )
+    return (
+        f"train: {paths.cell(model_name, cell_seed)} val_accuracy {result.history[-1].val_accuracy:.4f} "
+        f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
+    )
 
 
 @app.command()
 def evaluate(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
     """Score trained cells on the test split and time their inference; writes metrics/<model>-s<seed>.json."""
+    _stage(lambda params: _each_cell(params, model, seed, _evaluate_cell), params_path)
 
-    def one_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
-        from pipeline.evaluate import evaluate_cell
 
-        metrics = evaluate_cell(
-            params, model_name, cell_seed, prepared,
-            paths.checkpoint(model_name, cell_seed), paths.metrics(model_name, cell_seed),
-        ).metrics
-        return (
-            f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
-            f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image "
-            f"inference {_largest_batch_speed(metrics)} latency {metrics['latency']['median_ms']:.3f} ms"
-        )
+def _evaluate_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
+    from pipeline.evaluate import evaluate_cell
 
-    _stage(lambda params: _each_cell(params, model, seed, one_cell), params_path)
+    metrics = evaluate_cell(
+        params, model_name, cell_seed, prepared,
+        paths.checkpoint(model_name, cell_seed), paths.metrics(model_name, cell_seed),
+    ).metrics
+    return (
+        f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
+        f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image "
+        f"inference {_largest_batch_speed(metrics)} latency {metrics['latency']['median_ms']:.3f} ms"
+    )
 
 
 def _largest_batch_speed(metrics: dict) -> str:
@@ -170,39 +172,124 @@ def _largest_batch_speed(metrics: dict) -> str:
 ProbeChoice = Enum("ProbeChoice", {name: name for name in get_args(ProbeName)}, type=str)  # type: ignore[misc]
 
 
+class Backend(str, Enum):
+    """Where a grid sweep runs."""
+
+    dvc = "dvc"
+    ray = "ray"
+
+
 @app.command()
 def sweep(
-    probe: Annotated[ProbeChoice, typer.Option("--probe", help="Which retraining probe to run.")],
+    probe: Annotated[Optional[ProbeChoice], typer.Option("--probe", help="Run one retraining probe in this process.")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option(
+        "--set", "-S", help="Grid axis KEY=V1,V2 (repeatable; values are YAML), e.g. -S train.lr=0.001,0.003.")] = None,
+    grid: Annotated[Optional[Path], typer.Option(help="YAML grid: dotted keys mapped to lists of values.", dir_okay=False)] = None,
+    backend: Annotated[Backend, typer.Option(help="dvc: DVC's experiment queue here; ray: a Ray cluster.")] = Backend.dvc,
+    jobs: Annotated[int, typer.Option(min=1, help="dvc backend: queue workers running at once.")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option(help="ray backend: cluster address (default $RAY_ADDRESS).")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(min=0.0, help="ray backend: CPUs each trial reserves.")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(min=0.0, help="ray backend: GPUs each trial reserves.")] = 0.0,
+    name: Annotated[Optional[str], typer.Option(help="Sweep name, the prefix of every cell (default: sweep-<time>).")] = None,
     params_path: ParamsPath = Path("params.yaml"),
 ) -> None:
-    """Retrain both models at every setting of one probe (permutation, fraction, size); writes metrics/probes/<probe>.json."""
+    """Run a grid of params (-S/--grid) on DVC's queue or Ray, one full pipeline per cell; or one --probe.
 
-    def run(params: Params) -> None:
-        from pipeline.prepare import load_prepared
-        from pipeline.probes import run_probe
+    Every cell logs to the tracking server tagged sweep=<name> and sweep_cell=<name>-<i>. Failed cells
+    are listed at the end (exit 1); the others run to completion.
+    """
+    if probe is not None:
+        if settings or grid:
+            with _user_errors():
+                raise ParamsError("sweep: --probe runs one probe; do not combine it with -S or --grid")
+        return _probe_sweep(probe, params_path)
+    with _user_errors():
+        outcomes = _grid_sweep(settings or [], grid, backend, jobs, ray_address, cpus_per_trial, gpus_per_trial,
+                               name, params_path)
+    failed = [outcome for outcome in outcomes if outcome.status != "success"]
+    for outcome in outcomes:
+        scores = " ".join(f"{cell} {value:.4f}" for cell, value in sorted(outcome.accuracy.items()))
+        typer.echo(f"sweep: {outcome.cell} [{outcome.settings}] {outcome.status}: {scores or outcome.detail}")
+    if failed:
+        typer.echo(f"convbench: error: {len(failed)} of {len(outcomes)} sweep cells failed: "
+                   f"{', '.join(outcome.cell for outcome in failed)}", err=True)
+        raise typer.Exit(1)
 
-        name = params.data.name
-        prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
 
-        def show(row: dict) -> None:
-            typer.echo(f"sweep: {row['probe']}={row['setting']} {row['model']}-s{row['seed']} "
-                       f"test_accuracy {row['test_accuracy']:.4f}")
+def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, jobs: int, ray_address: Optional[str],
+                cpus_per_trial: float, gpus_per_trial: float, name: Optional[str], params_path: Path) -> list[CellOutcome]:
+    """Validate params and every grid cell, then hand the cells to the chosen backend."""
+    import time
 
-        run_probe(params, probe.value, prepared, paths.probe(probe.value), show)
-        typer.echo(f"sweep: {paths.probe(probe.value)}")
+    import yaml
 
-    _stage(run, params_path)
+    from pipeline import grid as grids
+    from pipeline import sweep as sweeps
+    from pipeline.tracking import check_reachable, redact, tracking_uri
+
+    params = load_params(params_path)
+    sweep_name = name or time.strftime("sweep-%Y%m%d-%H%M%S")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,62}", sweep_name):
+        raise ParamsError(f"--name '{sweep_name}': use a letter, then letters, digits, '-' or '_' (it names DVC experiments)")
+    raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
+    cells = grids.expand(raw, grids.combine_axes(grid, settings), sweep_name, str(params_path))
+    project = Path(params_path).resolve().parent
+    uri = tracking_uri(params.tracking, project)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_absolute():
+        uri = f"sqlite:///{(project / uri.removeprefix('sqlite:///')).resolve()}"
+    check_reachable(uri)  # before any cell starts, not once per failed cell
+    typer.echo(f"sweep: {sweep_name}: {len(cells)} cell(s) on {backend.value}, tracking to {redact(uri)}")
+    if backend is Backend.dvc:
+        return sweeps.run_on_dvc_queue(cells, project, jobs, uri, typer.echo)
+    cells = [sweeps.trial_params(cell, project, uri) for cell in cells]
+    return sweeps.run_on_ray(cells, project, ray_address, cpus_per_trial, gpus_per_trial, typer.echo)
+
+
+def _probe_sweep(probe: ProbeChoice, params_path: Path) -> None:
+    """Retrain both models at every setting of one probe; writes metrics/probes/<probe>.json."""
+    _stage(lambda params: _probe(params, probe.value), params_path)
+
+
+def _probe(params: Params, probe: str) -> None:
+    from pipeline.prepare import load_prepared
+    from pipeline.probes import run_probe
+
+    name = params.data.name
+    prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
+
+    def show(row: dict) -> None:
+        typer.echo(f"sweep: {row['probe']}={row['setting']} {row['model']}-s{row['seed']} "
+                   f"test_accuracy {row['test_accuracy']:.4f}")
+
+    run_probe(params, probe, prepared, paths.probe(probe), show)
+    typer.echo(f"sweep: {paths.probe(probe)}")
 
 
 @app.command()
 def report(params_path: ParamsPath = Path("params.yaml")) -> None:
     """Compare the models over seeds: reports/comparison.{md,html}, figures, and an MLflow comparison run."""
+    _stage(_report, params_path)
+
+
+def _report(params: Params) -> None:
+    from pipeline.report import report as run_report
+
+    result = run_report(params, paths.report_markdown(), paths.figures_dir(), paths.report_html())
+    typer.echo(f"report: {result.markdown} and {paths.report_html()}")
+
+
+@app.command(name="run")
+def run_all(params_path: ParamsPath = Path("params.yaml")) -> None:
+    """Every stage in order in this folder, without DVC's caching: what a Ray sweep trial runs on a worker."""
 
     def run(params: Params) -> None:
-        from pipeline.report import report as run_report
-
-        result = run_report(params, paths.report_markdown(), paths.figures_dir(), paths.report_html())
-        typer.echo(f"report: {result.markdown} and {paths.report_html()}")
+        _download(params)
+        _prepare(params)
+        _each_cell(params, None, None, _train_cell)
+        _each_cell(params, None, None, _evaluate_cell)
+        for probe in params.probes.run:
+            _probe(params, probe)
+        _report(params)
 
     _stage(run, params_path)
 

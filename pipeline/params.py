@@ -133,6 +133,7 @@ class TrackingParams(_Section):
     experiment_prefix: Annotated[str, Field(min_length=1)]
     log_model: bool
     required: bool
+    tags: dict[str, str] = {}  # extra tags on every run; `convbench sweep` sets sweep and sweep_cell
 
 
 class Params(_Section):
@@ -186,19 +187,36 @@ def _with_overrides(raw: dict[str, Any], source: str) -> dict[str, Any]:
     dataset = raw.get("data", {}).get("name") if isinstance(raw.get("data"), dict) else None
     if not isinstance(overrides, dict) or not isinstance(overrides.get(dataset), dict):
         return raw
-    effective = copy.deepcopy(raw)
-    for dotted, value in overrides[dataset].items():
-        *parents, last = str(dotted).split(".")
-        node: Any = effective
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if not parents or parents[0] in ("overrides", "data") or not isinstance(node, dict) or last not in node:
+    for dotted in overrides[dataset]:
+        if str(dotted).split(".")[0] in ("overrides", "data"):
             raise ParamsError(
                 f"{source}: overrides.{dataset}: '{dotted}' is not a setting that can be overridden; use a dotted "
                 f"path to an existing key outside data and overrides, e.g. train.epochs"
             )
+    return apply_settings(raw, overrides[dataset], f"{source}: overrides.{dataset}")
+
+
+def apply_settings(raw: dict[str, Any], settings: dict[str, Any], source: str) -> dict[str, Any]:
+    """A copy of raw params with dotted keys (e.g. 'train.lr') set; each must name an existing setting.
+
+    New keys are allowed only under tracking.tags, which is a free-form mapping.
+    """
+    result = copy.deepcopy(raw)
+    for dotted, value in settings.items():
+        *parents, last = str(dotted).split(".")
+        node: Any = result
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        free_form = parents == ["tracking", "tags"]
+        if free_form and isinstance(result.get("tracking"), dict) and not isinstance(node, dict):
+            node = result["tracking"].setdefault("tags", {})
+        if not parents or not isinstance(node, dict) or (last not in node and not free_form):
+            raise ParamsError(
+                f"{source}: '{dotted}' is not a setting that can be overridden; use a dotted path to an existing "
+                f"key, e.g. train.epochs"
+            )
         node[last] = value
-    return effective
+    return result
 
 
 def _describe(error: Any) -> str:

@@ -197,7 +197,7 @@ def run(
         print(f"convbench: warning: {exc}; tracking.required is false, so this run is not tracked", file=sys.stderr)
         yield UntrackedLogger()
         return
-    all_tags = {"convbench.git_commit": git_commit(), **{k: str(v) for k, v in tags.items()}}
+    all_tags = {"convbench.git_commit": git_commit(), **params.tags, **{k: str(v) for k, v in tags.items()}}
     try:
         with _store_lock(uri):  # processes starting together must not both create the schema or the experiment
             mlflow.set_tracking_uri(uri)

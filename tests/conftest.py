@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +16,7 @@ import pytest
 
 from pipeline import paths
 from pipeline.params import Params, validate_params
-from tests.helpers import params_with
+from tests.helpers import BIN, env, free_port, params_with
 
 
 @dataclass(frozen=True)
@@ -63,3 +69,32 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
             run_probe(params, probe, prepared, paths.probe(probe))
         report(params, paths.report_markdown(), paths.figures_dir())
     return Workspace(root=root, params=params, tracking_uri=params.tracking.uri or "")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `mlflow server` (SQLite backend, local artifact store) on a free 127.0.0.1 port."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"mlflow server did not start: {server.stderr.read()[-2000:] if server.stderr else ''}")
+            time.sleep(0.5)
+    try:
+        yield uri, server
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)

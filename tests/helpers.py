@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def mlflow_rest(uri: str, path: str, body: dict | None = None) -> dict:
+    """Call a tracking server's REST API directly (GET, or POST with a JSON body)."""
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+# One epoch, one seed, short timings, few probe settings: the slow parts of a run, cut down for tests.
+QUICK = {"train.epochs": 1, "train.seeds": [0], "evaluate.min_run_time": 0.02, "evaluate.throughput_batch_sizes": [32],
+         "evaluate.shifts": [0, 2], "evaluate.noise_std": [0.0, 0.3], "report.bootstrap_resamples": 1000,
+         "tracking.log_model": False}
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore")
+
+
+def copy_project(target: Path, **overrides: Any) -> Path:
+    """The project's pipeline files in a fresh git repository, with tiny params (plus dotted `overrides`)."""
+    for name in PROJECT_FILES:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target / name)
+    shutil.copytree(ROOT / "pipeline", target / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    write_params(target / "params.yaml", {**QUICK, **overrides})
+    for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        assert run(args, target).returncode == 0
+    return target

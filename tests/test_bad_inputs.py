@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from tests.helpers import OFFLINE, run, write_params
 from tests.torchvision_files import make_cifar10, make_mnist_family

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import paths, tracking
 from pipeline.errors import ConvbenchError
 from pipeline.params import TrackingParams, validate_params
-from tests.helpers import BIN, env, free_port, params_with, run, write_params
+from tests.helpers import env, free_port, mlflow_rest, params_with, run, write_params
 
 
 def tracking_params(uri: str | None) -> TrackingParams:
@@ -110,42 +107,6 @@ def test_credentials_in_the_tracking_uri_never_reach_messages(tmp_path: Path) ->
     assert "s3cr3t-token" not in str(caught.value) and "alice:***@127.0.0.1:9" in str(caught.value)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real `mlflow server` (SQLite backend, local artifact store) on a free 127.0.0.1 port."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"mlflow server did not start: {server.stderr.read()[-2000:] if server.stderr else ''}")
-            time.sleep(0.5)
-    try:
-        yield uri, server
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-
-
-def _rest(uri: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", data=json.dumps(body).encode() if body else None,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 def _server_project(tmp_path: Path, **overrides: object) -> Path:
     project = tmp_path / "project"
     project.mkdir()
@@ -164,8 +125,8 @@ def test_pipeline_logs_to_a_real_tracking_server_and_fails_early_once_it_stops(
     for args in (["train", "-m", "mlp", "-s", "0"], ["evaluate", "-m", "mlp", "-s", "0"]):
         result = run(["convbench", *args], project, MLFLOW_TRACKING_URI=uri)
         assert result.returncode == 0, result.stderr
-    experiment = _rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
-    runs = _rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
+    runs = mlflow_rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     (found,) = [r for r in runs if r["info"]["run_name"] == "mlp-s0"]
     assert found["info"]["status"] == "FINISHED"
     assert any(m["key"] == "test_accuracy" for m in found["data"]["metrics"])

@@ -1,0 +1,99 @@
+"""Grid sweeps on a real local Ray head on 127.0.0.1 (the DVC-queue backend runs in test_pipeline's lifecycle)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.sweep import run_trial
+from tests.helpers import BIN, OFFLINE, QUICK, env, free_port, mlflow_rest, params_with, run, write_params
+
+FAST = {**QUICK, "data.name": "digits", "tracking.log_model": False}
+FAILS_OFFLINE = "dataset 'cifar10' could not be downloaded"
+
+
+def _runs_by_cell(runs: list[dict]) -> dict[str, dict[str, dict]]:
+    """REST run records grouped as {sweep_cell: {run_name: run}}."""
+    grouped: dict[str, dict[str, dict]] = {}
+    for record in runs:
+        tags = {tag["key"]: tag["value"] for tag in record["data"].get("tags", [])}
+        grouped.setdefault(tags["sweep_cell"], {})[record["info"]["run_name"]] = record
+    return grouped
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A real single-node Ray cluster on 127.0.0.1 (`ray start --head --block`), stopped with its process group."""
+    pytest.importorskip("ray", reason="ray is not installed; `pip install 'convbench[ray]'` to run the Ray backend test")
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 characters
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir],
+        env=env(**{**OFFLINE, "no_proxy": "127.0.0.1,localhost"}), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if head.poll() is not None or time.monotonic() > deadline:
+                os.killpg(head.pid, signal.SIGKILL)
+                pytest.fail(f"ray head did not start: {head.stderr.read()[-2000:] if head.stderr else ''}")
+            time.sleep(0.5)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_ray_sweep_runs_one_trial_per_cell_logging_to_the_tracking_server(
+    tmp_path: Path, mlflow_server: tuple[str, subprocess.Popen], ray_head: str
+) -> None:
+    uri, _server = mlflow_server
+    project = tmp_path / "project"
+    project.mkdir()
+    write_params(project / "params.yaml", FAST)
+    result = run(["convbench", "sweep", "--backend", "ray", "-S", "train.lr=0.001,0.003", "--name", "raytest"],
+                 project, RAY_ADDRESS=ray_head, MLFLOW_TRACKING_URI=uri)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("sweep: raytest-") and "[" in line}
+
+    experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
+    found = mlflow_rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                             "filter": "tags.sweep = 'raytest'"})["runs"]
+    by_cell = _runs_by_cell(found)
+    assert set(by_cell) == {"raytest-0", "raytest-1"}, "both cells logged to the tracking server"
+    for cell, lr in (("raytest-0", "0.001"), ("raytest-1", "0.003")):
+        assert set(by_cell[cell]) == {"cnn-s0", "mlp-s0", "comparison"}
+        for record in by_cell[cell].values():
+            assert record["info"]["status"] == "FINISHED"
+        cnn = by_cell[cell]["cnn-s0"]
+        assert {p["key"]: p["value"] for p in cnn["data"]["params"]}["train.lr"] == lr
+        accuracy = {m["key"]: m["value"] for m in cnn["data"]["metrics"]}["test_accuracy"]
+        assert f"cnn-s0 {accuracy:.4f}" in lines[cell], "the summary shows what the trial logged"
+    assert (project / "sweeps" / "raytest" / "raytest-0" / "reports" / "comparison.html").is_file()
+
+
+def test_a_failing_trial_returns_its_error_instead_of_raising(tmp_path: Path) -> None:
+    raw = params_with({**FAST, "data.name": "cifar10", "data.root": str(tmp_path / "raw"),
+                       "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in OFFLINE.items():
+            patch.setenv(key, value)
+        outcome = run_trial(raw, str(tmp_path / "trial"), threads=1)
+    assert outcome["status"] == "failed" and outcome["detail"].startswith(FAILS_OFFLINE), outcome
+    assert FAILS_OFFLINE in (tmp_path / "trial" / "trial.log").read_text(), "the trial's full output is kept"
