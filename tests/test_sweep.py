@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +32,7 @@ def _runs_by_cell(runs: list[dict]) -> dict[str, dict[str, dict]]:
 
 @pytest.fixture
 def ray_head() -> Iterator[str]:
-    """A real single-node Ray cluster on 127.0.0.1 (`ray start --head --block`), stopped with its process group."""
+    """A real single-node Ray cluster on 127.0.0.1 (`ray start --head --block`), killed with its process group."""
     pytest.importorskip("ray", reason="ray is not installed; `pip install 'convbench[ray]'` to run the Ray backend test")
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 characters
@@ -52,12 +53,10 @@ def ray_head() -> Iterator[str]:
             time.sleep(0.5)
     try:
         yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+    finally:  # every Ray process is in the head's process group; SIGTERM makes `ray start` wait a minute
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_sweep_runs_one_trial_per_cell_logging_to_the_tracking_server(
