@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 UI_PORT ?= 5000
+TEST_WORKERS ?= 2
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5001
 SERVER_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server.db
@@ -23,8 +24,8 @@ $(STAMP): pyproject.toml
 repro: $(STAMP)  ## run the whole pipeline on the default dataset (dvc repro)
 	dvc repro
 
-test: $(STAMP)  ## run the test suite
-	pytest
+test: $(STAMP)  ## run the test suite, one test file per worker (TEST_WORKERS=1 runs it serially)
+	pytest -n $(TEST_WORKERS) --dist loadfile
 
 ui: $(STAMP)  ## browse the runs: MLflow UI on the project's store, bound to 127.0.0.1
 	convbench ui --host 127.0.0.1 --port $(UI_PORT)

@@ -53,12 +53,19 @@ def run_on_dvc_queue(cells: list[SweepCell], project: Path, jobs: int, tracking_
     absolute $MLFLOW_TRACKING_URI (a relative SQLite path would land inside the copy and vanish).
     """
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    for cell in cells:
-        sets = [f"{key}={format_value(value)}" for key, value in cell.settings.items()]
-        sets += [f"++tracking.tags.{SWEEP_TAG}={cell.raw_params['tracking']['tags'][SWEEP_TAG]}",
-                 f"++tracking.tags.{CELL_TAG}={cell.name}"]
-        _dvc(["exp", "run", "--queue", "--name", cell.name, *(arg for s in sets for arg in ("-S", s))], project, env)
-        echo(f"sweep: queued {cell.name}: {cell.describe()}")
+    queued: list[str] = []
+    try:
+        for cell in cells:
+            sets = [f"{key}={format_value(value)}" for key, value in cell.settings.items()]
+            sets += [f"++tracking.tags.{SWEEP_TAG}={cell.raw_params['tracking']['tags'][SWEEP_TAG]}",
+                     f"++tracking.tags.{CELL_TAG}={cell.name}"]
+            _dvc(["exp", "run", "--queue", "--name", cell.name, *(arg for s in sets for arg in ("-S", s))], project, env)
+            queued.append(cell.name)
+            echo(f"sweep: queued {cell.name}: {cell.describe()}")
+    except ConvbenchError:
+        if queued:  # a half-queued grid would run later, unasked, at the next `dvc queue start`
+            subprocess.run(["dvc", "queue", "remove", *queued], cwd=project, env=env, capture_output=True)
+        raise
     _start_queue_workers(project, env, jobs)
     echo(f"sweep: started {jobs} DVC queue worker(s); `dvc queue status` shows progress")
     states: dict[str, str] = {}
@@ -66,7 +73,12 @@ def run_on_dvc_queue(cells: list[SweepCell], project: Path, jobs: int, tracking_
         time.sleep(poll_seconds)
         listed = _queue_states(project, env)
         for cell in cells:
-            if cell.name not in states and listed.get(cell.name) in DVC_DONE:
+            if cell.name in states:
+                continue
+            if cell.name not in listed:  # removed by hand (`dvc queue remove`) or lost with its worker
+                states[cell.name] = "failed"
+                echo(f"sweep: {cell.name} is no longer in `dvc queue status`; counted as failed")
+            elif listed[cell.name] in DVC_DONE:
                 states[cell.name] = DVC_DONE[listed[cell.name]]
                 echo(f"sweep: {cell.name} {states[cell.name]}")
     shown = json.loads(_dvc(["exp", "show", "--json", "--no-fetch"], project, env) or "[]")

@@ -75,22 +75,25 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A real `mlflow server` (SQLite backend, local artifact store) on a free 127.0.0.1 port."""
     port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
+    log = tmp_path / "mlflow-server.log"  # a file, not a pipe: the server's children outlive it and keep pipes open
+    with open(log, "w") as handle:
+        server = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+             "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True,
+        )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded 2-core machine (both test workers busy) starts it slowly
     while True:
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2):
                 break
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"mlflow server did not start: {server.stderr.read()[-2000:] if server.stderr else ''}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
+                pytest.fail(f"mlflow server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
     try:
         yield uri, server

@@ -145,6 +145,17 @@ def cifar_bad_checksum(root: Path) -> list[str]:
     return PREPARE
 
 
+def sweep(*args: str, grid: str | None = None) -> Callable[[Path], list[str]]:
+    """A `convbench sweep` with these options (and a grid.yaml holding `grid`, when given)."""
+
+    def setup(root: Path) -> list[str]:
+        if grid is not None:
+            (root / "grid.yaml").write_text(grid)
+        return ["convbench", "sweep", *args]
+
+    return setup
+
+
 @dataclass(frozen=True)
 class Case:
     """One bad input: how to make it, the exit code, and what the one stderr line must say."""
@@ -194,6 +205,12 @@ CASES = [
          ("dataset 'cifar10' is incomplete", "failing checksum", "cifar-10-batches-py/data_batch_1",
           "run `convbench download`"),
          OFFLINE),
+    Case("sweep-unknown-key", sweep("-S", "train.lr=0.001,0.003", "-S", "train.learning_rate=1"), 2,
+         ("params.yaml: sweep: 'train.learning_rate' is not a setting", "use a dotted path to an existing key")),
+    Case("sweep-bad-value-in-one-cell", sweep("-S", "train.epochs=2,0"), 2,
+         ("with train.epochs=0: train.epochs: Input should be greater than 0 (got 0)",)),
+    Case("sweep-grid-not-a-mapping", sweep("--grid", "grid.yaml", grid="- 0.001\n- 0.003\n"), 2,
+         ("grid.yaml: expected a mapping of dotted keys to lists of values",)),
 ]
 
 

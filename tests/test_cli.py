@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import OFFLINE, default_params, env, free_port, run, write_params
+from tests.helpers import OFFLINE, QUICK, default_params, env, free_port, run, write_params
 
 COMMANDS = ("download", "prepare", "train", "evaluate", "report")
 
@@ -75,7 +75,7 @@ def test_missing_inputs_point_to_the_stage_to_run(tmp_path: Path) -> None:
 
 
 def test_one_cell_trains_alone_like_dvc_would(tmp_path: Path) -> None:
-    write_params(tmp_path / "params.yaml", {"data.name": "digits", "train.epochs": 2, "evaluate.min_run_time": 0.05})
+    write_params(tmp_path / "params.yaml", {**QUICK, "data.name": "digits", "train.epochs": 2, "train.seeds": [0, 1]})
     store = f"sqlite:///{tmp_path / 'store.db'}"
     for args in (["download"], ["prepare"], ["train", "--model", "cnn", "--seed", "0"], ["evaluate", "-m", "cnn", "-s", "0"]):
         result = run(["convbench", *args], tmp_path, MLFLOW_TRACKING_URI=store)
@@ -162,7 +162,7 @@ def test_ui_serves_the_project_store_on_loopback(tmp_path: Path) -> None:
             return None
 
     try:
-        found = _wait_for(fetch, 90, "the MLflow UI to answer")
+        found = _wait_for(fetch, 300, "the MLflow UI to answer")
         assert found["experiment"]["name"] == "convbench-digits"
         with pytest.raises(OSError):  # bound to 127.0.0.1 only, not 0.0.0.0: 127.0.0.2 is refused
             socket.create_connection(("127.0.0.2", port), timeout=2).close()

@@ -1,4 +1,4 @@
-"""End to end: real `dvc repro` and a `convbench sweep` on DVC's queue, on a temporary copy of the project.
+"""End to end: real `dvc repro`, experiments and a DVC remote on a temporary copy of the project.
 
 One test walks the lifecycle in order (first run, no-op run, param edits), because each step's
 expectation is defined by the state the previous step left.
@@ -13,7 +13,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from pipeline import paths
-from tests.helpers import OFFLINE, copy_project, run
+from tests.helpers import copy_project, run, write_params
 
 EVERY_STAGE = {"download", "prepare", "train@cnn-0", "train@mlp-0", "evaluate@cnn-0", "evaluate@mlp-0", "report"}
 
@@ -50,40 +50,32 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
 
     commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"]
     assert run(["git", "add", "-A"], project).returncode == 0 and run(commit, project).returncode == 0
-    # A grid on DVC's queue: an epochs change, a dataset change, and a cell that fails (cifar10 offline).
-    sweep = run(["convbench", "sweep", "-S", "train.epochs=2", "-S", "data.name=mnist5k,digits,cifar10", "--jobs", "2",
-                 "--name", "two-epochs"], project, MLFLOW_TRACKING_URI="", **OFFLINE)
-    assert sweep.returncode == 1, sweep.stdout[-3000:] + sweep.stderr[-3000:]
-    assert sweep.stderr.strip().splitlines()[-1] == "convbench: error: 1 of 3 sweep cells failed: two-epochs-2", "the rest go on"
-    assert "sweep: two-epochs-0 [train.epochs=2 data.name=mnist5k] success: cnn-s0 0." in sweep.stdout
-    assert "sweep: two-epochs-2 [train.epochs=2 data.name=cifar10] failed: dataset 'cifar10' could not be downloaded" in sweep.stdout
-    ran = {cell: set(re.findall(r"Running stage '([^']+)'", run(["dvc", "queue", "logs", cell], project).stdout))
-           for cell in ("two-epochs-0", "two-epochs-1")}
-    assert ran["two-epochs-0"] == EVERY_STAGE - {"download", "prepare"}, "epochs touch train, evaluate, report only"
-    assert ran["two-epochs-1"] == EVERY_STAGE, "a new dataset re-runs download and everything after it"
+    experiment = run(["dvc", "exp", "run", "-n", "two-epochs", "-S", "train.epochs=2"], project, MLFLOW_TRACKING_URI="")
+    assert experiment.returncode == 0, experiment.stdout[-3000:] + experiment.stderr[-3000:]
+    ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
+    assert ran == EVERY_STAGE - {"download", "prepare"}, "epochs touch train, evaluate, report only"
     table = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     revs = [rev for row in table for group in row.get("experiments") or [] for rev in group["revs"]]
-    (shown_experiment,) = [rev for rev in revs if rev["name"] == "two-epochs-0"]
+    (shown_experiment,) = [rev for rev in revs if rev["name"] == "two-epochs"]
     headline = shown_experiment["data"]["metrics"]["metrics/cnn-s0.json"]["data"]
     assert headline["epochs"] == 2 and 0 < headline["test_accuracy"] <= 1, "dvc exp show lists the headline metrics"
-    diff = run(["dvc", "metrics", "diff", "HEAD", "two-epochs-0", "--json"], project)
+    diff = run(["dvc", "metrics", "diff", "HEAD", "two-epochs", "--json"], project)
     assert diff.returncode == 0, diff.stderr
     changed = json.loads(diff.stdout)["metrics/cnn-s0.json"]
     assert "test_accuracy" in changed and changed["epochs"] == {"old": 1, "new": 2, "diff": 1}
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("convbench-mnist5k")
-    runs = client.search_runs([experiment.experiment_id], "tags.`convbench.kind` = 'train'")
+    experiment_id = client.get_experiment_by_name("convbench-mnist5k").experiment_id
+    runs = client.search_runs([experiment_id], "tags.`convbench.kind` = 'train'")
     assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "cnn-s0", "mlp-s0", "mlp-s0"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert sorted(len(client.get_metric_history(r.info.run_id, "val_accuracy")) for r in runs) == [1, 1, 2, 2]
-    swept = {r.info.run_name: r for r in runs if r.data.tags.get("sweep_cell") == "two-epochs-0"}
-    assert set(swept) == {"cnn-s0", "mlp-s0"}, "the queued cell logged to the project's store, tagged with its cell"
-    assert len(client.get_metric_history(swept["cnn-s0"].info.run_id, "val_accuracy")) == 2
 
-    digits = client.search_runs([client.get_experiment_by_name("convbench-digits").experiment_id],
-                                "tags.sweep_cell = 'two-epochs-1'")
-    assert sorted(r.info.run_name for r in digits) == ["cnn-s0", "comparison", "mlp-s0"]
+    write_params(project / "params.yaml", {"data.name": "digits"}, edit_existing=True)
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    assert set(status) == EVERY_STAGE, "a new dataset invalidates download and everything after it"
+    write_params(project / "params.yaml", {"data.name": "mnist5k"}, edit_existing=True)
+    assert repro(project) == set(), "back on mnist5k, the workspace holds the two-epochs results"
 
     remote, clone = tmp_path / "remote", tmp_path / "clone"
     assert run(["dvc", "remote", "add", "-d", "shared", str(remote)], project).returncode == 0

@@ -1,8 +1,11 @@
-"""Grid sweeps on a real local Ray head on 127.0.0.1 (the DVC-queue backend runs in test_pipeline's lifecycle)."""
+"""Grid sweeps on real engines: DVC's experiment queue, and a real local Ray head on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from pipeline.sweep import run_trial
-from tests.helpers import BIN, OFFLINE, QUICK, env, free_port, mlflow_rest, params_with, run, write_params
+from tests.helpers import BIN, OFFLINE, QUICK, copy_project, env, free_port, mlflow_rest, params_with, run, write_params
 
 FAST = {**QUICK, "data.name": "digits", "tracking.log_model": False}
 FAILS_OFFLINE = "dataset 'cifar10' could not be downloaded"
@@ -36,20 +40,24 @@ def ray_head() -> Iterator[str]:
     pytest.importorskip("ray", reason="ray is not installed; `pip install 'convbench[ray]'` to run the Ray backend test")
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 characters
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir],
-        env=env(**{**OFFLINE, "no_proxy": "127.0.0.1,localhost"}), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
+    log = Path(temp_dir) / "head.log"  # a file, not a pipe: Ray's daemons would hold a pipe open after a failure
+    with open(log, "w") as handle:
+        head = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+             "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir],
+            env=env(**{**OFFLINE, "no_proxy": "127.0.0.1,localhost"}), stdout=subprocess.DEVNULL, stderr=handle,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 300
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
             if head.poll() is not None or time.monotonic() > deadline:
-                os.killpg(head.pid, signal.SIGKILL)
-                pytest.fail(f"ray head did not start: {head.stderr.read()[-2000:] if head.stderr else ''}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(head.pid, signal.SIGKILL)
+                pytest.fail(f"ray head did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
     try:
         yield f"127.0.0.1:{port}"
@@ -96,3 +104,27 @@ def test_a_failing_trial_returns_its_error_instead_of_raising(tmp_path: Path) ->
         outcome = run_trial(raw, str(tmp_path / "trial"), threads=1)
     assert outcome["status"] == "failed" and outcome["detail"].startswith(FAILS_OFFLINE), outcome
     assert FAILS_OFFLINE in (tmp_path / "trial" / "trial.log").read_text(), "the trial's full output is kept"
+
+
+def test_dvc_queue_sweep_runs_cells_as_experiments_and_reports_the_failed_one(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project", **FAST)
+    result = run(["convbench", "sweep", "-S", "data.name=digits,cifar10", "--jobs", "2", "--name", "dvctest"],
+                 project, MLFLOW_TRACKING_URI="", **OFFLINE)
+
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == "convbench: error: 1 of 2 sweep cells failed: dvctest-1", "the rest go on"
+    assert "sweep: dvctest-0 [data.name=digits] success: cnn-s0 0." in result.stdout
+    assert f"sweep: dvctest-1 [data.name=cifar10] failed: {FAILS_OFFLINE}" in result.stdout
+    logs = run(["dvc", "queue", "logs", "dvctest-0"], project).stdout
+    assert set(re.findall(r"Running stage '([^']+)'", logs)) >= {"train@cnn-0", "evaluate@mlp-0", "report"}
+
+    table = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    revs = {rev["name"]: rev for row in table for group in row.get("experiments") or [] for rev in group["revs"]}
+    assert 0 < revs["dvctest-0"]["data"]["metrics"]["metrics/cnn-s0.json"]["data"]["test_accuracy"] <= 1, \
+        "the cell is an ordinary DVC experiment, comparable with dvc exp show"
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("convbench-digits").experiment_id],
+                              "tags.sweep_cell = 'dvctest-0'")
+    assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "comparison", "mlp-s0"], "logged to the project's store"
+    assert {r.info.status for r in runs} == {"FINISHED"}

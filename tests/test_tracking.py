@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,7 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import paths, tracking
 from pipeline.errors import ConvbenchError
-from pipeline.params import TrackingParams, validate_params
+from pipeline.download import download
+from pipeline.params import TrackingParams, load_params, validate_params
+from pipeline.prepare import prepare
 from tests.helpers import env, free_port, mlflow_rest, params_with, run, write_params
 
 
@@ -112,8 +115,11 @@ def _server_project(tmp_path: Path, **overrides: object) -> Path:
     project.mkdir()
     write_params(project / "params.yaml", {"data.name": "digits", "train.epochs": 2, "train.seeds": [0],
                                            "evaluate.min_run_time": 0.05, "tracking.log_model": False, **overrides})
-    for args in (["download"], ["prepare"]):
-        assert run(["convbench", *args], project).returncode == 0
+    params = load_params(project / "params.yaml")
+    with contextlib.chdir(project):  # the real stage functions, in-process: the CLI runs below are what is tested
+        download(params.data, paths.raw_dir(params.data.root, "digits"))
+        prepare(params.data, paths.raw_dir(params.data.root, "digits"), paths.prepared_tensors("digits"),
+                paths.prepared_manifest("digits"))
     return project
 
 
