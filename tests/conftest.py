@@ -101,3 +101,12 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+
+
+SLOWEST_FIRST = ("test_pipeline.py", "test_sweep.py", "test_train.py", "test_tracking.py", "test_cli.py", "test_bad_inputs.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slowest files first, so that `make test`'s workers (one file at a time each) finish together."""
+    rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file is kept
