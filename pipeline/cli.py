@@ -241,7 +241,7 @@ def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, job
     typer.echo(f"sweep: {sweep_name}: {len(cells)} cell(s) on {backend.value}, tracking to {redact(uri)}")
     if backend is Backend.dvc:
         return sweeps.run_on_dvc_queue(cells, project, jobs, uri, typer.echo)
-    if not uri.startswith(("http://", "https://")):
+    if not uri.startswith(("http://", "https://")) and not sweeps.is_local_address(ray_address):
         typer.echo(f"convbench: warning: trials on other Ray nodes cannot reach {redact(uri)}; for a cluster, "
                    "point MLFLOW_TRACKING_URI at a tracking server (`make server`)", err=True)
     cells = [sweeps.trial_params(cell, project, uri) for cell in cells]

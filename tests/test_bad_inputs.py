@@ -209,6 +209,8 @@ CASES = [
          ("params.yaml: sweep: 'train.learning_rate' is not a setting", "use a dotted path to an existing key")),
     Case("sweep-bad-value-in-one-cell", sweep("-S", "train.epochs=2,0"), 2,
          ("with train.epochs=0: train.epochs: Input should be greater than 0 (got 0)",)),
+    Case("sweep-ray-cluster-unreachable", sweep("--backend", "ray", "--ray-address", "127.0.0.1:9", "-S", "train.lr=0.001"),
+         1, ("no Ray cluster answers at 127.0.0.1:9 (Connection refused)", "`ray start --head`")),
     Case("sweep-grid-not-a-mapping", sweep("--grid", "grid.yaml", grid="- 0.001\n- 0.003\n"), 2,
          ("grid.yaml: expected a mapping of dotted keys to lists of values",)),
 ]
