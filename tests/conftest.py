@@ -6,8 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 
 from pipeline import paths
 from pipeline.params import Params, validate_params
-from tests.helpers import BIN, env, free_port, params_with
+from tests.helpers import BIN, answers, env, free_port, params_with, wait_for_start
 
 
 @dataclass(frozen=True)
@@ -84,17 +82,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
             cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True,
         )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300  # a loaded 2-core machine (both test workers busy) starts it slowly
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.pid, signal.SIGKILL)
-                pytest.fail(f"mlflow server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
+    wait_for_start(server, lambda: answers(f"{uri}/health"), log, "mlflow server")
     try:
         yield uri, server
     finally:

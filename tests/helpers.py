@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +100,36 @@ def copy_project(target: Path, **overrides: Any) -> Path:
     for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         assert run(args, target).returncode == 0
     return target
+
+
+def wait_for_start(process: subprocess.Popen, ready: Callable[[], bool], log: Path, what: str,
+                   seconds: float = 300) -> None:
+    """Wait until `ready()`; if `process` exits or `seconds` pass (a loaded 2-core machine is slow), kill its
+    process group and fail with the end of its log (a file: a server's children would hold a pipe open)."""
+    import pytest
+
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"{what} did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def answers(url: str) -> bool:
+    """Whether an HTTP GET of `url` gets any answer within 2 seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

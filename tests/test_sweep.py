@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.sweep import run_trial
-from tests.helpers import BIN, OFFLINE, QUICK, copy_project, env, free_port, mlflow_rest, params_with, run, write_params
+from tests.helpers import (BIN, OFFLINE, QUICK, copy_project, env, free_port, listening, mlflow_rest, params_with, run,
+                           wait_for_start, write_params)
 
 FAST = {**QUICK, "data.name": "digits", "tracking.log_model": False}
 FAILS_OFFLINE = "dataset 'cifar10' could not be downloaded"
@@ -48,17 +46,7 @@ def ray_head() -> Iterator[str]:
             env=env(**{**OFFLINE, "no_proxy": "127.0.0.1,localhost"}), stdout=subprocess.DEVNULL, stderr=handle,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if head.poll() is not None or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(head.pid, signal.SIGKILL)
-                pytest.fail(f"ray head did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
+    wait_for_start(head, lambda: listening(port), log, "ray head")
     try:
         yield f"127.0.0.1:{port}"
     finally:  # every Ray process is in the head's process group; SIGTERM makes `ray start` wait a minute
