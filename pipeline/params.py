@@ -18,6 +18,13 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
+def _require_unique(values: list[Any], what: str) -> list[Any]:
+    """`values` unchanged, or a ValueError naming the duplicates' list (seeds and probes must not repeat)."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must be unique, got {values}")
+    return values
+
+
 class _Section(BaseModel):
     """Base for every section: unknown keys are errors, values are immutable."""
 
@@ -84,9 +91,7 @@ class TrainParams(_Section):
     @field_validator("seeds")
     @classmethod
     def _unique(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be unique, got {seeds}")
-        return seeds
+        return _require_unique(seeds, "seeds")
 
 
 class EvaluateParams(_Section):
@@ -113,9 +118,7 @@ class ProbesParams(_Section):
     @field_validator("run")
     @classmethod
     def _unique_probes(cls, run: list[str]) -> list[str]:
-        if len(set(run)) != len(run):
-            raise ValueError(f"probes must be unique, got {run}")
-        return run
+        return _require_unique(run, "probes")
 
 
 class ReportParams(_Section):
