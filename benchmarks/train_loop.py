@@ -2,7 +2,7 @@
 
 The reference is what most PyTorch tutorials write: a torchvision-style Dataset that yields PIL
 images through ToTensor/Normalize, a shuffling DataLoader, and the same model (same weights, layers
-in textbook order), optimizer, schedule, loss and batch size. convbench's loop is `pipeline.train.fit` itself, with the execution plan the
+in textbook order), optimizer, schedule, loss and batch size. convbench's loop is `pipeline.runtime.fit` itself, with the execution plan the
 train stage uses. Both loops are timed over whole epochs of training steps (validation excluded),
 interleaved round by round so that machine noise hits both; the ratio is the median over rounds.
 
@@ -32,8 +32,9 @@ from pipeline import models, paths, tracking  # noqa: E402
 from pipeline.bench import device_context, resolve_device  # noqa: E402
 from pipeline.download import download  # noqa: E402
 from pipeline.params import Params, load_params  # noqa: E402
-from pipeline.prepare import PreparedData, load_prepared, prepare  # noqa: E402
-from pipeline.train import execution_plan, fit, make_scheduler, normalize, place_model  # noqa: E402
+from pipeline.data import PreparedData, Splits, load_prepared  # noqa: E402
+from pipeline.prepare import prepare  # noqa: E402
+from pipeline.runtime import device_splits, execution_plan, fit, make_scheduler, place_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def tutorial_epochs(model: nn.Module, prepared: PreparedData, params: Params, ep
     from torchvision import transforms
 
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(prepared.mean, prepared.std)])
-    dataset = TutorialDataset(prepared.tensors["train_x"], prepared.tensors["train_y"], transform)
+    dataset = TutorialDataset(prepared.splits.train.x, prepared.splits.train.y, transform)
     loader = DataLoader(dataset, batch_size=params.train.batch_size, shuffle=True)
     device = resolve_device(params.train.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.lr, weight_decay=params.train.weight_decay)
@@ -96,14 +97,14 @@ def tutorial_epochs(model: nn.Module, prepared: PreparedData, params: Params, ep
     return epochs * len(dataset) / (time.perf_counter() - started)
 
 
-def convbench_epochs(model: nn.Module, data: dict[str, torch.Tensor], params: Params, epochs: int) -> float:
+def convbench_epochs(model: nn.Module, data: Splits, params: Params, epochs: int) -> float:
     """Images/s of pipeline.train.fit over `epochs` epochs of training steps."""
     recipe = params.train.model_copy(update={"epochs": epochs})
     _history, seconds = fit(model, data, recipe, seed=0, on_epoch=lambda stats: None)
-    return epochs * len(data["train_y"]) / seconds
+    return epochs * len(data.train) / seconds
 
 
-def tracking_overhead(model: nn.Module, data: dict[str, torch.Tensor], params: Params, store: Path, epochs: int) -> tuple[float, float]:
+def tracking_overhead(model: nn.Module, data: Splits, params: Params, store: Path, epochs: int) -> tuple[float, float]:
     """Milliseconds per epoch the training thread spends in MLflow calls, and that as a share of an epoch."""
     recipe = params.train.model_copy(update={"epochs": epochs})
     tracking_params = params.tracking.model_copy(update={"uri": f"sqlite:///{store}"})
@@ -144,10 +145,9 @@ def main() -> None:
     device = resolve_device(params.train.device)
     with tempfile.TemporaryDirectory() as scratch:
         prepared = load_dataset(params, Path(scratch))
-        configs = models.resolve(params.model, prepared.input_shape, prepared.num_classes)
+        configs = models.resolve(params, prepared.input_shape, prepared.num_classes)
         plan = execution_plan(params.train, device, prepared.input_shape)
-        data = {k: normalize(v, prepared.mean, prepared.std, device) if k.endswith("_x") else v.to(device)
-                for k, v in prepared.tensors.items() if not k.startswith("test")}
+        data = device_splits(prepared, device)
         context = device_context(device, plan.dtype_name)
         print(f"# {params.data.name}, batch {params.train.batch_size}, {args.rounds} rounds x {args.epochs} epochs, "
               f"{context['device']} ({context['device_name']}, {context['threads']} threads), torch {context['torch']}")

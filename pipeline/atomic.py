@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,3 +55,34 @@ def write_with(target: Path, writer: Callable[[Path], None]) -> Path:
     with atomic_path(target) as tmp:
         writer(tmp)
     return Path(target)
+
+
+@contextmanager
+def staged_folder(parent: Path) -> Iterator[Path]:
+    """A temporary folder inside `parent` (same filesystem, so renames out of it are atomic), removed afterwards."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staged.", dir=parent))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def replace_set(moves: dict[Path, Path]) -> None:
+    """Rename each fully written file or folder onto its target; a folder target is swapped whole.
+
+    Nothing is renamed until the caller has written every member, so a failed stage leaves the previous set.
+    """
+    for staged, target in moves.items():
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if Path(staged).is_dir():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(staged, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staged, target)

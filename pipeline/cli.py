@@ -20,10 +20,10 @@ import typer
 
 from pipeline import paths
 from pipeline.errors import ConvbenchError, ParamsError
-from pipeline.params import ModelParams, Params, ProbeName, load_params
+from pipeline.params import Params, ProbeName, load_params
 
 if TYPE_CHECKING:
-    from pipeline.prepare import PreparedData
+    from pipeline.data import PreparedData
     from pipeline.sweep import CellOutcome
 
 app = typer.Typer(
@@ -34,13 +34,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ModelName = Enum("ModelName", {name: name for name in ModelParams.model_fields}, type=str)  # type: ignore[misc]
-
 ParamsPath = Annotated[
     Path, typer.Option("--params", "-p", help="params file to validate and use.", dir_okay=False)
 ]
 ModelOption = Annotated[
-    Optional[ModelName], typer.Option("--model", "-m", help="Only this model (default: every model).")
+    Optional[str], typer.Option("--model", "-m", help="Only this model, one of `models` in params.yaml (default: every model).")
 ]
 SeedOption = Annotated[
     Optional[int], typer.Option("--seed", "-s", min=0, help="Only this seed (default: every seed in train.seeds).")
@@ -67,24 +65,27 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _cells(params: Params, model: Optional[ModelName], seed: Optional[int]) -> list[tuple[str, int]]:
-    models = [model.value] if model else list(ModelParams.model_fields)
+def _cells(params: Params, model: Optional[str], seed: Optional[int]) -> list[tuple[str, int]]:
+    if model is not None and model not in params.models:
+        raise ParamsError(f"--model {model}: not in models {params.models} of params.yaml; pick one of them or add it")
+    models = [model] if model else list(params.models)
     seeds = [seed] if seed is not None else list(params.train.seeds)
     return [(m, s) for m in models for s in seeds]
 
 
 def _each_cell(
     params: Params,
-    model: Optional[ModelName],
+    model: Optional[str],
     seed: Optional[int],
     action: Callable[[Params, str, int, PreparedData], str],
 ) -> None:
     """Load the prepared split once, then run `action` on each selected (model, seed) cell."""
-    from pipeline.prepare import load_prepared
+    from pipeline.data import load_prepared
 
     name = params.data.name
+    cells = _cells(params, model, seed)
     prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
-    for model_name, cell_seed in _cells(params, model, seed):
+    for model_name, cell_seed in cells:
         typer.echo(action(params, model_name, cell_seed, prepared))
 
 
@@ -254,7 +255,7 @@ def _probe_sweep(probe: ProbeChoice, params_path: Path) -> None:
 
 
 def _probe(params: Params, probe: str) -> None:
-    from pipeline.prepare import load_prepared
+    from pipeline.data import load_prepared
     from pipeline.probes import run_probe
 
     name = params.data.name

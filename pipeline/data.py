@@ -8,7 +8,9 @@ Heavy imports (torchvision, sklearn, mlxtend) happen inside the functions that n
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import pickle
 import shutil
 import tarfile
@@ -16,13 +18,18 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline import atomic
 from pipeline.errors import DataError
 
+if TYPE_CHECKING:
+    import torch
+
 EMBEDDED_FILE = "images.npz"
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -356,3 +363,97 @@ CATALOG: dict[str, DatasetSpec] = {
 }
 DATASET_NAMES = tuple(CATALOG)
 OFFLINE_DATASETS = tuple(name for name, entry in CATALOG.items() if entry.embedded)
+
+
+# --- prepared splits: what every stage after prepare reads ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, C, ...) and their int64 labels: uint8 as prepared, float once normalised."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The train, validation and test splits of one dataset."""
+
+    train: Split
+    val: Split
+    test: Split
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The on-disk form: {'train_x': ..., 'train_y': ..., ...}."""
+        return {f"{name}_{part}": getattr(getattr(self, name), part) for name in SPLITS for part in "xy"}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> Splits:
+        """The inverse of tensors()."""
+        return cls(*(Split(tensors[f"{name}_x"], tensors[f"{name}_y"]) for name in SPLITS))
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The uint8 splits of one dataset plus what training needs to know about them."""
+
+    name: str
+    splits: Splits
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sha256: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) or (C, L) of one image."""
+        return tuple(self.splits.train.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        array = tensors[key].contiguous().numpy()
+        digest.update(f"{key}:{array.dtype}:{list(array.shape)}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def load_prepared(tensors_path: Path, manifest_path: Path) -> PreparedData:
+    """Load prepared tensors (weights_only) and refuse them unless their sha256 matches the manifest."""
+    import torch
+
+    for path in (tensors_path, manifest_path):
+        if not Path(path).is_file():
+            raise DataError(f"{path} is missing; run `convbench prepare` (or `dvc repro`) first")
+    try:
+        manifest = json.loads(Path(manifest_path).read_text())
+        tensors = torch.load(tensors_path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise DataError(
+            f"{tensors_path} or {manifest_path} is unreadable ({type(exc).__name__}); run `convbench prepare` again"
+        ) from None
+    expected = {f"{split}_{part}" for split in SPLITS for part in "xy"}
+    if not isinstance(tensors, dict) or set(tensors) != expected or tensors_sha256(tensors) != manifest.get("sha256"):
+        raise DataError(
+            f"{tensors_path} does not match the sha256 in {manifest_path} (corrupted or edited); "
+            f"run `convbench prepare` again"
+        )
+    return PreparedData(
+        name=manifest["dataset"],
+        splits=Splits.from_tensors(tensors),
+        classes=tuple(manifest["classes"]),
+        mean=tuple(manifest["mean"]),
+        std=tuple(manifest["std"]),
+        sha256=manifest["sha256"],
+    )

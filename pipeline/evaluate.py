@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from pipeline import atomic, models, paths, tracking
+from pipeline import checkpoint as checkpoints
 from pipeline.bench import (
     count_flops,
     device_context,
@@ -21,11 +22,11 @@ from pipeline.bench import (
     peak_memory_bytes,
     resolve_device,
 )
-from pipeline.errors import ConvbenchError
+from pipeline.checkpoint import TrainInfo
+from pipeline.data import PreparedData
 from pipeline.params import EvaluateParams, Params
-from pipeline.prepare import PreparedData
-from pipeline.probes import shift, shift_directions
-from pipeline.train import CHECKPOINT_FORMAT, ExecutionPlan, execution_plan, normalize, place_model, predict_logits
+from pipeline.runtime import ExecutionPlan, execution_plan, normalize, place_model, predict_logits
+from pipeline.transforms import shift, shift_directions
 
 
 @dataclass(frozen=True)
@@ -34,35 +35,6 @@ class EvaluateResult:
 
     metrics_path: Path
     metrics: dict[str, Any]
-
-
-def load_checkpoint(path: Path, model_name: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint with weights_only=True and check it is a convbench checkpoint of `model_name`."""
-    if not Path(path).is_file():
-        raise ConvbenchError(f"{path} is missing; run `convbench train` first")
-    try:
-        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise ConvbenchError(f"{path} is not a loadable checkpoint ({type(exc).__name__}); run `convbench train` again") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ConvbenchError(f"{path} is not a convbench checkpoint (format {CHECKPOINT_FORMAT}); run `convbench train` again")
-    name = checkpoint["config"].get("name")
-    if model_name is not None and name != model_name:
-        raise ConvbenchError(f"{path} holds a '{name}' model, not '{model_name}'; run `convbench train --model {model_name}`")
-    return checkpoint
-
-
-def restore_model(checkpoint: dict[str, Any], path: Path) -> torch.nn.Module:
-    """Rebuild the module from the checkpoint's config and load its weights strictly."""
-    model = models.build(checkpoint["config"])
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise ConvbenchError(
-            f"{path} does not fit the architecture in its own config ({first}); run `convbench train` again"
-        ) from None
-    return model
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -81,28 +53,20 @@ def evaluate_cell(
     predictions_path: Path | None = None,
 ) -> EvaluateResult:
     """Score one trained cell on the test split, measure its cost and speed, write metrics JSON, log to MLflow."""
-    checkpoint = load_checkpoint(checkpoint_path, model_name)
-    if checkpoint["dataset_sha256"] != prepared.sha256:
-        raise ConvbenchError(
-            f"{checkpoint_path} was trained on other data ({checkpoint['dataset']}, sha256 "
-            f"{checkpoint['dataset_sha256'][:12]}...) than the prepared '{prepared.name}'; re-run `convbench train`"
-        )
-    expected = models.resolve(params.model, prepared.input_shape, prepared.num_classes)[model_name]
-    if checkpoint["config"] != expected:
-        raise ConvbenchError(
-            f"{checkpoint_path} holds a different {model_name} than params.yaml's model section now describes; "
-            f"run `convbench train --model {model_name} --seed {seed}` (or `dvc repro`)"
-        )
+    checkpoint = checkpoints.load(checkpoint_path, model_name)
+    expected = models.resolve(params, prepared.input_shape, prepared.num_classes)[model_name]
+    checkpoints.check_current(checkpoint, checkpoint_path, expected, prepared.name, prepared.sha256,
+                              params.train.model_dump(mode="json", exclude={"seeds"}))
     device = resolve_device(params.train.device)
     plan = execution_plan(params.train, device, prepared.input_shape)
-    model = place_model(restore_model(checkpoint, checkpoint_path), plan)
-    test_x = normalize(prepared.tensors["test_x"], prepared.mean, prepared.std, device)
-    test_y = prepared.tensors["test_y"].to(device)
+    model = place_model(checkpoints.restore(checkpoint, checkpoint_path), plan)
+    test_x = normalize(prepared.splits.test.x, prepared.mean, prepared.std, device)
+    test_y = prepared.splits.test.y.to(device)
     logits = predict_logits(model, test_x, params.evaluate.batch_size, plan)
     predictions = logits.argmax(1)
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
     per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
-    cost = measure_cost(model, plan, test_x, test_y, params.evaluate, checkpoint["train"])
+    cost = measure_cost(model, plan, test_x, test_y, params.evaluate, checkpoint.train)
     robustness = measure_robustness(model, plan, prepared, test_y, params.evaluate)
     metrics: dict[str, Any] = {
         "model": model_name,
@@ -111,8 +75,9 @@ def evaluate_cell(
         "test_accuracy": (predictions == test_y).double().mean().item(),
         "test_loss": torch.nn.functional.cross_entropy(logits, test_y).item(),
         "test_size": int(len(test_y)),
-        "final_val_accuracy": checkpoint["train"]["final_val_accuracy"],
-        "epochs": checkpoint["train"]["epochs"],
+        "arch": checkpoint.config.arch,
+        "final_val_accuracy": checkpoint.train.final_val_accuracy,
+        "epochs": checkpoint.train.epochs,
         **cost,
         "robustness": robustness,
         "per_class_accuracy": dict(zip(prepared.classes, per_class)),
@@ -127,7 +92,7 @@ def evaluate_cell(
     predictions_path = predictions_path or paths.predictions(model_name, seed)
     table = pd.DataFrame({"label": [prepared.classes[i] for i in test_y.tolist()],
                           "prediction": [prepared.classes[i] for i in predictions.tolist()]})
-    with tracking.run(params.tracking, prepared.name, paths.cell(model_name, seed), tags, checkpoint["mlflow_run_id"]) as logger:
+    with tracking.run(params.tracking, prepared.name, paths.cell(model_name, seed), tags, checkpoint.mlflow_run_id) as logger:
         logger.log_metrics(scalar_metrics(metrics))
         atomic.write_text(predictions_path, table.to_csv(index_label="index"))
         atomic.write_json(metrics_path, metrics)
@@ -186,7 +151,7 @@ def measure_robustness(
     noise adds Gaussian noise with std in units of the pixel range, from one fixed generator so every
     model and seed sees the same noisy images.
     """
-    raw = prepared.tensors["test_x"]
+    raw = prepared.splits.test.x
     spatial = raw.dim() - 2
 
     def accuracy(images: torch.Tensor) -> float:
@@ -214,10 +179,10 @@ def measure_cost(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     settings: EvaluateParams,
-    train_info: dict[str, Any],
+    train_info: TrainInfo,
 ) -> dict[str, Any]:
     """Size, FLOPs, throughput per batch size, latency, peak memory and MFU of one model on one device."""
-    train_batch = int(train_info.get("batch_size", 128))
+    train_batch = train_info.batch_size
     flops = count_flops(model, _timing_batch(test_x, 8), _timing_batch(test_y, 8))
     throughput = {
         f"batch_{size}": inference_throughput(model, _timing_batch(test_x, size), settings.min_run_time, plan.autocast())
@@ -237,7 +202,7 @@ def measure_cost(
     best_inference = throughput[f"batch_{largest}"].images_per_second
     return {
         "params": models.count_params(model),
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trainable_params": models.count_trainable(model),
         "flops_forward_per_image": flops.forward,
         "flops_train_step_per_image": flops.train_step,
         "inference": {key: {"batch_size": t.batch_size, "images_per_second": t.images_per_second,
@@ -245,15 +210,15 @@ def measure_cost(
                       for key, t in throughput.items()},
         "latency": {"batch_size": latency.batch_size, "median_ms": latency.median_ms, "p95_ms": latency.p95_ms,
                     "iqr_ms": latency.iqr_ms, "calls": latency.calls},
-        "train_images_per_second": train_info["train_images_per_second"],
-        "train_seconds": train_info["train_seconds"],
-        "seconds_to_final_accuracy": train_info.get("seconds_to_final_accuracy", train_info["train_seconds"]),
+        "train_images_per_second": train_info.train_images_per_second,
+        "train_seconds": train_info.train_seconds,
+        "seconds_to_final_accuracy": train_info.seconds_to_final_accuracy,
         "train_batch_size": train_batch,
         "peak_memory_mb": memory,
         "matmul_flops_per_second": peak,
         "mfu": {
             "inference": flops.forward * best_inference / peak,
-            "train": flops.train_step * train_info["train_images_per_second"] / peak,
+            "train": flops.train_step * train_info.train_images_per_second / peak,
         },
     }
 

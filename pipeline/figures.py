@@ -19,8 +19,11 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from pipeline import atomic  # noqa: E402
 
-LABELS = {"cnn": "CNN", "mlp": "MLP"}
-COLORS = {"cnn": "tab:blue", "mlp": "tab:orange"}
+
+
+def palette(names: Sequence[str]) -> dict[str, str]:
+    """One tab10 colour per model, in the order the report lists them, so every figure colours a model alike."""
+    return {name: f"C{index % 10}" for index, name in enumerate(dict.fromkeys(names))}
 
 
 def save(figure: Figure, target: Path) -> Path:
@@ -35,9 +38,10 @@ def learning_curves(curves: pd.DataFrame, target: Path) -> Path:
     panels = (("train_loss", "Training loss"), ("val_loss", "Validation loss"),
               ("train_accuracy", "Training accuracy"), ("val_accuracy", "Validation accuracy"))
     figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, constrained_layout=True)
+    colors = palette(list(curves["model"]))
     for axis, (column, title) in zip(axes.flat, panels):
         for model, frame in curves.groupby("model", sort=False):
-            color, label = COLORS.get(str(model)), LABELS.get(str(model), str(model))
+            color, label = colors[str(model)], str(model)
             for _seed, run in frame.groupby("seed"):
                 axis.plot(run["epoch"], run[column], color=color, alpha=0.25, linewidth=1)
             mean = frame.groupby("epoch")[column].mean()
@@ -56,13 +60,16 @@ def accuracy_vs_cost(points: pd.DataFrame, target: Path) -> Path:
     `points` has model, params, flops, accuracy, ci_low, ci_high (one row per model and size).
     """
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    colors = palette(list(points["model"]))
     for axis, column, title in ((axes[0], "params", "parameters"), (axes[1], "flops", "forward FLOPs per image")):
-        for model, frame in points.groupby("model", sort=False):
+        for model, frame in points.dropna(subset=[column]).groupby("model", sort=False):
             frame = frame.sort_values(column)
             error = np.nan_to_num(np.vstack([frame["accuracy"] - frame["ci_low"], frame["ci_high"] - frame["accuracy"]]))
             axis.errorbar(frame[column], frame["accuracy"], yerr=error, marker="o", capsize=4,
-                          color=COLORS.get(str(model)), label=LABELS.get(str(model), str(model)))
+                          color=colors[str(model)], label=str(model))
         axis.set(xscale="log", xlabel=title, ylabel="test accuracy", title=f"Accuracy vs {title}")
+        axis.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 10k, 1M: readable on a log axis
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped the majors
         axis.grid(alpha=0.3, which="both")
         axis.legend()
     return save(figure, target)
@@ -71,10 +78,11 @@ def accuracy_vs_cost(points: pd.DataFrame, target: Path) -> Path:
 def throughput_vs_batch(throughput: pd.DataFrame, target: Path) -> Path:
     """Inference images/s against batch size (log-log): mean over seeds, band from min to max."""
     figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    colors = palette(list(throughput["model"]))
     for model, frame in throughput.groupby("model", sort=False):
         stats = frame.groupby("batch_size")["images_per_second"].agg(["mean", "min", "max"])
-        color = COLORS.get(str(model))
-        axis.plot(stats.index, stats["mean"], marker="o", color=color, label=LABELS.get(str(model), str(model)))
+        color = colors[str(model)]
+        axis.plot(stats.index, stats["mean"], marker="o", color=color, label=str(model))
         axis.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
     axis.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images / s", title="Inference throughput")
     axis.grid(alpha=0.3, which="both")
@@ -84,8 +92,8 @@ def throughput_vs_batch(throughput: pd.DataFrame, target: Path) -> Path:
 
 def confusion_matrices(matrices: dict[str, np.ndarray], classes: Sequence[str], target: Path) -> Path:
     """Row-normalised confusion matrices side by side, counts written in each cell for up to 12 classes."""
-    figure, axes = plt.subplots(1, len(matrices), figsize=(5.5 * len(matrices), 5), constrained_layout=True)
-    for axis, (model, counts) in zip(np.atleast_1d(axes), matrices.items()):
+    figure, axes = plt.subplots(1, len(matrices), figsize=(5.5 * len(matrices), 5), constrained_layout=True, squeeze=False)
+    for axis, (model, counts) in zip(axes[0], matrices.items()):
         rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
         axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         if len(classes) <= 12:
@@ -95,7 +103,7 @@ def confusion_matrices(matrices: dict[str, np.ndarray], classes: Sequence[str], 
         ticks = np.arange(len(classes))
         axis.set_xticks(ticks, classes, rotation=90 if max(map(len, classes)) > 2 else 0)
         axis.set_yticks(ticks, classes)
-        axis.set(title=f"{LABELS.get(model, model)} (summed over seeds)", xlabel="predicted", ylabel="true")
+        axis.set(title=f"{model} (summed over seeds)", xlabel="predicted", ylabel="true")
     return save(figure, target)
 
 
@@ -167,7 +175,7 @@ def misclassified(images: np.ndarray, labels: Sequence[str], predictions: dict[s
                 index = wrong[col]
                 axis.imshow(_as_image(images[index]), cmap="gray")
                 axis.set_title(f"{labels[index]} → {predicted[index]}", fontsize=9, color="tab:red")
-        axes[row][0].text(-0.15, 0.5, LABELS.get(model, model), transform=axes[row][0].transAxes,
+        axes[row][0].text(-0.15, 0.5, model, transform=axes[row][0].transAxes,
                           ha="right", va="center", fontsize=11, fontweight="bold")
     figure.suptitle("Test images the models get wrong (true → predicted, seed 0)")
     return save(figure, target)
@@ -177,15 +185,16 @@ def architecture_diagram(nodes: dict[str, list[str]], target: Path) -> Path:
     """Each model's layers as a top-down flowchart of boxes (the offline twin of the report's Mermaid)."""
     figure, axes = plt.subplots(1, len(nodes), figsize=(4.2 * len(nodes), 0.9 * max(map(len, nodes.values())) + 0.8),
                                 constrained_layout=True, squeeze=False)
+    colors = palette(list(nodes))
     for axis, (model, labels) in zip(axes[0], nodes.items()):
         axis.set_xlim(0, 1)
         axis.set_ylim(-len(labels) + 0.5, 0.8)
         axis.axis("off")
-        axis.set_title(LABELS.get(model, model), fontweight="bold")
+        axis.set_title(model, fontweight="bold")
         for index, label in enumerate(labels):
             axis.text(0.5, -index, label, ha="center", va="center", fontsize=9,
-                      bbox={"boxstyle": "round,pad=0.4", "facecolor": matplotlib.colors.to_rgba(COLORS.get(model, "grey"), 0.15),
-                            "edgecolor": COLORS.get(model, "grey")})
+                      bbox={"boxstyle": "round,pad=0.4", "facecolor": matplotlib.colors.to_rgba(colors[model], 0.15),
+                            "edgecolor": colors[model]})
             if index:
                 axis.annotate("", xy=(0.5, -index + 0.3), xytext=(0.5, -index + 0.7),
                               arrowprops={"arrowstyle": "->", "color": "black"})
@@ -220,10 +229,34 @@ def fraction_curve(points: pd.DataFrame, target: Path) -> Path:
 
 
 def _interval_lines(axis: plt.Axes, frame: pd.DataFrame, x: str) -> None:
+    colors = palette(list(frame["model"]))
     for model, rows in frame.groupby("model", sort=False):
         rows = rows.sort_values(x)
         error = np.nan_to_num(np.vstack([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]))
-        axis.errorbar(rows[x], rows["mean"], yerr=error, marker="o", capsize=4, color=COLORS.get(str(model)),
-                      label=LABELS.get(str(model), str(model)))
+        axis.errorbar(rows[x], rows["mean"], yerr=error, marker="o", capsize=4, color=colors[str(model)],
+                      label=str(model))
     axis.grid(alpha=0.3, which="both")
     axis.legend()
+
+
+def ladder(steps: pd.DataFrame, target: Path) -> Path:
+    """What each inductive bias buys: accuracy of each rung, and each step's paired gain with its interval.
+
+    `steps` has one row per rung: label, accuracy, low, high (the rung's CI over seeds), and for every rung
+    after the first gain, gain_low, gain_high (its paired gain over the rung before, in points).
+    """
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    colors = palette(list(steps["label"]))
+    error = np.nan_to_num(np.vstack([steps["accuracy"] - steps["low"], steps["high"] - steps["accuracy"]]))
+    left.bar(steps["label"], steps["accuracy"], yerr=error, capsize=5, color=[colors[m] for m in steps["label"]])
+    low = float(np.nanmin(steps["low"].fillna(steps["accuracy"])))
+    left.set(ylabel="test accuracy", title="Accuracy of each rung (CI over seeds)",
+             ylim=(max(0.0, low - 0.05), min(1.0, float(np.nanmax(steps["high"].fillna(steps["accuracy"]))) + 0.02)))
+    gains = steps.dropna(subset=["gain"])
+    gain_error = np.vstack([gains["gain"] - gains["gain_low"], gains["gain_high"] - gains["gain"]])
+    right.bar(gains["step"], gains["gain"], yerr=gain_error, capsize=5, color=[colors[m] for m in gains["label"]])
+    right.axhline(0, color="black", linewidth=0.8)
+    right.set(ylabel="accuracy gain (points)", title="What each step buys (paired bootstrap CI)")
+    for axis in (left, right):
+        axis.grid(alpha=0.3, axis="y")
+    return save(figure, target)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,38 +44,6 @@ class DataParams(_Section):
     verify_checksums: bool
 
 
-class ConvBlockParams(_Section):
-    """One Conv -> ReLU -> MaxPool block; pool 1 means no pooling."""
-
-    channels: PositiveInt
-    kernel: PositiveInt
-    padding: Annotated[int, Field(ge=0)]
-    pool: PositiveInt
-
-
-class CNNParams(_Section):
-    """Convolutional blocks, then a dense head of the given hidden widths."""
-
-    conv: Annotated[list[ConvBlockParams], Field(min_length=1)]
-    hidden: list[PositiveInt]
-
-
-class MLPParams(_Section):
-    """A fully-connected net whose width is solved to match the CNN's parameter count."""
-
-    match: Literal["params", "none"]
-    depth: PositiveInt
-    width: PositiveInt
-    tolerance: Annotated[float, Field(gt=0.0, lt=1.0)]
-
-
-class ModelParams(_Section):
-    """Both architectures of the comparison."""
-
-    cnn: CNNParams
-    mlp: MLPParams
-
-
 class TrainParams(_Section):
     """The one recipe both models are trained with."""
 
@@ -83,7 +53,7 @@ class TrainParams(_Section):
     lr: Annotated[float, Field(gt=0.0, le=10.0)]
     weight_decay: Annotated[float, Field(ge=0.0)]
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
-    schedule: Literal["onecycle", "cosine"]
+    schedule: Literal["onecycle", "cosine", "constant"]
     device: Literal["auto", "cpu", "cuda", "mps"]
     precision: Literal["auto", "fp32", "bf16"]
     compile: bool
@@ -121,12 +91,21 @@ class ProbesParams(_Section):
         return _require_unique(run, "probes")
 
 
+class PublishedParams(_Section):
+    """Test accuracies a paper reports for these models, shown beside the measured ones."""
+
+    source: Annotated[str, Field(min_length=1)]
+    accuracy: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
+    permuted: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
+
+
 class ReportParams(_Section):
-    """Statistics of the comparison: interval level and the paired bootstrap."""
+    """Statistics of the comparison: interval level and the paired bootstrap; optionally a published table."""
 
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)]
     bootstrap_resamples: Annotated[int, Field(ge=100)]
     bootstrap_seed: Seed
+    published: PublishedParams | None = None
 
 
 class TrackingParams(_Section):
@@ -139,17 +118,36 @@ class TrackingParams(_Section):
     tags: dict[str, str] = {}  # extra tags on every run; `convbench sweep` sets sweep and sweep_cell
 
 
+ModelAlias = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")]
+
+
 class Params(_Section):
-    """Everything in params.yaml, with the selected dataset's overrides already applied."""
+    """Everything in params.yaml, with the selected dataset's overrides already applied.
+
+    `model` maps an alias to its settings; they are checked against the registered architecture's own
+    schema (pipeline/models.py) by validate_params, so this schema stays free of model names.
+    """
 
     data: DataParams
-    model: ModelParams
+    models: Annotated[list[ModelAlias], Field(min_length=1)]
+    reference: ModelAlias | None = None
+    model: dict[ModelAlias, dict[str, Any]] = {}
     train: TrainParams
     evaluate: EvaluateParams
     probes: ProbesParams
     report: ReportParams
     tracking: TrackingParams
     overrides: dict[DatasetName, dict[str, Any]]
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, names: list[str]) -> list[str]:
+        return _require_unique(names, "models")
+
+    @property
+    def reference_model(self) -> str:
+        """The model every other one is compared against (and size-matched to): `reference`, else models[0]."""
+        return self.reference or self.models[0]
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:
@@ -178,10 +176,14 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source}: expected a mapping with sections {', '.join(Params.model_fields)}")
     effective = _with_overrides(raw, source)
     try:
-        return Params.model_validate(effective)
+        params = Params.model_validate(effective)
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise ParamsError(f"{source}: {problems}") from None
+    from pipeline.models import check_model_section  # the registry knows each architecture's schema
+
+    check_model_section(params, source)
+    return params
 
 
 def _with_overrides(raw: dict[str, Any], source: str) -> dict[str, Any]:
@@ -213,7 +215,8 @@ def apply_settings(raw: dict[str, Any], settings: dict[str, Any], source: str) -
         free_form = parents == ["tracking", "tags"]
         if free_form and isinstance(result.get("tracking"), dict) and not isinstance(node, dict):
             node = result["tracking"].setdefault("tags", {})
-        if not parents or not isinstance(node, dict) or (last not in node and not free_form):
+        top_level = not parents and isinstance(node, dict) and last in node
+        if not top_level and (not parents or not isinstance(node, dict) or (last not in node and not free_form)):
             raise ParamsError(
                 f"{source}: '{dotted}' is not a setting that can be overridden; use a dotted path to an existing "
                 f"key, e.g. train.epochs"
@@ -227,7 +230,7 @@ def _describe(error: Any) -> str:
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
     if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = allowed_keys(loc[:-1])
         return f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}"
     if error["type"] == "missing":
         return f"missing key '{key}'; add it (see the default params.yaml)"
@@ -237,9 +240,9 @@ def _describe(error: Any) -> str:
     return f"{key}: {message} (got {error.get('input')!r})"
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
-    """The field names of the schema section at `loc` (list indices skipped)."""
-    model: Any = Params
+def allowed_keys(loc: list[str], root: Any = None) -> list[str]:
+    """The field names of the schema section at `loc` below `root` (default: Params; list indices skipped)."""
+    model: Any = root or Params
     for part in loc:
         if part.isdigit():
             continue
@@ -258,3 +261,11 @@ def _section_type(annotation: Any) -> Any:
             return found
     meta = getattr(annotation, "__origin__", None)
     return _section_type(meta) if meta is not None and meta is not annotation else None
+
+
+def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:
+    """A hash of everything a probe's numbers depend on, so the report never shows a stale sweep."""
+    relevant = {"probe": probe, "data": dataset_sha256, "models": params.models, "reference": params.reference_model,
+                "model": params.model, "train": params.train.model_dump(), "evaluate_batch": params.evaluate.batch_size,
+                "probes": params.probes.model_dump(exclude={"run"})}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()

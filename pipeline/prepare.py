@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,33 +10,9 @@ import numpy as np
 import torch
 
 from pipeline import atomic
-from pipeline.data import check_files, spec
+from pipeline.data import SPLITS, Split, Splits, check_files, spec, tensors_sha256
 from pipeline.errors import DataError
 from pipeline.params import DataParams
-
-SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """The split tensors of one dataset plus what training needs to know about them."""
-
-    name: str
-    tensors: dict[str, torch.Tensor]
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    sha256: str
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """(C, H, W) of one image."""
-        return tuple(self.tensors["train_x"].shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
 
 
 @dataclass(frozen=True)
@@ -82,16 +57,6 @@ def stratified_split(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        array = tensors[key].contiguous().numpy()
-        digest.update(f"{key}:{array.dtype}:{list(array.shape)}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_path: Path) -> PrepareResult:
     """Split the raw dataset, save uint8 tensors and a JSON manifest (both written atomically)."""
     check_files(params.name, raw_folder, params.verify_checksums)
@@ -107,11 +72,10 @@ def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_p
         fractions = (params.val_fraction, params.test_fraction)
         train_idx, val_idx, test_idx = stratified_split(raw.labels, fractions, params.split_seed)
         splits = {name: (raw.images[idx], raw.labels[idx]) for name, idx in zip(SPLITS, (train_idx, val_idx, test_idx))}
-    tensors: dict[str, torch.Tensor] = {}
-    for name, (images, labels) in splits.items():
-        tensors[f"{name}_x"] = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
-        tensors[f"{name}_y"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-    train_pixels = tensors["train_x"].double() / 255.0
+    prepared = Splits(*(Split(torch.from_numpy(np.ascontiguousarray(splits[name][0], dtype=np.uint8)),
+                              torch.from_numpy(np.ascontiguousarray(splits[name][1], dtype=np.int64))) for name in SPLITS))
+    tensors = prepared.tensors()
+    train_pixels = prepared.train.x.double() / 255.0
     reduce_dims = [0, *range(2, train_pixels.dim())]
     mean = train_pixels.mean(dim=reduce_dims).tolist()
     std = train_pixels.std(dim=reduce_dims).clamp_min(1e-6).tolist()
@@ -120,9 +84,10 @@ def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_p
     manifest = {
         "dataset": params.name,
         "classes": list(raw.classes),
-        "input_shape": list(tensors["train_x"].shape[1:]),
-        "sizes": {name: int(tensors[f"{name}_y"].numel()) for name in SPLITS},
-        "class_counts": {name: np.bincount(tensors[f"{name}_y"].numpy(), minlength=len(raw.classes)).tolist() for name in SPLITS},
+        "input_shape": list(prepared.train.x.shape[1:]),
+        "sizes": {name: len(getattr(prepared, name)) for name in SPLITS},
+        "class_counts": {name: np.bincount(getattr(prepared, name).y.numpy(), minlength=len(raw.classes)).tolist()
+                         for name in SPLITS},
         "mean": mean,
         "std": std,
         "split_seed": params.split_seed,
@@ -131,31 +96,3 @@ def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_p
     }
     atomic.write_json(manifest_path, manifest)
     return PrepareResult(tensors_path, manifest_path, manifest["sizes"], digest)
-
-
-def load_prepared(tensors_path: Path, manifest_path: Path) -> PreparedData:
-    """Load prepared tensors (weights_only) and refuse them unless their sha256 matches the manifest."""
-    for path in (tensors_path, manifest_path):
-        if not Path(path).is_file():
-            raise DataError(f"{path} is missing; run `convbench prepare` (or `dvc repro`) first")
-    try:
-        manifest = json.loads(Path(manifest_path).read_text())
-        tensors = torch.load(tensors_path, weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise DataError(
-            f"{tensors_path} or {manifest_path} is unreadable ({type(exc).__name__}); run `convbench prepare` again"
-        ) from None
-    expected = {f"{split}_{part}" for split in SPLITS for part in "xy"}
-    if not isinstance(tensors, dict) or set(tensors) != expected or tensors_sha256(tensors) != manifest.get("sha256"):
-        raise DataError(
-            f"{tensors_path} does not match the sha256 in {manifest_path} (corrupted or edited); "
-            f"run `convbench prepare` again"
-        )
-    return PreparedData(
-        name=manifest["dataset"],
-        tensors=tensors,
-        classes=tuple(manifest["classes"]),
-        mean=tuple(manifest["mean"]),
-        std=tuple(manifest["std"]),
-        sha256=manifest["sha256"],
-    )

@@ -1,4 +1,4 @@
-"""Inductive-bias probes: the transforms behind them, and the sweep that retrains both models per setting.
+"""Probe stage: retrain every model at each setting of one inductive-bias probe.
 
 Translation and noise only change the test images, so the evaluate stage measures them for every
 cell. Permutation, data fraction and size change what is trained, so `convbench sweep --probe NAME`
@@ -13,77 +13,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline import atomic, models, tracking
 from pipeline.bench import resolve_device
-from pipeline.params import ModelParams, Params
-from pipeline.prepare import PreparedData
+from pipeline.data import PreparedData, Split, Splits
+from pipeline.params import Params, probe_fingerprint
+from pipeline.runtime import accuracy, device_splits, execution_plan, fit, place_model
+from pipeline.transforms import permutation, permute_pixels, stratified_subset
+
+SCALED_KEYS = ("channels", "width")
 
 
-def shift(images: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
-    """Move (N, C, *spatial) images by `offsets` pixels per spatial axis, filling with zeros (no wrap-around)."""
-    shifted = torch.zeros_like(images)
-    source: list[slice] = [slice(None), slice(None)]
-    target: list[slice] = [slice(None), slice(None)]
-    for offset, size in zip(offsets, images.shape[2:]):
-        if abs(offset) >= size:
-            return shifted
-        source.append(slice(max(0, -offset), size - max(0, offset)))
-        target.append(slice(max(0, offset), size - max(0, -offset)))
-    shifted[tuple(target)] = images[tuple(source)]
-    return shifted
+def scaled(settings: Any, scale: float) -> Any:
+    """Settings with every channel count, width and hidden width multiplied by `scale` (at least 1)."""
+    if isinstance(settings, dict):
+        out = {}
+        for key, value in settings.items():
+            if key in SCALED_KEYS and isinstance(value, int):
+                out[key] = max(1, round(value * scale))
+            elif key == "hidden":
+                out[key] = [max(1, round(width * scale)) for width in value]
+            else:
+                out[key] = scaled(value, scale)
+        return out
+    if isinstance(settings, list):
+        return [scaled(item, scale) for item in settings]
+    return settings
 
 
-def shift_directions(pixels: int, spatial_dims: int) -> list[tuple[int, ...]]:
-    """The 2 (1-D) or 4 (2-D) axis-aligned moves by `pixels`; the probe averages accuracy over them."""
-    if pixels == 0:
-        return [(0,) * spatial_dims]
-    moves = []
-    for axis in range(spatial_dims):
-        for sign in (1, -1):
-            offset = [0] * spatial_dims
-            offset[axis] = sign * pixels
-            moves.append(tuple(offset))
-    return moves
+def scaled_params(params: Params, scale: float) -> Params:
+    """Params whose built-in models are all scaled by `scale`; match: params models are matched again.
 
-
-def permutation(spatial_shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """One fixed shuffle of the spatial positions, the same for every image and channel."""
-    size = int(np.prod(spatial_shape))
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))
-
-
-def permute_pixels(images: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Apply a spatial permutation to (N, C, *spatial) images; `invert_permutation(order)` undoes it."""
-    flat = images.reshape(images.shape[0], images.shape[1], -1)
-    return flat[:, :, order].reshape(images.shape)
-
-
-def invert_permutation(order: torch.Tensor) -> torch.Tensor:
-    """The permutation that undoes `order`."""
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order))
-    return inverse
-
-
-def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Sorted indices of a `fraction` of the rows, drawn per class so every class keeps its share (at least one)."""
-    if fraction >= 1.0:
-        return torch.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    values = labels.numpy()
-    chosen = [rng.permutation(np.flatnonzero(values == c))[: max(1, round(fraction * int((values == c).sum())))]
-              for c in np.unique(values)]
-    return torch.as_tensor(np.sort(np.concatenate(chosen)))
-
-
-def scaled_model_params(model: ModelParams, scale: float) -> ModelParams:
-    """The CNN with every conv's channels and every hidden width multiplied by `scale` (at least 1)."""
-    conv = [block.model_copy(update={"channels": max(1, round(block.channels * scale))}) for block in model.cnn.conv]
-    hidden = [max(1, round(width * scale)) for width in model.cnn.hidden]
-    return model.model_copy(update={"cnn": model.cnn.model_copy(update={"conv": conv, "hidden": hidden})})
+    User builders keep their settings: convbench cannot know which of their keywords set a size.
+    """
+    model: dict[str, dict[str, Any]] = {}
+    for alias in dict.fromkeys([*params.models, *params.model]):
+        raw = dict(params.model.get(alias) or {})
+        if "builder" in raw:
+            model[alias] = raw
+            continue
+        arch = {"arch": raw["arch"]} if "arch" in raw else {}
+        model[alias] = arch | scaled(models.typed_settings(params, alias), scale)
+    return params.model_copy(update={"model": model})
 
 
 @dataclass(frozen=True)
@@ -92,46 +64,42 @@ class Setting:
 
     label: str
     value: float
-    transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-    model_params: ModelParams
+    transform: Callable[[Splits], Splits]
+    params: Params
 
 
 def settings(probe: str, params: Params, input_shape: tuple[int, ...]) -> list[Setting]:
     """Every setting of `probe`, the unchanged baseline included, so each probe file stands alone."""
-    same = params.model
     if probe == "permutation":
         order = permutation(tuple(input_shape[1:]), params.probes.permutation_seed)
 
-        def permute(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {k: permute_pixels(v, order) if k.endswith("_x") else v for k, v in data.items()}
+        def permute(data: Splits) -> Splits:
+            return Splits(*(Split(permute_pixels(split.x, order), split.y) for split in (data.train, data.val, data.test)))
 
-        return [Setting("original", 0.0, lambda data: data, same), Setting("permuted", 1.0, permute, same)]
+        return [Setting("original", 0.0, lambda data: data, params), Setting("permuted", 1.0, permute, params)]
     if probe == "fraction":
 
-        def subset(fraction: float) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-            def take(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-                keep = stratified_subset(data["train_y"], fraction, params.data.split_seed)
-                return data | {"train_x": data["train_x"][keep], "train_y": data["train_y"][keep]}
+        def subset(fraction: float) -> Callable[[Splits], Splits]:
+            def take(data: Splits) -> Splits:
+                keep = stratified_subset(data.train.y, fraction, params.data.split_seed).to(data.train.y.device)
+                return dataclasses.replace(data, train=Split(data.train.x[keep], data.train.y[keep]))
 
             return take
 
-        return [Setting(f"{f:g}", f, subset(f), same) for f in params.probes.fractions]
-    return [Setting(f"x{s:g}", s, lambda data: data, scaled_model_params(same, s)) for s in params.probes.width_scales]
+        return [Setting(f"{f:g}", f, subset(f), params) for f in params.probes.fractions]
+    return [Setting(f"x{s:g}", s, lambda data: data, scaled_params(params, s)) for s in params.probes.width_scales]
 
 
 def run_probe(params: Params, probe: str, prepared: PreparedData, output: Path,
               on_cell: Callable[[dict[str, Any]], None] = lambda row: None) -> list[dict[str, Any]]:
-    """Train and test both models at every setting and seed of `probe`; write the rows to `output` as JSON."""
-    from pipeline.train import execution_plan, fit, normalize, place_model, predict_logits
-
+    """Train and test every model at every setting and seed of `probe`; write the rows to `output` as JSON."""
     device = resolve_device(params.train.device)
     plan = execution_plan(params.train, device, prepared.input_shape)
-    base = {k: normalize(v, prepared.mean, prepared.std, device) if k.endswith("_x") else v.to(device)
-            for k, v in prepared.tensors.items()}
+    base = device_splits(prepared, device, with_test=True)
     rows: list[dict[str, Any]] = []
     for setting in settings(probe, params, prepared.input_shape):
         data = setting.transform(base)
-        configs = models.resolve(setting.model_params, prepared.input_shape, prepared.num_classes)
+        configs = models.resolve(setting.params, prepared.input_shape, prepared.num_classes)
         for model_name, config in configs.items():
             for seed in params.train.seeds:
                 torch.manual_seed(seed)
@@ -140,31 +108,18 @@ def run_probe(params: Params, probe: str, prepared: PreparedData, output: Path,
                         "convbench.model": model_name, "convbench.seed": seed, "convbench.dataset": prepared.name}
                 name = f"{model_name}-s{seed} {probe}={setting.label}"
                 with tracking.run(params.tracking, prepared.name, name, tags) as logger:
-                    logger.log_params({"probe": probe, "setting": setting.label, "architecture": config,
-                                       "train_images": len(data["train_y"])})
+                    logger.log_params({"probe": probe, "setting": setting.label, "architecture": config.to_dict(),
+                                       "train_images": len(data.train)})
                     history, _seconds = fit(model, data, params.train, seed, lambda stats: logger.log_metrics(
                         {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch,
                         synchronous=False), plan)
-                    logits = predict_logits(model, data["test_x"], params.evaluate.batch_size, plan)
-                    accuracy = (logits.argmax(1) == data["test_y"]).double().mean().item()
-                    logger.log_metrics({"test_accuracy": accuracy})
+                    test_accuracy = accuracy(model, data.test, params.evaluate.batch_size, plan)
+                    logger.log_metrics({"test_accuracy": test_accuracy})
                 row = {"probe": probe, "setting": setting.label, "value": setting.value, "model": model_name,
-                       "seed": seed, "params": models.count_params(model), "train_images": len(data["train_y"]),
-                       "final_val_accuracy": history[-1].val_accuracy, "test_accuracy": accuracy}
+                       "seed": seed, "params": models.count_params(model), "train_images": len(data.train),
+                       "final_val_accuracy": history[-1].val_accuracy, "test_accuracy": test_accuracy}
                 rows.append(row)
                 on_cell(row)
-    atomic.write_json(output, {"probe": probe, "dataset": prepared.name,
-                               "fingerprint": fingerprint(params, probe, prepared.sha256), "rows": rows})
+    atomic.write_json(output, {"probe": probe, "dataset": prepared.name, "models": list(params.models),
+                               "fingerprint": probe_fingerprint(params, probe, prepared.sha256), "rows": rows})
     return rows
-
-
-def fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:
-    """A hash of everything a probe's numbers depend on, so the report never shows a stale sweep."""
-    import hashlib
-    import json
-
-    relevant = {"probe": probe, "data": dataset_sha256, "model": params.model.model_dump(),
-                "train": params.train.model_dump(), "evaluate_batch": params.evaluate.batch_size,
-                "probes": params.probes.model_dump(exclude={"run"})}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
-

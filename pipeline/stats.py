@@ -81,7 +81,13 @@ def paired_bootstrap(
     2-D inputs are (runs, items), e.g. one row per seed: each item's difference is averaged over the runs
     first, so an image scored by three seeds is still one independent draw.
     """
-    diff = np.asarray(a_correct, dtype=float) - np.asarray(b_correct, dtype=float)
+    return bootstrap_mean(np.asarray(a_correct, dtype=float) - np.asarray(b_correct, dtype=float),
+                          confidence, resamples, seed)
+
+
+def bootstrap_mean(per_item: np.ndarray, confidence: float, resamples: int, seed: int) -> PairedDifference:
+    """Percentile-bootstrap interval of the mean of a per-item contrast ((runs, items) rows averaged first)."""
+    diff = np.asarray(per_item, dtype=float)
     if diff.ndim == 2:
         diff = diff.mean(axis=0)
     result = scipy_stats.bootstrap(
@@ -90,6 +96,17 @@ def paired_bootstrap(
     )
     interval = result.confidence_interval
     return PairedDifference(float(diff.mean()), float(interval.low), float(interval.high), confidence, resamples)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control across several comparisons)."""
+    order = np.argsort(p_values)
+    adjusted = np.empty(len(p_values))
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
 
 
 def welch_p_value(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:

@@ -45,9 +45,10 @@ def tiny_params(root: Path, **overrides: object) -> Params:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """Run download, prepare, train, evaluate and report in-process on digits, once per session."""
+    from pipeline.data import load_prepared
     from pipeline.download import download
     from pipeline.evaluate import evaluate_cell
-    from pipeline.prepare import load_prepared, prepare
+    from pipeline.prepare import prepare
     from pipeline.probes import run_probe
     from pipeline.report import report
     from pipeline.train import train_cell
@@ -59,7 +60,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         download(params.data, paths.raw_dir(params.data.root, name))
         prepare(params.data, paths.raw_dir(params.data.root, name), paths.prepared_tensors(name), paths.prepared_manifest(name))
         prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
-        for model in ("cnn", "mlp"):
+        for model in params.models:
             for seed in params.train.seeds:
                 train_cell(params, model, seed, prepared, paths.checkpoint(model, seed), paths.curves(model, seed))
                 evaluate_cell(params, model, seed, prepared, paths.checkpoint(model, seed), paths.metrics(model, seed))

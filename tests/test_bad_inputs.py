@@ -121,7 +121,7 @@ def checkpoint_with_config(edit: Callable[[dict[str, Any]], None]) -> Callable[[
 
 
 def sixteen_channels(config: dict[str, Any]) -> None:
-    config["conv"][0]["channels"] = 16
+    config["settings"]["conv"][0]["channels"] = 16
 
 
 def params_now_other_architecture(root: Path) -> list[str]:
@@ -143,6 +143,29 @@ def cifar_bad_checksum(root: Path) -> list[str]:
     (base / "data_batch_1").write_bytes(payload)
     write_params(root / "params.yaml", {"data.name": "cifar10", "data.verify_checksums": True}, edit_existing=True)
     return PREPARE
+
+
+USER_MODELS = """
+import torch
+
+def raises(input_shape, num_classes, width=3):
+    raise ValueError("width must be even")
+
+def wrong_input(input_shape, num_classes):
+    return torch.nn.Linear(10, num_classes)
+"""
+
+
+def user_model(builder: str) -> Callable[[Path], list[str]]:
+    """params.yaml compares the CNN with `mine`, built by `builder` from a module in the project folder."""
+
+    def setup(root: Path) -> list[str]:
+        (root / "user_models.py").write_text(USER_MODELS)
+        write_params(root / "params.yaml", {"models": ["cnn", "mine"], "model.mine": {"builder": builder}},
+                     edit_existing=True)
+        return TRAIN_CNN
+
+    return setup
 
 
 def sweep(*args: str, grid: str | None = None) -> Callable[[Path], list[str]]:
@@ -185,7 +208,7 @@ CASES = [
     Case("mlp-match-impossible",
          edit_params(model__cnn__conv=[{"channels": 1, "kernel": 3, "padding": 0, "pool": 1}], model__cnn__hidden=[],
                      model__mlp__tolerance=0.01), 2,
-         ("model.mlp: cannot match the CNN's 380 parameters within 1.0%", "set model.mlp.match: none")),
+         ("model.mlp: cannot match the reference cnn's 380 parameters within 1.0%", "set model.mlp.match: none")),
     Case("corrupted-prepared-tensors", corrupt_prepared_tensors, 1,
          ("data/prepared/digits.pt does not match the sha256 in data/prepared/digits.json",
           "run `convbench prepare` again")),
@@ -205,6 +228,18 @@ CASES = [
          ("dataset 'cifar10' is incomplete", "failing checksum", "cifar-10-batches-py/data_batch_1",
           "run `convbench download`"),
          OFFLINE),
+    Case("model-not-registered", edit_params(models=["cnn", "resnet"]), 2,
+         ("models: 'resnet' is not a registered model (linear, mlp, cnn, lcn", "model.resnet: {builder:")),
+    Case("reference-not-in-models", edit_params(reference="lcn"), 2,
+         ("reference: 'lcn' is not in models ['cnn', 'mlp']",)),
+    Case("builder-module-missing", user_model("no_such_module:build"), 2,
+         ("model.mine.builder: cannot import 'no_such_module' (ModuleNotFoundError", "put the module on PYTHONPATH")),
+    Case("builder-raises", user_model("user_models:raises"), 2,
+         ("model.mine: user_models:raises raised ValueError: width must be even",
+          "fix the builder or its settings under model.mine")),
+    Case("builder-rejects-the-input-shape", user_model("user_models:wrong_input"), 2,
+         ("model.mine: the module from user_models:wrong_input fails on an input of shape (1, 1, 8, 8)",
+          "make it accept (batch, 1, 8, 8)")),
     Case("sweep-unknown-key", sweep("-S", "train.lr=0.001,0.003", "-S", "train.learning_rate=1"), 2,
          ("params.yaml: sweep: 'train.learning_rate' is not a setting", "use a dotted path to an existing key")),
     Case("sweep-bad-value-in-one-cell", sweep("-S", "train.epochs=2,0"), 2,

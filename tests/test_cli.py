@@ -32,7 +32,7 @@ def test_help_describes_every_stage_and_option(tmp_path: Path) -> None:
         sub = run(["convbench", command, "--help"], tmp_path, COLUMNS="200")
         assert sub.returncode == 0 and "--params" in sub.stdout and summary[:40] in sub.stdout
     train_help = run(["convbench", "train", "--help"], tmp_path, COLUMNS="200").stdout
-    assert "--model" in train_help and "--seed" in train_help and "cnn|mlp" in train_help
+    assert "--model" in train_help and "--seed" in train_help and "one of `models` in params.yaml" in train_help
 
 
 @pytest.mark.parametrize(
@@ -89,9 +89,12 @@ def test_one_cell_trains_alone_like_dvc_would(tmp_path: Path) -> None:
     assert only.info.run_name == "cnn-s0" and "test_accuracy" in only.data.metrics
 
 
-def test_unknown_model_is_a_usage_error(tmp_path: Path) -> None:
-    result = run(["convbench", "train", "--model", "vit"], tmp_path, COLUMNS="200")
-    assert result.returncode == 2 and "'vit' is not one of 'cnn', 'mlp'" in result.stderr
+def test_a_model_not_in_models_is_a_usage_error(tmp_path: Path) -> None:
+    write_params(tmp_path / "params.yaml", {})
+    result = run(["convbench", "train", "--model", "lcn"], tmp_path, COLUMNS="200")
+    assert result.returncode == 2
+    assert result.stderr == ("convbench: error: --model lcn: not in models ['cnn', 'mlp'] of params.yaml; pick one of "
+                             "them or add it\n")
 
 
 def _wait_for(condition, seconds: float, what: str):

@@ -1,6 +1,9 @@
-"""Model registry: the textbook CNN, the matched MLP, and every input shape in the catalog."""
+"""Model registry: the built-ins, parameter matching, the LCN's geometry, user builders, and the ladder."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,21 +11,27 @@ from torch import nn
 
 from pipeline import models
 from pipeline.errors import ParamsError
-from pipeline.params import ModelParams, validate_params
+from pipeline.params import Params, validate_params
 from tests.helpers import params_with
 
-
-def model_params(**overrides: object) -> ModelParams:
-    return validate_params(params_with(overrides)).model
+LADDER = ["linear", "mlp", "lcn", "cnn"]
 
 
-def test_registry_covers_every_model_section() -> None:
-    assert set(models.REGISTRY) == set(ModelParams.model_fields) == {"cnn", "mlp"}
+def params(**overrides: object) -> Params:
+    return validate_params(params_with(overrides))
+
+
+def built(configs: dict[str, models.ModelConfig]) -> dict[str, nn.Module]:
+    return {name: models.build(config) for name, config in configs.items()}
+
+
+def test_registry_holds_the_built_ins_with_their_roles() -> None:
+    assert {name: arch.role for name, arch in models.REGISTRY.items()} == {
+        "linear": "linear", "mlp": "dense", "cnn": "shared", "lcn": "local", "mnist1d_mlp": "dense", "mnist1d_cnn": "shared"}
 
 
 def test_default_cnn_is_the_textbook_model() -> None:
-    config = models.resolve(model_params(), (1, 28, 28), 10)["cnn"]
-    cnn = models.build(config)
+    cnn = models.build(models.resolve(params(), (1, 28, 28), 10)["cnn"])
     kinds = [type(layer) for layer in cnn]
     assert kinds == [nn.Conv2d, nn.MaxPool2d, nn.ReLU, nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
     conv, dense, head = cnn[0], cnn[4], cnn[6]
@@ -35,49 +44,125 @@ def test_default_cnn_is_the_textbook_model() -> None:
     assert cnn(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_ladder_built_ins_have_the_counts_worked_out_by_hand() -> None:
+    counts = {m: models.count_params(module) for m, module in built(models.resolve(params(models=LADDER), (1, 28, 28), 10)).items()}
+    assert counts["linear"] == 784 * 10 + 10
+    assert counts["mlp"] == 795 * 873 + 10  # 784h + h + 10h + 10 closest to the CNN's 693,962 at h = 873
+    # The LCN: one 3x3 filter and bias per output position (26 x 26) and channel, then the CNN's head.
+    assert counts["lcn"] == 26 * 26 * 32 * (9 + 1) + (32 * 13 * 13 * 128 + 128) + (128 * 10 + 10) == 909_962
+    assert counts["cnn"] == 693_962
+
+
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8), (1, 40)])
-def test_mlp_matches_cnn_parameters_within_one_percent(shape: tuple[int, ...]) -> None:
-    configs = models.resolve(model_params(), shape, 10)
-    cnn, mlp = (models.build(configs[name]) for name in ("cnn", "mlp"))
-    cnn_params, mlp_params = models.count_params(cnn), models.count_params(mlp)
-    assert abs(mlp_params - cnn_params) / cnn_params <= 0.01
+def test_every_built_in_runs_on_every_catalog_shape(shape: tuple[int, ...]) -> None:
+    modules = built(models.resolve(params(models=LADDER), shape, 10))
+    counts = {name: models.count_params(module) for name, module in modules.items()}
+    assert abs(counts["mlp"] - counts["cnn"]) / counts["cnn"] <= 0.01
     x = torch.zeros((3, *shape))
-    assert cnn(x).shape == mlp(x).shape == (3, 10)
+    assert {name: tuple(module(x).shape) for name, module in modules.items()} == {name: (3, 10) for name in LADDER}
 
 
-def test_default_mlp_width_is_solved_exactly() -> None:
-    mlp = models.resolve(model_params(), (1, 28, 28), 10)["mlp"]
-    # 784*h + h + 10*h + 10 = 795h + 10 closest to 693,962 -> h = 873 (694,045 params, +0.012%).
-    assert mlp["hidden"] == [873]
-    assert models.count_params(models.build(mlp)) == 795 * 873 + 10
+def test_lcn_is_a_convolution_without_weight_sharing() -> None:
+    """With every position's filter set to the same weights, the LCN computes exactly the CNN's function."""
+    configs = models.resolve(params(models=["cnn", "lcn"]), (1, 12, 12), 10)
+    cnn, lcn = models.build(configs["cnn"]), models.build(configs["lcn"])
+    conv, local = cnn[0], lcn[0]
+    assert isinstance(local, models.LocallyConnected) and local.out_size == (10, 10)
+    with torch.no_grad():
+        local.weight.copy_(conv.weight.reshape(1, 32, 9).expand_as(local.weight))
+        local.bias.copy_(conv.bias.reshape(32, 1).expand_as(local.bias))
+        for a, b in zip(list(cnn)[1:], list(lcn)[1:]):
+            b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 1, 12, 12)
+    torch.testing.assert_close(lcn(x), cnn(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        local.weight[5].add_(1.0)  # one position's filter changes: only that position's outputs move
+    assert not torch.allclose(lcn(x), cnn(x))
+
+
+def test_lcn_follows_its_geometry_source() -> None:
+    custom = {"model.cnn.conv": [{"channels": 4, "kernel": 5, "padding": 2, "pool": 2}], "model.cnn.hidden": [16]}
+    configs = models.resolve(params(models=["cnn", "lcn"], **custom), (1, 40), 10)
+    assert configs["lcn"].settings["conv"] == configs["cnn"].settings["conv"] and configs["lcn"].settings["hidden"] == [16]
+    with pytest.raises(ParamsError, match=r"model.lcn.geometry: 'mlp' has no conv blocks to copy"):
+        models.resolve(params(models=["mlp", "lcn"], reference="mlp", **{"model.lcn": {"geometry": "mlp"}}), (1, 40), 10)
+
+
+def test_mnist1d_reference_models_match_the_authors_counts() -> None:
+    configs = models.resolve(params(models=["mnist1d_cnn", "mnist1d_mlp", "linear"], reference=None), (1, 40), 10)
+    modules = built(configs)
+    assert {m: models.count_params(module) for m, module in modules.items()} == {
+        "mnist1d_cnn": 5_210, "mnist1d_mlp": 15_210, "linear": 410}
+    convs = [layer for layer in modules["mnist1d_cnn"] if isinstance(layer, nn.Conv1d)]
+    assert [(c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == [(5, 2, 1), (3, 2, 1), (3, 2, 1)]
+    assert not any(isinstance(layer, nn.MaxPool1d) for layer in modules["mnist1d_cnn"])
+    residual = next(layer for layer in modules["mnist1d_mlp"] if isinstance(layer, models.Residual))
+    h = torch.randn(2, 100)
+    assert torch.equal(residual(h), h + residual.layer(h))
 
 
 def test_deeper_mlp_is_matched_too() -> None:
-    configs = models.resolve(model_params(**{"model.mlp.depth": 2}), (1, 28, 28), 10)
-    cnn_params = models.count_params(models.build(configs["cnn"]))
-    mlp_params = models.count_params(models.build(configs["mlp"]))
-    assert len(configs["mlp"]["hidden"]) == 2
-    assert abs(mlp_params - cnn_params) / cnn_params <= 0.01
+    configs = models.resolve(params(**{"model.mlp.depth": 2}), (1, 28, 28), 10)
+    counts = {m: models.count_params(module) for m, module in built(configs).items()}
+    assert configs["mlp"].settings["depth"] == 2 and abs(counts["mlp"] - counts["cnn"]) / counts["cnn"] <= 0.01
 
 
 def test_match_none_uses_fixed_width() -> None:
-    configs = models.resolve(model_params(**{"model.mlp.match": "none", "model.mlp.width": 64}), (1, 28, 28), 10)
-    assert configs["mlp"]["hidden"] == [64]
+    configs = models.resolve(params(**{"model.mlp.match": "none", "model.mlp.width": 64}), (1, 28, 28), 10)
+    assert configs["mlp"].settings["width"] == 64
+
+
+def test_models_are_sized_against_the_reference_not_the_first_entry() -> None:
+    configs = models.resolve(params(models=["linear", "mlp", "cnn"], reference="cnn"), (1, 28, 28), 10)
+    assert configs["mlp"].settings["width"] == 873
+    with pytest.raises(ParamsError, match=r"model.mlp: cannot match the reference linear's 7,850 parameters"):
+        models.resolve(params(models=["linear", "mlp"], reference=None), (1, 28, 28), 10)
 
 
 def test_image_smaller_than_receptive_field_is_a_params_error() -> None:
     with pytest.raises(ParamsError, match=r"model.cnn.conv.0: input of size 2x2 is too small"):
-        models.resolve(model_params(), (1, 2, 2), 10)
+        models.resolve(params(), (1, 2, 2), 10)
 
 
-def test_impossible_match_is_a_params_error() -> None:
-    tiny_cnn = {"model.cnn.conv": [{"channels": 1, "kernel": 3, "padding": 0, "pool": 2}], "model.cnn.hidden": []}
-    with pytest.raises(ParamsError, match=r"model.mlp: cannot match the CNN's .* parameters within 1.0%"):
-        models.resolve(model_params(**tiny_cnn), (1, 28, 28), 10)
+def test_bad_settings_name_the_alias_and_the_allowed_keys() -> None:
+    with pytest.raises(ParamsError, match=r"unknown key 'model.cnn.conv.0.stride'; allowed keys here: channels, kernel"):
+        params(**{"model.cnn.conv": [{"channels": 8, "kernel": 3, "padding": 0, "pool": 2, "stride": 2}]})
+    with pytest.raises(ParamsError, match=r"model.mlp.depth: Input should be greater than 0 \(got 0\)"):
+        params(**{"model.mlp.depth": 0})
+    with pytest.raises(ParamsError, match=r"model.mine.builder: expected \"package.module:function\", got 'nocolon'"):
+        params(models=["cnn", "mine"], **{"model.mine": {"builder": "nocolon"}})
+
+
+def test_an_alias_may_name_a_registered_architecture() -> None:
+    wide = {"model.wide": {"arch": "cnn", "conv": [{"channels": 64, "kernel": 3, "padding": 0, "pool": 2}], "hidden": [128]}}
+    configs = models.resolve(params(models=["cnn", "wide"], **wide), (1, 28, 28), 10)
+    assert configs["wide"].arch == "cnn" and configs["wide"].label == "wide" and configs["cnn"].label == "CNN"
+    assert built(configs)["wide"][0].out_channels == 64
+
+
+def test_a_user_builder_from_any_module_is_built_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_zoo.py").write_text(
+        "import torch\n"
+        "def tiny(input_shape, num_classes, hidden=16):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[-1] * input_shape[-2], hidden),\n"
+        "                               torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    configs = models.resolve(params(models=["cnn", "tiny"], **{"model.tiny": {"builder": "my_zoo:tiny", "hidden": 7}}),
+                             (1, 8, 8), 10)
+    assert configs["tiny"].arch == "builder" and configs["tiny"].settings == {"builder": "my_zoo:tiny", "hidden": 7}
+    assert models.count_params(models.build(configs["tiny"])) == 64 * 7 + 7 + 7 * 10 + 10
+    sys.modules.pop("my_zoo", None)
+
+
+def test_ladder_needs_the_dense_local_and_shared_models_of_one_geometry() -> None:
+    assert models.ladder(models.resolve(params(models=LADDER), (1, 8, 8), 10)) == models.Ladder("mlp", "lcn", "cnn")
+    assert models.ladder(models.resolve(params(), (1, 8, 8), 10)) is None
+    assert models.ladder(models.resolve(params(models=["cnn", "lcn"]), (1, 8, 8), 10)) is None
 
 
 def test_built_from_config_round_trips_weights() -> None:
-    config = models.resolve(model_params(), (3, 32, 32), 10)["cnn"]
+    config = models.resolve(params(), (3, 32, 32), 10)["cnn"]
     torch.manual_seed(0)
     first = models.build(config)
     second = models.build(config)
@@ -87,7 +172,7 @@ def test_built_from_config_round_trips_weights() -> None:
 
 
 def test_pool_before_relu_equals_the_textbook_order_in_outputs_and_gradients() -> None:
-    config = models.resolve(model_params(), (1, 28, 28), 10)["cnn"]
+    config = models.resolve(params(), (1, 28, 28), 10)["cnn"]
     torch.manual_seed(0)
     fast = models.build(config)
     textbook = nn.Sequential(fast[0], nn.ReLU(), nn.MaxPool2d(2), *list(fast)[3:])
@@ -100,3 +185,9 @@ def test_pool_before_relu_equals_the_textbook_order_in_outputs_and_gradients() -
         grads.append([p.grad.clone() for p in model.parameters()])
         assert torch.equal(out, textbook(x))
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_describe_reads_the_layers_off_the_built_module() -> None:
+    rows = models.describe(models.resolve(params(models=["lcn", "cnn"]), (1, 28, 28), 10)["lcn"])
+    assert rows[1] == {"layer": "LocallyConnected(1->32, k3, padding 0)", "output_shape": "32x26x26", "params": 216_320}
+    assert sum(row["params"] for row in rows) == 909_962

@@ -15,8 +15,8 @@ from tests.helpers import ROOT, default_params, params_with
 def test_default_params_file_is_valid() -> None:
     params = load_params(ROOT / "params.yaml")
     assert params.data.name == "mnist5k"
-    assert [b.channels for b in params.model.cnn.conv] == [32]
-    assert params.model.cnn.hidden == [128]
+    assert [b["channels"] for b in params.model["cnn"]["conv"]] == [32] and params.models == ["cnn", "mlp"]
+    assert params.model["cnn"]["hidden"] == [128]
     assert params.train.seeds == [0, 1, 2]
 
 
@@ -29,7 +29,7 @@ def test_default_params_file_is_valid() -> None:
         ({"train.seeds": []}, "train.seeds: List should have at least 1 item"),
         ({"train.seeds": [1, 1]}, "train.seeds: seeds must be unique"),
         ({"data.name": "nope"}, "data.name: Input should be 'mnist5k', 'digits'"),
-        ({"train.schedule": "linear"}, "train.schedule: Input should be 'onecycle' or 'cosine'"),
+        ({"train.schedule": "linear"}, "train.schedule: Input should be 'onecycle', 'cosine' or 'constant'"),
         ({"train.epochs": "ten"}, "train.epochs: Input should be a valid integer"),
         ({"data.val_fraction": 0.7}, "data.val_fraction: Input should be less than 0.5"),
     ],
@@ -64,7 +64,7 @@ def test_unknown_section_and_missing_key() -> None:
     del raw["train"]["epochs"]
     with pytest.raises(ParamsError) as caught:
         validate_params(raw)
-    assert "unknown key 'extra'; allowed keys here: data, model, train, evaluate, probes, report, tracking" in str(caught.value)
+    assert "unknown key 'extra'; allowed keys here: data, models, reference, model, train, evaluate, probes, report, tracking" in str(caught.value)
     assert "missing key 'train.epochs'" in str(caught.value)
 
 
@@ -80,7 +80,7 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 def test_not_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump([1, 2]))
-    with pytest.raises(ParamsError, match="expected a mapping with sections data, model, train"):
+    with pytest.raises(ParamsError, match="expected a mapping with sections data, models, reference, model, train"):
         load_params(path)
 
 
@@ -94,8 +94,8 @@ def test_dvc_train_stage_tracks_every_recipe_key_but_seeds() -> None:
 def test_dataset_overrides_apply_only_to_their_dataset() -> None:
     default = validate_params(params_with({}))
     mnist1d = validate_params(params_with({"data.name": "mnist1d"}))
-    assert default.train.epochs == 12 and len(default.model.cnn.conv) == 1
-    assert mnist1d.train.epochs == 20 and [b.kernel for b in mnist1d.model.cnn.conv] == [5, 5]
+    assert default.train.epochs == 12 and len(default.model["cnn"]["conv"]) == 1
+    assert mnist1d.train.epochs == 20 and [b["kernel"] for b in mnist1d.model["cnn"]["conv"]] == [5, 5]
     assert mnist1d.train.lr == default.train.lr
 
 
@@ -107,3 +107,12 @@ def test_override_of_a_missing_key_is_a_params_error() -> None:
     raw = params_with({"data.name": "mnist1d", "overrides.mnist1d": {"train.epochs": 0}})
     with pytest.raises(ParamsError, match=r"train.epochs: Input should be greater than 0"):
         validate_params(raw)
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda path: path.stem)
+def test_presets_are_complete_valid_params_files(preset: Path) -> None:
+    params = load_params(preset)
+    assert set(params.model_dump()) == set(load_params(ROOT / "params.yaml").model_dump())
+    assert params.reference_model in params.models
+    published = params.report.published
+    assert published is None or set(published.accuracy) <= set(params.models)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+
+import yaml
 from dvc.repo import Repo
 
 from pipeline import paths
@@ -17,7 +20,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
         "prepare": {str(paths.prepared_tensors(name)), str(paths.prepared_manifest(name))},
         "report": {str(paths.report_markdown()), str(paths.report_html()), str(paths.figures_dir())},
     }
-    for model in ("cnn", "mlp"):
+    for model in params.models:
         for seed in params.train.seeds:
             expected[f"train@{model}-{seed}"] = {str(paths.checkpoint(model, seed)), str(paths.curves(model, seed))}
             expected[f"evaluate@{model}-{seed}"] = {str(paths.metrics(model, seed)), str(paths.predictions(model, seed))}
@@ -29,3 +32,49 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
 def test_cell_names() -> None:
     assert paths.cell("cnn", 2) == "cnn-s2"
     assert str(paths.metrics("mlp", 0)) == "metrics/mlp-s0.json"
+
+
+STAGE_MODULES = {"download": "download", "prepare": "prepare", "train": "train", "evaluate": "evaluate",
+                 "probe": "probes", "report": "report"}
+LEAVES = {*STAGE_MODULES.values(), "sweep", "cli"}
+
+
+def imported_modules(module: str) -> set[str]:
+    """The pipeline modules `module` imports anywhere in its source (function-level imports included)."""
+    tree = ast.parse((ROOT / "pipeline" / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("pipeline.")}
+        elif isinstance(node, ast.ImportFrom) and node.module == "pipeline":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def closure(module: str) -> set[str]:
+    """`module` and every pipeline module it reaches through imports."""
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += sorted(imported_modules(current))
+    return seen
+
+
+def test_no_stage_module_imports_another_stage() -> None:
+    for stage in LEAVES - {"cli"}:  # cli is the thin layer over every stage
+        assert imported_modules(stage) & LEAVES == set(), stage
+    shared = {path.stem for path in (ROOT / "pipeline").glob("*.py")} - LEAVES - {"__init__", "__main__"}
+    for layer in shared:
+        assert imported_modules(layer) & LEAVES == set(), f"shared layer {layer} imports a stage"
+
+
+def test_every_stage_depends_on_exactly_the_code_it_runs() -> None:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGE_MODULES)
+    for stage, module in STAGE_MODULES.items():
+        declared = {dep for dep in stages[stage]["deps"] if dep.startswith("pipeline/")}
+        assert declared == {f"pipeline/{name}.py" for name in closure(module)}, stage

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import paths
@@ -90,3 +91,42 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
     assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout, status.stdout
     assert (clone / paths.checkpoint("cnn", 0)).is_file() and (clone / paths.report_html()).is_file()
     assert repro(clone) == set(), "a teammate's dvc pull && dvc repro re-runs nothing"
+
+
+ZOO = '''
+import torch
+
+
+def small_convnet(input_shape, num_classes, channels=4):
+    """A user's own model: one strided conv and a linear head."""
+    in_channels, height, width = input_shape
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, channels, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(channels * ((height + 1) // 2) * ((width + 1) // 2), num_classes))
+'''
+
+
+def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Path) -> None:
+    """A third model from a module outside convbench (no edits to convbench) reaches metrics, report and MLflow."""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "my_zoo.py").write_text(ZOO)
+    project = copy_project(tmp_path / "project", **{"data.name": "digits", "models": ["cnn", "mlp", "mine"],
+                                                    "model.mine": {"builder": "my_zoo:small_convnet", "channels": 6}})
+    result = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ran = set(re.findall(r"Running stage '([^']+)'", result.stdout))
+    assert {"train@mine-0", "evaluate@mine-0", "report"} <= ran
+    metrics = json.loads((project / paths.metrics("mine", 0)).read_text())
+    assert metrics["arch"] == "builder" and metrics["params"] == (6 * 9 + 6) + (6 * 4 * 4 * 10 + 10)
+    report = (project / paths.report_markdown()).read_text()
+    assert "convbench: CNN vs MLP vs mine on `digits`" in report
+    accuracy_row = next(line for line in report.splitlines() if line.startswith("| mine "))
+    assert f"{metrics['test_accuracy']:.4f}" in accuracy_row
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("convbench-digits").experiment_id
+    (comparison,) = client.search_runs([experiment_id], "tags.`convbench.kind` = 'comparison'")
+    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{comparison.info.run_id}'")
+    assert sorted((r.info.run_name, r.info.status) for r in children) == [
+        ("cnn-s0", "FINISHED"), ("mine-s0", "FINISHED"), ("mlp-s0", "FINISHED")]
+    assert comparison.data.metrics["mine_accuracy_mean"] == pytest.approx(metrics["test_accuracy"])

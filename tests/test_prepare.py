@@ -12,7 +12,8 @@ import torch
 from pipeline.download import download
 from pipeline.errors import DataError
 from pipeline.params import validate_params
-from pipeline.prepare import load_prepared, prepare, stratified_split
+from pipeline.data import load_prepared
+from pipeline.prepare import prepare, stratified_split
 from tests.helpers import params_with
 from tests.torchvision_files import make_mnist_family
 
@@ -52,11 +53,11 @@ def test_mnist5k_prepared_balanced_with_train_only_statistics(mnist5k: tuple[Pat
     manifest = json.loads(manifest_path.read_text())
     assert manifest["sizes"] == {"train": 3500, "val": 500, "test": 1000}
     assert manifest["class_counts"]["test"] == [100] * 10
-    assert prepared.tensors["train_x"].dtype == torch.uint8 and prepared.input_shape == (1, 28, 28)
-    train = prepared.tensors["train_x"].double() / 255
+    assert prepared.splits.train.x.dtype == torch.uint8 and prepared.input_shape == (1, 28, 28)
+    train = prepared.splits.train.x.double() / 255
     assert prepared.mean[0] == pytest.approx(train.mean().item(), rel=1e-9)
     assert prepared.std[0] == pytest.approx(train.std().item(), rel=1e-9)
-    everything = torch.cat([prepared.tensors[f"{s}_x"] for s in ("train", "val", "test")]).double() / 255
+    everything = torch.cat([getattr(prepared.splits, s).x for s in ("train", "val", "test")]).double() / 255
     assert prepared.mean[0] != pytest.approx(everything.mean().item(), rel=1e-6)
 
 

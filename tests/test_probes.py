@@ -1,73 +1,46 @@
-"""Probe transforms on tiny inputs, and a real permutation sweep on digits."""
+"""The probe stage on real digits, and the probe section's claims on synthetic numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import paths
+from pipeline import models, paths
 from pipeline.params import validate_params
-from pipeline.probes import (
-    invert_permutation,
-    permutation,
-    permute_pixels,
-    scaled_model_params,
-    shift,
-    shift_directions,
-    stratified_subset,
+from pipeline.probe_report import (
+    Cast,
+    advantage_by_setting,
+    drop_claim,
+    fraction_claim,
+    interval_points,
+    load_probes,
+    permutation_claim,
+    probe_section,
+    robustness_table,
+    size_claim,
 )
+from pipeline.probes import scaled_params
+from pipeline.render import Document, to_markdown
+from pipeline.report import load_metrics
 from tests.conftest import Workspace
 from tests.helpers import params_with
 
 
-def test_shift_moves_pixels_and_fills_with_zeros() -> None:
-    image = torch.arange(1, 10, dtype=torch.float32).reshape(1, 1, 3, 3)
-    right = shift(image, (0, 1))[0, 0]
-    assert right.tolist() == [[0, 1, 2], [0, 4, 5], [0, 7, 8]]
-    up = shift(image, (-1, 0))[0, 0]
-    assert up.tolist() == [[4, 5, 6], [7, 8, 9], [0, 0, 0]]
-    assert torch.equal(shift(image, (0, 0)), image)
-    assert shift(image, (3, 0)).abs().sum() == 0, "shifting by the whole size leaves nothing"
-    signal = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
-    assert shift(signal, (2,))[0, 0].tolist() == [0, 0, 1, 2]
-
-
-def test_shift_directions_cover_every_axis_both_ways() -> None:
-    assert shift_directions(0, 2) == [(0, 0)]
-    assert sorted(shift_directions(2, 2)) == [(-2, 0), (0, -2), (0, 2), (2, 0)]
-    assert sorted(shift_directions(1, 1)) == [(-1,), (1,)]
-
-
-def test_permutation_is_fixed_per_seed_and_invertible() -> None:
-    order = permutation((4, 4), seed=3)
-    assert torch.equal(order, permutation((4, 4), seed=3)) and not torch.equal(order, permutation((4, 4), seed=4))
-    assert sorted(order.tolist()) == list(range(16))
-    images = torch.randn(5, 3, 4, 4)
-    scrambled = permute_pixels(images, order)
-    assert not torch.equal(scrambled, images)
-    assert torch.equal(permute_pixels(scrambled, invert_permutation(order)), images)
-    # the same spatial shuffle for every channel: channel c of pixel p comes from channel c
-    assert torch.equal(scrambled[:, 1].reshape(5, -1), images[:, 1].reshape(5, -1)[:, order])
-
-
-def test_fraction_subset_is_stratified_and_repeatable() -> None:
-    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
-    chosen = stratified_subset(labels, 0.2, seed=0)
-    assert len(chosen) == 20 and torch.equal(chosen, stratified_subset(labels, 0.2, seed=0))
-    assert torch.bincount(labels[chosen]).tolist() == [12, 6, 2]
-    assert torch.equal(chosen, chosen.sort().values)
-    assert torch.equal(stratified_subset(labels, 1.0, seed=0), torch.arange(100))
-    assert set(torch.unique(labels[stratified_subset(labels, 0.01, seed=0)]).tolist()) == {0, 1, 2}
-
-
-def test_size_scaling_scales_channels_and_hidden_widths() -> None:
-    model = validate_params(params_with({})).model
-    doubled = scaled_model_params(model, 2.0)
-    assert doubled.cnn.conv[0].channels == 64 and doubled.cnn.hidden == [256]
-    assert doubled.cnn.conv[0].kernel == model.cnn.conv[0].kernel and doubled.mlp == model.mlp
+def test_size_scaling_scales_every_built_in_and_rematches() -> None:
+    params = validate_params(params_with({"models": ["linear", "mlp", "lcn", "cnn"]}))
+    doubled = scaled_params(params, 2.0)
+    assert doubled.model["cnn"]["conv"][0]["channels"] == 64 and doubled.model["cnn"]["hidden"] == [256]
+    assert doubled.model["cnn"]["conv"][0]["kernel"] == params.model["cnn"]["conv"][0]["kernel"]
+    configs = models.resolve(doubled, (1, 28, 28), 10)
+    counts = {m: models.count_params(models.build(c)) for m, c in configs.items()}
+    assert abs(counts["mlp"] - counts["cnn"]) / counts["cnn"] <= 0.01, "the MLP is matched again at the new size"
+    assert configs["lcn"].settings["conv"] == configs["cnn"].settings["conv"], "the LCN keeps the scaled CNN's geometry"
+    assert counts["cnn"] > 2 * models.count_params(models.build(models.resolve(params, (1, 28, 28), 10)["cnn"]))
 
 
 def test_permutation_sweep_writes_rows_and_tagged_runs(workspace: Workspace) -> None:
@@ -97,11 +70,66 @@ def test_robustness_at_zero_shift_and_noise_is_the_test_accuracy(workspace: Work
     assert metrics["robustness"]["shift"]["4"] < metrics["robustness"]["shift"]["0"]
 
 
-def test_report_states_each_claim_and_its_verdict(workspace: Workspace) -> None:
+def test_report_states_each_claim_with_the_verdict_its_numbers_give(workspace: Workspace) -> None:
     text = (workspace.root / paths.report_markdown()).read_text()
-    assert "## Why does the CNN win? Probes" in text
-    for claim in ("CNNs are more robust to translation", "CNNs are more robust to pixel noise",
-                  "The CNN's advantage comes from spatial structure"):
-        row = next(line for line in text.splitlines() if line.startswith(f"| {claim}"))
-        assert any(v in row for v in ("**held**", "**did not hold**", "**partly held**", "**not tested**"))
+    assert "## Why does it win? Probes" in text
+    cast = Cast(["cnn", "mlp"], {"cnn": "CNN", "mlp": "MLP"}, "cnn")
+    with contextlib.chdir(workspace.root):
+        metrics = load_metrics(["cnn", "mlp"], [0, 1], "digits")
+        probes = load_probes(workspace.params, json.loads(paths.prepared_manifest("digits").read_text())["sha256"])
+    expected = [drop_claim(robustness_table(metrics, "shift", 0.95, cast), "The CNN is more robust to translation",
+                           "shift", cast, "mlp"),
+                drop_claim(robustness_table(metrics, "noise", 0.95, cast), "The CNN is more robust to pixel noise",
+                           "noise std", cast, "mlp"),
+                permutation_claim(advantage_by_setting(probes["permutation"], 0.95, cast), cast, "mlp")]
+    for claim in expected:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {claim.claim}"))
+        assert f"**{claim.held}**" in row and claim.evidence in row
     assert "](figures/robustness.png)" in text
+
+
+def _synthetic_rows(probe: str, values: list[float], lead: list[float], params_per_value: bool = False) -> pd.DataFrame:
+    """Rows of a probe file: the CNN `lead[i]` ahead of the MLP at setting i, three seeds with small jitter."""
+    rows = []
+    for value, gap in zip(values, lead):
+        for seed, jitter in ((0, -0.002), (1, 0.0), (2, 0.002)):
+            for model, accuracy in (("cnn", 0.8 + gap + jitter), ("mlp", 0.8 + jitter / 2)):
+                rows.append({"probe": probe, "setting": f"{value:g}", "value": value, "model": model, "seed": seed,
+                             "params": int(1000 * value) if params_per_value else 1000, "test_accuracy": accuracy})
+    return pd.DataFrame(rows)
+
+
+def test_fraction_claim_follows_the_numbers() -> None:
+    cast = Cast(["cnn", "mlp"], {"cnn": "CNN", "mlp": "MLP"}, "cnn")
+    shrinking = advantage_by_setting(_synthetic_rows("fraction", [0.1, 0.5, 1.0], [0.10, 0.05, 0.02]), 0.95, cast)
+    growing = advantage_by_setting(_synthetic_rows("fraction", [0.1, 0.5, 1.0], [0.01, 0.05, 0.08]), 0.95, cast)
+    assert fraction_claim(shrinking, cast, "mlp").held == "held"
+    assert fraction_claim(growing, cast, "mlp").held == "did not hold"
+    assert "+10.00" in fraction_claim(shrinking, cast, "mlp").evidence
+
+
+def test_size_claim_counts_the_sizes_won() -> None:
+    cast = Cast(["cnn", "mlp"], {"cnn": "CNN", "mlp": "MLP"}, "cnn")
+    always = advantage_by_setting(_synthetic_rows("size", [0.5, 1.0, 2.0], [0.03, 0.04, 0.05], True), 0.95, cast)
+    sometimes = advantage_by_setting(_synthetic_rows("size", [0.5, 1.0, 2.0], [-0.03, 0.04, 0.05], True), 0.95, cast)
+    assert size_claim(always, cast, "mlp").held == "held"
+    claim = size_claim(sometimes, cast, "mlp")
+    assert claim.held == "partly held" and "ahead at 2 of 3 sizes (2 with an interval above zero)" in claim.evidence
+    assert "from 500 to 2,000 parameters" in claim.evidence
+
+
+def test_fraction_and_size_probes_reach_the_report_section_and_figures(tmp_path: Path) -> None:
+    from pipeline import figures
+
+    cast = Cast(["cnn", "mlp"], {"cnn": "CNN", "mlp": "MLP"}, "cnn")
+    probes = {"fraction": _synthetic_rows("fraction", [0.1, 1.0], [0.1, 0.02]),
+              "size": _synthetic_rows("size", [0.5, 2.0], [0.03, 0.05], True)}
+    points = interval_points(advantage_by_setting(probes["fraction"], 0.95, cast), cast)
+    figure = figures.fraction_curve(points, tmp_path / "data_efficiency.png")
+    assert figure.read_bytes()[:4] == b"\x89PNG" and set(points["model"]) == {"CNN", "MLP"}
+    section = probe_section(pd.DataFrame(), probes, 0.95, {"fraction": figure}, cast)
+    text = to_markdown(Document("t", [section]), tmp_path)
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "**held**" in rows["The CNN is more data-efficient than the MLP"]
+    assert "**held**" in rows["At every size the CNN beats the MLP"]
+    assert "Parameters (CNN / MLP)" in text and "](data_efficiency.png)" in text

@@ -68,8 +68,9 @@ def test_report_renders_in_headless_chromium(workspace: Workspace) -> None:
         finally:
             browser.close()
     assert errors == []
-    assert len(images) == 8 and all(width > 0 for _alt, width in images), images
-    assert headings == ["Verdict", "Accuracy", "Cost and speed", "Why does the CNN win? Probes", "What the CNN learned",
+    figures = sorted((html_path.parent / "figures").glob("*.png"))
+    assert len(images) == len(figures) == 7 and all(width > 0 for _alt, width in images), images
+    assert headings == ["Verdict", "Accuracy", "Cost and speed", "Why does it win? Probes", "What the convolution learned",
                         "Architectures"]
     assert screenshot.stat().st_size > 50_000
     print(f"screenshot: {screenshot}")

@@ -14,11 +14,16 @@ import contextlib
 from pipeline import paths
 from pipeline.errors import ConvbenchError
 from pipeline.params import ReportParams
-from pipeline.report import axes_frame, compare, load_metrics, paired_sentence, verdict
+from pipeline.report import axes_frame, compare, load_metrics, pairs_frame, verdict
 from pipeline.stats import t_interval
 from tests.conftest import Workspace
 
 SETTINGS = ReportParams(confidence=0.95, bootstrap_resamples=1000, bootstrap_seed=0)
+LABELS = {"cnn": "CNN", "mlp": "MLP"}
+
+
+def duel(metrics: pd.DataFrame, correctness: dict[str, np.ndarray]):
+    return compare(metrics, correctness, SETTINGS, ["cnn", "mlp"], "cnn", LABELS)
 
 
 def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) -> None:
@@ -28,24 +33,35 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
         interval = t_interval(accuracies, 0.95)
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} "))
         assert f"{interval.mean:.4f} ± {interval.std:.4f}" in row and f"[{interval.low:.4f}, {interval.high:.4f}]" in row
-    assert "Exact McNemar test" in text and "paired-bootstrap CI" in text
+    assert "exact McNemar test is run per seed" in text and "paired-bootstrap CI" in text
     for axis in ("Forward FLOPs / image (MFLOP)", "Inference @ batch 1 (img/s)", "Inference @ batch 256 (img/s)",
                  "Latency @ batch 1, p95 (ms)", "MFU, training (%)", "Peak memory, training step (MiB)"):
         assert f"| {axis}" in text
     assert "| Parameters " in text and "tie (within 1%)" in text
-    for figure in ("learning_curves", "confusion_matrices", "accuracy_vs_cost", "throughput_vs_batch", "cnn_filters",
-                   "misclassified", "architectures"):
+    for figure in ("learning_curves", "confusion_matrices", "throughput_vs_batch", "filters", "misclassified",
+                   "architectures"):
         assert f"](figures/{figure}.png)" in text
         assert (workspace.root / paths.figures_dir() / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    # Matched sizes: accuracy against parameters would be two points at one x, so it is left out.
+    assert "accuracy_vs_cost" not in text and not (workspace.root / paths.figures_dir() / "accuracy_vs_cost.png").exists()
     assert "```mermaid\ngraph TD" in text and "| Linear(5408->128)" not in text  # digits are 8x8: 32*3*3 features
     assert "| Linear(288->128)" in text
-    assert "`digits`" in text
+    assert "`digits`" in text and "The recipe was not tuned per model" in text
+    assert "## What each inductive bias buys" not in text, "no ladder without an LCN"
 
 
-def test_learning_curve_figure_is_a_png(workspace: Workspace) -> None:
-    figure = workspace.root / paths.figures_dir() / "learning_curves.png"
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert figure.stat().st_size > 10_000
+def test_learning_curves_draw_one_series_per_model(tmp_path) -> None:
+    from matplotlib.image import imread
+
+    from pipeline import figures
+
+    curves = pd.DataFrame([{"model": model, "seed": 0, "epoch": epoch, "train_loss": 1 / epoch, "val_loss": 1 / epoch,
+                            "train_accuracy": 0.5, "val_accuracy": 0.5} for model in ("A", "B", "C") for epoch in (1, 2)])
+    assert figures.palette(["A", "B", "C", "A"]) == {"A": "C0", "B": "C1", "C": "C2"}
+    picture = imread(figures.learning_curves(curves, tmp_path / "curves.png"))
+    colours = {tuple(np.round(pixel[:3], 2)) for pixel in picture.reshape(-1, picture.shape[-1])}
+    tab10 = {"C0": (0.12, 0.47, 0.71), "C1": (1.0, 0.5, 0.05), "C2": (0.17, 0.63, 0.17)}
+    assert all(any(np.allclose(colour, c, atol=0.02) for c in colours) for colour in tab10.values()), "a line per model"
 
 
 def test_comparison_run_carries_the_report(workspace: Workspace) -> None:
@@ -56,12 +72,12 @@ def test_comparison_run_carries_the_report(workspace: Workspace) -> None:
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/comparison.md", "report/comparison.html"} <= artifacts
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "report/figures")}
-    assert "report/figures/confusion_matrices.png" in figures and "report/figures/cnn_filters.png" in figures
+    assert "report/figures/confusion_matrices.png" in figures and "report/figures/filters.png" in figures
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     assert sorted(child.info.run_name for child in children) == ["cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1"]
     assert run.data.metrics["cnn_parameters"] == json.loads((workspace.root / paths.metrics("cnn", 0)).read_text())["params"]
-    assert 0 <= run.data.metrics["mcnemar_p_value"] <= 1
-    assert run.data.metrics["accuracy_difference_ci_low"] <= run.data.metrics["accuracy_difference"]
+    assert 0 <= run.data.metrics["mlp_mcnemar_p_holm"] <= 1
+    assert run.data.metrics["mlp_lead_of_reference_ci_low"] <= run.data.metrics["mlp_lead_of_reference"]
 
 
 def _metrics(cnn_accuracy: float, mlp_accuracy: float, cnn_speed: float = 1000.0) -> pd.DataFrame:
@@ -87,8 +103,8 @@ def _correctness(cnn_right: int, mlp_right: int, items: int = 1000) -> dict[str,
 
 
 def test_verdict_follows_the_numbers() -> None:
-    cnn_ahead = verdict(compare(_metrics(0.97, 0.95), _correctness(970, 950), SETTINGS))
-    mlp_ahead = verdict(compare(_metrics(0.95, 0.97), _correctness(950, 970), SETTINGS))
+    cnn_ahead = verdict(duel(_metrics(0.97, 0.95), _correctness(970, 950)), _metrics(0.97, 0.95))
+    mlp_ahead = verdict(duel(_metrics(0.95, 0.97), _correctness(950, 970)), _metrics(0.95, 0.97))
     assert cnn_ahead.startswith("The CNN is more accurate than the MLP by 2.00 percentage points")
     assert mlp_ahead.startswith("The MLP is more accurate than the CNN by 2.00 percentage points")
     assert "the same parameter budget" in cnn_ahead and "3.00x the MLP's FLOPs per image" in cnn_ahead
@@ -97,34 +113,86 @@ def test_verdict_follows_the_numbers() -> None:
 
 
 def test_verdict_says_when_accuracy_is_indistinguishable() -> None:
-    tied = compare(_metrics(0.951, 0.950), _correctness(951, 950), SETTINGS)
-    assert tied.accuracy_winner is None and tied.mcnemar.p_value == pytest.approx(0.25)  # 3 discordant, all one way
-    assert verdict(tied).startswith("On accuracy the two models are statistically indistinguishable")
-    assert "**not significant**" in paired_sentence(tied)
+    tied = duel(_metrics(0.951, 0.950), _correctness(951, 950))
+    assert not tied.significant("mlp") and tied.pairs["mlp"].p_holm == pytest.approx(1.0)  # 1 discordant image per seed
+    assert verdict(tied, _metrics(0.951, 0.950)).startswith(
+        "On accuracy the CNN and the MLP are statistically indistinguishable")
+    assert pairs_frame(tied)["Verdict"].tolist() == ["not significant"]
+
+
+def test_verdict_states_no_speed_ratio_the_table_does_not_back() -> None:
+    metrics = _metrics(0.97, 0.95, cnn_speed=4001.0)  # the CNN's speed is within the seeds' spread of the MLP's
+    comparison = duel(metrics, _correctness(970, 950))
+    better = axes_frame(comparison).set_index("Axis")["Better"]
+    assert better["Inference @ batch 256 (img/s)"].startswith("neither (not significant")
+    text = verdict(comparison, metrics)
+    assert "runs inference at" not in text and "trains at" not in text and "x its speed" not in text
+    assert "its inference speed (batch 256) does not differ significantly" in text
+
+
+def test_mcnemar_is_per_seed_and_holm_corrected_across_pairs() -> None:
+    three = pd.concat([_metrics(0.97, 0.95), _metrics(0.97, 0.96).query("model == 'mlp'").assign(model="lcn")])
+    index = np.arange(1000)
+    correctness = {"cnn": np.stack([index < 970] * 3), "mlp": np.stack([index < 950] * 3),
+                   "lcn": np.stack([index < 962, index < 968, index < 975])}  # one seed beats the CNN
+    comparison = compare(three, correctness, SETTINGS, ["cnn", "mlp", "lcn"], "cnn", {**LABELS, "lcn": "LCN"})
+    mlp, lcn = comparison.pairs["mlp"], comparison.pairs["lcn"]
+    assert [t.only_a_correct for t in mlp.per_seed] == [20, 20, 20] and len(lcn.per_seed) == 3
+    assert lcn.p_value == max(t.p_value for t in lcn.per_seed) and lcn.p_value > 0.05
+    assert mlp.p_holm == pytest.approx(2 * mlp.p_value) and lcn.p_holm == pytest.approx(lcn.p_value)  # Holm step-down
+    assert comparison.significant("mlp") and not comparison.significant("lcn")
+    table = axes_frame(comparison)
+    assert list(table.columns) == ["Axis", "CNN", "MLP", "LCN", "Best"]
 
 
 def test_axes_name_the_better_model_only_when_significant() -> None:
-    rows = compare(_metrics(0.97, 0.95, cnn_speed=1000.0), _correctness(970, 950), SETTINGS).axes.set_index("label")
-    assert rows.loc["Parameters", "winner"] == "tie"
-    assert rows.loc["Forward FLOPs / image", "winner"] == "mlp" and rows.loc["Forward FLOPs / image", "ratio"] == 3.0
-    assert rows.loc["Inference @ batch 256", "winner"] == "mlp"  # 4x faster, tiny spread
-    assert rows.loc["Training-step FLOPs / image", "winner"] == "tie"
-    assert rows.loc["Time to final accuracy", "winner"] == "not significant"  # identical per-seed values
-    assert rows.loc["Latency @ batch 1, median", "p_value"] == 1.0
-    close = compare(_metrics(0.97, 0.95, cnn_speed=4001.0), _correctness(970, 950), SETTINGS).axes.set_index("label")
-    assert close.loc["Inference @ batch 256", "winner"] == "not significant"
-    better = axes_frame(compare(_metrics(0.97, 0.95, 4001.0), _correctness(970, 950), SETTINGS)).set_index("Axis")["Better"]
-    assert better["Inference @ batch 256 (img/s)"].startswith("neither (not significant")
+    rows = duel(_metrics(0.97, 0.95, cnn_speed=1000.0), _correctness(970, 950)).axes.set_index("key")
+    assert rows.loc["parameters", "winner"] == "tie"
+    assert rows.loc["forward_flops_image", "winner"] == "mlp" and rows.loc["forward_flops_image", "ratio"] == 3.0
+    assert rows.loc["inference_batch_256", "winner"] == "mlp"  # 4x faster, tiny spread
+    assert rows.loc["training_step_flops_image", "winner"] == "tie"
+    assert rows.loc["time_to_final_accuracy", "winner"] == "not significant"  # identical per-seed values
+    assert rows.loc["latency_batch_1_median", "p_value"] == 1.0
+    close = duel(_metrics(0.97, 0.95, cnn_speed=4001.0), _correctness(970, 950)).axes.set_index("key")
+    assert close.loc["inference_batch_256", "winner"] == "not significant"
+    better = axes_frame(duel(_metrics(0.97, 0.95, 4001.0), _correctness(970, 950))).set_index("Axis")["Better"]
     assert better["Parameters"] == "tie (within 1%)" and better["Forward FLOPs / image (MFLOP)"] == "**MLP** (3.00x lower)"
 
 
 def test_metrics_of_another_dataset_are_refused(workspace: Workspace) -> None:
     with contextlib.chdir(workspace.root), pytest.raises(ConvbenchError) as caught:
-        load_metrics(("cnn", "mlp"), [0, 1], "mnist5k")
+        load_metrics(["cnn", "mlp"], [0, 1], "mnist5k")
     assert "metrics of cnn-s0 (digits), cnn-s1 (digits)" in str(caught.value)
     assert str(caught.value).endswith("are not for data.name 'mnist5k'; run `dvc repro` (or train and evaluate)")
 
 
 def test_missing_cell_names_the_command_to_run(workspace: Workspace) -> None:
     with contextlib.chdir(workspace.root), pytest.raises(ConvbenchError, match=r"metrics/cnn-s7.json is missing; run `convbench evaluate --model cnn --seed 7` first"):
-        load_metrics(("cnn",), [7], "digits")
+        load_metrics(["cnn"], [7], "digits")
+
+
+def test_ladder_splits_the_lead_into_locality_and_weight_sharing(tmp_path) -> None:
+    from pipeline.models import Ladder
+    from pipeline.report import ladder_section, ladder_sentence, ladder_steps
+
+    index = np.arange(1000)
+    correctness = {"mlp": np.stack([index < 950] * 3), "lcn": np.stack([index < 955] * 3),
+                   "cnn": np.stack([index < 975] * 3)}
+    rungs = Ladder("mlp", "lcn", "cnn")
+    steps, contrast = ladder_steps(rungs, correctness, SETTINGS)
+    assert [(s.name, round(s.gain.difference, 3)) for s in steps] == [("locality", 0.005), ("weight sharing", 0.02)]
+    assert contrast.difference == pytest.approx(0.015) and contrast.low > 0
+    labels = {"mlp": "MLP", "lcn": "LCN", "cnn": "CNN"}
+    sentence = ladder_sentence(rungs, steps, contrast, labels)
+    assert sentence.startswith("Of the CNN's +2.50-point lead over the MLP, locality (LCN − MLP) +0.50 points")
+    assert "Weight sharing buys more than locality" in sentence
+    even = {"mlp": correctness["mlp"], "lcn": np.stack([index < 962] * 3), "cnn": np.stack([index < 975] * 3)}
+    steps_even, contrast_even = ladder_steps(rungs, even, SETTINGS)
+    assert "cannot be told from these numbers" in ladder_sentence(rungs, steps_even, contrast_even, labels)
+    metrics = pd.concat([_metrics(0.975, 0.95), _metrics(0.955, 0.95).query("model == 'cnn'").assign(model="lcn")])
+    comparison = compare(metrics, correctness, SETTINGS, ["mlp", "lcn", "cnn"], "cnn", labels)
+    figure = tmp_path / "ladder.png"
+    figure.write_bytes(b"\x89PNG")
+    section = ladder_section(rungs, steps, contrast, comparison, figure)
+    table = section.blocks[1].frame
+    assert table["Models"].tolist() == ["LCN − MLP", "CNN − LCN"] and table["Share of the total"].tolist() == ["20%", "80%"]
