@@ -307,10 +307,11 @@ def ui(
     """Open the MLflow UI on the store convbench logs to (tracking.uri, $MLFLOW_TRACKING_URI or mlflow.db)."""
 
     def run(params: Params) -> None:
-        from pipeline.tracking import tracking_uri
+        from pipeline.tracking import training_runs_url, tracking_uri
 
         uri = tracking_uri(params.tracking)
-        typer.echo(f"ui: serving {uri} at http://{host}:{port}", err=True)
+        page = training_runs_url(params.tracking, params.data.name, f"http://{host}:{port}")
+        typer.echo(f"ui: serving {uri}; the training runs of {params.data.name} are at {page}", err=True)
         os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
 
     _stage(run, params_path)

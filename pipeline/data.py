@@ -2,6 +2,8 @@
 
 Raw files live under `<root>/<name>/`. For torchvision datasets that folder is the
 torchvision `root`, so its layout is exactly torchvision's (MNIST/raw/..., cifar-10-batches-py/...).
+`<root>` may also be a torchvision root itself, as `torchvision.datasets.MNIST(root, download=True)` leaves
+it (`<root>/MNIST/raw/...`): the files are then read where they are, never copied (see `torchvision_root`).
 Heavy imports (torchvision, sklearn, mlxtend) happen inside the functions that need them.
 """
 
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 
 EMBEDDED_FILE = "images.npz"
 SPLITS = ("train", "val", "test")
+# Written to <root>/<name>/ when a torchvision set is read in place from <root>: that folder is the download
+# stage's DVC output, and DVC 3 needs it to exist (and caches what is in it, so not the images themselves).
+IN_PLACE_MANIFEST = "torchvision-root.json"
 
 
 @dataclass(frozen=True)
@@ -157,17 +162,35 @@ def _torchvision_class(name: str):
     ]
 
 
-def _idx_files(name: str, folder: Path) -> list[Path]:
-    """The four uncompressed IDX files torchvision expects under <folder>/<Class>/raw/."""
+def _dataset_folder(name: str) -> str:
+    """The folder torchvision makes for `name` inside its root: MNIST, FashionMNIST, KMNIST, cifar-10-batches-py."""
     cls = _torchvision_class(name)
-    raw = folder / cls.__name__ / "raw"
+    return cls.base_folder if name == "cifar10" else cls.__name__
+
+
+def torchvision_root(name: str, folder: Path) -> Path:
+    """The torchvision `root` that holds `name`'s files, given convbench's folder `<data.root>/<name>`.
+
+    That folder itself in convbench's layout (`<data.root>/mnist/MNIST/raw/...`); else `<data.root>`, when it holds
+    the dataset as torchvision writes it (`<data.root>/MNIST/raw/...`); else that folder, where a download goes.
+    """
+    sub = _dataset_folder(name)
+    if not (folder / sub).exists() and (folder.parent / sub).is_dir():
+        return folder.parent
+    return folder
+
+
+def _idx_files(name: str, folder: Path) -> list[Path]:
+    """The four uncompressed IDX files torchvision expects under <root>/<Class>/raw/."""
+    cls = _torchvision_class(name)
+    raw = torchvision_root(name, folder) / cls.__name__ / "raw"
     return [raw / Path(filename).stem for filename, _md5 in cls.resources]
 
 
 def _cifar_files(folder: Path) -> list[tuple[Path, str]]:
     """CIFAR-10 batch files with torchvision's md5 for each."""
     cls = _torchvision_class("cifar10")
-    base = folder / cls.base_folder
+    base = torchvision_root("cifar10", folder) / cls.base_folder
     entries = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
     return [(base / filename, md5) for filename, md5 in entries]
 
@@ -191,9 +214,10 @@ def _fetch_torchvision(name: str) -> Callable[[Path, bool], None]:
     def fetch(folder: Path, verify: bool) -> None:
         """Download with torchvision into a temporary folder, then move the finished files into place."""
         cls = _torchvision_class(name)
+        root = torchvision_root(name, folder)  # a torchvision root the user pointed at is completed in place
         with tempfile.TemporaryDirectory(prefix=f".{folder.name}.download.", dir=_parent(folder)) as staging_name:
             staging = Path(staging_name)
-            _seed_staging(folder, staging)
+            _seed_staging(root, staging, None if root == folder else [_dataset_folder(name), *_archives(name)])
             try:
                 with contextlib.redirect_stdout(io.StringIO()), safe_tar_extraction():  # torchvision prints progress
                     cls(root=str(staging), train=True, download=True)
@@ -202,9 +226,14 @@ def _fetch_torchvision(name: str) -> Callable[[Path, bool], None]:
                 raise DataError(f"refusing an archive for '{name}': {exc}; delete the archives in {folder}") from None
             except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError offline
                 raise DataError(_offline_message(name, folder, verify, exc)) from None
-            _merge_into(staging, folder)
+            _merge_into(staging, root)
 
     return fetch
+
+
+def _archives(name: str) -> list[str]:
+    """Archive names torchvision looks for directly in its root (CIFAR's tarball; MNIST keeps its .gz in <Class>/raw)."""
+    return [_torchvision_class(name).filename] if name == "cifar10" else []
 
 
 @contextlib.contextmanager
@@ -222,11 +251,16 @@ def safe_tar_extraction() -> Iterator[None]:
         tarfile.TarFile.extraction_filter = previous
 
 
-def _seed_staging(folder: Path, staging: Path) -> None:
-    """Copy files the user already placed (e.g. .gz archives) so torchvision skips downloading them."""
+def _seed_staging(folder: Path, staging: Path, only: list[str] | None = None) -> None:
+    """Copy files the user already placed (e.g. .gz archives) so torchvision skips downloading them.
+
+    `only` limits the copy to these entries of `folder` (a torchvision root shared by several datasets).
+    """
     if not folder.is_dir():
         return
-    for source in folder.rglob("*"):
+    entries = [folder / entry for entry in only] if only is not None else [folder]
+    sources = [path for entry in entries for path in ([entry] if entry.is_file() else entry.rglob("*"))]
+    for source in sources:
         if source.is_file():
             destination = staging / source.relative_to(folder)
             destination.parent.mkdir(parents=True, exist_ok=True)
@@ -250,12 +284,45 @@ def _merge_into(staging: Path, folder: Path) -> None:
 def _offline_message(name: str, folder: Path, verify: bool, exc: Exception) -> str:
     missing = _missing_torchvision(name)(folder, verify)
     reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    sub = _dataset_folder(name)
     return (
         f"dataset '{name}' could not be downloaded ({reason}); missing files: "
-        f"{', '.join(str(p) for p in missing)}. Put them there in torchvision's layout "
-        f"(the .gz/.tar.gz archives also work), or pick an offline dataset with data.name: "
+        f"{', '.join(str(p) for p in missing)}. Put them there (convbench's layout, {folder / sub}/...), or point "
+        f"data.root at a folder that holds them as torchvision writes them (torchvision's own layout, "
+        f"<data.root>/{sub}/...); the .gz/.tar.gz archives also work. Or pick an offline dataset with data.name: "
         f"{' or '.join(OFFLINE_DATASETS)}"
     )
+
+
+def record_in_place(name: str, folder: Path) -> Path | None:
+    """When `name` is read in place from a torchvision root, list its files in `<folder>/torchvision-root.json`.
+
+    `folder` (<data.root>/<name>) is the download stage's DVC output, so it must exist, and what it holds is
+    what DVC hashes for the prepare stage: each file's path, size and sha256. DVC cannot see the files
+    themselves, so after replacing them `dvc repro -f download` rewrites the list (prepare re-runs if it
+    changed). Returns None in convbench's own layout, and when the folder cannot be written (a read-only
+    shared root, used without DVC).
+    """
+    import hashlib
+
+    if spec(name).embedded or torchvision_root(name, folder) == folder:
+        return None
+    root = folder.parent
+    files = sorted(p for p in (root / _dataset_folder(name)).rglob("*") if p.is_file())
+
+    def sha256(path: Path) -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    manifest = {"torchvision_root": "..", "files": {str(p.relative_to(root)): {"bytes": p.stat().st_size,
+                                                                                "sha256": sha256(p)} for p in files}}
+    try:
+        return atomic.write_json(folder / IN_PLACE_MANIFEST, manifest)
+    except OSError:
+        return None
 
 
 def _load_mnist_family(name: str) -> Callable[[Path], RawData]:

@@ -6,6 +6,7 @@ whatever was logged before the failure.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -27,6 +28,12 @@ from pipeline.params import TrackingParams
 
 DEFAULT_STORE = "mlflow.db"
 MAX_BATCH = 1000
+# MLflow 3's experiment type, the tag its UI sets when a user picks "Machine learning" for an experiment;
+# without it the UI may take a convbench experiment for a GenAI one and open on an empty traces overview.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+DATASET_CONTEXT_TAG = "mlflow.data.context"  # what MLflow's own log_input(dataset, context=...) writes
+MAX_DIGEST = 36  # the longest dataset digest MLflow's stores accept (MAX_DATASET_DIGEST_SIZE)
 
 
 def tracking_uri(params: TrackingParams, project_root: Path | None = None) -> str:
@@ -43,6 +50,21 @@ def tracking_uri(params: TrackingParams, project_root: Path | None = None) -> st
 def experiment_name(params: TrackingParams, dataset: str) -> str:
     """One experiment per dataset, e.g. 'convbench-mnist5k'."""
     return f"{params.experiment_prefix}-{dataset}"
+
+
+def training_runs_url(params: TrackingParams, dataset: str, address: str) -> str:
+    """The page of the MLflow UI served at `address` that lists this dataset's training runs.
+
+    MLflow 3.17's UI chooses between its GenAI pages and its model-training pages by a switch of its own
+    (`workflowType`, GenAI unless the browser kept another choice), not by the experiment-kind tag, so a
+    plain address opens a convbench experiment on an empty traces overview; this link sets the switch.
+    """
+    try:
+        found = MlflowClient(tracking_uri(params)).get_experiment_by_name(experiment_name(params, dataset))
+    except MlflowException:
+        found = None
+    page = f"experiments/{found.experiment_id}" if found else "experiments"
+    return f"{address.rstrip('/')}/#/{page}?workflowType=machine_learning"
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -127,6 +149,15 @@ class RunLogger:
                 self.client.log_batch(run_id, tags=[RunTag("mlflow.parentRunId", self.run_id),
                                                     RunTag("convbench.comparison_run", self.run_id)])
 
+    def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
+        """Record the data the run used as an MLflow dataset input (the runs table's Dataset column, `dataset.*` search).
+
+        `digest` is cut to MLflow's 36-character limit (a sha256's first 36 hex digits); the run's own
+        tags keep the whole hash. `source` is a local path, recorded as MLflow's "local" source type.
+        """
+        dataset = Dataset(name=name, digest=digest[:MAX_DIGEST], source_type="local", source=json.dumps({"uri": source}))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, context)])])
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Copy a local file into the run's artifacts."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
@@ -169,6 +200,9 @@ class UntrackedLogger(RunLogger):
     def adopt(self, child_run_ids: list[str]) -> None:
         """Not tracked."""
 
+    def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
+        """Not tracked."""
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Not tracked."""
 
@@ -203,6 +237,8 @@ def run(
             mlflow.set_tracking_uri(uri)
             client = MlflowClient(uri)
             experiment = mlflow.set_experiment(experiment_name(params, dataset))
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind the user picked in the UI stays
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
             run_id = resume_run_id if resume_run_id and _run_exists(client, resume_run_id) else None
             active = mlflow.start_run(
                 run_id=run_id,

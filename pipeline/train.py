@@ -98,6 +98,7 @@ def train_cell(
                     "data": params.data.model_dump(mode="json"),
                 }
             )
+            logger.log_dataset(prepared.name, prepared.sha256, str(paths.prepared_tensors(prepared.name)), "train")
 
         if resume is not None and dist.is_main:  # epochs queued but never written when the process was killed
             logged = logger.logged_steps("val_accuracy")

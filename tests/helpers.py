@@ -21,6 +21,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+SCREENSHOTS = ROOT / "tests" / "artifacts"  # what the browser tests saw, kept for people and CI to look at
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
+NO_CHROMIUM = "Chromium is not installed (.ci/run installs Debian's chromium package)"
+
+
+def chromium() -> str | None:
+    """Debian's chromium, which Playwright drives through executable_path (no browser download)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def default_params() -> dict[str, Any]:

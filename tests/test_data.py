@@ -130,3 +130,25 @@ def test_archive_members_escaping_the_target_are_refused(tmp_path: Path) -> None
         extract_archive(str(archive), str(target))
     assert not (tmp_path / "escaped.txt").exists()
     assert tarfile.TarFile.extraction_filter is before, "the filter is restored after the block"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "kmnist", "cifar10"])
+def test_torchvision_root_layout_loads_in_place(tmp_path: Path, dataset: str) -> None:
+    """data.root holding torchvision's own folders (<root>/MNIST/raw/..., <root>/cifar-10-batches-py/...)."""
+    if dataset == "cifar10":
+        make_cifar10(tmp_path, per_batch=10)
+    else:
+        make_mnist_family(tmp_path, dataset, train=30, test=10)
+    folder = tmp_path / dataset  # convbench's folder for it, which does not exist
+    assert data.torchvision_root(dataset, folder) == tmp_path
+    spec = data.spec(dataset)
+    assert spec.missing(folder, False) == []
+    raw = spec.load(folder)
+    assert len(raw.images) == (50 if dataset == "cifar10" else 30) and raw.test_images is not None
+    assert not folder.exists(), "reading creates nothing"
+
+
+def test_incomplete_torchvision_root_names_its_own_missing_file(tmp_path: Path) -> None:
+    raw = make_mnist_family(tmp_path, "kmnist")
+    (raw / "train-labels-idx1-ubyte").unlink()
+    assert data.spec("kmnist").missing(tmp_path / "kmnist", True) == [raw / "train-labels-idx1-ubyte"]

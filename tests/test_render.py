@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,9 +10,8 @@ import pytest
 from pipeline import paths
 from pipeline.render import Code, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
 from tests.conftest import Workspace
-from tests.helpers import ROOT
+from tests.helpers import CHROMIUM_ARGS, NO_CHROMIUM, SCREENSHOTS, chromium
 
-SCREENSHOTS = ROOT / "tests" / "artifacts"
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360f8cf000000030101004918dd8d0000000049454e44ae426082"
@@ -42,11 +40,7 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert "<script" not in page and "http" not in page.replace('name="viewport"', "")
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (.ci/run installs Debian's chromium package)")
+@pytest.mark.skipif(chromium() is None, reason=NO_CHROMIUM)
 def test_report_renders_in_headless_chromium(workspace: Workspace) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -55,7 +49,7 @@ def test_report_renders_in_headless_chromium(workspace: Workspace) -> None:
     screenshot = SCREENSHOTS / "comparison.png"
     errors: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda message: message.type == "error" and errors.append(f"console: {message.text}"))

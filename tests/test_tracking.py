@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pipeline.errors import ConvbenchError
 from pipeline.download import download
 from pipeline.params import TrackingParams, load_params, validate_params
 from pipeline.prepare import prepare
+from tests.conftest import Workspace
 from tests.helpers import env, free_port, mlflow_rest, params_with, run, write_params
 
 
@@ -157,3 +159,38 @@ def test_unreachable_server_with_tracking_not_required_trains_and_warns(tmp_path
     assert result.returncode == 0, result.stderr
     assert "convbench: warning: MLflow tracking server" in result.stderr and "is not tracked" in result.stderr
     assert (project / paths.checkpoint("mlp", 0)).is_file() and (project / paths.curves("mlp", 0)).is_file()
+
+
+def test_experiment_is_marked_for_model_training_and_a_kind_set_by_hand_stays(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    params = tracking_params(uri)
+    with tracking.run(params, "digits", "cnn-s0", {}) as logger:
+        experiment_id = MlflowClient(uri).get_run(logger.run_id).info.experiment_id
+    client = MlflowClient(uri)
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "classification")  # the user's pick in the UI
+    with tracking.run(params, "digits", "cnn-s1", {}):
+        pass
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "classification"
+    assert tracking.training_runs_url(params, "digits", "http://127.0.0.1:5000/") == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning")
+    assert tracking.training_runs_url(params, "cifar10", "http://h:1").endswith("/#/experiments?workflowType=machine_learning")
+
+
+def test_cell_runs_record_their_dataset_as_an_mlflow_input(workspace: Workspace) -> None:
+    import mlflow
+
+    sha256 = json.loads((workspace.root / paths.prepared_manifest("digits")).read_text())["sha256"]
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    cells = mlflow.search_runs(experiment_names=["convbench-digits"], filter_string="tags.`convbench.kind` = 'train'",
+                               output_format="list")
+    assert sorted(r.info.run_name for r in cells) == ["cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1"]
+    for cell in cells:
+        (used,) = cell.inputs.dataset_inputs
+        assert (used.dataset.name, used.dataset.digest) == ("digits", sha256[:36])
+        assert json.loads(used.dataset.source) == {"uri": "data/prepared/digits.pt"} and used.dataset.source_type == "local"
+        assert {t.key: t.value for t in used.tags} == {"mlflow.data.context": "train"}
+        assert cell.data.tags["convbench.dataset_sha256"] == sha256, "the run's tag keeps the whole hash"
+    found = mlflow.search_runs(experiment_names=["convbench-digits"], output_format="list",
+                               filter_string=f"dataset.name = 'digits' AND dataset.digest = '{sha256[:36]}'")
+    assert {r.info.run_id for r in found} == {r.info.run_id for r in cells}, "MLflow's dataset search finds the cells"

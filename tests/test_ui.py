@@ -1,0 +1,88 @@
+"""`convbench ui` on a finished pipeline's store, opened in headless Chromium the way a new user would look."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import paths, tracking
+from tests.conftest import Workspace
+from tests.helpers import (CHROMIUM_ARGS, NO_CHROMIUM, SCREENSHOTS, answers, chromium, env, free_port, wait_for_start,
+                           write_params)
+
+CELLS = ("cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1")
+
+
+@pytest.fixture
+def ui(workspace: Workspace, tmp_path: Path) -> Iterator[str]:
+    """The real `convbench ui` on the workspace's store, on a free 127.0.0.1 port; yields its address."""
+    params = write_params(tmp_path / "params.yaml", {"tracking.uri": workspace.tracking_uri})
+    port = free_port()
+    log = tmp_path / "ui.log"  # a file, not a pipe: the server's workers outlive it and would keep a pipe open
+    with open(log, "w") as handle:
+        server = subprocess.Popen(["convbench", "ui", "--params", str(params), "--port", str(port)], cwd=tmp_path,
+                                  env=env(), stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True)
+    address = f"http://127.0.0.1:{port}"
+    wait_for_start(server, lambda: answers(f"{address}/health"), log, "convbench ui")
+    try:
+        yield address
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
+@pytest.mark.skipif(chromium() is None, reason=NO_CHROMIUM)
+def test_ui_opens_on_training_runs_with_their_dataset_and_curves(workspace: Workspace, ui: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    digest = json.loads((workspace.root / paths.prepared_manifest("digits")).read_text())["sha256"][:36]
+    client = MlflowClient(workspace.tracking_uri)
+    experiment = client.get_experiment_by_name("convbench-digits")
+    (cnn,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'cnn-s0'")
+    url = tracking.training_runs_url(workspace.params.tracking, "digits", ui)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(60_000)  # a loaded 2-core machine renders slowly
+            page.goto(url)
+            page.get_by_text("comparison", exact=True).first.wait_for()
+            opened_on, overview = page.url, page.inner_text("body")
+            name_cell = page.locator("[role=gridcell]", has_text="comparison")
+            name_cell.locator("button[data-component-id*=runnamecellrenderer]").click()  # expand the nested runs
+            for cell in CELLS:
+                page.get_by_role("link", name=cell, exact=True).wait_for()
+            datasets = page.locator("[role=gridcell][col-id='attributes.`Dataset`']").all_inner_texts()
+            page.screenshot(path=str(SCREENSHOTS / "mlflow-runs.png"))
+
+            page.goto(f"{ui}/#/experiments/{experiment.experiment_id}/runs/{cnn.info.run_id}/model-metrics"
+                      f"?workflowType=machine_learning")
+            page.get_by_placeholder("Search metric charts").fill("val_accuracy")
+            chart = page.locator("[data-testid=experiment-view-compare-runs-card]").filter(
+                has=page.get_by_text("val_accuracy", exact=True))
+            chart.locator("path.js-line").first.wait_for()
+            epochs_drawn = chart.locator("path.js-line").count()
+            chart_text = chart.inner_text()
+            page.screenshot(path=str(SCREENSHOTS / "mlflow-val-accuracy.png"))
+        finally:
+            browser.close()
+    assert f"/experiments/{experiment.experiment_id}/runs" in opened_on, opened_on
+    assert "Token usage" not in overview and "Traces\n0" not in overview, "not MLflow's empty GenAI overview"
+    shown = [text for text in datasets if text.startswith(f"digits ({digest})")]
+    assert len(shown) == len(CELLS) and all("Train" in text for text in shown), datasets
+    assert epochs_drawn >= 1 and "cnn-s0 (val_accuracy)" in chart_text, chart_text
+    assert (SCREENSHOTS / "mlflow-runs.png").stat().st_size > 20_000
