@@ -156,7 +156,16 @@ class RunLogger:
         tags keep the whole hash. `source` is a local path, recorded as MLflow's "local" source type.
         """
         dataset = Dataset(name=name, digest=digest[:MAX_DIGEST], source_type="local", source=json.dumps({"uri": source}))
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, context)])])
+        inputs = [DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, context)])]
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except MlflowException as exc:
+            # MLflow's SQL store creates a dataset row on first use without a lock: two runs logging the same
+            # dataset at once (parallel sweep trials) collide on its unique key. The row now exists; log again.
+            if "UNIQUE constraint" not in str(exc):
+                raise
+            time.sleep(0.5)
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Copy a local file into the run's artifacts."""
