@@ -147,7 +147,7 @@ def _train_cell(params: Params, model_name: str, cell_seed: int, prepared: Prepa
 
 @app.command()
 def evaluate(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
-    """Score trained cells on the test split and time their inference; writes metrics/<model>-s<seed>.json."""
+    """Score trained cells on the test split, count FLOPs and memory; writes metrics/<model>-s<seed>.json."""
     _stage(lambda params: _each_cell(params, model, seed, _evaluate_cell), params_path)
 
 
@@ -160,14 +160,30 @@ def _evaluate_cell(params: Params, model_name: str, cell_seed: int, prepared: Pr
     ).metrics
     return (
         f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
-        f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image "
-        f"inference {_largest_batch_speed(metrics)} latency {metrics['latency']['median_ms']:.3f} ms"
+        f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image"
     )
 
 
-def _largest_batch_speed(metrics: dict) -> str:
-    timing = max(metrics["inference"].values(), key=lambda t: t["batch_size"])
-    return f"{timing['images_per_second']:,.0f} img/s @ batch {timing['batch_size']}"
+@app.command(name="bench")
+def bench_command(params_path: ParamsPath = Path("params.yaml")) -> None:
+    """Time every model side by side, round by round (needs trained checkpoints); writes metrics/bench.json."""
+    _stage(_bench, params_path)
+
+
+def _bench(params: Params) -> None:
+    from pipeline.data import load_prepared
+    from pipeline.timing import bench
+
+    name = params.data.name
+    prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
+    result = bench(params, prepared, paths.bench())
+    largest = f"inference_batch_{max(params.evaluate.throughput_batch_sizes)}"
+    speeds = ", ".join(f"{model} {figures['images_per_second']:,.0f} img/s"
+                       for model, figures in result["cases"][largest]["models"].items())
+    typer.echo(f"bench: {largest}: {speeds} -> {paths.bench()}")
+    if result["noisy"]:
+        typer.echo(f"convbench: warning: noisy timing ({', '.join(result['noisy'])}): other work competed for the "
+                   f"cores; {result['fix']}", err=True)
 
 
 ProbeChoice = Enum("ProbeChoice", {name: name for name in get_args(ProbeName)}, type=str)  # type: ignore[misc]
@@ -291,6 +307,7 @@ def run_all(params_path: ParamsPath = Path("params.yaml")) -> None:
         _prepare(params)
         _each_cell(params, None, None, _train_cell)
         _each_cell(params, None, None, _evaluate_cell)
+        _bench(params)
         for probe in params.probes.run:
             _probe(params, probe)
         _report(params)

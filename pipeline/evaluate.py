@@ -13,15 +13,7 @@ import torch
 
 from pipeline import atomic, models, paths, tracking
 from pipeline import checkpoint as checkpoints
-from pipeline.bench import (
-    count_flops,
-    device_context,
-    inference_latency,
-    inference_throughput,
-    matmul_flops_per_second,
-    peak_memory_bytes,
-    resolve_device,
-)
+from pipeline.bench import count_flops, device_context, peak_memory_bytes, resolve_device
 from pipeline.checkpoint import TrainInfo
 from pipeline.data import PreparedData
 from pipeline.params import EvaluateParams, Params
@@ -132,11 +124,9 @@ UNITS = {
     "test_accuracy": "fraction of test images", "test_loss": "cross-entropy (nats)",
     "params": "count", "trainable_params": "count",
     "flops_forward_per_image": "FLOP (multiply-add = 2)", "flops_train_step_per_image": "FLOP (forward + backward)",
-    "inference.*.images_per_second": "images/s", "inference.*.median_ms": "ms per batch", "inference.*.iqr_ms": "ms",
-    "latency.*": "ms per call", "train_images_per_second": "images/s over whole epochs",
+    "train_images_per_second": "images/s over whole epochs (in the training process; see metrics/bench.json)",
     "train_seconds": "s (training steps only)", "seconds_to_final_accuracy": "s wall (training + validation)",
     "peak_memory_mb.*": "MiB of tensor memory at the peak (CUDA max_memory_allocated; CPU: torch.profiler memory events)",
-    "matmul_flops_per_second": "FLOP/s of a square matmul in the same process", "mfu.*": "fraction of matmul FLOP/s",
     "robustness.shift.<k>": "test accuracy with images shifted by k pixels (mean over directions)",
     "robustness.noise.<std>": "test accuracy with Gaussian noise of that std (pixel range = 1)",
 }
@@ -181,14 +171,9 @@ def measure_cost(
     settings: EvaluateParams,
     train_info: TrainInfo,
 ) -> dict[str, Any]:
-    """Size, FLOPs, throughput per batch size, latency, peak memory and MFU of one model on one device."""
+    """Size, FLOPs and peak memory of one model; what training measured. Speed is the bench stage's (side by side)."""
     train_batch = train_info.batch_size
     flops = count_flops(model, _timing_batch(test_x, 8), _timing_batch(test_y, 8))
-    throughput = {
-        f"batch_{size}": inference_throughput(model, _timing_batch(test_x, size), settings.min_run_time, plan.autocast())
-        for size in settings.throughput_batch_sizes
-    }
-    latency = inference_latency(model, _timing_batch(test_x, 1), settings.min_run_time, plan.autocast())
     largest = max(settings.throughput_batch_sizes)
     memory = {
         "inference": peak_memory_bytes(lambda: _infer(model, _timing_batch(test_x, largest), plan), plan.device) / 2**20,
@@ -197,37 +182,21 @@ def measure_cost(
             plan.device,
         ) / 2**20,
     }
-    peak = matmul_flops_per_second(plan.device, plan.autocast_dtype or torch.float32, MATMUL_SIZE[plan.device.type],
-                                   settings.min_run_time)
-    best_inference = throughput[f"batch_{largest}"].images_per_second
     return {
         "params": models.count_params(model),
         "trainable_params": models.count_trainable(model),
         "flops_forward_per_image": flops.forward,
         "flops_train_step_per_image": flops.train_step,
-        "inference": {key: {"batch_size": t.batch_size, "images_per_second": t.images_per_second,
-                            "median_ms": t.median_seconds * 1e3, "iqr_ms": t.iqr_seconds * 1e3, "runs": t.runs}
-                      for key, t in throughput.items()},
-        "latency": {"batch_size": latency.batch_size, "median_ms": latency.median_ms, "p95_ms": latency.p95_ms,
-                    "iqr_ms": latency.iqr_ms, "calls": latency.calls},
         "train_images_per_second": train_info.train_images_per_second,
         "train_seconds": train_info.train_seconds,
         "seconds_to_final_accuracy": train_info.seconds_to_final_accuracy,
         "train_batch_size": train_batch,
         "peak_memory_mb": memory,
-        "matmul_flops_per_second": peak,
-        "mfu": {
-            "inference": flops.forward * best_inference / peak,
-            "train": flops.train_step * train_info.train_images_per_second / peak,
-        },
     }
 
 
-MATMUL_SIZE = {"cpu": 2048, "cuda": 8192, "mps": 4096}
-
-
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numeric figures of a metrics dict, flattened to 'inference.batch_32.images_per_second' keys."""
+    """The numeric figures of a metrics dict, flattened to 'peak_memory_mb.inference'-style keys."""
     skip = {"seed", "confusion_matrix", "context", "units", "per_class_accuracy"}
     flat = tracking.flatten({k: v for k, v in metrics.items() if k not in skip})
     scalars = {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

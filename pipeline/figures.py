@@ -76,13 +76,13 @@ def accuracy_vs_cost(points: pd.DataFrame, target: Path) -> Path:
 
 
 def throughput_vs_batch(throughput: pd.DataFrame, target: Path) -> Path:
-    """Inference images/s against batch size (log-log): mean over seeds, band from min to max."""
+    """Inference images/s against batch size (log-log): median over timing rounds, band from min to max."""
     figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     colors = palette(list(throughput["model"]))
     for model, frame in throughput.groupby("model", sort=False):
-        stats = frame.groupby("batch_size")["images_per_second"].agg(["mean", "min", "max"])
+        stats = frame.groupby("batch_size")["images_per_second"].agg(["median", "min", "max"])
         color = colors[str(model)]
-        axis.plot(stats.index, stats["mean"], marker="o", color=color, label=str(model))
+        axis.plot(stats.index, stats["median"], marker="o", color=color, label=str(model))
         axis.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
     axis.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images / s", title="Inference throughput")
     axis.grid(alpha=0.3, which="both")

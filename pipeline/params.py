@@ -65,11 +65,12 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    """Batch sizes and timing budget of the evaluate stage."""
+    """Batch sizes and timing budget of the evaluate and bench stages."""
 
     batch_size: PositiveInt
     throughput_batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)]
     min_run_time: Annotated[float, Field(gt=0.0)]
+    rounds: Annotated[int, Field(ge=3)] = 7
     shifts: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
     noise_std: Annotated[list[Annotated[float, Field(ge=0.0)]], Field(min_length=1)]
 

@@ -58,6 +58,11 @@ def predictions(model: str, seed: int) -> Path:
     return PREDICTIONS_DIR / f"{cell(model, seed)}.csv"
 
 
+def bench() -> Path:
+    """Every model's speed, timed side by side in one process (the bench stage)."""
+    return METRICS_DIR / "bench.json"
+
+
 def probe(name: str) -> Path:
     """Every (setting, model, seed) result of one retraining probe, as JSON."""
     return PROBES_DIR / f"{name}.json"

@@ -81,7 +81,7 @@ def _markdown_block(block: Block, base: Path) -> list[str]:
     if isinstance(block, Paragraph):
         return [block.text]
     if isinstance(block, Table):
-        return [block.frame.to_markdown(index=False, colalign=block.align or None)]
+        return [block.frame.to_markdown(index=False, colalign=block.align or None, disable_numparse=True)]
     if isinstance(block, Figure):
         return [f"![{block.caption}]({block.path.relative_to(base).as_posix()})", "", f"*{block.caption}*"]
     fence = [f"```{block.language}", block.text.rstrip(), "```"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from pipeline.stats import (
     bootstrap_mean,
     holm,
     mcnemar,
+    median_interval,
     paired_bootstrap,
     t_interval,
     welch_p_value,
@@ -122,29 +123,59 @@ AXES = (
     Axis("forward_flops_image", "Forward FLOPs / image", "flops_forward_per_image", "MFLOP", False, exact=True, digits=2),
     Axis("training_step_flops_image", "Training-step FLOPs / image", "flops_train_step_per_image", "MFLOP", False,
          exact=True, digits=2),
-    Axis("training_throughput", "Training throughput", "train_images_per_second", "img/s", higher_is_better=True),
     Axis("time_to_final_accuracy", "Time to final accuracy", "seconds_to_final_accuracy", "s", False, digits=1),
-    Axis("latency_batch_1_median", "Latency @ batch 1, median", "latency.median_ms", "ms", False, digits=3),
-    Axis("latency_batch_1_p95", "Latency @ batch 1, p95", "latency.p95_ms", "ms", False, digits=3),
     Axis("peak_memory_training_step", "Peak memory, training step", "peak_memory_mb.train_step", "MiB", False, digits=1),
     Axis("peak_memory_inference", "Peak memory, inference", "peak_memory_mb.inference", "MiB", False, digits=1),
-    Axis("mfu_training", "MFU, training", "mfu.train", "%", higher_is_better=True, digits=2),
-    Axis("mfu_inference", "MFU, inference", "mfu.inference", "%", higher_is_better=True, digits=2),
 )
 SCALE = {"MFLOP": 1e-6, "%": 100.0}
 
 
-def axes_for(metrics: pd.DataFrame) -> list[Axis]:
-    """AXES plus one inference-throughput row per timed batch size, in the order they appear."""
-    batch_columns = sorted(
-        (c for c in metrics.columns if c.startswith("inference.") and c.endswith(".images_per_second")),
-        key=lambda c: int(c.split(".")[1].removeprefix("batch_")),
-    )
-    throughput = []
-    for column in batch_columns:
-        size = column.split(".")[1].removeprefix("batch_")
-        throughput.append(Axis(f"inference_batch_{size}", f"Inference @ batch {size}", column, "img/s", True))
-    return [*AXES[:3], *throughput, *AXES[3:]]
+@dataclass(frozen=True)
+class SpeedCase:
+    """One case of the bench stage (all models timed side by side, round by round) as the report uses it."""
+
+    key: str
+    label: str
+    unit: str  # "img/s" or "ms"
+    values: dict[str, float]  # per model: median images/s (or ms per call for latency)
+    spread: dict[str, float]  # per model: relative interquartile range over rounds
+    samples: dict[str, list[float]]  # per model: images/s in each round (paired by round across models)
+    noisy: bool
+
+    def ratio(self, faster: str, slower: str, confidence: float, seed: int) -> tuple[float, float, float]:
+        """How many times `faster`'s speed `slower`'s is: median of per-round ratios, with a bootstrap interval."""
+        return median_interval([a / b for a, b in zip(self.samples[faster], self.samples[slower])], confidence, seed)
+
+
+def speed_cases(bench: dict) -> list[SpeedCase]:
+    """Inference at each batch size, batch-1 latency and the training step, from metrics/bench.json."""
+    cases = []
+    for key, case in bench["cases"].items():
+        values = {m: f["images_per_second"] for m, f in case["models"].items()}
+        spread = {m: f["relative_iqr"] for m, f in case["models"].items()}
+        samples = {m: f["samples"] for m, f in case["models"].items()}
+        size = key.rsplit("_", 1)[-1]
+        label = f"Inference @ batch {size}" if key.startswith("inference") else f"Training step @ batch {size}"
+        cases.append(SpeedCase(key, label, "img/s", values, spread, samples, case["noisy"]))
+        if key == "inference_batch_1":
+            latency = {m: f["ms_per_call"] for m, f in case["models"].items()}
+            cases.append(SpeedCase("latency_batch_1", "Latency @ batch 1", "ms", latency, spread, samples, case["noisy"]))
+    return cases
+
+
+def load_bench(models: list[str], dataset: str) -> dict:
+    """metrics/bench.json, refused when it timed other models or another dataset."""
+    path = paths.bench()
+    if not path.is_file():
+        raise ConvbenchError(f"{path} is missing; run `convbench bench` (or `dvc repro`)")
+    try:
+        bench = json.loads(path.read_text())
+        timed, where = bench["models"], bench["dataset"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConvbenchError(f"{path} is not a bench result ({type(exc).__name__}); run `convbench bench` again") from None
+    if sorted(timed) != sorted(models) or where != dataset:
+        raise ConvbenchError(f"{path} timed {timed} on '{where}', not {models} on '{dataset}'; run `convbench bench`")
+    return bench
 
 
 @dataclass(frozen=True)
@@ -169,6 +200,8 @@ class Comparison:
     pairs: dict[str, PairTest]
     axes: pd.DataFrame  # one row per axis: key, label, unit, digits, exact, higher_is_better, <model>, <model>_spread, ...
     confidence: float
+    speed: list[SpeedCase] = field(default_factory=list)
+    seed: int = 0
 
     @property
     def alpha(self) -> float:
@@ -186,7 +219,7 @@ class Comparison:
 
 
 def compare(metrics: pd.DataFrame, correctness: dict[str, np.ndarray], settings: ReportParams, models: list[str],
-            reference: str, labels: dict[str, str]) -> Comparison:
+            reference: str, labels: dict[str, str], speed: list[SpeedCase] | None = None) -> Comparison:
     """Intervals over seeds, the paired tests of the reference against every other model, the best model per axis."""
     accuracy = {m: t_interval(metrics.loc[metrics["model"] == m, "test_accuracy"].to_numpy(), settings.confidence)
                 for m in models}
@@ -199,8 +232,9 @@ def compare(metrics: pd.DataFrame, correctness: dict[str, np.ndarray], settings:
         raw[model] = (difference, per_seed, max(test.p_value for test in per_seed))
     adjusted = holm([raw[m][2] for m in others]) if others else []
     pairs = {m: PairTest(m, raw[m][0], raw[m][1], raw[m][2], p) for m, p in zip(others, adjusted)}
-    rows = [_axis_row(axis, metrics, models, 1 - settings.confidence) for axis in axes_for(metrics)]
-    return Comparison(models, labels, reference, accuracy, pairs, pd.DataFrame(rows), settings.confidence)
+    rows = [_axis_row(axis, metrics, models, 1 - settings.confidence) for axis in AXES]
+    return Comparison(models, labels, reference, accuracy, pairs, pd.DataFrame(rows), settings.confidence, speed or [],
+                      settings.bootstrap_seed)
 
 
 def _axis_row(axis: Axis, metrics: pd.DataFrame, models: list[str], alpha: float) -> dict[str, object]:
@@ -302,28 +336,52 @@ def axes_frame(comparison: Comparison) -> pd.DataFrame:
     for model in comparison.models:
         table[comparison.labels[model]] = [cell(r, model) for _, r in rows]
     table["Better" if len(comparison.models) == 2 else "Best"] = [better(r) for _, r in rows]
-    return pd.DataFrame(table)
+    frame = pd.DataFrame(table)
+    speed = pd.DataFrame([_speed_row(comparison, case) for case in comparison.speed], columns=frame.columns)
+    return pd.concat([frame.iloc[:3], speed, frame.iloc[3:]], ignore_index=True) if len(speed) else frame
 
 
-def _speed_is_backed(comparison: Comparison, key: str, model: str, metrics: pd.DataFrame) -> tuple[float, bool]:
-    """Reference / model ratio of a timed axis and whether Welch's test over seeds backs a difference."""
-    axis = next(a for a in axes_for(metrics) if a.key == key)
-    ref = metrics.loc[metrics["model"] == comparison.reference, axis.column].astype(float).to_numpy()
-    other = metrics.loc[metrics["model"] == model, axis.column].astype(float).to_numpy()
-    p_value = welch_p_value(ref, other)
-    return float(ref.mean() / other.mean()), bool(p_value < comparison.alpha)
+FIX = "run `convbench bench` on an idle machine"
+
+
+def _speed_row(comparison: Comparison, case: SpeedCase) -> list[str]:
+    """One bench case: each model's median (± relative IQR over rounds) and the best, if per-round ratios back it."""
+    digits = 3 if case.unit == "ms" else 0
+    cells = [f"{case.values[m]:,.{digits}f} ± {case.spread[m]:.0%}" for m in comparison.models]
+    ranked = sorted(comparison.models, key=lambda m: float(np.median(case.samples[m])), reverse=True)
+    if len(ranked) < 2:
+        best = "n/a"
+    elif case.noisy:
+        best = f"noisy: not compared ({FIX})"
+    else:
+        ratio, low, high = case.ratio(ranked[0], ranked[1], comparison.confidence, comparison.seed)
+        interval = f"[{low:.2f}, {high:.2f}]"
+        runner = f" than {comparison.labels[ranked[1]]}" if len(ranked) > 2 else ""
+        best = (f"**{comparison.labels[ranked[0]]}** ({ratio:.2f}x faster{runner}, per-round {interval})" if low > 1
+                else f"neither (per-round ratio {ratio:.2f} {interval} includes 1)")
+    return [f"{case.label} ({case.unit})", *cells, best]
+
+
+def _speed_claim(comparison: Comparison, model: str, prefix: str) -> tuple[SpeedCase | None, float, bool]:
+    """The reference's speed over `model` in the first bench case whose key starts with `prefix`, and whether the
+    per-round ratios back a difference (not noisy, interval excluding 1)."""
+    case = next((c for c in comparison.speed if c.key.startswith(prefix) and c.unit == "img/s"), None)
+    if case is None:
+        return None, math.nan, False
+    ratio, low, high = case.ratio(comparison.reference, model, comparison.confidence, comparison.seed)
+    return case, ratio, not case.noisy and (low > 1 or high < 1)
 
 
 def verdict(comparison: Comparison, metrics: pd.DataFrame) -> str:
     """A plain-language paragraph generated from the numbers: accuracy first, then what it costs.
 
-    A speed ratio is stated only when Welch's test over seeds backs it; otherwise the sentence says so.
+    A speed ratio is stated only when the side-by-side timing backs it (not noisy, per-round interval excluding 1).
     """
     ref = comparison.reference
     ref_label = comparison.labels[ref]
     axes = comparison.axes.set_index("key")
-    largest = [key for key in axes.index if key.startswith("inference_batch_")][-1]
-    batch = largest.removeprefix("inference_batch_")
+    inference_cases = [c for c in comparison.speed if c.key.startswith("inference_batch_")]
+    largest = f"inference_batch_{max(int(c.key.rsplit('_', 1)[-1]) for c in inference_cases)}" if inference_cases else "-"
     sentences = []
     for model, test in comparison.pairs.items():
         label = comparison.labels[model]
@@ -345,16 +403,24 @@ def verdict(comparison: Comparison, metrics: pd.DataFrame) -> str:
                 else f"{params_ratio:.2f}x the {label}'s parameters")
         flops_ratio = axes.loc["forward_flops_image", ref] / axes.loc["forward_flops_image", model]
         sentences.append(f"With {size}, the {ref_label} spends {flops_ratio:.2f}x the {label}'s FLOPs per image;")
-        train_ratio, train_backed = _speed_is_backed(comparison, "training_throughput", model, metrics)
-        infer_ratio, infer_backed = _speed_is_backed(comparison, largest, model, metrics)
+        train_case, train_ratio, train_backed = _speed_claim(comparison, model, "training_step")
+        infer_case, infer_ratio, infer_backed = _speed_claim(comparison, model, largest)
+        batch = largest.rsplit("_", 1)[-1]
         speed = []
-        speed.append(f"it trains at {train_ratio:.2f}x the {label}'s speed" if train_backed
-                     else "its training speed does not differ significantly from the " + label + "'s")
-        speed.append(f"runs inference at {infer_ratio:.2f}x its speed (batch {batch})" if infer_backed
-                     else f"its inference speed (batch {batch}) does not differ significantly")
+        for case, ratio, backed, what, stated in (
+            (train_case, train_ratio, train_backed, "training step", f"it trains at {train_ratio:.2f}x the {label}'s speed"),
+            (infer_case, infer_ratio, infer_backed, f"inference speed (batch {batch})",
+             f"runs inference at {infer_ratio:.2f}x its speed (batch {batch})"),
+        ):
+            if case is None:
+                speed.append(f"its {what} was not timed")
+            elif case.noisy:
+                speed.append(f"its {what} could not be measured cleanly (other work competed for the cores; {FIX})")
+            else:
+                speed.append(stated if backed else f"its {what} does not differ measurably from the {label}'s")
         sentences.append(" and ".join(speed) + ".")
         sentences.append(_trade_off(comparison, winner, model, train_ratio, train_backed))
-    return " ".join(sentences)
+    return " ".join(sentence for sentence in sentences if sentence)
 
 
 def _trade_off(comparison: Comparison, winner: str | None, model: str, train_ratio: float, backed: bool) -> str:
@@ -478,7 +544,7 @@ def published_section(params: Params, comparison: Comparison, probes: dict[str, 
     ])
 
 
-def build_document(params: Params, comparison: Comparison, manifest: dict, metrics: pd.DataFrame,
+def build_document(params: Params, comparison: Comparison, manifest: dict, metrics: pd.DataFrame, bench: dict,
                    configs: dict[str, ModelConfig], recipe: dict, figures: dict[str, Path],
                    probes: dict[str, pd.DataFrame] | None = None,
                    ladder: Section | None = None) -> Document:
@@ -503,19 +569,29 @@ def build_document(params: Params, comparison: Comparison, manifest: dict, metri
     cost_blocks: list = [
         Table(axes_frame(comparison), ("left",) + ("right",) * len(comparison.models) + ("left",)),
         Paragraph(
-            "Values are means over seeds ± their standard deviation; a speed or memory axis names a better model "
-            f"only when Welch's t-test over seeds (best against runner-up) gives p < {comparison.alpha:.2f}. FLOPs are "
-            "counted by `torch.utils.flop_counter` (a multiply-add is 2 FLOPs; the optimizer update is not counted). "
-            "Throughput and latency come from `torch.utils.benchmark`; latency samples single calls. MFU is "
-            "achieved FLOP/s over the FLOP/s of a square matmul timed in the same process "
-            f"({metrics['matmul_flops_per_second'].mean() / 1e9:,.1f} GFLOP/s here). Peak memory is the most tensor "
-            "memory alive at once (CUDA's max_memory_allocated; on CPU, torch.profiler's allocation events)."
+            f"Speed rows come from the bench stage: every model timed in one process, round by round ({bench['rounds']} "
+            f"rounds, each model in turn), so load and drift fall on all alike; each value is the median over rounds "
+            f"± the relative interquartile range, and a model is named faster only when the {comparison.confidence:.0%} "
+            "bootstrap interval of its per-round speed ratio excludes 1 and the case was not noisy (run-queue wait "
+            "over 10% of the time, or a spread over 15%). Other rows are means over seeds ± their standard deviation; "
+            f"peak memory names a better model only when Welch's t-test over seeds gives p < {comparison.alpha:.2f}. "
+            "FLOPs are counted by `torch.utils.flop_counter` (a multiply-add is 2 FLOPs; the optimizer update is not "
+            "counted). Peak memory is the most tensor memory alive at once (CUDA's max_memory_allocated; on CPU, "
+            "torch.profiler's allocation events). MFU (achieved FLOP/s over a square matmul's, timed in the bench "
+            f"process at {bench['matmul_flops_per_second'] / 1e9:,.1f} GFLOP/s): "
+            + "; ".join(f"{comparison.labels[m]} {bench['mfu'][m]['train']:.1%} training, "
+                        f"{bench['mfu'][m]['inference']:.1%} inference" for m in comparison.models) + "."
         ),
     ]
     if "accuracy_vs_cost" in figures:
         cost_blocks.append(Figure(figures["accuracy_vs_cost"], "Test accuracy against parameters and FLOPs (error bars: "
                                                                "CI over seeds)."))
-    cost_blocks.append(Figure(figures["throughput"], "Inference throughput against batch size (band: min to max over seeds)."))
+    if bench["noisy"]:
+        cost_blocks.insert(0, Paragraph(
+            f"**Speed could not be measured cleanly**: other work competed for the cores during "
+            f"{', '.join(bench['noisy'])}, so those rows name no faster model; {FIX} (it re-times without retraining)."))
+    cost_blocks.append(Figure(figures["throughput"], "Inference throughput against batch size, timed side by side "
+                                                     "(band: range over rounds)."))
     sections = [
         Section("", [header, Code("yaml", params_text, collapsed="params.yaml used for this report")]),
         Section("Verdict", [Paragraph(verdict(comparison, metrics))]),
@@ -628,10 +704,9 @@ def draw_figures(
         table = advantage_by_setting(probes["fraction"], confidence, cast)
         out["fraction"] = draw.fraction_curve(interval_points(table, cast), figures_dir / "data_efficiency.png")
     throughput = pd.DataFrame([
-        {"model": labels[row["model"]], "batch_size": int(column.split(".")[1].removeprefix("batch_")),
-         "images_per_second": row[column]}
-        for _, row in metrics.iterrows() for column in metrics.columns
-        if column.startswith("inference.") and column.endswith(".images_per_second")
+        {"model": labels[model], "batch_size": int(case.key.rsplit("_", 1)[-1]), "images_per_second": value}
+        for case in comparison.speed if case.key.startswith("inference_batch_")
+        for model in comparison.models for value in case.samples[model]
     ])
     out["throughput"] = draw.throughput_vs_batch(throughput, figures_dir / "throughput_vs_batch.png")
     matrices = {labels[m]: np.sum([np.asarray(c) for c in metrics.loc[metrics["model"] == m, "confusion_matrix"]], axis=0)
@@ -709,7 +784,8 @@ def report(params: Params, markdown_path: Path, figures_dir: Path, html_path: Pa
     manifest = json.loads(manifest_path.read_text())
     configs, trained = load_checkpoints(params, manifest)
     labels = {m: c.label for m, c in configs.items()}
-    comparison = compare(metrics, correctness, params.report, names, params.reference_model, labels)
+    bench = load_bench(names, params.data.name)
+    comparison = compare(metrics, correctness, params.report, names, params.reference_model, labels, speed_cases(bench))
     probes = load_probes(params, manifest["sha256"])
     rungs = models.ladder(configs)
     steps = ladder_steps(rungs, correctness, params.report) if rungs else None
@@ -721,8 +797,8 @@ def report(params: Params, markdown_path: Path, figures_dir: Path, html_path: Pa
         figures = draw_figures(params, metrics, curves, comparison, manifest, configs, probes, staged_figures,
                                (rungs, steps[0]) if rungs and steps else None)
         ladder = ladder_section(rungs, steps[0], steps[1], comparison, figures["ladder"]) if rungs and steps else None
-        document = build_document(params, comparison, manifest, metrics, configs, trained["recipe"], figures, probes,
-                                  ladder)
+        document = build_document(params, comparison, manifest, metrics, bench, configs, trained["recipe"], figures,
+                                  probes, ladder)
         staged_markdown, staged_html = stage / markdown_path.name, stage / html_path.name
         atomic.write_text(staged_markdown, to_markdown(document, stage))
         atomic.write_text(staged_html, to_html(document))

@@ -119,3 +119,14 @@ def welch_p_value(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on nearly identical samples; p is still right
         return float(scipy_stats.ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def median_interval(values: np.ndarray | list[float], confidence: float, seed: int) -> tuple[float, float, float]:
+    """Median of paired per-round ratios with a percentile-bootstrap interval (min..max with under 3 values)."""
+    sample = np.asarray(values, dtype=float)
+    median = float(np.median(sample))
+    if len(sample) < 3 or np.ptp(sample) == 0:
+        return median, float(sample.min()), float(sample.max())
+    result = scipy_stats.bootstrap((sample,), np.median, confidence_level=confidence, n_resamples=2000,
+                                   method="percentile", rng=np.random.default_rng(seed))
+    return median, float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -35,6 +35,7 @@ def tiny_params(root: Path, **overrides: object) -> Params:
         "train.seeds": [0, 1],
         "train.device": "cpu",
         "evaluate.min_run_time": 0.05,
+        "evaluate.rounds": 3,
         "tracking.uri": f"sqlite:///{root / 'mlflow.db'}",
         "probes.run": ["permutation"],
     }
@@ -51,6 +52,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     from pipeline.prepare import prepare
     from pipeline.probes import run_probe
     from pipeline.report import report
+    from pipeline.timing import bench
     from pipeline.train import train_cell
 
     root = tmp_path_factory.mktemp("workspace")
@@ -64,6 +66,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
             for seed in params.train.seeds:
                 train_cell(params, model, seed, prepared, paths.checkpoint(model, seed), paths.curves(model, seed))
                 evaluate_cell(params, model, seed, prepared, paths.checkpoint(model, seed), paths.metrics(model, seed))
+        bench(params, prepared, paths.bench())
         for probe in params.probes.run:
             run_probe(params, probe, prepared, paths.probe(probe))
         report(params, paths.report_markdown(), paths.figures_dir())

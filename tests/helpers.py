@@ -92,7 +92,8 @@ def mlflow_rest(uri: str, path: str, body: dict | None = None) -> dict:
 
 
 # One epoch, one seed, short timings, few probe settings: the slow parts of a run, cut down for tests.
-QUICK = {"train.epochs": 1, "train.seeds": [0], "evaluate.min_run_time": 0.02, "evaluate.throughput_batch_sizes": [32],
+QUICK = {"train.epochs": 1, "train.seeds": [0], "evaluate.min_run_time": 0.02, "evaluate.rounds": 3,
+         "evaluate.throughput_batch_sizes": [32],
          "evaluate.shifts": [0, 2], "evaluate.noise_std": [0.0, 0.3], "report.bootstrap_resamples": 1000,
          "tracking.log_model": False}
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore")

@@ -30,25 +30,17 @@ def test_metrics_are_consistent(workspace: Workspace) -> None:
         assert metrics["context"]["dtype"] == "float32" and metrics["context"]["torch"] == torch.__version__
 
 
-def test_metrics_carry_every_cost_and_speed_figure(workspace: Workspace) -> None:
+def test_metrics_carry_every_cost_figure(workspace: Workspace) -> None:
     for model in workspace.params.models:
         metrics = read_metrics(workspace, model, 0)
-        assert set(metrics["inference"]) == {"batch_1", "batch_32", "batch_256"}
-        for key, timing in metrics["inference"].items():
-            assert timing["batch_size"] == int(key.removeprefix("batch_"))
-            assert timing["images_per_second"] == pytest.approx(timing["batch_size"] / (timing["median_ms"] / 1e3))
-        assert 0 < metrics["latency"]["median_ms"] <= metrics["latency"]["p95_ms"]
         assert metrics["flops_train_step_per_image"] > metrics["flops_forward_per_image"] > 0
         # counted separately: all parameters, and those with requires_grad (every one, for convbench's models)
         assert metrics["trainable_params"] == metrics["params"] == sum(
             t.numel() for t in torch.load(workspace.root / paths.checkpoint(model, 0), weights_only=True)["state_dict"].values())
-        assert metrics["peak_memory_mb"]["train_step"] >= 0 and metrics["peak_memory_mb"]["inference"] >= 0
-        assert metrics["matmul_flops_per_second"] > 0
-        expected_mfu = metrics["flops_forward_per_image"] * metrics["inference"]["batch_256"]["images_per_second"]
-        assert metrics["mfu"]["inference"] == pytest.approx(expected_mfu / metrics["matmul_flops_per_second"])
-        assert 0 < metrics["mfu"]["train"] < 1.5
-        assert 0 < metrics["seconds_to_final_accuracy"]
-        for figure in ("flops_forward_per_image", "mfu.*", "latency.*", "peak_memory_mb.*"):
+        assert metrics["peak_memory_mb"]["train_step"] > 0 and metrics["peak_memory_mb"]["inference"] > 0
+        assert 0 < metrics["seconds_to_final_accuracy"] and metrics["train_images_per_second"] > 0
+        assert not {"inference", "latency", "mfu"} & set(metrics), "speed is timed side by side by the bench stage"
+        for figure in ("flops_forward_per_image", "peak_memory_mb.*", "robustness.shift.<k>"):
             assert figure in metrics["units"]
 
 
@@ -73,8 +65,7 @@ def test_evaluation_lands_in_the_training_run(workspace: Workspace) -> None:
     assert run.info.run_name == "mlp-s1"
     metrics = read_metrics(workspace, "mlp", 1)
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
-    assert run.data.metrics["inference.batch_32.images_per_second"] == pytest.approx(metrics["inference"]["batch_32"]["images_per_second"])
-    assert run.data.metrics["mfu.train"] == pytest.approx(metrics["mfu"]["train"])
+    assert run.data.metrics["peak_memory_mb.train_step"] == pytest.approx(metrics["peak_memory_mb"]["train_step"])
     assert run.data.tags["convbench.context.threads"] == str(metrics["context"]["threads"])
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 3
     assert run.info.status == "FINISHED"

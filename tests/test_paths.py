@@ -19,6 +19,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
         "download": {str(paths.raw_dir(params.data.root, name))},
         "prepare": {str(paths.prepared_tensors(name)), str(paths.prepared_manifest(name))},
         "report": {str(paths.report_markdown()), str(paths.report_html()), str(paths.figures_dir())},
+        "bench": {str(paths.bench())},
     }
     for model in params.models:
         for seed in params.train.seeds:
@@ -35,7 +36,7 @@ def test_cell_names() -> None:
 
 
 STAGE_MODULES = {"download": "download", "prepare": "prepare", "train": "train", "evaluate": "evaluate",
-                 "probe": "probes", "report": "report"}
+                 "bench": "timing", "probe": "probes", "report": "report"}
 LEAVES = {*STAGE_MODULES.values(), "sweep", "cli"}
 
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import paths
 from tests.helpers import copy_project, run, write_params
 
-EVERY_STAGE = {"download", "prepare", "train@cnn-0", "train@mlp-0", "evaluate@cnn-0", "evaluate@mlp-0", "report"}
+EVERY_STAGE = {"download", "prepare", "train@cnn-0", "train@mlp-0", "evaluate@cnn-0", "evaluate@mlp-0", "bench", "report"}
 
 
 def repro(project: Path) -> set[str]:
