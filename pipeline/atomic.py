@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ def exclusive(path: Path) -> Iterator[None]:
         yield
         return
     path = Path(path)
+    made_folder = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -123,3 +124,6 @@ def exclusive(path: Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # while still locked, so no one can lock the file being removed
         os.close(fd)
+        if made_folder:
+            with suppress(OSError):  # a folder made only for the lock goes too; one the block filled stays
+                path.parent.rmdir()
