@@ -239,3 +239,13 @@ def torch_load(path: Path) -> dict:
     import torch
 
     return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def test_mlflow_log_records_are_redacted(capfd: pytest.CaptureFixture[str]) -> None:
+    """MLflow's own logger (its handler writes to the real stderr) never shows a password."""
+    import logging
+
+    logging.getLogger("mlflow.store.tracking.rest_store").warning("API request to %s failed",
+                                                                  f"http://alice:{SECRET}@127.0.0.1:9/api/2.0")
+    err = capfd.readouterr().err
+    assert SECRET not in err and "http://alice:***@127.0.0.1:9/api/2.0" in err
