@@ -1,16 +1,19 @@
-"""Atomic file writes: temporary file in the same folder, fsync, then rename.
+"""Atomic file writes: temporary file in the same folder, fsync, then rename; and per-output locks.
 
-An interrupted stage therefore never leaves a half-written file that DVC could cache.
+An interrupted stage therefore never leaves a half-written file that DVC could cache. A failed write
+raises OSError naming the target (not the temporary file), with errno ENOSPC when the disk filled up
+even if the writer (torch.save) only said "unexpected pos".
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,26 @@ def atomic_path(target: Path) -> Iterator[Path]:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.filename not in (None, str(tmp), tmp):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc  # name the output, not the temporary file
+    except Exception as exc:
+        if _disk_full(target.parent):  # torch.save reports a full disk as "unexpected pos"
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _disk_full(folder: Path, slack: int = 1 << 20) -> bool:
+    """Whether the filesystem holding `folder` has less than `slack` bytes left for this user."""
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    blocks = stat.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else stat.f_bavail
+    return blocks * stat.f_frsize < slack
 
 
 def write_bytes(target: Path, data: bytes) -> Path:
@@ -86,3 +107,55 @@ def replace_set(moves: dict[Path, Path]) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staged, target)
+
+
+class Busy(Exception):
+    """Another process holds the lock; `holder` is what it wrote into the lock file (its pid), if anything."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path} is held by {holder or 'another process'}")
+        self.path = path
+        self.holder = holder
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created, holding this pid) for the block, or raise Busy at once.
+
+    The lock is the kernel's flock, so a killed holder releases it; the file is removed when the block ends.
+    After locking, the file is checked to still be the one at `path` (a finishing holder may just have removed
+    it), so two processes never both believe they hold it. Without fcntl (Windows) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    made_folder = not path.parent.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise Busy(path, holder) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed it between our open and lock: try the new file
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still locked, so no one can lock the file being removed
+        os.close(fd)
+        if made_folder:
+            with suppress(OSError):  # a folder made only for the lock goes too; one the block filled stays
+                path.parent.rmdir()

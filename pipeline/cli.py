@@ -1,15 +1,20 @@
 """convbench's command line: one command per pipeline stage, exactly what dvc.yaml runs.
 
 Each command validates params.yaml first, then calls one stage function. Known failures print
-one line and exit non-zero (2 for bad params); nothing is half-written.
+one line and exit non-zero (2 for bad params); nothing is half-written. Failures of the system
+(a full or read-only disk, a path under a file) print one line naming the path and the fix; anything
+unexpected prints one line and the path of a log holding its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Optional, get_args
 import typer
 
 from pipeline import paths
-from pipeline.errors import ConvbenchError, ParamsError
+from pipeline.errors import ConvbenchError, ParamsError, redact
 from pipeline.params import Params, ProbeName, load_params
 
 if TYPE_CHECKING:
@@ -47,18 +52,88 @@ SeedOption = Annotated[
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Print ConvbenchError/interrupts as one line on stderr and exit with their code, no traceback."""
+    """Print any failure as one line on stderr and exit non-zero, no traceback.
+
+    ConvbenchError and interrupts keep their own message and code; OSError (full or read-only disk, a path
+    under a file, no permission) names the path and the fix; anything else names a log with the traceback.
+    Every line is redacted, so a password in a tracking URI never reaches the terminal.
+    """
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         yield
+    except typer.Exit:
+        raise
     except ConvbenchError as exc:
-        typer.echo(f"convbench: error: {exc}", err=True)
+        typer.echo(f"convbench: error: {redact(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("convbench: interrupted; no partial outputs were written", err=True)
         raise typer.Exit(130) from None
+    except OSError as exc:
+        typer.echo(f"convbench: error: {redact(_os_error_line(exc))}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback kept in a log
+        typer.echo(f"convbench: error: {_unexpected_line(exc)}", err=True)
+        raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_active_params: Optional[Params] = None  # the params of the running command, to name the setting behind a path
+
+# errno -> what went wrong and the fix, after the path it happened to
+_OS_FIXES = {
+    errno.ENOSPC: "no space left on the device; free space on it (or move the project to a bigger disk) and run again",
+    errno.EDQUOT: "disk quota exceeded; free space within your quota and run again",
+    errno.EROFS: "the filesystem is read-only; use a writable folder (or remount it read-write)",
+    errno.EACCES: "permission denied; make it writable (and its folder searchable) for this user, or use another path",
+    errno.EPERM: "operation not permitted; make it writable for this user, or use another path",
+    errno.ENOTDIR: "part of this path is a file, not a folder; fix the path or move that file away",
+    errno.EISDIR: "this is a folder where a file is expected; move the folder away or fix the path",
+    errno.EEXIST: "this exists and is not a folder; move it away or fix the path",
+    errno.ENOENT: "no such file or folder; check the path, or run the stage that creates it",
+    errno.ENAMETOOLONG: "the path is too long; use a shorter one",
+    errno.ELOOP: "the path has a symbolic-link loop; fix the link",
+    errno.EIO: "input/output error, the disk may be failing; check it (dmesg) and run again",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) and run again",
+}
+
+
+def _os_error_line(exc: OSError) -> str:
+    """'<path>: <problem and fix>', naming data.root when the path is under it."""
+    path = exc.filename if exc.filename is not None else None
+    fix = _OS_FIXES.get(exc.errno or -1, f"{exc.strerror or exc}; check the path and run again")
+    if path is None:
+        return f"{exc.strerror or type(exc).__name__}; {fix.split('; ', 1)[-1]}"
+    return f"{os.fsdecode(path)}: {fix}{_setting_for(Path(os.fsdecode(path)))}"
+
+
+def _setting_for(path: Path) -> str:
+    """' (data.root in params.yaml is ...)' when `path` lies in params' data.root, else ''."""
+    if _active_params is None:
+        return ""
+    root = Path(_active_params.data.root)
+    try:
+        path.resolve(strict=False).relative_to(root.resolve(strict=False))
+    except (ValueError, OSError, RuntimeError):
+        return ""
+    return f" (data.root in params.yaml is '{root}')"
+
+
+def _unexpected_line(exc: BaseException) -> str:
+    """One line for an error nobody anticipated, with the path of a log holding its redacted traceback."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    summary = redact(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+    text = redact("convbench " + " ".join(sys.argv[1:]) + "\n" + "".join(traceback.format_exception(exc)))
+    try:
+        folder = Path(os.environ.get("CONVBENCH_LOG_DIR") or tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, log = tempfile.mkstemp(prefix="convbench-error-", suffix=".log", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as log_error:
+        return f"unexpected {summary} (the traceback could not be saved: {log_error.strerror}); please report it"
+    return f"unexpected {summary}; the traceback is in {log}; please report it with that file"
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -90,8 +165,10 @@ def _each_cell(
 
 
 def _stage(run: Callable[[Params], None], params_path: Path) -> None:
+    global _active_params
     with _user_errors():
         params = load_params(params_path)
+        _active_params = params
         run(params)
 
 
@@ -135,14 +212,34 @@ def train(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = No
 def _train_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
     from pipeline.train import train_cell
 
-    result = train_cell(
-        params, model_name, cell_seed, prepared,
-        paths.checkpoint(model_name, cell_seed), paths.curves(model_name, cell_seed),
-    )
+    with _cell_lock(model_name, cell_seed):
+        result = train_cell(
+            params, model_name, cell_seed, prepared,
+            paths.checkpoint(model_name, cell_seed), paths.curves(model_name, cell_seed),
+        )
     return (
         f"train: {paths.cell(model_name, cell_seed)} val_accuracy {result.history[-1].val_accuracy:.4f} "
         f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
     )
+
+
+@contextmanager
+def _cell_lock(model_name: str, cell_seed: int) -> Iterator[None]:
+    """Only one process trains a cell at a time: a second one would share its resume state and MLflow run."""
+    from pipeline import atomic
+
+    checkpoint = paths.checkpoint(model_name, cell_seed)
+    lock = checkpoint.with_suffix(".lock")
+    try:
+        with atomic.exclusive(lock):
+            yield
+    except atomic.Busy as busy:
+        cell = paths.cell(model_name, cell_seed)
+        raise ConvbenchError(
+            f"{checkpoint}: cell {cell} is being trained by another process ({busy.holder or 'lock ' + str(lock)}); "
+            f"wait for it to finish (or stop it), then run `convbench train --model {model_name} --seed {cell_seed}` "
+            f"again if still needed"
+        ) from None
 
 
 @app.command()
@@ -261,8 +358,8 @@ def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, job
     if not uri.startswith(("http://", "https://")) and not sweeps.is_local_address(ray_address):
         typer.echo(f"convbench: warning: trials on other Ray nodes cannot reach {redact(uri)}; for a cluster, "
                    "point MLFLOW_TRACKING_URI at a tracking server (`make server`)", err=True)
-    cells = [sweeps.trial_params(cell, project, uri) for cell in cells]
-    return sweeps.run_on_ray(cells, project, ray_address, cpus_per_trial, gpus_per_trial, typer.echo)
+    cells = [sweeps.trial_params(cell, project) for cell in cells]
+    return sweeps.run_on_ray(cells, project, ray_address, cpus_per_trial, gpus_per_trial, typer.echo, uri)
 
 
 def _probe_sweep(probe: ProbeChoice, params_path: Path) -> None:
@@ -324,12 +421,19 @@ def ui(
     """Open the MLflow UI on the store convbench logs to (tracking.uri, $MLFLOW_TRACKING_URI or mlflow.db)."""
 
     def run(params: Params) -> None:
-        from pipeline.tracking import training_runs_url, tracking_uri
+        from pipeline.tracking import check_reachable, training_runs_url, tracking_uri
 
         uri = tracking_uri(params.tracking)
+        if uri.startswith(("http://", "https://")):
+            public = re.sub(r"//[^/@]*@", "//", uri)
+            raise ConvbenchError(f"runs go to the tracking server '{redact(uri)}', which serves its own UI: open {public} "
+                                 f"in a browser (`convbench ui` serves local stores such as sqlite:///mlflow.db)")
+        check_reachable(uri)  # rejects a SQLite URI without a file
         page = training_runs_url(params.tracking, params.data.name, f"http://{host}:{port}")
-        typer.echo(f"ui: serving {uri}; the training runs of {params.data.name} are at {page}", err=True)
-        os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
+        typer.echo(f"ui: serving {redact(uri)}; the training runs of {params.data.name} are at {page}", err=True)
+        # The store URI travels in the environment, not argv: `ps` shows argv (and any password in it) to every user.
+        os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
+        os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)])
 
     _stage(run, params_path)
 

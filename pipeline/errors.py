@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ConvbenchError(Exception):
     """A user-facing failure: the CLI prints its message on one line and exits non-zero."""
@@ -17,3 +19,8 @@ class ParamsError(ConvbenchError):
 
 class DataError(ConvbenchError):
     """A dataset's files are missing, unreadable or fail their checksum."""
+
+
+def redact(text: str) -> str:
+    """Hide the password or token in any 'scheme://user:secret@host' inside `text`."""
+    return re.sub(r"(//[^/:@\s]+):[^@/\s]+@", r"\1:***@", text)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
 from pipeline.data import DATASET_NAMES
-from pipeline.errors import ParamsError
+from pipeline.errors import ParamsError, redact
 
 DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
@@ -117,6 +117,11 @@ class TrackingParams(_Section):
     log_model: bool
     required: bool
     tags: dict[str, str] = {}  # extra tags on every run; `convbench sweep` sets sweep and sweep_cell
+
+    @field_serializer("uri")
+    def _mask_password(self, uri: str | None) -> str | None:
+        """Every dump (the report's params block, MLflow params) shows 'user:***@host', never the password."""
+        return redact(uri) if uri else uri
 
 
 ModelAlias = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")]

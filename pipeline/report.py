@@ -59,20 +59,30 @@ def _cell_files(models: list[str], seeds: list[int], where: Callable[[str, int],
     return cells
 
 
-def _read_json(path: Path, stage: str) -> dict:
+METRICS_KEYS = ("model", "seed", "dataset", "test_accuracy")  # what every metrics file of `convbench evaluate` has
+
+
+def _read_metrics(path: Path, model: str, seed: int) -> dict:
+    """One cell's metrics JSON, or a one-line error naming the file and the command that writes it again."""
+    redo = f"run `convbench evaluate --model {model} --seed {seed}` to write it again"
     try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConvbenchError(f"{path} is not readable JSON ({type(exc).__name__}); run `convbench {stage}` again") from None
-    if not isinstance(content, dict) or not {"model", "seed", "dataset", "test_accuracy"} <= set(content):
-        raise ConvbenchError(f"{path} is not a convbench metrics file (model, seed, dataset, test_accuracy missing); "
-                             f"run `convbench {stage}` again")
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConvbenchError(f"{path} is not UTF-8 text; {redo}") from None
+    except json.JSONDecodeError as exc:
+        raise ConvbenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {redo}") from None
+    if not isinstance(content, dict):
+        raise ConvbenchError(f"{path} holds a JSON {type(content).__name__}, not the evaluate stage's object; {redo}")
+    missing = [key for key in METRICS_KEYS if key not in content]
+    if missing:
+        raise ConvbenchError(f"{path} lacks {', '.join(repr(k) for k in missing)}, so `convbench evaluate` did not "
+                             f"write it; {redo}")
     return content
 
 
 def load_metrics(models: list[str], seeds: list[int], dataset: str) -> pd.DataFrame:
     """One row per (model, seed) from metrics/<model>-s<seed>.json, nested figures as 'a.b.c' columns."""
-    rows = [_read_json(path, "evaluate") for _m, _s, path in _cell_files(models, seeds, paths.metrics, "evaluate")]
+    rows = [_read_metrics(path, m, s) for m, s, path in _cell_files(models, seeds, paths.metrics, "evaluate")]
     stale = [f"{row['model']}-s{row['seed']} ({row['dataset']})" for row in rows if row["dataset"] != dataset]
     if stale:
         raise ConvbenchError(

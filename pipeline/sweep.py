@@ -139,7 +139,7 @@ def _accuracy_from_exp_show(shown: list[dict[str, Any]], experiment: str) -> dic
 
 
 def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_per_trial: float,
-               gpus_per_trial: float, echo: Echo) -> list[CellOutcome]:
+               gpus_per_trial: float, echo: Echo, tracking_uri: str | None = None) -> list[CellOutcome]:
     """Run one Ray task (a trial) per cell on the cluster at `address` ($RAY_ADDRESS) and collect the outcomes.
 
     Trials run on whichever node Ray picks, so every path they get is absolute and every run logs to
@@ -163,7 +163,8 @@ def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_
     try:
         trial = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
         root = (project / SWEEPS_DIR).resolve()
-        pending = {trial.remote(cell.raw_params, str(root / cell.name.rsplit("-", 1)[0] / cell.name), cpus_per_trial): cell
+        pending = {trial.remote(cell.raw_params, str(root / cell.name.rsplit("-", 1)[0] / cell.name), cpus_per_trial,
+                                tracking_uri): cell
                    for cell in cells}
         echo(f"sweep: submitted {len(cells)} trial(s) to Ray at {address}")
         outcomes: dict[str, CellOutcome] = {}
@@ -201,33 +202,37 @@ def is_local_address(address: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def run_trial(raw_params: dict[str, Any], workdir: str, threads: float) -> dict[str, Any]:
+def run_trial(raw_params: dict[str, Any], workdir: str, threads: float, tracking_uri: str | None = None) -> dict[str, Any]:
     """One cell, on a Ray worker: write its params.yaml in `workdir` and run `convbench run` (every stage) there.
 
     The stages run in a subprocess, so a crash in one trial cannot take the worker down; their
-    output goes to `workdir/trial.log`.
+    output goes to `workdir/trial.log`. The tracking URI travels in the environment, never in the
+    params file, so a password in it is not written to the worker's disk.
     """
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes(folder / "params.yaml", yaml.safe_dump(raw_params, sort_keys=False).encode())
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(max(1, int(threads)))}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     done = subprocess.run([sys.executable, "-m", "pipeline", "run"], cwd=folder, env=env, capture_output=True, text=True)
     write_bytes(folder / "trial.log", (done.stdout + done.stderr).encode())
     if done.returncode != 0:
         return {"status": "failed", "detail": _error_line(done.stderr + done.stdout), "accuracy": {}}
-    accuracy = {path.stem: json.loads(path.read_text())["test_accuracy"] for path in sorted((folder / "metrics").glob("*.json"))}
+    accuracy = {path.stem: json.loads(path.read_text())["test_accuracy"]
+                for path in sorted((folder / "metrics").glob("*-s*.json"))}  # the cells' files, not bench.json
     return {"status": "success", "detail": str(folder), "accuracy": accuracy}
 
 
 # --- shared ---------------------------------------------------------------------------------------------------------
 
 
-def trial_params(cell: SweepCell, project: Path, tracking_uri: str) -> SweepCell:
-    """The cell with absolute data.root and the resolved tracking URI, so it runs the same on any node."""
+def trial_params(cell: SweepCell, project: Path) -> SweepCell:
+    """The cell with an absolute data.root and no tracking URI of its own (run_trial passes it in the environment)."""
     raw = json.loads(json.dumps(cell.raw_params, default=str))
     root = Path(raw["data"]["root"])
     raw["data"]["root"] = str(root if root.is_absolute() else (project / root).resolve())
-    raw["tracking"]["uri"] = tracking_uri
+    raw["tracking"]["uri"] = None
     return SweepCell(cell.name, cell.settings, raw, cell.params)
 
 

@@ -136,8 +136,10 @@ def train_cell(
         if not dist.is_main:  # only rank 0 writes files and logs
             return TrainResult(model_name, seed, checkpoint_path, curves_path, None, history, images_per_second,
                                train_seconds, to_final)
-        atomic.write_text(curves_path, pd.DataFrame([dataclasses.asdict(s) for s in history]).to_csv(index=False))
-        checkpoints.save(checkpoint_path, trained)
+        # Curves and checkpoint are one set: both are written in full before either is renamed into place.
+        with atomic.atomic_path(curves_path) as curves_tmp, atomic.atomic_path(checkpoint_path) as checkpoint_tmp:
+            curves_tmp.write_text(pd.DataFrame([dataclasses.asdict(s) for s in history]).to_csv(index=False))
+            checkpoints.save(checkpoint_tmp, trained)
         if params.tracking.log_model:
             logger.log_model(model, data.val.x[:2].cpu().numpy())
         logger.log_artifact(curves_path, "curves")

@@ -38,3 +38,30 @@ def test_json_is_sorted_and_files_are_world_readable(tmp_path: Path) -> None:
     assert target.read_text().index('"a"') < target.read_text().index('"b"')
     assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_a_failed_write_names_the_target_not_the_temporary_file(tmp_path: Path) -> None:
+    import errno
+
+    target = tmp_path / "models" / "cnn-s0.pt"
+
+    def disk_full(tmp: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # what write() raises, without a file name
+
+    with pytest.raises(OSError) as caught:
+        atomic.write_with(target, disk_full)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert list(target.parent.iterdir()) == []
+
+
+def test_exclusive_lock_refuses_a_second_holder_and_leaves_nothing(tmp_path: Path) -> None:
+    lock = tmp_path / "models" / "cnn-s0.lock"
+    with atomic.exclusive(lock):
+        assert lock.read_text().startswith("pid ")
+        with pytest.raises(atomic.Busy) as caught:  # a second open file description, as another process has
+            with atomic.exclusive(lock):
+                pass
+        assert caught.value.holder == lock.read_text()
+    assert not lock.exists() and not lock.parent.exists(), "the lock and the folder made for it are gone"
+    with atomic.exclusive(lock):  # free again
+        pass

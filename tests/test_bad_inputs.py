@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import signal
+import sqlite3
 import struct
-from collections.abc import Callable
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import OFFLINE, run, write_params
+from tests.helpers import OFFLINE, env, free_port, run, write_params
 from tests.torchvision_files import make_cifar10, make_mnist_family
 
 TRAIN_CNN = ["convbench", "train", "-m", "cnn", "-s", "0"]
@@ -179,6 +183,45 @@ def sweep(*args: str, grid: str | None = None) -> Callable[[Path], list[str]]:
     return setup
 
 
+def with_file(relative: str, content: str, args: list[str], **overrides: Any) -> Callable[[Path], list[str]]:
+    """Write `content` to `relative` in the project (and set dotted params `overrides`), then run `args`."""
+
+    def setup(root: Path) -> list[str]:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        if overrides:
+            write_params(root / "params.yaml", overrides, edit_existing=True)
+        return args
+
+    return setup
+
+
+def with_folder(relative: str, args: list[str]) -> Callable[[Path], list[str]]:
+    """Make a folder at `relative` where convbench expects a file, then run `args`."""
+
+    def setup(root: Path) -> list[str]:
+        (root / relative).mkdir(parents=True)
+        return args
+
+    return setup
+
+
+def ui_with(**overrides: Any) -> Callable[[Path], list[str]]:
+    """Set dotted params, then `convbench ui` on a free port."""
+
+    def setup(root: Path) -> list[str]:
+        write_params(root / "params.yaml", {k.replace("__", "."): v for k, v in overrides.items()}, edit_existing=True)
+        return ["convbench", "ui", "--port", str(free_port())]
+
+    return setup
+
+
+SECRET = "s3cr3t-pw"
+REPORT = ["convbench", "report"]
+REDO_EVALUATE = "run `convbench evaluate --model cnn --seed 0` to write it again"
+
+
 @dataclass(frozen=True)
 class Case:
     """One bad input: how to make it, the exit code, and what the one stderr line must say."""
@@ -188,6 +231,7 @@ class Case:
     exit_code: int
     expected: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    absent: tuple[str, ...] = (SECRET,)  # never in stdout or stderr
 
 
 CASES = [
@@ -248,6 +292,37 @@ CASES = [
          1, ("no Ray cluster answers at 127.0.0.1:9 (Connection refused)", "`ray start --head`")),
     Case("sweep-grid-not-a-mapping", sweep("--grid", "grid.yaml", grid="- 0.001\n- 0.003\n"), 2,
          ("grid.yaml: expected a mapping of dotted keys to lists of values",)),
+    # --- the second catalogue (issue 15): stores, URIs, secrets, system errors, damaged outputs ----------------
+    Case("tracking-uri-sqlite-without-file", edit_params(tracking__uri=None), 1,
+         ("tracking URI 'sqlite:///' names no database file", "sqlite:///mlflow.db"),
+         {"MLFLOW_TRACKING_URI": "sqlite:///"}),
+    Case("mlflow-db-damaged", with_file(MLFLOW_STORE, "this is not a database\n" * 400, TRAIN_CNN), 1,
+         ("mlflow.db is damaged (file is not a database)", "move it aside", "tracking.uri")),
+    Case("tracking-uri-not-a-url", edit_params(tracking__uri="http://[::1"), 1,
+         ("tracking URI 'http://[::1' is not a valid URL (Invalid IPv6 URL)", "fix tracking.uri")),
+    Case("tracking-uri-port-not-a-number", edit_params(tracking__uri="http://127.0.0.1:port"), 1,
+         ("tracking URI 'http://127.0.0.1:port' is not a valid URL", "fix tracking.uri")),
+    Case("tracking-password-in-unreachable-server", edit_params(tracking__uri=f"http://alice:{SECRET}@127.0.0.1:9"), 1,
+         ("MLflow tracking server 'http://alice:***@127.0.0.1:9' is unreachable", "`make server`")),
+    Case("tracking-database-driver-missing-or-down", edit_params(tracking__uri=f"postgresql://alice:{SECRET}@127.0.0.1:9/mlflow"),
+         1, ("'postgresql://alice:***@127.0.0.1:9/mlflow'", "tracking.uri")),
+    Case("data-root-is-a-file", with_file("not-a-folder", "a file\n", ["convbench", "download"], **{"data.root": "not-a-folder"}),
+         1, ("not-a-folder/digits: part of this path is a file, not a folder",
+             "data.root in params.yaml is 'not-a-folder'")),
+    Case("metrics-json-garbage", with_file("metrics/cnn-s0.json", "{not json", REPORT), 1,
+         ("metrics/cnn-s0.json is not valid JSON (Expecting property name enclosed in double quotes at line 1)",
+          REDO_EVALUATE)),
+    Case("metrics-json-empty-object", with_file("metrics/cnn-s0.json", "{}\n", REPORT), 1,
+         ("metrics/cnn-s0.json lacks 'model', 'seed', 'dataset', 'test_accuracy'", REDO_EVALUATE)),
+    Case("metrics-json-not-an-object", with_file("metrics/cnn-s0.json", "[0.98]\n", REPORT), 1,
+         ("metrics/cnn-s0.json holds a JSON list", REDO_EVALUATE)),
+    Case("cell-lock-is-a-folder", with_folder("models/cnn-s0.lock", TRAIN_CNN), 1,
+         ("models/cnn-s0.lock: this is a folder where a file is expected",)),
+    Case("ui-on-a-tracking-server", ui_with(tracking__uri=f"http://alice:{SECRET}@127.0.0.1:9"), 1,
+         ("runs go to the tracking server 'http://alice:***@127.0.0.1:9', which serves its own UI: open "
+          "http://127.0.0.1:9 in a browser",)),
+    Case("ui-on-sqlite-without-file", ui_with(tracking__uri="sqlite:///"), 1,
+         ("tracking URI 'sqlite:///' names no database file",)),
 ]
 
 
@@ -273,15 +348,122 @@ def test_bad_input_fails_with_one_clear_line_and_writes_nothing(project: Path, c
 
     result = run(args, project, timeout=300, **case.env)
 
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == case.exit_code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    (line,) = lines
-    assert line.startswith("convbench: error: "), line
-    for expected in case.expected:
-        assert expected in line, f"{expected!r} not in {line!r}"
+    assert_one_error_line(result, case.exit_code, case.expected, case.absent)
     after = snapshot(project)
     assert sorted(set(after) - set(before)) == [], "files written by a failing command"
     assert sorted(set(before) - set(after)) == [], "files removed by a failing command"
     assert [name for name in before if before[name] != after[name]] == [], "files changed by a failing command"
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], exit_code: int, expected: tuple[str, ...],
+                          absent: tuple[str, ...] = (SECRET,)) -> str:
+    """Exit `exit_code`, stderr exactly one `convbench: error:` line holding every `expected` part, no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == exit_code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert line.startswith("convbench: error: "), line
+    for part in expected:
+        assert part in line, f"{part!r} not in {line!r}"
+    for secret in absent:
+        assert secret not in result.stdout + result.stderr, "a secret was printed"
+    return line
+
+
+def assert_unchanged(before: dict, project: Path, but: tuple[str, ...] = ()) -> None:
+    after = snapshot(project)
+    changed = {name: after.get(name) for name in set(before) | set(after) if before.get(name) != after.get(name)}
+    assert {name: state for name, state in changed.items() if name not in but} == {}
+
+
+def test_locked_mlflow_store_is_one_line_after_the_busy_timeout(project: Path) -> None:
+    """Another process holds the SQLite store's write lock for the whole run (a real lock, in this process)."""
+    before = snapshot(project)
+    holder = sqlite3.connect(project / MLFLOW_STORE, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run(TRAIN_CNN, project, timeout=120)
+    finally:
+        holder.close()
+    assert_one_error_line(result, 1, (f"MLflow store {project / MLFLOW_STORE} is locked by another process "
+                                      "(database is locked)", "wait for that process to finish"))
+    assert_unchanged(before, project)
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    """Mount a real, tiny tmpfs (`size`, `ro`) on a folder; skipped where mounting is not allowed (not root)."""
+    mounted: list[Path] = []
+
+    def mount(target: Path, size: str = "64k", read_only: bool = False) -> Path:
+        target.mkdir(parents=True, exist_ok=True)
+        options = f"size={size}" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights): {done.stderr.strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", str(target)], capture_output=True)  # a test may have unmounted it already
+
+
+def test_read_only_data_root_names_the_setting(project: Path, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    read_only = tmpfs(tmp_path / "read-only", read_only=True)
+    write_params(project / "params.yaml", {"data.root": str(read_only / "raw")}, edit_existing=True)
+    before = snapshot(project)
+    result = run(["convbench", "download"], project, timeout=120)
+    assert_one_error_line(result, 1, (f"{read_only / 'raw'}: the filesystem is read-only",
+                                      f"(data.root in params.yaml is '{read_only / 'raw'}')"))
+    assert_unchanged(before, project)
+
+
+def test_full_disk_while_saving_the_checkpoint_says_so(project: Path, tmpfs: Callable[..., Path]) -> None:
+    """torch.save on a full disk says only "unexpected pos"; the line must say the disk is full, and where."""
+    before = snapshot(project)
+    models = tmpfs(project / "models", size="64k")  # hides the trained checkpoint until unmounted
+    result = run(TRAIN_CNN, project, timeout=300)
+    assert_one_error_line(result, 1, ("models/cnn-s0.pt: no space left on the device", "free space on it"))
+    assert sorted(p.name for p in models.iterdir()) == [], "no temporary file or lock left on the full disk"
+    subprocess.run(["umount", str(models)], check=True)
+    # train.py writes the curves before the checkpoint, so the curves are already replaced when the checkpoint
+    # fails; the trained checkpoint itself is untouched.
+    assert_unchanged(before, project, but=("metrics/curves/cnn-s0.csv",))
+
+
+def test_second_training_of_the_same_cell_refuses_at_once(project: Path) -> None:
+    write_params(project / "params.yaml", {"train.epochs": 500}, edit_existing=True)
+    first = subprocess.Popen(TRAIN_CNN, cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = project / "models" / "cnn-s0.lock"
+        deadline = time.monotonic() + 120
+        while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lock.exists(), "the first training never took its lock"
+        started = time.monotonic()
+        second = run(TRAIN_CNN, project, timeout=120)
+        assert time.monotonic() - started < 60
+        assert_one_error_line(second, 1, ("models/cnn-s0.pt: cell cnn-s0 is being trained by another process "
+                                          f"(pid {first.pid})", "wait for it to finish (or stop it)",
+                                          "`convbench train --model cnn --seed 0`"))
+        assert first.poll() is None, "the first training goes on"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert not (project / "models" / "cnn-s0.lock").exists(), "the lock file goes with its holder"
+
+
+def test_unexpected_error_is_one_line_with_a_log_of_the_traceback(project: Path, tmp_path: Path) -> None:
+    """A path with a NUL byte makes os calls raise ValueError, which convbench does not anticipate."""
+    write_params(project / "params.yaml", {"data.root": "data/raw\0x"}, edit_existing=True)
+    before = snapshot(project)
+    logs = tmp_path / "logs"
+    result = run(["convbench", "download"], project, timeout=120, CONVBENCH_LOG_DIR=str(logs))
+    line = assert_one_error_line(result, 1, ("unexpected ValueError: embedded null byte; the traceback is in ",
+                                             "please report it"))
+    (log,) = logs.iterdir()
+    assert str(log) in line
+    assert "Traceback (most recent call last)" in log.read_text() and "embedded null byte" in log.read_text()
+    assert_unchanged(before, project)

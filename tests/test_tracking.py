@@ -112,6 +112,21 @@ def test_credentials_in_the_tracking_uri_never_reach_messages(tmp_path: Path) ->
     assert "s3cr3t-token" not in str(caught.value) and "alice:***@127.0.0.1:9" in str(caught.value)
 
 
+SECRET = "s3cr3t-pw"
+
+
+def test_params_dumps_mask_the_password_in_the_tracking_uri() -> None:
+    """The report's params block and every MLflow param come from dumps; the password is never in them."""
+    import yaml
+
+    params = validate_params(params_with({"tracking.uri": f"http://alice:{SECRET}@tracking.internal:5000"}))
+    assert params.tracking.uri == f"http://alice:{SECRET}@tracking.internal:5000", "convbench itself still needs it"
+    for dumped in (params.model_dump(), params.model_dump(mode="json"), params.tracking.model_dump()):
+        assert SECRET not in str(dumped) and "alice:***@tracking.internal" in str(dumped)
+    assert SECRET not in yaml.safe_dump(params.model_dump(mode="json"))  # the report's params block
+    assert SECRET not in params.model_dump_json()
+
+
 def _server_project(tmp_path: Path, **overrides: object) -> Path:
     project = tmp_path / "project"
     project.mkdir()
@@ -129,10 +144,13 @@ def test_pipeline_logs_to_a_real_tracking_server_and_fails_early_once_it_stops(
     tmp_path: Path, mlflow_server: tuple[str, subprocess.Popen]
 ) -> None:
     uri, server = mlflow_server
+    secret_uri = uri.replace("http://", f"http://alice:{SECRET}@")  # the server ignores it; MLflow would print it
     project = _server_project(tmp_path)
     for args in (["train", "-m", "mlp", "-s", "0"], ["evaluate", "-m", "mlp", "-s", "0"]):
-        result = run(["convbench", *args], project, MLFLOW_TRACKING_URI=uri)
+        result = run(["convbench", *args], project, MLFLOW_TRACKING_URI=secret_uri)
         assert result.returncode == 0, result.stderr
+        assert SECRET not in result.stdout + result.stderr
+        assert f"View run mlp-s0 at: {uri.replace('http://', 'http://alice:***@')}/#/experiments/" in result.stdout
     experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
     runs = mlflow_rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     (found,) = [r for r in runs if r["info"]["run_name"] == "mlp-s0"]
@@ -142,11 +160,12 @@ def test_pipeline_logs_to_a_real_tracking_server_and_fails_early_once_it_stops(
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
     started = time.monotonic()
-    stopped = run(["convbench", "train", "-m", "cnn", "-s", "0"], project, MLFLOW_TRACKING_URI=uri)
+    stopped = run(["convbench", "train", "-m", "cnn", "-s", "0"], project, MLFLOW_TRACKING_URI=secret_uri)
     assert time.monotonic() - started < 60, "fails in seconds, not after retries"
     assert stopped.returncode == 1 and "Traceback" not in stopped.stderr
     assert stopped.stderr.strip() == (
-        f"convbench: error: MLflow tracking server '{uri}' is unreachable ([Errno 111] Connection refused); "
+        f"convbench: error: MLflow tracking server '{uri.replace('http://', 'http://alice:***@')}' is unreachable "
+        "([Errno 111] Connection refused); "
         "start it (`make server`) or point tracking.uri / $MLFLOW_TRACKING_URI at a running one"
     )
     assert not (project / paths.checkpoint("cnn", 0)).exists() and not (project / paths.resume_state("cnn", 0)).exists()
@@ -194,3 +213,76 @@ def test_cell_runs_record_their_dataset_as_an_mlflow_input(workspace: Workspace)
     found = mlflow.search_runs(experiment_names=["convbench-digits"], output_format="list",
                                filter_string=f"dataset.name = 'digits' AND dataset.digest = '{sha256[:36]}'")
     assert {r.info.run_id for r in found} == {r.info.run_id for r in cells}, "MLflow's dataset search finds the cells"
+
+
+def _logged_an_epoch(uri: str, run_name: str) -> bool:
+    experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
+    runs = mlflow_rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]]}).get("runs", [])
+    return any(r["info"]["run_name"] == run_name and any(m["key"] == "val_accuracy" for m in r["data"].get("metrics", []))
+               for r in runs)
+
+
+def test_server_lost_mid_training_finishes_training_writes_the_checkpoint_and_stops_in_seconds(
+    tmp_path: Path, mlflow_server: tuple[str, subprocess.Popen]
+) -> None:
+    """Kill the server once both cells logged an epoch: required tracking fails in one line, optional warns."""
+    uri, server = mlflow_server
+    secret_uri = uri.replace("http://", f"http://alice:{SECRET}@")
+    epochs = 200  # of a tiny CNN (and its matched MLP): seconds of training left when the server dies
+    tiny = {"model.cnn.conv": [{"channels": 4, "kernel": 3, "padding": 0, "pool": 2}], "model.cnn.hidden": [16],
+            "model.mlp.match": "none", "model.mlp.width": 16}
+    project = _server_project(tmp_path, **{"train.epochs": epochs, **tiny})
+    (project / "optional.yaml").write_text((project / "params.yaml").read_text())
+    write_params(project / "optional.yaml", {"tracking.required": False}, edit_existing=True)
+    mlflow_rest(uri, "experiments/create", {"name": "convbench-digits"})  # not created by two processes at once
+    commands = {"cnn": ["convbench", "train", "-m", "cnn", "-s", "0"],
+                "mlp": ["convbench", "train", "-p", "optional.yaml", "-m", "mlp", "-s", "0"]}
+    processes = {model: subprocess.Popen(args, cwd=project, env=env(MLFLOW_TRACKING_URI=secret_uri, OMP_NUM_THREADS="1"),
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for model, args in commands.items()}
+    try:
+        deadline = time.monotonic() + 180
+        while not all(_logged_an_epoch(uri, f"{m}-s0") for m in processes) and time.monotonic() < deadline:
+            ended_early = {m: p.communicate()[1] for m, p in processes.items() if p.poll() is not None}
+            assert not ended_early, f"a training ended before the server was killed: {ended_early}"
+            time.sleep(0.2)
+        assert all(not (project / paths.checkpoint(m, 0)).exists() for m in processes), "killed while training"
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        outputs = {model: p.communicate(timeout=300) for model, p in processes.items()}
+        ended = time.time()
+    finally:
+        for p in processes.values():
+            p.kill()
+    for model, (stdout, stderr) in outputs.items():
+        assert "Traceback" not in stderr and SECRET not in stdout + stderr, stderr
+        checkpoint = project / paths.checkpoint(model, 0)
+        assert checkpoint.is_file(), f"{model}: training finished and wrote its checkpoint"
+        assert torch_load(checkpoint)["train"]["epochs"] == epochs
+        assert ended - checkpoint.stat().st_mtime < 30, f"{model}: ends in seconds once the checkpoint is written"
+    cnn_err = outputs["cnn"][1].strip().splitlines()
+    assert processes["cnn"].returncode == 1 and len(cnn_err) == 1, cnn_err
+    assert cnn_err[0].startswith(f"convbench: error: MLflow tracking at '{uri.replace('http://', 'http://alice:***@')}' "
+                                 "failed (Connection refused), so run 'cnn-s0' is incomplete in MLflow"), cnn_err
+    assert "run the stage again, or set tracking.required: false" in cnn_err[0]
+    mlp_err = outputs["mlp"][1].strip().splitlines()
+    assert processes["mlp"].returncode == 0 and len(mlp_err) == 1, mlp_err
+    assert mlp_err[0].startswith("convbench: warning: MLflow tracking at") and mlp_err[0].endswith(
+        "tracking.required is false, so the stage succeeds"), mlp_err
+    assert not (project / paths.resume_state("mlp", 0)).exists()
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def test_mlflow_log_records_are_redacted(capfd: pytest.CaptureFixture[str]) -> None:
+    """MLflow's own logger (its handler writes to the real stderr) never shows a password."""
+    import logging
+
+    logging.getLogger("mlflow.store.tracking.rest_store").warning("API request to %s failed",
+                                                                  f"http://alice:{SECRET}@127.0.0.1:9/api/2.0")
+    err = capfd.readouterr().err
+    assert SECRET not in err and "http://alice:***@127.0.0.1:9/api/2.0" in err
