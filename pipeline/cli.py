@@ -228,6 +228,9 @@ def _cell_lock(model_name: str, cell_seed: int) -> Iterator[None]:
     """Only one process trains a cell at a time: a second one would share its resume state and MLflow run."""
     from pipeline import atomic
 
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 owns the cell (it alone writes and logs)
+        yield
+        return
     checkpoint = paths.checkpoint(model_name, cell_seed)
     lock = checkpoint.with_suffix(".lock")
     try:

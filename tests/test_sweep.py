@@ -73,7 +73,7 @@ def test_ray_sweep_runs_one_trial_per_cell_logging_to_the_tracking_server(
     by_cell = _runs_by_cell(found)
     assert set(by_cell) == {"raytest-0", "raytest-1"}, "both cells logged to the tracking server"
     for cell, lr in (("raytest-0", "0.001"), ("raytest-1", "0.003")):
-        assert set(by_cell[cell]) == {"cnn-s0", "mlp-s0", "comparison"}
+        assert set(by_cell[cell]) == {"cnn-s0", "mlp-s0", "bench", "comparison"}
         for record in by_cell[cell].values():
             assert record["info"]["status"] == "FINISHED"
         cnn = by_cell[cell]["cnn-s0"]
@@ -114,5 +114,5 @@ def test_dvc_queue_sweep_runs_cells_as_experiments_and_reports_the_failed_one(tm
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("convbench-digits").experiment_id],
                               "tags.sweep_cell = 'dvctest-0'")
-    assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "comparison", "mlp-s0"], "logged to the project's store"
+    assert sorted(r.info.run_name for r in runs) == ["bench", "cnn-s0", "comparison", "mlp-s0"], "logged to the project's store"
     assert {r.info.status for r in runs} == {"FINISHED"}
