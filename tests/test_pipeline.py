@@ -130,3 +130,10 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert sorted((r.info.run_name, r.info.status) for r in children) == [
         ("cnn-s0", "FINISHED"), ("mine-s0", "FINISHED"), ("mlp-s0", "FINISHED")]
     assert comparison.data.metrics["mine_accuracy_mean"] == pytest.approx(metrics["test_accuracy"])
+
+    write_params(project / "params.yaml", {"train.seeds": [0, 1]}, edit_existing=True)
+    more = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    ran = set(re.findall(r"Running stage '([^']+)'", more.stdout))
+    new_cells = {f"{stage}@{model}-1" for stage in ("train", "evaluate") for model in ("cnn", "mlp", "mine")}
+    assert ran == new_cells | {"bench", "report"}, "adding a seed trains and evaluates only the new cells"
