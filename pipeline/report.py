@@ -82,7 +82,11 @@ def _read_metrics(path: Path, model: str, seed: int) -> dict:
 
 def load_metrics(models: list[str], seeds: list[int], dataset: str) -> pd.DataFrame:
     """One row per (model, seed) from metrics/<model>-s<seed>.json, nested figures as 'a.b.c' columns."""
-    rows = [_read_metrics(path, m, s) for m, s, path in _cell_files(models, seeds, paths.metrics, "evaluate")]
+    rows = []
+    for model in models:
+        for seed in seeds:  # each file is checked as it is read, so the first bad one is the one named
+            (cell,) = _cell_files([model], [seed], paths.metrics, "evaluate")
+            rows.append(_read_metrics(cell[2], model, seed))
     stale = [f"{row['model']}-s{row['seed']} ({row['dataset']})" for row in rows if row["dataset"] != dataset]
     if stale:
         raise ConvbenchError(
