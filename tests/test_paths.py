@@ -21,6 +21,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
         "report": {str(paths.report_markdown()), str(paths.report_html()), str(paths.figures_dir())},
     }
     for model in params.models:
+        expected[f"tune@{model}"] = {str(paths.tuned_recipe(model)), str(paths.study_storage(model))}
         for seed in params.train.seeds:
             expected[f"train@{model}-{seed}"] = {str(paths.checkpoint(model, seed)), str(paths.curves(model, seed))}
             expected[f"evaluate@{model}-{seed}"] = {str(paths.metrics(model, seed)), str(paths.predictions(model, seed))}
@@ -34,7 +35,7 @@ def test_cell_names() -> None:
     assert str(paths.metrics("mlp", 0)) == "metrics/mlp-s0.json"
 
 
-STAGE_MODULES = {"download": "download", "prepare": "prepare", "train": "train", "evaluate": "evaluate",
+STAGE_MODULES = {"download": "download", "prepare": "prepare", "tune": "tune", "train": "train", "evaluate": "evaluate",
                  "probe": "probes", "report": "report"}
 LEAVES = {*STAGE_MODULES.values(), "sweep", "cli"}
 
