@@ -156,7 +156,7 @@ def tune(
 def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend: TuneBackend = TuneBackend.local,
           ray_address: Optional[str] = None, cpus_per_worker: float = 1.0, storage: Optional[str] = None) -> None:
     from pipeline.data import load_prepared
-    from pipeline.tune import tune_model
+    from pipeline.tune import check_listening, tune_model
 
     if model is not None and model not in params.models:
         raise ParamsError(f"--model {model}: not in models {params.models} of params.yaml; pick one of them or add it")
@@ -166,6 +166,7 @@ def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend
         if not address:
             raise ParamsError("--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
                               "--head`) or pass --ray-address")
+        check_listening(address)  # in seconds, before any storage or run is opened
     if params.tune.trials == 0:
         prepared = None
     else:

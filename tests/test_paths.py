@@ -21,7 +21,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
         "report": {str(paths.report_markdown()), str(paths.report_html()), str(paths.figures_dir())},
     }
     for model in params.models:
-        expected[f"tune@{model}"] = {str(paths.tuned_recipe(model)), str(paths.study_storage(model))}
+        expected[f"tune@{model}"] = {str(paths.tuned_recipe(model))}
         for seed in params.train.seeds:
             expected[f"train@{model}-{seed}"] = {str(paths.checkpoint(model, seed)), str(paths.curves(model, seed))}
             expected[f"evaluate@{model}-{seed}"] = {str(paths.metrics(model, seed)), str(paths.predictions(model, seed))}
