@@ -494,7 +494,7 @@ def build_document(params: Params, comparison: Comparison, manifest: dict, metri
         f"{list(params.train.seeds)}, on "
         f"`{params.data.name}`: {sizes['train']:,} train / {sizes['val']:,} val / {sizes['test']:,} test images of shape "
         f"{'x'.join(map(str, manifest['input_shape']))}, {len(manifest['classes'])} classes (data sha256 "
-        f"`{manifest['sha256'][:12]}`). Device `{context['device']}` "
+        f"`{manifest['sha256'][:12]}`). {tune_report.recipe_note(params)} Device `{context['device']}` "
         f"({context['device_name']}, {context['threads']} threads, {context['dtype']}, torch {context['torch']}); "
         f"git commit `{tracking.git_commit()}`."
     )

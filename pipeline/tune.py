@@ -126,7 +126,7 @@ class Objective:
         seeds = list(self.params.tune.seeds)
         tags = {"convbench.kind": "tune-trial", "convbench.model": self.model, "convbench.trial": trial.number,
                 "convbench.study": trial.study.study_name, "convbench.dataset": self.prepared.name,
-                "convbench.baseline": baseline}
+                "convbench.baseline": baseline, "convbench.worker": f"{socket.gethostname()}:{os.getpid()}"}
         scores: list[float] = []
         pruned = False
         with tracking.child_run(self.params.tracking, self.prepared.name, f"tune-{self.model}-t{trial.number}",

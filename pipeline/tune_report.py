@@ -48,13 +48,18 @@ def recipe_text(params: Params, trained: dict[str, dict[str, Any]], labels: dict
     """The header's words on the recipe, from what each checkpoint records it was trained with."""
     first = next(iter(trained.values()))
     if params.tune.trials == 0:
-        return (f"with the same recipe, as each checkpoint records it (AdamW, {first['schedule']} schedule, "
-                f"{_recipe(first)}). The recipe was not tuned per model (tune.trials: 0): it is shared, and a shared "
-                f"recipe favours whichever model it happens to suit")
+        return f"with the same recipe, as each checkpoint records it (AdamW, {first['schedule']} schedule, {_recipe(first)})"
     each = "; ".join(f"{labels[model]}: {_recipe(recipe)}" for model, recipe in trained.items())
-    return (f"each with its own recipe, tuned with the same budget of {params.tune.trials} Optuna trials per model on "
-            f"the validation split (see Tuning), as each checkpoint records it (AdamW, {first['schedule']} schedule; "
-            f"{each})")
+    return f"each with its own recipe, as each checkpoint records it (AdamW, {first['schedule']} schedule; {each})"
+
+
+def recipe_note(params: Params) -> str:
+    """One sentence for the header: whether the recipe was shared or tuned per model, and with what budget."""
+    if params.tune.trials == 0:
+        return ("The recipe was not tuned per model (tune.trials: 0): it is shared, and a shared recipe favours "
+                "whichever model it happens to suit.")
+    return (f"Each model's recipe is the best of the same budget of {params.tune.trials} Optuna trials per model, "
+            f"scored on the validation split only (see Tuning).")
 
 
 def verdict_source(params: Params) -> str:
