@@ -275,6 +275,7 @@ def tuning_progress(trials: pd.DataFrame, target: Path) -> Path:
         color = colors[str(model)]
         axis.scatter(rows["trial"], rows["val_accuracy"], color=color, alpha=0.35, s=18)
         axis.step(rows["trial"], rows["best_so_far"], where="post", color=color, linewidth=2.2, label=str(model))
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.set(xlabel="trial (0 = the shared recipe)", ylabel="validation accuracy",
              title="Best validation accuracy so far (dots: each trial)")
     axis.grid(alpha=0.3)
