@@ -303,14 +303,15 @@ def child_run(params: TrackingParams, dataset: str, run_name: str, parent_run_id
         raise _tracking_error(uri, exc) from None
 
 
-def mark_failed(params: TrackingParams, run_ids: list[str]) -> None:
-    """End runs a killed process left RUNNING as FAILED (e.g. the trials a SIGKILLed tune was in the middle of)."""
-    if not run_ids:
-        return
+def fail_running_children(params: TrackingParams, dataset: str, parent_run_id: str | None) -> int:
+    """End as FAILED every run under `parent_run_id` still RUNNING (left so by a killed process); returns how many."""
+    if parent_run_id is None:
+        return 0
     client = MlflowClient(tracking_uri(params))
-    for run_id in run_ids:
-        if _run_exists(client, run_id) and client.get_run(run_id).info.status == "RUNNING":
-            _terminate_quietly(client, run_id, "FAILED")
+    stale = [run for run in child_runs(params, dataset, parent_run_id) if run["status"] == "RUNNING"]
+    for run in stale:
+        _terminate_quietly(client, run["run_id"], "FAILED")
+    return len(stale)
 
 
 def child_runs(params: TrackingParams, dataset: str, parent_run_id: str) -> list[dict[str, Any]]:

@@ -263,7 +263,6 @@ def tune_model(params: Params, model: str, prepared: PreparedData, out_path: Pat
         probe._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     finished_before = len(probe.get_trials(deepcopy=False, states=FINISHED))
     if stale:
-        tracking.mark_failed(params.tracking, [t.user_attrs["mlflow_run_id"] for t in stale if "mlflow_run_id" in t.user_attrs])
         echo(f"tune: {model}: {len(stale)} trial(s) a killed run left unfinished marked FAIL (not counted)")
     if finished_before:
         echo(f"tune: {model}: resuming study {name}: {min(finished_before, params.tune.trials)} of "
@@ -272,6 +271,8 @@ def tune_model(params: Params, model: str, prepared: PreparedData, out_path: Pat
             "convbench.dataset_sha256": prepared.sha256, "convbench.study": name}
     started = time.perf_counter()
     with tracking.run(params.tracking, prepared.name, f"tune-{model}", tags, probe.user_attrs.get("mlflow_run_id")) as parent:
+        if stale:  # their MLflow runs (if a trial got as far as opening one) end FAILED too
+            tracking.fail_running_children(params.tracking, prepared.name, parent.run_id)
         if probe.user_attrs.get("mlflow_run_id") != parent.run_id:
             probe.set_user_attr("mlflow_run_id", parent.run_id)
             parent.log_params({"model": model, "trials": params.tune.trials, "study": name,
