@@ -203,6 +203,63 @@ def _prepare(params: Params) -> None:
     typer.echo(f"prepare: {name} -> {result.tensors_path} ({sizes}; sha256 {result.sha256[:12]})")
 
 
+class TuneBackend(str, Enum):
+    """Where tuning trials run."""
+
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+def tune(
+    params_path: ParamsPath = Path("params.yaml"),
+    model: ModelOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Optuna workers sharing the study (processes here, or Ray tasks).")] = 1,
+    backend: Annotated[TuneBackend, typer.Option(help="local: this machine; ray: a Ray cluster.")] = TuneBackend.local,
+    ray_address: Annotated[Optional[str], typer.Option(help="ray backend: cluster address (default $RAY_ADDRESS).")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="ray backend: CPUs each worker reserves.")] = 1.0,
+    storage: Annotated[Optional[str], typer.Option(
+        help="Optuna study storage URL (default sqlite:///tuned/<model>.study.db; a database every worker reaches "
+             "for a cluster).")] = None,
+) -> None:
+    """Give every model the same tune.trials Optuna trials (scored on validation only); writes tuned/<model>.yaml.
+
+    A killed run resumes from its study storage without repeating finished trials. With tune.trials 0 it only
+    writes a note that the model was not tuned, and every model trains with the shared recipe.
+    """
+    _stage(lambda params: _tune(params, model, workers, backend, ray_address, cpus_per_worker, storage), params_path)
+
+
+def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend: TuneBackend = TuneBackend.local,
+          ray_address: Optional[str] = None, cpus_per_worker: float = 1.0, storage: Optional[str] = None) -> None:
+    from pipeline.data import load_prepared
+    from pipeline.tune import check_listening, tune_model
+
+    if model is not None and model not in params.models:
+        raise ParamsError(f"--model {model}: not in models {params.models} of params.yaml; pick one of them or add it")
+    address = None
+    if backend is TuneBackend.ray:
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            raise ParamsError("--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
+                              "--head`) or pass --ray-address")
+        check_listening(address)  # in seconds, before any storage or run is opened
+    if params.tune.trials == 0:
+        prepared = None
+    else:
+        name = params.data.name
+        prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
+    for name in [model] if model else params.models:
+        result = tune_model(params, name, prepared, paths.tuned_recipe(name), storage, workers, address,  # type: ignore[arg-type]
+                            cpus_per_worker, typer.echo)
+        if not result.tuned:
+            typer.echo(f"tune: {name} not tuned (tune.trials is 0: the shared recipe) -> {result.path}")
+            continue
+        baseline = "n/a" if result.baseline_value is None else f"{result.baseline_value:.4f}"
+        typer.echo(f"tune: {name} best val_accuracy {result.best_value:.4f} (trial {result.best_trial} of "
+                   f"{params.tune.trials}; shared recipe {baseline}; {result.ran} trial(s) run now) -> {result.path}")
+
+
 @app.command()
 def train(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
     """Train (model, seed) cells with the shared recipe; --model and --seed pick one cell of the matrix."""
@@ -405,6 +462,7 @@ def run_all(params_path: ParamsPath = Path("params.yaml")) -> None:
     def run(params: Params) -> None:
         _download(params)
         _prepare(params)
+        _tune(params)
         _each_cell(params, None, None, _train_cell)
         _each_cell(params, None, None, _evaluate_cell)
         _bench(params)

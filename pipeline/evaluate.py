@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from pipeline import atomic, models, paths, tracking
+from pipeline import atomic, models, paths, recipes, tracking
 from pipeline import checkpoint as checkpoints
 from pipeline.bench import count_flops, device_context, peak_memory_bytes, resolve_device
 from pipeline.checkpoint import TrainInfo
@@ -45,6 +45,7 @@ def evaluate_cell(
     predictions_path: Path | None = None,
 ) -> EvaluateResult:
     """Score one trained cell on the test split, measure its cost and speed, write metrics JSON, log to MLflow."""
+    params = recipes.params_for(params, model_name, prepared.sha256)  # the recipe this model trained with
     checkpoint = checkpoints.load(checkpoint_path, model_name)
     expected = models.resolve(params, prepared.input_shape, prepared.num_classes)[model_name]
     checkpoints.check_current(checkpoint, checkpoint_path, expected, prepared.name, prepared.sha256,

@@ -260,3 +260,24 @@ def ladder(steps: pd.DataFrame, target: Path) -> Path:
     for axis in (left, right):
         axis.grid(alpha=0.3, axis="y")
     return save(figure, target)
+
+
+def tuning_progress(trials: pd.DataFrame, target: Path) -> Path:
+    """Best validation score so far against trial number, one line per model; each trial's own score as a dot.
+
+    `trials` has model, trial (0-based), val_accuracy (None when pruned before a score) and best_so_far. A line
+    still rising at the last trial says the budget was not enough.
+    """
+    figure, axis = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    colors = palette(list(trials["model"]))
+    for model, rows in trials.groupby("model", sort=False):
+        rows = rows.sort_values("trial")
+        color = colors[str(model)]
+        axis.scatter(rows["trial"], rows["val_accuracy"], color=color, alpha=0.35, s=18)
+        axis.step(rows["trial"], rows["best_so_far"], where="post", color=color, linewidth=2.2, label=str(model))
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axis.set(xlabel="trial (0 = the shared recipe)", ylabel="validation accuracy",
+             title="Best validation accuracy so far (dots: each trial)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return save(figure, target)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
 
 from pipeline.data import DATASET_NAMES
 from pipeline.errors import ParamsError, redact
@@ -109,6 +109,70 @@ class ReportParams(_Section):
     published: PublishedParams | None = None
 
 
+class SearchRange(_Section):
+    """A continuous search range [low, high] of one recipe knob."""
+
+    low: float
+    high: float
+
+    @field_validator("high")
+    @classmethod
+    def _not_empty(cls, high: float, info: ValidationInfo) -> float:
+        low = info.data.get("low")
+        if low is not None and not low < high:
+            raise ValueError(f"empty search range: low {low} is not below high {high}; make low smaller than high")
+        return high
+
+
+class LogRange(SearchRange):
+    """A range searched log-uniformly, so both bounds must be positive."""
+
+    low: Annotated[float, Field(gt=0.0)]
+
+
+Choices = Annotated[list[PositiveInt], Field(min_length=1)]
+
+
+class TuneSpace(_Section):
+    """The search space of the recipe: null fixes a knob at the shared recipe's value."""
+
+    lr: LogRange | None
+    weight_decay: LogRange | None
+    label_smoothing: SearchRange | None
+    epochs: Choices | None
+    batch_size: Choices | None
+
+    @field_validator("epochs", "batch_size")
+    @classmethod
+    def _unique_choices(cls, values: list[int] | None) -> list[int] | None:
+        return None if values is None else _require_unique(values, "choices")
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing_range(cls, value: SearchRange | None) -> SearchRange | None:
+        if value is not None and not (0.0 <= value.low and value.high < 1.0):
+            raise ValueError(f"label smoothing is searched within [0, 1), got [{value.low}, {value.high}]; "
+                             f"pick bounds in [0, 1)")
+        return value
+
+
+class TuneParams(_Section):
+    """Per-model tuning: every model gets the same number of Optuna trials, scored on the validation split only."""
+
+    trials: Annotated[int, Field(ge=0)]  # per model; 0: no tuning, every model trains with the shared recipe
+    seeds: Annotated[list[Seed], Field(min_length=1)]  # a trial's score: mean final val accuracy over these seeds
+    sampler_seed: Seed
+    startup_trials: Annotated[int, Field(ge=0)]  # random trials before TPE models the results
+    pruner: Literal["median", "none"]
+    space: TuneSpace
+    shape: dict[str, dict[str, Annotated[list[Any], Field(min_length=1)]]] = {}  # model alias -> setting -> choices
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        return _require_unique(seeds, "seeds")
+
+
 class TrackingParams(_Section):
     """Where MLflow runs go; uri null means $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
 
@@ -142,6 +206,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     probes: ProbesParams
     report: ReportParams
+    tune: TuneParams
     tracking: TrackingParams
     overrides: dict[DatasetName, dict[str, Any]]
 
@@ -189,7 +254,63 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     from pipeline.models import check_model_section  # the registry knows each architecture's schema
 
     check_model_section(params, source)
+    check_tune_section(params, source)
     return params
+
+
+RECIPE_KNOBS = ("lr", "weight_decay", "label_smoothing", "epochs", "batch_size")
+
+
+def check_tune_section(params: Params, source: str = "params.yaml") -> None:
+    """With tuning on, the space must hold the shared recipe (trial 0 of every study) and shape knobs must keep budgets.
+
+    A shape knob (e.g. tune.shape.mlp.depth) is allowed only on a model whose width is matched to the reference's
+    parameter count (`match: params`), so every value it takes still has the reference's parameter budget.
+    """
+    tune = params.tune
+    if tune.trials == 0:
+        return
+    for knob in RECIPE_KNOBS:
+        space, shared = getattr(tune.space, knob), getattr(params.train, knob)
+        if isinstance(space, list) and shared not in space:
+            raise ParamsError(f"{source}: tune.space.{knob}: the shared recipe's train.{knob} {shared} is not among the "
+                              f"choices {space}; add it (the shared recipe is trial 0 of every model's study)")
+        if isinstance(space, SearchRange) and not space.low <= shared <= space.high:
+            raise ParamsError(f"{source}: tune.space.{knob}: the shared recipe's train.{knob} {shared} is outside "
+                              f"[{space.low}, {space.high}]; widen the range (the shared recipe is trial 0 of every "
+                              f"model's study)")
+    from pipeline.models import typed_settings
+
+    for alias, knobs in tune.shape.items():
+        if alias not in params.models:
+            continue  # like model.<alias>: settings of a model that is not compared now are kept, not used
+        settings = typed_settings(params, alias, source)
+        if settings.get("match") != "params" or alias == params.reference_model:
+            raise ParamsError(f"{source}: tune.shape.{alias}: shape knobs must keep the parameter budget, so they are "
+                              f"allowed only on a model with match: params that is not the reference; remove "
+                              f"tune.shape.{alias} or set model.{alias}.match: params")
+        for key, choices in knobs.items():
+            if key in ("match", "width", "tolerance") or key not in settings:
+                allowed = ", ".join(k for k in settings if k not in ("match", "width", "tolerance")) or "none"
+                raise ParamsError(f"{source}: tune.shape.{alias}.{key}: not a shape setting of model.{alias}; "
+                                  f"allowed here: {allowed}")
+            if settings[key] not in choices:
+                raise ParamsError(f"{source}: tune.shape.{alias}.{key}: model.{alias}.{key} {settings[key]} is not "
+                                  f"among the choices {choices}; add it (the shared recipe is trial 0 of every study)")
+            for choice in choices:
+                validate_model_choice(params, alias, key, choice, source)
+
+
+def validate_model_choice(params: Params, alias: str, key: str, value: Any, source: str) -> dict[str, Any]:
+    """model.<alias> with `key` set to one of its tuning choices, checked against the architecture's schema."""
+    from pipeline.models import typed_settings
+
+    section = {**params.model, alias: {**(params.model.get(alias) or {}), key: value}}
+    try:
+        return typed_settings(params.model_copy(update={"model": section}), alias, source)
+    except ParamsError as exc:
+        raise ParamsError(f"{source}: tune.shape.{alias}.{key}: the choice {value!r} is not a valid setting "
+                          f"({str(exc).removeprefix(source + ': ')})") from None
 
 
 def _with_overrides(raw: dict[str, Any], source: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ CURVES_DIR = METRICS_DIR / "curves"
 PREDICTIONS_DIR = METRICS_DIR / "predictions"
 PROBES_DIR = METRICS_DIR / "probes"
 REPORTS_DIR = Path("reports")
+TUNED_DIR = Path("tuned")
 
 
 def raw_dir(root: Path, dataset: str) -> Path:
@@ -26,6 +27,16 @@ def prepared_tensors(dataset: str) -> Path:
 def prepared_manifest(dataset: str) -> Path:
     """Shapes, classes, normalisation statistics and sha256 of the prepared tensors."""
     return PREPARED_DIR / f"{dataset}.json"
+
+
+def tuned_recipe(model: str) -> Path:
+    """The best recipe `convbench tune` found for one model (or, with tune.trials 0, a note that it was not tuned)."""
+    return TUNED_DIR / f"{model}.yaml"
+
+
+def study_storage(model: str) -> Path:
+    """One model's Optuna study (SQLite): every finished trial survives a killed `convbench tune`."""
+    return TUNED_DIR / f"{model}.study.db"
 
 
 def cell(model: str, seed: int) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline import atomic, models, paths, tracking
+from pipeline import atomic, models, paths, recipes, tracking, tune_report
 from pipeline import checkpoint as checkpoints
 from pipeline.data import load_prepared
 from pipeline.errors import ConvbenchError
@@ -559,7 +559,7 @@ def published_section(params: Params, comparison: Comparison, probes: dict[str, 
 
 
 def build_document(params: Params, comparison: Comparison, manifest: dict, metrics: pd.DataFrame, bench: dict,
-                   configs: dict[str, ModelConfig], recipe: dict, figures: dict[str, Path],
+                   configs: dict[str, ModelConfig], recipe: dict[str, dict], figures: dict[str, Path],
                    probes: dict[str, pd.DataFrame] | None = None,
                    ladder: Section | None = None) -> Document:
     """Everything the report says, in order, for both the Markdown and the HTML renderer."""
@@ -570,12 +570,11 @@ def build_document(params: Params, comparison: Comparison, manifest: dict, metri
     names = ", ".join(labels[m] for m in comparison.models)
     header = Paragraph(
         f"convbench trained {len(comparison.models)} models ({names}; the reference is the "
-        f"{labels[comparison.reference]}) with the same recipe, as each checkpoint records it (AdamW, {recipe['schedule']} "
-        f"schedule, lr {recipe['lr']}, weight decay {recipe['weight_decay']}, {recipe['epochs']} epochs, batch "
-        f"{recipe['batch_size']}, label smoothing {recipe['label_smoothing']}), over seeds {list(params.train.seeds)}, on "
+        f"{labels[comparison.reference]}) {tune_report.recipe_text(params, recipe, labels)}, over seeds "
+        f"{list(params.train.seeds)}, on "
         f"`{params.data.name}`: {sizes['train']:,} train / {sizes['val']:,} val / {sizes['test']:,} test images of shape "
         f"{'x'.join(map(str, manifest['input_shape']))}, {len(manifest['classes'])} classes (data sha256 "
-        f"`{manifest['sha256'][:12]}`). The recipe was not tuned per model. Device `{context['device']}` "
+        f"`{manifest['sha256'][:12]}`). {tune_report.recipe_note(params)} Device `{context['device']}` "
         f"({context['device_name']}, {context['threads']} threads, {context['dtype']}, torch {context['torch']}); "
         f"git commit `{tracking.git_commit()}`."
     )
@@ -608,7 +607,7 @@ def build_document(params: Params, comparison: Comparison, manifest: dict, metri
                                                      "(band: range over rounds)."))
     sections = [
         Section("", [header, Code("yaml", params_text, collapsed="params.yaml used for this report")]),
-        Section("Verdict", [Paragraph(verdict(comparison, metrics))]),
+        Section("Verdict", [Paragraph(verdict(comparison, metrics)), Paragraph(tune_report.verdict_source(params))]),
         Section("Accuracy", [Table(accuracy_frame(comparison, metrics), ("left", "right", "right", "right", "right")),
                              Table(pairs_frame(comparison), ("left", "right", "right", "left", "right", "left")),
                              Paragraph(paired_sentence(comparison)),
@@ -621,6 +620,7 @@ def build_document(params: Params, comparison: Comparison, manifest: dict, metri
         sections.append(published)
     if ladder is not None:
         sections.append(ladder)
+    sections.append(tune_report.section(params, comparison, manifest["sha256"], figures))
     sections += [
         Section("Cost and speed", cost_blocks),
         probe_section(metrics, probes, params.report.confidence, figures, comparison.cast),
@@ -758,6 +758,7 @@ def draw_figures(
             "gain_high": gains[m].gain.high * 100 if m in gains else np.nan,
         } for m in order])
         out["ladder"] = draw.ladder(frame, figures_dir / "ladder.png")
+    out |= tune_report.draw(params, labels, manifest["sha256"], figures_dir)
     return out
 
 
@@ -772,16 +773,18 @@ def first_conv_maps(model: torch.nn.Module, image: torch.Tensor) -> tuple[torch.
 
 
 def load_checkpoints(params: Params, manifest: dict) -> tuple[dict[str, ModelConfig], dict]:
-    """Every cell's checkpoint, refused when stale; the configs per model and the one recipe they were trained with."""
+    """Every cell's checkpoint, refused when stale; the configs per model and the recipe each model was trained with."""
     seeds = list(params.train.seeds)
-    configs = models.resolve(params, tuple(manifest["input_shape"]), len(manifest["classes"]))
-    recipe = params.train.model_dump(mode="json", exclude={"seeds"})
+    configs, recipe = {}, {}
     loaded = {}
     for model in params.models:
+        own = recipes.params_for(params, model, manifest["sha256"])  # the shared recipe, or the model's tuned one
+        configs[model] = models.resolve(own, tuple(manifest["input_shape"]), len(manifest["classes"]), [model])[model]
+        recipe[model] = own.train.model_dump(mode="json", exclude={"seeds"})
         for seed in seeds:
             path = paths.checkpoint(model, seed)
             loaded[(model, seed)] = checkpoint = checkpoints.load(path, model)
-            checkpoints.check_current(checkpoint, path, configs[model], params.data.name, manifest["sha256"], recipe)
+            checkpoints.check_current(checkpoint, path, configs[model], params.data.name, manifest["sha256"], recipe[model])
     return configs, {"recipe": recipe, "run_ids": [c.mlflow_run_id for c in loaded.values() if c.mlflow_run_id]}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import atomic, models, paths, tracking
+from pipeline import atomic, models, paths, recipes, tracking
 from pipeline import checkpoint as checkpoints
 from pipeline.bench import (
     NOISY_SPREAD,
@@ -97,13 +97,14 @@ def bench(params: Params, prepared: PreparedData, output: Path) -> dict[str, Any
     device = resolve_device(params.train.device)
     plan = execution_plan(params.train, device, prepared.input_shape)
     seed = params.train.seeds[0]
-    configs = models.resolve(params, prepared.input_shape, prepared.num_classes)
     trained = {}
-    for name, config in configs.items():
+    for name in params.models:
+        own = recipes.params_for(params, name, prepared.sha256)  # the recipe (and shape) this model trained with
+        config = models.resolve(own, prepared.input_shape, prepared.num_classes, [name])[name]
         path = paths.checkpoint(name, seed)
         checkpoint = checkpoints.load(path, name)
         checkpoints.check_current(checkpoint, path, config, prepared.name, prepared.sha256,
-                                  params.train.model_dump(mode="json", exclude={"seeds"}))
+                                  own.train.model_dump(mode="json", exclude={"seeds"}))
         trained[name] = place_model(checkpoints.restore(checkpoint, path), plan)
     test_x = normalize(prepared.splits.test.x, prepared.mean, prepared.std, device)
     test_y = prepared.splits.test.y.to(device)
@@ -131,7 +132,7 @@ def bench(params: Params, prepared: PreparedData, output: Path) -> dict[str, Any
                   "train": flops[name].train_step * cases[train_key]["models"][name]["images_per_second"] / peak}
            for name in trained}
     noisy = [key for key, case in cases.items() if case["noisy"]]
-    result = {"dataset": prepared.name, "models": list(configs), "reference": reference, "rounds": settings.rounds,
+    result = {"dataset": prepared.name, "models": list(params.models), "reference": reference, "rounds": settings.rounds,
               "seconds_per_sample": settings.min_run_time, "checkpoint_seed": seed, "cases": cases,
               "matmul_flops_per_second": peak, "mfu": mfu, "noisy": noisy,
               "fix": FIX if noisy else "", "context": device_context(device, plan.dtype_name)}

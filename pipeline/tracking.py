@@ -405,6 +405,76 @@ def _one_quick_attempt(timeout: int = 3) -> Iterator[None]:
                 os.environ[name] = value
 
 
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@contextmanager
+def child_run(params: TrackingParams, dataset: str, run_name: str, parent_run_id: str | None,
+              tags: Mapping[str, Any]) -> Iterator[RunLogger]:
+    """A run nested under `parent_run_id` (MLflow's parent tag), opened through the client alone.
+
+    Unlike `run`, it never touches MLflow's process-wide active run, so a tuning trial can open one inside
+    the tune run's process, in a worker process, or on a Ray node. It ends FINISHED, or FAILED if the block raises.
+    """
+    uri = tracking_uri(params)
+    if parent_run_id is None:  # the parent is untracked (tracking.required false and no server): so is the child
+        yield UntrackedLogger()
+        return
+    all_tags = {"convbench.git_commit": git_commit(), **params.tags, **{k: str(v) for k, v in tags.items()},
+                PARENT_TAG: parent_run_id}
+    try:
+        with _store_lock(uri):
+            client = MlflowClient(uri)
+            experiment = client.get_experiment_by_name(experiment_name(params, dataset))
+            if experiment is None:
+                raise ConvbenchError(f"MLflow experiment '{experiment_name(params, dataset)}' is gone from "
+                                     f"'{redact(uri)}'; run `convbench tune` again")
+            created = client.create_run(experiment.experiment_id, tags=all_tags, run_name=run_name)
+    except MlflowException as exc:
+        raise _tracking_error(uri, exc) from None
+    logger = RunLogger(client, created.info.run_id)
+    try:
+        yield logger
+        logger.flush()
+    except BaseException:
+        _flush_quietly(logger)
+        _terminate_quietly(client, logger.run_id, "FAILED")
+        raise
+    try:
+        client.set_terminated(logger.run_id, "FINISHED")
+    except MlflowException as exc:
+        raise _tracking_error(uri, exc) from None
+
+
+def fail_running_children(params: TrackingParams, dataset: str, parent_run_id: str | None) -> int:
+    """End as FAILED every run under `parent_run_id` still RUNNING (left so by a killed process); returns how many."""
+    if parent_run_id is None:
+        return 0
+    client = MlflowClient(tracking_uri(params))
+    stale = [run for run in child_runs(params, dataset, parent_run_id) if run["status"] == "RUNNING"]
+    for run in stale:
+        _terminate_quietly(client, run["run_id"], "FAILED")
+    return len(stale)
+
+
+def child_runs(params: TrackingParams, dataset: str, parent_run_id: str) -> list[dict[str, Any]]:
+    """Name, status, params, metrics and tags of every run nested under `parent_run_id`."""
+    client = MlflowClient(tracking_uri(params))
+    experiment = client.get_experiment_by_name(experiment_name(params, dataset))
+    if experiment is None:
+        return []
+    found = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=5000)
+    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "params": dict(r.data.params),
+             "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in found]
+
+
+def _terminate_quietly(client: MlflowClient, run_id: str, status: str) -> None:
+    try:
+        client.set_terminated(run_id, status)
+    except Exception:  # noqa: BLE001 - the error on its way out matters more
+        pass
+
+
 @contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive file lock next to a SQLite store (`<db>.lock`) while a run is opened; other stores need none."""

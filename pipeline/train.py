@@ -18,7 +18,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline import checkpoint as checkpoints
-from pipeline import atomic, models, paths, tracking
+from pipeline import atomic, models, paths, recipes, tracking
 from pipeline.bench import device_context, resolve_device
 from pipeline.data import PreparedData
 from pipeline.params import Params
@@ -63,6 +63,7 @@ def train_cell(
     curves_path: Path,
 ) -> TrainResult:
     """Train one (model, seed) cell; log it to MLflow; write its checkpoint and curves atomically."""
+    params = recipes.params_for(params, model_name, prepared.sha256)  # its tuned recipe when tune.trials > 0
     dist = distributed_from_env()
     device = start_distributed(dist, resolve_device(params.train.device))
     config = models.resolve(params, prepared.input_shape, prepared.num_classes)[model_name]
@@ -81,6 +82,7 @@ def train_cell(
         "convbench.seed": seed,
         "convbench.dataset": prepared.name,
         "convbench.dataset_sha256": prepared.sha256,
+        "convbench.recipe": "tuned" if params.tune.trials else "shared",
         **{f"convbench.context.{key}": value for key, value in device_context(device, plan.dtype_name).items()},
     }
     resume_run = resume["mlflow_run_id"] if resume else None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from pipeline import paths
 from pipeline.params import Params, validate_params
-from tests.helpers import BIN, answers, env, free_port, params_with, wait_for_start
+from tests.helpers import BIN, OFFLINE, answers, env, free_port, listening, params_with, wait_for_start
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,29 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
             run_probe(params, probe, prepared, paths.probe(probe))
         report(params, paths.report_markdown(), paths.figures_dir())
     return Workspace(root=root, params=params, tracking_uri=params.tracking.uri or "")
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A real single-node Ray cluster on 127.0.0.1 (`ray start --head --block`), killed with its process group."""
+    pytest.importorskip("ray", reason="ray is not installed; `pip install 'convbench[ray]'` to run the Ray backend test")
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 characters
+    log = Path(temp_dir) / "head.log"  # a file, not a pipe: Ray's daemons would hold a pipe open after a failure
+    with open(log, "w") as handle:
+        head = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+             "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir],
+            env=env(**{**OFFLINE, "no_proxy": "127.0.0.1,localhost"}), stdout=subprocess.DEVNULL, stderr=handle,
+            start_new_session=True,
+        )
+    wait_for_start(head, lambda: listening(port), log, "ray head")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:  # every Ray process is in the head's process group; SIGTERM makes `ray start` wait a minute
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -183,6 +183,16 @@ def sweep(*args: str, grid: str | None = None) -> Callable[[Path], list[str]]:
     return setup
 
 
+def tune_on(options: list[str]) -> Callable[[Path], list[str]]:
+    """Tuning on (2 trials of 1-2 epochs), then `convbench tune` with these options."""
+
+    def setup(root: Path) -> list[str]:
+        write_params(root / "params.yaml", {"tune.trials": 2, "tune.space.epochs": [1, 2]}, edit_existing=True)
+        return ["convbench", "tune", *options]
+
+    return setup
+
+
 def with_file(relative: str, content: str, args: list[str], **overrides: Any) -> Callable[[Path], list[str]]:
     """Write `content` to `relative` in the project (and set dotted params `overrides`), then run `args`."""
 
@@ -290,6 +300,15 @@ CASES = [
          ("with train.epochs=0: train.epochs: Input should be greater than 0 (got 0)",)),
     Case("sweep-ray-cluster-unreachable", sweep("--backend", "ray", "--ray-address", "127.0.0.1:9", "-S", "train.lr=0.001"),
          1, ("no Ray cluster answers at 127.0.0.1:9 (Connection refused)", "`ray start --head`")),
+    Case("tune-unknown-key", edit_params(tune__space__momentum=[0.9]), 2,
+         ("params.yaml: unknown key 'tune.space.momentum'",
+          "allowed keys here: lr, weight_decay, label_smoothing, epochs, batch_size")),
+    Case("tune-empty-search-range", edit_params(tune__space__lr={"low": 0.01, "high": 0.001}), 2,
+         ("tune.space.lr.high: empty search range: low 0.01 is not below high 0.001; make low smaller than high",)),
+    Case("tune-ray-cluster-unreachable", tune_on(["--backend", "ray", "--ray-address", "127.0.0.1:9"]), 1,
+         ("no Ray cluster answers at 127.0.0.1:9 (Connection refused)", "`ray start --head`")),
+    Case("train-before-tune", edit_params(tune__trials=2, tune__space__epochs=[1, 2]), 1,
+         ("tuned/cnn.yaml is missing; run `convbench tune --model cnn` (or `dvc repro`) first",)),
     Case("sweep-grid-not-a-mapping", sweep("--grid", "grid.yaml", grid="- 0.001\n- 0.003\n"), 2,
          ("grid.yaml: expected a mapping of dotted keys to lists of values",)),
     # --- the second catalogue (issue 15): stores, URIs, secrets, system errors, damaged outputs ----------------

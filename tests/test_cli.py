@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import OFFLINE, QUICK, default_params, env, free_port, run, write_params
 
-COMMANDS = ("download", "prepare", "train", "evaluate", "report")
+COMMANDS = ("download", "prepare", "tune", "train", "evaluate", "report")
 
 
 def test_help_describes_every_stage_and_option(tmp_path: Path) -> None:

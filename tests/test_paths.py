@@ -22,6 +22,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
         "bench": {str(paths.bench())},
     }
     for model in params.models:
+        expected[f"tune@{model}"] = {str(paths.tuned_recipe(model))}
         for seed in params.train.seeds:
             expected[f"train@{model}-{seed}"] = {str(paths.checkpoint(model, seed)), str(paths.curves(model, seed))}
             expected[f"evaluate@{model}-{seed}"] = {str(paths.metrics(model, seed)), str(paths.predictions(model, seed))}
@@ -35,7 +36,7 @@ def test_cell_names() -> None:
     assert str(paths.metrics("mlp", 0)) == "metrics/mlp-s0.json"
 
 
-STAGE_MODULES = {"download": "download", "prepare": "prepare", "train": "train", "evaluate": "evaluate",
+STAGE_MODULES = {"download": "download", "prepare": "prepare", "tune": "tune", "train": "train", "evaluate": "evaluate",
                  "bench": "timing", "probe": "probes", "report": "report"}
 LEAVES = {*STAGE_MODULES.values(), "sweep", "cli"}
 

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from pipeline import paths
 from tests.helpers import copy_project, run, write_params
 
-EVERY_STAGE = {"download", "prepare", "train@cnn-0", "train@mlp-0", "evaluate@cnn-0", "evaluate@mlp-0", "bench", "report"}
+EVERY_STAGE = {"download", "prepare", "tune@cnn", "tune@mlp", "train@cnn-0", "train@mlp-0", "evaluate@cnn-0", "evaluate@mlp-0",
+               "bench", "report"}
 
 
 def repro(project: Path) -> set[str]:
@@ -35,6 +36,7 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
     for path in (paths.checkpoint("cnn", 0), paths.curves("mlp", 0), paths.metrics("cnn", 0),
                  paths.prepared_tensors("mnist5k"), paths.report_markdown(), paths.figures_dir() / "learning_curves.png"):
         assert (project / path).is_file(), path
+    assert "tuned: false" in (project / paths.tuned_recipe("cnn")).read_text(), "tune.trials 0: a note, no tuning"
     metrics = json.loads((project / paths.metrics("cnn", 0)).read_text())
     assert {"test_accuracy", "params"} <= set(metrics)
     assert metrics["test_accuracy"] > 0.8, "one epoch of the textbook CNN on mnist5k already beats 80%"

@@ -64,7 +64,7 @@ def test_report_renders_in_headless_chromium(workspace: Workspace) -> None:
     assert errors == []
     figures = sorted((html_path.parent / "figures").glob("*.png"))
     assert len(images) == len(figures) == 7 and all(width > 0 for _alt, width in images), images
-    assert headings == ["Verdict", "Accuracy", "Cost and speed", "Why does it win? Probes", "What the convolution learned",
+    assert headings == ["Verdict", "Accuracy", "Tuning", "Cost and speed", "Why does it win? Probes", "What the convolution learned",
                         "Architectures"]
     assert screenshot.stat().st_size > 50_000
     print(f"screenshot: {screenshot}")

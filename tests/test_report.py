@@ -77,6 +77,20 @@ def test_learning_curves_draw_one_series_per_model(tmp_path) -> None:
     assert all(any(np.allclose(colour, c, atol=0.02) for c in colours) for colour in tab10.values()), "a line per model"
 
 
+def test_tuning_progress_draws_best_so_far_per_model(tmp_path) -> None:
+    from matplotlib.image import imread
+
+    from pipeline import figures
+
+    trials = pd.DataFrame([{"model": model, "trial": trial, "val_accuracy": score, "best_so_far": best}
+                           for model, rows in (("A", [(0.5, 0.5), (None, 0.5), (0.7, 0.7)]), ("B", [(0.6, 0.6), (0.4, 0.6), (0.8, 0.8)]))
+                           for trial, (score, best) in enumerate(rows)])
+    picture = imread(figures.tuning_progress(trials, tmp_path / "tuning.png"))
+    colours = {tuple(np.round(pixel[:3], 2)) for pixel in picture.reshape(-1, picture.shape[-1])}
+    for colour in ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05)):
+        assert any(np.allclose(colour, c, atol=0.02) for c in colours), "a line per model"
+
+
 def test_comparison_run_carries_the_report(workspace: Workspace) -> None:
     client = MlflowClient(workspace.tracking_uri)
     experiment = client.get_experiment_by_name("convbench-digits")

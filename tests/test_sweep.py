@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.sweep import run_trial
-from tests.helpers import (BIN, OFFLINE, QUICK, copy_project, env, free_port, listening, mlflow_rest, params_with, run,
-                           wait_for_start, write_params)
+from tests.helpers import OFFLINE, QUICK, copy_project, mlflow_rest, params_with, run, write_params
 
 FAST = {**QUICK, "data.name": "digits", "tracking.log_model": False}
 FAILS_OFFLINE = "dataset 'cifar10' could not be downloaded"
@@ -30,29 +24,6 @@ def _runs_by_cell(runs: list[dict]) -> dict[str, dict[str, dict]]:
         tags = {tag["key"]: tag["value"] for tag in record["data"].get("tags", [])}
         grouped.setdefault(tags["sweep_cell"], {})[record["info"]["run_name"]] = record
     return grouped
-
-
-@pytest.fixture
-def ray_head() -> Iterator[str]:
-    """A real single-node Ray cluster on 127.0.0.1 (`ray start --head --block`), killed with its process group."""
-    pytest.importorskip("ray", reason="ray is not installed; `pip install 'convbench[ray]'` to run the Ray backend test")
-    port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 characters
-    log = Path(temp_dir) / "head.log"  # a file, not a pipe: Ray's daemons would hold a pipe open after a failure
-    with open(log, "w") as handle:
-        head = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-             "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir],
-            env=env(**{**OFFLINE, "no_proxy": "127.0.0.1,localhost"}), stdout=subprocess.DEVNULL, stderr=handle,
-            start_new_session=True,
-        )
-    wait_for_start(head, lambda: listening(port), log, "ray head")
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:  # every Ray process is in the head's process group; SIGTERM makes `ray start` wait a minute
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_sweep_runs_one_trial_per_cell_logging_to_the_tracking_server(
