@@ -128,6 +128,12 @@ def sixteen_channels(config: dict[str, Any]) -> None:
     config["settings"]["conv"][0]["channels"] = 16
 
 
+def params_now_other_recipe(root: Path) -> list[str]:
+    """The checkpoint was trained 1 epoch at lr 0.003; params.yaml now says 30 epochs at lr 0.01 (issue 15's case 3)."""
+    write_params(root / "params.yaml", {"train.epochs": 30, "train.lr": 0.01}, edit_existing=True)
+    return EVALUATE_CNN
+
+
 def params_now_other_architecture(root: Path) -> list[str]:
     """The checkpoint was trained with the 32-channel CNN; params.yaml now asks for 16 channels."""
     write_params(
@@ -275,6 +281,9 @@ CASES = [
          OFFLINE),
     Case("checkpoint-config-forged", checkpoint_with_config(sixteen_channels), 1,
          ("models/cnn-s0.pt holds a different cnn than params.yaml's model section", "`convbench train --model cnn")),
+    Case("checkpoint-trained-with-another-recipe-than-params", params_now_other_recipe, 1,
+         ("models/cnn-s0.pt was trained with another recipe than params.yaml now gives (train.epochs 1 -> 30, "
+          "train.lr 0.003 -> 0.01)", "run `convbench train --model cnn --seed 0`")),
     Case("checkpoint-from-other-architecture-than-params", params_now_other_architecture, 1,
          ("models/cnn-s0.pt holds a different cnn than params.yaml's model section",
           "run `convbench train --model cnn --seed 0`")),

@@ -233,3 +233,27 @@ def test_ladder_splits_the_lead_into_locality_and_weight_sharing(tmp_path) -> No
     section = ladder_section(rungs, steps, contrast, comparison, figure)
     table = section.blocks[1].frame
     assert table["Models"].tolist() == ["LCN − MLP", "CNN − LCN"] and table["Share of the total"].tolist() == ["20%", "80%"]
+
+
+def test_a_report_that_fails_leaves_the_previous_report_as_it_was(workspace: Workspace, tmp_path) -> None:
+    """With the tracking server unreachable, the report stage fails after drawing and rendering, before any rename."""
+    import hashlib
+    import shutil
+
+    from pipeline.report import report
+
+    project = tmp_path / "project"
+    shutil.copytree(workspace.root, project)
+    params = workspace.params.model_copy(update={"tracking": workspace.params.tracking.model_copy(
+        update={"uri": "http://127.0.0.1:9"})})
+
+    def state() -> dict[str, str]:
+        files = [paths.report_markdown(), paths.report_html(), *sorted(paths.figures_dir().iterdir())]
+        return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+    with contextlib.chdir(project):
+        before = state()
+        with pytest.raises(ConvbenchError, match="is unreachable"):
+            report(params, paths.report_markdown(), paths.figures_dir())
+        assert state() == before, "the previous report set is untouched"
+        assert [p.name for p in paths.report_markdown().parent.iterdir() if p.name.startswith(".")] == [], "no staging left"
