@@ -233,7 +233,8 @@ def tune(
 def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend: TuneBackend = TuneBackend.local,
           ray_address: Optional[str] = None, cpus_per_worker: float = 1.0, storage: Optional[str] = None) -> None:
     from pipeline.data import load_prepared
-    from pipeline.tune import check_listening, tune_model
+    from pipeline.cluster import check_listening
+    from pipeline.tune import tune_model
 
     if model is not None and model not in params.models:
         raise ParamsError(f"--model {model}: not in models {params.models} of params.yaml; pick one of them or add it")
@@ -399,6 +400,7 @@ def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, job
 
     from pipeline import grid as grids
     from pipeline import sweep as sweeps
+    from pipeline.cluster import is_local_address
     from pipeline.tracking import check_reachable, redact, tracking_uri
 
     params = load_params(params_path)
@@ -415,7 +417,7 @@ def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, job
     typer.echo(f"sweep: {sweep_name}: {len(cells)} cell(s) on {backend.value}, tracking to {redact(uri)}")
     if backend is Backend.dvc:
         return sweeps.run_on_dvc_queue(cells, project, jobs, uri, typer.echo)
-    if not uri.startswith(("http://", "https://")) and not sweeps.is_local_address(ray_address):
+    if not uri.startswith(("http://", "https://")) and not is_local_address(ray_address):
         typer.echo(f"convbench: warning: trials on other Ray nodes cannot reach {redact(uri)}; for a cluster, "
                    "point MLFLOW_TRACKING_URI at a tracking server (`make server`)", err=True)
     cells = [sweeps.trial_params(cell, project) for cell in cells]
@@ -423,7 +425,7 @@ def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, job
 
 
 def _probe_sweep(probe: ProbeChoice, params_path: Path) -> None:
-    """Retrain both models at every setting of one probe; writes metrics/probes/<probe>.json."""
+    """Retrain every model at every setting of one probe; writes metrics/probes/<probe>.json."""
     _stage(lambda params: _probe(params, probe.value), params_path)
 
 

@@ -45,7 +45,7 @@ class DataParams(_Section):
 
 
 class TrainParams(_Section):
-    """The one recipe both models are trained with."""
+    """The one recipe every model is trained with (unless tuning gives a model its own)."""
 
     seeds: Annotated[list[Seed], Field(min_length=1)]
     epochs: PositiveInt
@@ -79,7 +79,7 @@ ProbeName = Literal["permutation", "fraction", "size"]
 
 
 class ProbesParams(_Section):
-    """Inductive-bias probes that retrain both models (translation and noise are measured by evaluate)."""
+    """Inductive-bias probes that retrain every model (translation and noise are measured by evaluate)."""
 
     run: list[ProbeName]
     permutation_seed: Seed

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from pipeline.atomic import write_bytes
+from pipeline.cluster import check_listening
 from pipeline.errors import ConvbenchError
 from pipeline.grid import CELL_TAG, SWEEP_TAG, SweepCell, format_value
 
@@ -154,7 +154,7 @@ def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_
     if not address:
         raise ConvbenchError("--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
                              "--head`) or pass --ray-address")
-    _check_listening(address)
+    check_listening(address)
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -182,24 +182,6 @@ def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_
         return [outcomes[cell.name] for cell in cells]
     finally:
         ray.shutdown()
-
-
-def _check_listening(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds when nothing listens at a Ray head's host:port; ray.init would retry for minutes."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return  # 'auto' and other forms are Ray's to resolve
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ConvbenchError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
-                             f"`ray start --head` or fix RAY_ADDRESS / --ray-address") from None
-
-
-def is_local_address(address: str | None) -> bool:
-    """Whether a Ray address names this machine (so its trials can share local files such as a SQLite store)."""
-    host = (address or os.environ.get("RAY_ADDRESS") or "").removeprefix("ray://").rpartition(":")[0]
-    return host in ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def run_trial(raw_params: dict[str, Any], workdir: str, threads: float, tracking_uri: str | None = None) -> dict[str, Any]:

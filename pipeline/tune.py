@@ -40,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline import atomic, models, paths, recipes, tracking
 from pipeline.bench import resolve_device
+from pipeline.cluster import check_listening, is_local_address
 from pipeline.data import PreparedData, load_prepared, tensors_sha256
 from pipeline.errors import ConvbenchError
 from pipeline.params import RECIPE_KNOBS, Params, validate_params
@@ -427,23 +428,6 @@ def _on_ray(spec: dict[str, Any], remaining: int, workers: int, finished: int, a
                     raise ConvbenchError(f"a tuning worker failed on Ray ({_last_line(str(exc))})") from None
     finally:
         ray.shutdown()
-
-
-def check_listening(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds when nothing listens at a Ray head's host:port; ray.init would retry for minutes."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return  # 'auto' and other forms are Ray's to resolve
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ConvbenchError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
-                             f"`ray start --head` or fix RAY_ADDRESS / --ray-address") from None
-
-
-def is_local_address(address: str) -> bool:
-    """Whether a Ray address names this machine (its workers then share local files such as SQLite stores)."""
-    return address.removeprefix("ray://").rpartition(":")[0] in ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def _last_line(text: str) -> str:
