@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +26,21 @@ CELLS = ("cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1")
 def ui(workspace: Workspace, tmp_path: Path) -> Iterator[str]:
     """The real `convbench ui` on the workspace's store, on a free 127.0.0.1 port; yields its address."""
     params = write_params(tmp_path / "params.yaml", {"tracking.uri": workspace.tracking_uri})
-    port = free_port()
-    log = tmp_path / "ui.log"  # a file, not a pipe: the server's workers outlive it and would keep a pipe open
-    with open(log, "w") as handle:
-        server = subprocess.Popen(["convbench", "ui", "--params", str(params), "--port", str(port)], cwd=tmp_path,
-                                  env=env(), stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True)
-    address = f"http://127.0.0.1:{port}"
+    for attempt in range(2):  # a free port can be taken by a server another test worker starts at the same moment
+        port = free_port()
+        log = tmp_path / f"ui-{attempt}.log"  # a file, not a pipe: the server's workers outlive it and keep pipes open
+        with open(log, "w") as handle:
+            server = subprocess.Popen(["convbench", "ui", "--params", str(params), "--port", str(port)], cwd=tmp_path,
+                                      env=env(), stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True)
+        address = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while server.poll() is None and not answers(f"{address}/health") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if server.poll() is None and answers(f"{address}/health"):
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
     wait_for_start(server, lambda: answers(f"{address}/health"), log, "convbench ui")
     try:
         yield address
