@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from types import ModuleType
 
 from pipeline.errors import ConvbenchError
 
@@ -24,3 +25,19 @@ def is_local_address(address: str | None) -> bool:
     """Whether a Ray address ($RAY_ADDRESS when None) names this machine, so its workers share local files."""
     host = (address or os.environ.get("RAY_ADDRESS") or "").removeprefix("ray://").rpartition(":")[0]
     return host in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def connect(address: str) -> ModuleType:
+    """Ray, connected to the head at `address`; a missing install, a silent address or a failed join is one line."""
+    try:
+        import ray
+    except ImportError:
+        raise ConvbenchError("--backend ray needs Ray; install it with `pip install 'convbench[ray]'`") from None
+    check_listening(address)
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        raise ConvbenchError(f"cannot connect to the Ray cluster at {address} ({lines[-1] if lines else type(exc).__name__}); "
+                             f"start one with `ray start --head` or fix RAY_ADDRESS / --ray-address") from None
+    return ray

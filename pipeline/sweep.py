@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from pipeline.atomic import write_bytes
-from pipeline.cluster import check_listening
+from pipeline.cluster import connect
 from pipeline.errors import ConvbenchError
 from pipeline.grid import CELL_TAG, SWEEP_TAG, SweepCell, format_value
 
@@ -145,21 +145,13 @@ def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_
     Trials run on whichever node Ray picks, so every path they get is absolute and every run logs to
     the tracking URI the cells carry.
     """
-    try:
-        import ray
-        from ray.exceptions import RayError
-    except ImportError:
-        raise ConvbenchError("--backend ray needs Ray; install it with `pip install 'convbench[ray]'`") from None
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise ConvbenchError("--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
                              "--head`) or pass --ray-address")
-    check_listening(address)
-    try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConvbenchError(f"cannot connect to the Ray cluster at {address} ({_last_line(str(exc))}); start one "
-                             f"with `ray start --head` or fix RAY_ADDRESS") from None
+    ray = connect(address)
+    from ray.exceptions import RayError
+
     try:
         trial = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
         root = (project / SWEEPS_DIR).resolve()

@@ -40,7 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline import atomic, models, paths, recipes, tracking
 from pipeline.bench import resolve_device
-from pipeline.cluster import check_listening, is_local_address
+from pipeline.cluster import connect, is_local_address
 from pipeline.data import PreparedData, load_prepared, tensors_sha256
 from pipeline.errors import ConvbenchError
 from pipeline.params import RECIPE_KNOBS, Params, validate_params
@@ -393,22 +393,14 @@ def _on_processes(spec: dict[str, Any], remaining: int, workers: int, finished: 
 def _on_ray(spec: dict[str, Any], remaining: int, workers: int, finished: int, address: str, cpus_per_worker: float,
             study: optuna.Study, progress: TrialProgress, params: Params, echo: Echo) -> None:
     """Optuna workers as Ray tasks on the cluster at `address`, sharing the study storage."""
-    try:
-        import ray
-        from ray.exceptions import RayError, RayTaskError
-    except ImportError:
-        raise ConvbenchError("--backend ray needs Ray; install it with `pip install 'convbench[ray]'`") from None
-    check_listening(address)
     if not is_local_address(address):
         for what, url in (("study storage", spec["storage"]), ("tracking store", spec["params"]["tracking"]["uri"])):
             if url.startswith("sqlite:"):
                 echo(f"convbench: warning: workers on other Ray nodes cannot reach the {what} {tracking.redact(url)}; "
                      f"use a database or server URL every node reaches")
-    try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConvbenchError(f"cannot connect to the Ray cluster at {address} ({_last_line(str(exc))}); start one "
-                             f"with `ray start --head` or fix RAY_ADDRESS / --ray-address") from None
+    ray = connect(address)
+    from ray.exceptions import RayError, RayTaskError
+
     try:
         task = ray.remote(num_cpus=cpus_per_worker, max_retries=0)(run_worker)
         refs = [task.remote({**spec, "n_trials": n, "threads": max(1, int(cpus_per_worker)),
