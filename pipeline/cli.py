@@ -480,6 +480,7 @@ def ui(
     params_path: ParamsPath = Path("params.yaml"),
     host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 5000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (MLflow's default is 4).")] = 4,
 ) -> None:
     """Open the MLflow UI on the store convbench logs to (tracking.uri, $MLFLOW_TRACKING_URI or mlflow.db)."""
 
@@ -496,7 +497,8 @@ def ui(
         typer.echo(f"ui: serving {redact(uri)}; the training runs of {params.data.name} are at {page}", err=True)
         # The store URI travels in the environment, not argv: `ps` shows argv (and any password in it) to every user.
         os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
-        os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)])
+        os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port),
+                                  "--workers", str(workers)])
 
     _stage(run, params_path)
 

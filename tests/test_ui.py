@@ -30,7 +30,7 @@ def ui(workspace: Workspace, tmp_path: Path) -> Iterator[str]:
         port = free_port()
         log = tmp_path / f"ui-{attempt}.log"  # a file, not a pipe: the server's workers outlive it and keep pipes open
         with open(log, "w") as handle:
-            server = subprocess.Popen(["convbench", "ui", "--params", str(params), "--port", str(port)], cwd=tmp_path,
+            server = subprocess.Popen(["convbench", "ui", "--params", str(params), "--port", str(port), "--workers", "1"], cwd=tmp_path,
                                       env=env(), stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True)
         address = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
