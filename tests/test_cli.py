@@ -97,12 +97,14 @@ def test_a_model_not_in_models_is_a_usage_error(tmp_path: Path) -> None:
                              "them or add it\n")
 
 
-def _wait_for(condition, seconds: float, what: str):
+def _wait_for(condition, seconds: float, what: str, process: subprocess.Popen | None = None):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the process exited ({process.returncode}) before {what}: {process.communicate()[1][-2000:]}")
         time.sleep(0.3)
     pytest.fail(f"timed out after {seconds}s waiting for {what}")
 
@@ -121,12 +123,15 @@ def test_sigterm_mid_training_marks_the_run_failed_and_writes_no_checkpoint(tmp_
     store = f"sqlite:///{tmp_path / 'store.db'}"
     for args in (["download"], ["prepare"]):
         assert run(["convbench", *args], tmp_path).returncode == 0
+    # This test's own client creates the schema now, not while the trainer creates it (MLflow's SQL migration
+    # is not safe against a second process outside convbench's store lock; the trainer would log nothing).
+    MlflowClient(store).search_experiments()
     process = subprocess.Popen(
         ["convbench", "train", "-m", "cnn", "-s", "0"], cwd=tmp_path, env=env(MLFLOW_TRACKING_URI=store),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        _wait_for(lambda: _first_run(store), 120, "the first logged epoch")
+        _wait_for(lambda: _first_run(store), 120, "the first logged epoch", process)
         process.send_signal(signal.SIGTERM)
         _stdout, stderr = process.communicate(timeout=60)
     finally:
@@ -151,9 +156,10 @@ def test_ui_serves_the_project_store_on_loopback(tmp_path: Path) -> None:
         logger.log_metrics({"val_accuracy": 0.5}, step=1)
     write_params(tmp_path / "params.yaml", {"data.name": "digits"})
     port = free_port()
+    log = open(tmp_path / "ui.log", "w")  # a file, not a pipe nobody reads: a full pipe would block the server's writes
     server = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "ui", "--port", str(port)], cwd=tmp_path,
-        env=env(MLFLOW_TRACKING_URI=""), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env=env(MLFLOW_TRACKING_URI=""), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=convbench-digits"
 
@@ -165,7 +171,7 @@ def test_ui_serves_the_project_store_on_loopback(tmp_path: Path) -> None:
             return None
 
     try:
-        found = _wait_for(fetch, 300, "the MLflow UI to answer")
+        found = _wait_for(fetch, 300, "the MLflow UI to answer", server)
         assert found["experiment"]["name"] == "convbench-digits"
         with pytest.raises(OSError):  # bound to 127.0.0.1 only, not 0.0.0.0: 127.0.0.2 is refused
             socket.create_connection(("127.0.0.2", port), timeout=2).close()
