@@ -68,7 +68,7 @@ def main() -> None:
     try:
         copy_project(project)
         wall, stages = timed_repro(project)
-        training = sum(json.loads(path.read_text())["train_seconds"] for path in (project / "metrics").glob("*-s*.json"))
+        training = sum(json.loads(path.read_text())["train_seconds"] for path in (project / "metrics" / "cells").glob("*.json"))
         print(f"dvc repro -f: {wall:.1f} s wall; training steps {training:.1f} s; ratio {wall / training:.2f}")
         groups: dict[str, list[float]] = {}
         for stage, seconds in stages:

@@ -148,22 +148,6 @@ def _cells(params: Params, model: Optional[str], seed: Optional[int]) -> list[tu
     return [(m, s) for m in models for s in seeds]
 
 
-def _each_cell(
-    params: Params,
-    model: Optional[str],
-    seed: Optional[int],
-    action: Callable[[Params, str, int, PreparedData], str],
-) -> None:
-    """Load the prepared split once, then run `action` on each selected (model, seed) cell."""
-    from pipeline.data import load_prepared
-
-    name = params.data.name
-    cells = _cells(params, model, seed)
-    prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
-    for model_name, cell_seed in cells:
-        typer.echo(action(params, model_name, cell_seed, prepared))
-
-
 def _stage(run: Callable[[Params], None], params_path: Path) -> None:
     global _active_params
     with _user_errors():
@@ -263,8 +247,30 @@ def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend
 
 @app.command()
 def train(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
-    """Train (model, seed) cells with the shared recipe; --model and --seed pick one cell of the matrix."""
-    _stage(lambda params: _each_cell(params, model, seed, _train_cell), params_path)
+    """Train every (model, seed) cell whose checkpoint is missing or stale, in one process (what `dvc repro` runs).
+
+    A cell trained from exactly the data, model and recipe params.yaml now gives is kept; cells params.yaml no
+    longer lists are removed. --model and --seed pick cells and train them again, current or not.
+    """
+    _stage(lambda params: _train(params, model, seed), params_path)
+
+
+def _train(params: Params, model: Optional[str], seed: Optional[int]) -> None:
+    from pipeline.data import load_prepared
+    from pipeline.train import is_current, prune
+
+    picked = model is not None or seed is not None
+    cells = _cells(params, model, seed)
+    prepared = load_prepared(paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name))
+    for model_name, cell_seed in cells:
+        checkpoint = paths.checkpoint(model_name, cell_seed)
+        if not picked and is_current(params, model_name, cell_seed, prepared, checkpoint, paths.curves(model_name, cell_seed)):
+            typer.echo(f"train: {paths.cell(model_name, cell_seed)} is current (trained from these params) -> {checkpoint}")
+            continue
+        typer.echo(_train_cell(params, model_name, cell_seed, prepared))
+    if not picked:
+        for path in prune(cells):
+            typer.echo(f"train: removed {path} (its cell is no longer in models x train.seeds)")
 
 
 def _train_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
@@ -305,21 +311,35 @@ def _cell_lock(model_name: str, cell_seed: int) -> Iterator[None]:
 
 @app.command()
 def evaluate(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
-    """Score trained cells on the test split, count FLOPs and memory; writes metrics/<model>-s<seed>.json."""
-    _stage(lambda params: _each_cell(params, model, seed, _evaluate_cell), params_path)
+    """Score every trained cell whose metrics are missing or stale on the test split; writes metrics/cells/<cell>.json.
+
+    Metrics computed from the cell's current checkpoint with the current evaluate settings are kept; cells
+    params.yaml no longer lists are removed. --model and --seed pick cells and score them again.
+    """
+    _stage(lambda params: _evaluate(params, model, seed), params_path)
 
 
-def _evaluate_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
-    from pipeline.evaluate import evaluate_cell
+def _evaluate(params: Params, model: Optional[str], seed: Optional[int]) -> None:
+    from pipeline.data import load_prepared
+    from pipeline.evaluate import evaluate_cell, is_current, prune
 
-    metrics = evaluate_cell(
-        params, model_name, cell_seed, prepared,
-        paths.checkpoint(model_name, cell_seed), paths.metrics(model_name, cell_seed),
-    ).metrics
-    return (
-        f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
-        f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image"
-    )
+    picked = model is not None or seed is not None
+    cells = _cells(params, model, seed)
+    prepared = load_prepared(paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name))
+    for model_name, cell_seed in cells:
+        checkpoint, metrics_path = paths.checkpoint(model_name, cell_seed), paths.metrics(model_name, cell_seed)
+        if not picked and is_current(params, checkpoint, prepared, metrics_path, paths.predictions(model_name, cell_seed)):
+            typer.echo(f"evaluate: {paths.cell(model_name, cell_seed)} is current (scored from this checkpoint) -> "
+                       f"{metrics_path}")
+            continue
+        metrics = evaluate_cell(params, model_name, cell_seed, prepared, checkpoint, metrics_path).metrics
+        typer.echo(
+            f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
+            f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image"
+        )
+    if not picked:
+        for path in prune(cells):
+            typer.echo(f"evaluate: removed {path} (its cell is no longer in models x train.seeds)")
 
 
 @app.command(name="bench")
@@ -465,8 +485,8 @@ def run_all(params_path: ParamsPath = Path("params.yaml")) -> None:
         _download(params)
         _prepare(params)
         _tune(params)
-        _each_cell(params, None, None, _train_cell)
-        _each_cell(params, None, None, _evaluate_cell)
+        _train(params, None, None)
+        _evaluate(params, None, None)
         _bench(params)
         for probe in params.probes.run:
             _probe(params, probe)

@@ -1,8 +1,14 @@
-"""Evaluate stage: accuracy, per-class accuracy, confusion matrix, size and speed of one trained cell."""
+"""Evaluate stage: accuracy, per-class accuracy, confusion matrix, size and robustness of trained cells.
+
+`dvc repro` runs it over every cell in one process; a cell whose metrics were computed from its current
+checkpoint with the current evaluate settings is kept, so a new seed's cells are the only ones scored.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,36 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
     """Counts[true, predicted] as a (K, K) int64 tensor."""
     flat = labels * num_classes + predictions
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def source(params: Params, checkpoint_path: Path, prepared: PreparedData) -> dict[str, str]:
+    """What a cell's metrics are computed from: the checkpoint's bytes, the test data and the evaluate settings."""
+    settings = params.evaluate.model_dump(mode="json", include=EVALUATE_KEYS)
+    return {"checkpoint_sha256": hashlib.sha256(Path(checkpoint_path).read_bytes()).hexdigest(),
+            "dataset_sha256": prepared.sha256,
+            "settings_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()}
+
+
+def is_current(params: Params, checkpoint_path: Path, prepared: PreparedData, metrics_path: Path,
+               predictions_path: Path) -> bool:
+    """Whether the cell's metrics and predictions exist and were computed from exactly these inputs."""
+    if not (metrics_path.is_file() and predictions_path.is_file() and Path(checkpoint_path).is_file()):
+        return False
+    try:
+        recorded = json.loads(metrics_path.read_text()).get("source")
+    except (ValueError, AttributeError):
+        return False
+    return recorded == source(params, checkpoint_path, prepared)
+
+
+def prune(cells: list[tuple[str, int]]) -> list[Path]:
+    """Remove metrics and predictions of cells params.yaml no longer lists, so the stage's outputs are its cells."""
+    keep = {path for model, seed in cells for path in (paths.metrics(model, seed), paths.predictions(model, seed))}
+    stale = [path for folder, pattern in ((paths.CELLS_DIR, "*.json"), (paths.PREDICTIONS_DIR, "*.csv"))
+             for path in sorted(folder.glob(pattern)) if path not in keep]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def evaluate_cell(
@@ -77,6 +113,7 @@ def evaluate_cell(
         "confusion_matrix": confusion.tolist(),
         "context": device_context(device, plan.dtype_name),
         "units": UNITS,
+        "source": source(params, checkpoint_path, prepared),
     }
     tags = {
         "convbench.kind": "train", "convbench.model": model_name, "convbench.seed": seed, "convbench.dataset": prepared.name,
@@ -121,6 +158,7 @@ def _log_figures(logger: tracking.RunLogger, model: torch.nn.Module, confusion: 
                                                                  maps.numpy(), folder / "filters.png"), "evaluation")
 
 
+EVALUATE_KEYS = {"batch_size", "throughput_batch_sizes", "shifts", "noise_std"}  # what scoring reads; not bench's keys
 UNITS = {
     "test_accuracy": "fraction of test images", "test_loss": "cross-entropy (nats)",
     "params": "count", "trainable_params": "count",
@@ -198,7 +236,7 @@ def measure_cost(
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The numeric figures of a metrics dict, flattened to 'peak_memory_mb.inference'-style keys."""
-    skip = {"seed", "confusion_matrix", "context", "units", "per_class_accuracy"}
+    skip = {"seed", "confusion_matrix", "context", "units", "per_class_accuracy", "source"}
     flat = tracking.flatten({k: v for k, v in metrics.items() if k not in skip})
     scalars = {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return scalars | {f"test_accuracy_class_{c}": a for c, a in metrics["per_class_accuracy"].items()}

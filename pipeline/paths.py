@@ -7,6 +7,7 @@ from pathlib import Path
 PREPARED_DIR = Path("data/prepared")
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
+CELLS_DIR = METRICS_DIR / "cells"
 CURVES_DIR = METRICS_DIR / "curves"
 PREDICTIONS_DIR = METRICS_DIR / "predictions"
 PROBES_DIR = METRICS_DIR / "probes"
@@ -61,7 +62,7 @@ def curves(model: str, seed: int) -> Path:
 
 def metrics(model: str, seed: int) -> Path:
     """Evaluation metrics of one cell, a DVC metrics file."""
-    return METRICS_DIR / f"{cell(model, seed)}.json"
+    return CELLS_DIR / f"{cell(model, seed)}.json"
 
 
 def predictions(model: str, seed: int) -> Path:

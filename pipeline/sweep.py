@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import paths
 from pipeline.atomic import write_bytes
 from pipeline.cluster import connect
 from pipeline.errors import ConvbenchError
@@ -194,7 +195,7 @@ def run_trial(raw_params: dict[str, Any], workdir: str, threads: float, tracking
     if done.returncode != 0:
         return {"status": "failed", "detail": _error_line(done.stderr + done.stdout), "accuracy": {}}
     accuracy = {path.stem: json.loads(path.read_text())["test_accuracy"]
-                for path in sorted((folder / "metrics").glob("*-s*.json"))}  # the cells' files, not bench.json
+                for path in sorted((folder / paths.CELLS_DIR).glob("*.json"))}
     return {"status": "success", "detail": str(folder), "accuracy": accuracy}
 
 

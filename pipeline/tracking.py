@@ -338,9 +338,7 @@ def run(
         with _store_lock(uri):  # processes starting together must not both create the schema or the experiment
             mlflow.set_tracking_uri(uri)
             client = MlflowClient(uri)
-            experiment = mlflow.set_experiment(experiment_name(params, dataset))
-            if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind the user picked in the UI stays
-                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+            experiment = _training_experiment(client, experiment_name(params, dataset))
             run_id = resume_run_id if resume_run_id and _run_exists(client, resume_run_id) else None
             active = mlflow.start_run(
                 run_id=run_id,
@@ -377,6 +375,25 @@ def run(
     if params.required:
         raise error
     print(f"convbench: warning: {error}; tracking.required is false, so the stage succeeds", file=sys.stderr)
+
+
+def _training_experiment(client: MlflowClient, name: str, attempts: int = 3) -> Any:
+    """The dataset's experiment, created and tagged as a training experiment if new.
+
+    Processes sharing a tracking server (a Ray sweep's trials) can create or tag it at the same moment;
+    the server's unique keys refuse the second writer, which then finds the first one's rows and goes on.
+    """
+    for attempt in range(attempts):
+        try:
+            experiment = mlflow.set_experiment(name)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind the user picked in the UI stays
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+            return experiment
+        except MlflowException as exc:
+            if attempt + 1 == attempts or not any(key in str(exc) for key in ("UNIQUE constraint", "RESOURCE_ALREADY_EXISTS",
+                                                                               "already exists")):
+                raise
+            time.sleep(0.5)
 
 
 def _end_run(logger: RunLogger, status: str) -> None:

@@ -1,7 +1,9 @@
-"""Train stage: one (model, seed) cell, the same recipe for every architecture.
+"""Train stage: (model, seed) cells, the same recipe for every architecture, all in one process.
 
-The loop itself lives in pipeline/runtime.py; this stage opens the MLflow run, resumes an interrupted
-cell, and writes the checkpoint, the curves and the logged model.
+The loop itself lives in pipeline/runtime.py; this stage opens each cell's MLflow run, resumes an
+interrupted cell, and writes the checkpoint, the curves and the logged model. `dvc repro` runs it over
+every cell: a cell whose checkpoint was trained from exactly what params.yaml now says is kept, so
+adding a seed trains only the new cells and changing one model's settings retrains only that model.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pipeline import checkpoint as checkpoints
 from pipeline import atomic, models, paths, recipes, tracking
 from pipeline.bench import device_context, resolve_device
 from pipeline.data import PreparedData
+from pipeline.errors import ConvbenchError
 from pipeline.params import Params
 from pipeline.runtime import (
     EpochStats,
@@ -52,6 +55,32 @@ class TrainResult:
 def recipe(params: Params) -> dict[str, Any]:
     """The training recipe a cell is trained with: params.train without the seed list."""
     return params.train.model_dump(mode="json", exclude={"seeds"})
+
+
+def is_current(params: Params, model_name: str, seed: int, prepared: PreparedData, checkpoint_path: Path,
+               curves_path: Path) -> bool:
+    """Whether the cell's checkpoint and curves exist and were trained from the data, model and recipe params give now."""
+    if not (checkpoint_path.is_file() and curves_path.is_file()):
+        return False
+    params = recipes.params_for(params, model_name, prepared.sha256)
+    try:
+        trained = checkpoints.load(checkpoint_path, model_name)
+        config = models.resolve(params, prepared.input_shape, prepared.num_classes)[model_name]
+        checkpoints.check_current(trained, checkpoint_path, config, prepared.name, prepared.sha256, recipe(params))
+    except ConvbenchError:
+        return False
+    return trained.seed == seed
+
+
+def prune(cells: list[tuple[str, int]]) -> list[Path]:
+    """Remove checkpoints and curves of cells params.yaml no longer lists, so the stage's outputs are its cells."""
+    keep = {path for model, seed in cells
+            for path in (paths.checkpoint(model, seed), paths.resume_state(model, seed), paths.curves(model, seed))}
+    stale = [path for folder, pattern in ((paths.MODELS_DIR, "*.pt"), (paths.CURVES_DIR, "*.csv"))
+             for path in sorted(folder.glob(pattern)) if path not in keep]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def train_cell(

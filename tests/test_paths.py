@@ -20,12 +20,16 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
         "prepare": {str(paths.prepared_tensors(name)), str(paths.prepared_manifest(name))},
         "report": {str(paths.report_markdown()), str(paths.report_html()), str(paths.figures_dir())},
         "bench": {str(paths.bench())},
+        "tune": {str(paths.TUNED_DIR)},
+        "train": {str(paths.MODELS_DIR), str(paths.CURVES_DIR)},
+        "evaluate": {str(paths.CELLS_DIR), str(paths.PREDICTIONS_DIR)},
     }
-    for model in params.models:
-        expected[f"tune@{model}"] = {str(paths.tuned_recipe(model))}
+    for model in params.models:  # each cell's files lie in its stage's output folders
+        assert paths.tuned_recipe(model).parent == paths.TUNED_DIR
         for seed in params.train.seeds:
-            expected[f"train@{model}-{seed}"] = {str(paths.checkpoint(model, seed)), str(paths.curves(model, seed))}
-            expected[f"evaluate@{model}-{seed}"] = {str(paths.metrics(model, seed)), str(paths.predictions(model, seed))}
+            assert {paths.checkpoint(model, seed).parent, paths.curves(model, seed).parent} == {paths.MODELS_DIR, paths.CURVES_DIR}
+            assert {paths.metrics(model, seed).parent, paths.predictions(model, seed).parent} == {paths.CELLS_DIR,
+                                                                                                  paths.PREDICTIONS_DIR}
     with Repo(str(ROOT)) as repo:
         declared = {stage.addressing: {str(out) for out in stage.outs} for stage in repo.index.stages}
     assert declared == expected
@@ -33,7 +37,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
 
 def test_cell_names() -> None:
     assert paths.cell("cnn", 2) == "cnn-s2"
-    assert str(paths.metrics("mlp", 0)) == "metrics/mlp-s0.json"
+    assert str(paths.metrics("mlp", 0)) == "metrics/cells/mlp-s0.json"
 
 
 STAGE_MODULES = {"download": "download", "prepare": "prepare", "tune": "tune", "train": "train", "evaluate": "evaluate",

@@ -16,8 +16,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import paths
 from tests.helpers import copy_project, run, write_params
 
-EVERY_STAGE = {"download", "prepare", "tune@cnn", "tune@mlp", "train@cnn-0", "train@mlp-0", "evaluate@cnn-0", "evaluate@mlp-0",
-               "bench", "report"}
+EVERY_STAGE = {"download", "prepare", "tune", "train", "evaluate", "bench", "report"}
 
 
 def repro(project: Path) -> set[str]:
@@ -60,11 +59,11 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
     table = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     revs = [rev for row in table for group in row.get("experiments") or [] for rev in group["revs"]]
     (shown_experiment,) = [rev for rev in revs if rev["name"] == "two-epochs"]
-    headline = shown_experiment["data"]["metrics"]["metrics/cnn-s0.json"]["data"]
+    headline = shown_experiment["data"]["metrics"]["metrics/cells/cnn-s0.json"]["data"]
     assert headline["epochs"] == 2 and 0 < headline["test_accuracy"] <= 1, "dvc exp show lists the headline metrics"
     diff = run(["dvc", "metrics", "diff", "HEAD", "two-epochs", "--json"], project)
     assert diff.returncode == 0, diff.stderr
-    changed = json.loads(diff.stdout)["metrics/cnn-s0.json"]
+    changed = json.loads(diff.stdout)["metrics/cells/cnn-s0.json"]
     assert "test_accuracy" in changed and changed["epochs"] == {"old": 1, "new": 2, "diff": 1}
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
@@ -117,8 +116,7 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
                                                     "model.mine": {"builder": "my_zoo:small_convnet", "channels": 6}})
     result = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    ran = set(re.findall(r"Running stage '([^']+)'", result.stdout))
-    assert {"train@mine-0", "evaluate@mine-0", "report"} <= ran
+    assert cells_run(result.stdout) == ({"cnn-s0", "mine-s0", "mlp-s0"}, {"cnn-s0", "mine-s0", "mlp-s0"})
     metrics = json.loads((project / paths.metrics("mine", 0)).read_text())
     assert metrics["arch"] == "builder" and metrics["params"] == (6 * 9 + 6) + (6 * 4 * 4 * 10 + 10)
     report = (project / paths.report_markdown()).read_text()
@@ -132,10 +130,35 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert sorted((r.info.run_name, r.info.status) for r in children) == [
         ("cnn-s0", "FINISHED"), ("mine-s0", "FINISHED"), ("mlp-s0", "FINISHED")]
     assert comparison.data.metrics["mine_accuracy_mean"] == pytest.approx(metrics["test_accuracy"])
+    first = {cell: (project / paths.checkpoint(*cell)).read_bytes() for cell in (("cnn", 0), ("mine", 0), ("mlp", 0))}
 
     write_params(project / "params.yaml", {"train.seeds": [0, 1]}, edit_existing=True)
     more = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
-    ran = set(re.findall(r"Running stage '([^']+)'", more.stdout))
-    new_cells = {f"{stage}@{model}-1" for stage in ("train", "evaluate") for model in ("cnn", "mlp", "mine")}
-    assert ran == new_cells | {"bench", "report"}, "adding a seed trains and evaluates only the new cells"
+    assert set(re.findall(r"Running stage '([^']+)'", more.stdout)) == {"train", "evaluate", "bench", "report"}
+    assert cells_run(more.stdout) == ({"cnn-s1", "mine-s1", "mlp-s1"}, {"cnn-s1", "mine-s1", "mlp-s1"}), \
+        "adding a seed trains and evaluates only the new cells"
+    assert all((project / paths.checkpoint(*cell)).read_bytes() == data for cell, data in first.items())
+    runs = client.search_runs([experiment_id], "tags.`convbench.kind` = 'train'")
+    assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "cnn-s1", "mine-s0", "mine-s1", "mlp-s0", "mlp-s1"]
+
+    write_params(project / "params.yaml", {"model.mine.channels": 4}, edit_existing=True)
+    changed = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
+    assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
+    assert cells_run(changed.stdout) == ({"mine-s0", "mine-s1"}, {"mine-s0", "mine-s1"}), \
+        "changing one model's settings retrains and re-scores only that model"
+    assert json.loads((project / paths.metrics("mine", 0)).read_text())["params"] == (4 * 9 + 4) + (4 * 4 * 4 * 10 + 10)
+
+    write_params(project / "params.yaml", {"train.seeds": [1]}, edit_existing=True)
+    fewer = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
+    assert fewer.returncode == 0, fewer.stdout[-3000:] + fewer.stderr[-3000:]
+    assert cells_run(fewer.stdout) == (set(), set()), "dropping a seed trains nothing"
+    assert sorted(p.name for p in (project / paths.MODELS_DIR).iterdir()) == ["cnn-s1.pt", "mine-s1.pt", "mlp-s1.pt"]
+    assert sorted(p.name for p in (project / paths.CELLS_DIR).iterdir()) == ["cnn-s1.json", "mine-s1.json", "mlp-s1.json"]
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project, PYTHONPATH=str(zoo)).stdout
+
+
+def cells_run(stdout: str) -> tuple[set[str], set[str]]:
+    """The cells the train and the evaluate stage computed (not the ones they kept as current)."""
+    return (set(re.findall(r"^train: (\S+) val_accuracy", stdout, re.M)),
+            set(re.findall(r"^evaluate: (\S+) test_accuracy", stdout, re.M)))

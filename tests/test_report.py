@@ -204,7 +204,7 @@ def test_metrics_of_another_dataset_are_refused(workspace: Workspace) -> None:
 
 
 def test_missing_cell_names_the_command_to_run(workspace: Workspace) -> None:
-    with contextlib.chdir(workspace.root), pytest.raises(ConvbenchError, match=r"metrics/cnn-s7.json is missing; run `convbench evaluate --model cnn --seed 7` first"):
+    with contextlib.chdir(workspace.root), pytest.raises(ConvbenchError, match=r"metrics/cells/cnn-s7.json is missing; run `convbench evaluate --model cnn --seed 7` first"):
         load_metrics(["cnn"], [7], "digits")
 
 
