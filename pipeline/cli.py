@@ -216,12 +216,19 @@ def tune(
 
 def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend: TuneBackend = TuneBackend.local,
           ray_address: Optional[str] = None, cpus_per_worker: float = 1.0, storage: Optional[str] = None) -> None:
-    from pipeline.data import load_prepared
     from pipeline.cluster import check_listening
-    from pipeline.tune import tune_model
+    from pipeline.data import load_prepared
+    from pipeline.recipes import write_not_tuned
 
     if model is not None and model not in params.models:
         raise ParamsError(f"--model {model}: not in models {params.models} of params.yaml; pick one of them or add it")
+    if params.tune.trials == 0 and backend is TuneBackend.local:  # a note per model; torch and Optuna stay unloaded
+        for name in [model] if model else params.models:
+            write_not_tuned(name, paths.tuned_recipe(name))
+            typer.echo(f"tune: {name} not tuned (tune.trials is 0: the shared recipe) -> {paths.tuned_recipe(name)}")
+        return
+    from pipeline.tune import tune_model
+
     address = None
     if backend is TuneBackend.ray:
         address = ray_address or os.environ.get("RAY_ADDRESS")

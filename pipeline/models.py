@@ -7,7 +7,8 @@ params.yaml lists the models to compare (`models:`) and may give each alias sett
 copies that model's conv blocks and dense head (how the LCN keeps the CNN's exact geometry).
 
 `resolve` turns params into ModelConfigs: plain values that rebuild the exact module later, so they
-can live in a checkpoint loaded with weights_only=True.
+can live in a checkpoint loaded with weights_only=True. The schemas load without torch (download and
+an untuned tune stage never import it); builders import it when they run.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from torch import nn
 
 from pipeline.errors import ParamsError
+
+if TYPE_CHECKING:  # torch loads only when a model is built: params validation (every stage) does not need it
+    import torch
+    from torch import nn
 
 PositiveInt = Annotated[int, Field(gt=0)]
 BUILDER_ARCH = "builder"
@@ -113,12 +116,14 @@ class MNIST1DCNNSettings(Settings):
 @register("linear", "Linear", NoSettings, role="linear")
 def build_linear(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Logistic regression: Flatten, Linear."""
+    from torch import nn
     return nn.Sequential(nn.Flatten(), nn.Linear(_product(input_shape), num_classes))
 
 
 @register("mlp", "MLP", MLPSettings, role="dense")
 def build_mlp(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Flatten, then `depth` Dense -> ReLU layers of `width` units and the class layer."""
+    from torch import nn
     hidden = [settings["width"]] * settings["depth"]
     return nn.Sequential(nn.Flatten(), *_dense_stack(_product(input_shape), hidden, num_classes))
 
@@ -126,6 +131,7 @@ def build_mlp(settings: dict[str, Any], input_shape: tuple[int, ...], num_classe
 @register("cnn", "CNN", CNNSettings, role="shared")
 def build_cnn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Conv -> ReLU -> MaxPool blocks (run as Conv -> MaxPool -> ReLU), Flatten, Dense -> ReLU layers, class layer."""
+    from torch import nn
     channels, *spatial = input_shape
     conv_cls, pool_cls = _conv_classes(len(spatial))
     layers: list[nn.Module] = []
@@ -144,6 +150,8 @@ def build_cnn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classe
 @register("lcn", "LCN", LCNSettings, role="local")
 def build_lcn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The CNN's exact layers with every conv replaced by a locally connected layer (a filter per position)."""
+    from torch import nn
+    from pipeline.layers import LocallyConnected
     channels, *spatial = input_shape
     _conv, pool_cls = _conv_classes(len(spatial))
     layers: list[nn.Module] = []
@@ -163,6 +171,8 @@ def build_lcn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classe
 @register("mnist1d_mlp", "MNIST-1D MLP", MNIST1DMLPSettings, role="dense")
 def build_mnist1d_mlp(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """greydanus/mnist1d's MLP: Linear(in, 100), ReLU, a residual ReLU(Linear(100, 100)) layer, Linear(100, classes)."""
+    from torch import nn
+    from pipeline.layers import Residual
     width = settings["width"]
     return nn.Sequential(nn.Flatten(), nn.Linear(_product(input_shape), width), nn.ReLU(),
                          Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU())), nn.Linear(width, num_classes))
@@ -171,6 +181,7 @@ def build_mnist1d_mlp(settings: dict[str, Any], input_shape: tuple[int, ...], nu
 @register("mnist1d_cnn", "MNIST-1D CNN", MNIST1DCNNSettings, role="shared")
 def build_mnist1d_cnn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """greydanus/mnist1d's CNN: three strided convs (k5, k3, k3; stride 2, padding 1), ReLU after each, no pooling."""
+    from torch import nn
     in_channels, *spatial = input_shape
     conv_cls, _pool = _conv_classes(len(spatial))
     channels = settings["channels"]
@@ -182,48 +193,6 @@ def build_mnist1d_cnn(settings: dict[str, Any], input_shape: tuple[int, ...], nu
     if min(size) < 1:
         raise ParamsError(f"the MNIST-1D CNN needs inputs of at least 8 samples per axis; got {list(spatial)}")
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * _product(size), num_classes))
-
-
-class LocallyConnected(nn.Module):
-    """A convolution without weight sharing: a separate filter (and bias) at every output position.
-
-    torch has no such layer; `unfold` gathers each position's receptive field and one einsum applies
-    that position's own filter, so the geometry (kernel, padding, output size) is exactly a conv's.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, padding: int, spatial: tuple[int, ...]) -> None:
-        super().__init__()
-        self.in_channels, self.out_channels, self.kernel, self.padding = in_channels, out_channels, kernel, padding
-        self.out_size = tuple(s + 2 * padding - kernel + 1 for s in spatial)
-        if min(self.out_size) < 1:
-            raise ParamsError(f"a locally connected layer with kernel {kernel} does not fit inputs of size {list(spatial)}")
-        fan_in = in_channels * kernel ** len(spatial)
-        positions = _product(self.out_size)
-        bound = 1 / math.sqrt(fan_in)  # nn.Conv's default initialisation, per position
-        self.weight = nn.Parameter(torch.empty(positions, out_channels, fan_in).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(out_channels, positions).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, *spatial) -> (N, out_channels, *out_size)."""
-        one_d = x.dim() == 3
-        images = x.unsqueeze(2) if one_d else x
-        kernel = (1, self.kernel) if one_d else (self.kernel, self.kernel)
-        padding = (0, self.padding) if one_d else (self.padding, self.padding)
-        columns = nn.functional.unfold(images, kernel, padding=padding)  # (N, C*k^d, positions)
-        out = torch.einsum("ncp,poc->nop", columns, self.weight) + self.bias
-        return out.reshape(x.shape[0], self.out_channels, *self.out_size)
-
-
-class Residual(nn.Module):
-    """x + layer(x)."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The identity plus the wrapped layer."""
-        return x + self.layer(x)
 
 
 # --- resolving params into buildable configs -------------------------------------------------------------------------
@@ -388,6 +357,7 @@ def _import_builder(config: ModelConfig) -> Callable[..., Any]:
 
 
 def _build_user_model(config: ModelConfig) -> nn.Module:
+    from torch import nn
     builder = _import_builder(config)
     kwargs = {k: v for k, v in config.settings.items() if k != "builder"}
     try:
@@ -403,6 +373,7 @@ def _build_user_model(config: ModelConfig) -> nn.Module:
 
 def check_user_model(config: ModelConfig) -> None:
     """Build a user model and run one zero input through it: it must give (1, num_classes) logits."""
+    import torch
     module = _build_user_model(config)
     example = torch.zeros((1, *config.input_shape))
     try:
@@ -442,6 +413,7 @@ def match_width(alias: str, arch: str, settings: dict[str, Any], shape: tuple[in
     """
 
     def params_at(width: int) -> int:
+        import torch
         with torch.device("meta"):
             return count_params(REGISTRY[arch].build({**settings, "width": width}, shape, num_classes))
 
@@ -501,6 +473,7 @@ def ladder(configs: dict[str, ModelConfig]) -> Ladder | None:
 
 def _conv_classes(spatial_dims: int) -> tuple[type[nn.Module], type[nn.Module]]:
     """Conv and max-pool classes for 1-D or 2-D inputs."""
+    from torch import nn
     if spatial_dims == 1:
         return nn.Conv1d, nn.MaxPool1d
     if spatial_dims == 2:
@@ -509,6 +482,7 @@ def _conv_classes(spatial_dims: int) -> tuple[type[nn.Module], type[nn.Module]]:
 
 
 def _dense_stack(features: int, hidden: list[int], num_classes: int) -> list[nn.Module]:
+    from torch import nn
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(features, width), nn.ReLU()]
@@ -523,6 +497,7 @@ def _product(values: Any) -> int:
 
 def describe(config: ModelConfig) -> list[dict[str, Any]]:
     """One row per top-level layer of the built module: name, output shape (one input) and parameter count."""
+    import torch
     model = build(config)
     rows: list[dict[str, Any]] = []
 
@@ -545,6 +520,8 @@ def flow_labels(config: ModelConfig) -> list[str]:
 
 
 def _layer_name(module: nn.Module) -> str:
+    from torch import nn
+    from pipeline.layers import LocallyConnected, Residual
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         kernel = "x".join(map(str, module.kernel_size))
         stride = f", stride {module.stride[0]}" if module.stride[0] != 1 else ""

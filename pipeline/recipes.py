@@ -15,9 +15,19 @@ from typing import Any
 
 import yaml
 
-from pipeline import paths
+from pipeline import atomic, paths
 from pipeline.errors import ConvbenchError
 from pipeline.params import Params, TrainParams
+
+
+HEADER = "# written by `convbench tune`: this model's best recipe after its tuning budget (validation split only)\n"
+
+
+def write_not_tuned(model: str, out_path: Path) -> None:
+    """With tune.trials 0 the stage still writes its output, so the pipeline's graph stays the same."""
+    note = {"model": model, "tuned": False, "trials": 0,
+            "note": "not tuned: tune.trials is 0, so every model trains with the shared recipe (params.yaml train)"}
+    atomic.write_text(out_path, HEADER + yaml.safe_dump(note, sort_keys=False))
 
 
 def fingerprint(params: Params, model: str) -> str:

@@ -250,7 +250,7 @@ def tune_model(params: Params, model: str, prepared: PreparedData, out_path: Pat
                echo: Echo = print, quiet: bool = False) -> TuneResult:
     """Give `model` its tune.trials trials (resuming a killed run), then write its best recipe to `out_path`."""
     if params.tune.trials == 0:
-        write_not_tuned(model, out_path)
+        recipes.write_not_tuned(model, out_path)
         return TuneResult(model, False, out_path)
     quiet_optuna()
     models.resolve(params, prepared.input_shape, prepared.num_classes, [model])  # a bad model stops before any trial
@@ -304,20 +304,10 @@ def tune_model(params: Params, model: str, prepared: PreparedData, out_path: Pat
                             "tune_seconds": time.perf_counter() - started})
         for row in summary["history"]:
             parent.log_metrics({"best_so_far": row["best_so_far"]}, step=row["trial"])
-        atomic.write_text(out_path, HEADER + yaml.safe_dump(summary, sort_keys=False))
+        atomic.write_text(out_path, recipes.HEADER + yaml.safe_dump(summary, sort_keys=False))
         parent.log_artifact(out_path, "tuned")
     return TuneResult(model, True, out_path, summary["best"]["val_accuracy"], summary["best"]["trial"],
                       summary["baseline"]["val_accuracy"], finished_before, remaining)
-
-
-HEADER = "# written by `convbench tune`: this model's best recipe after its tuning budget (validation split only)\n"
-
-
-def write_not_tuned(model: str, out_path: Path) -> None:
-    """With tune.trials 0 the stage still writes its output, so the pipeline's graph stays the same."""
-    note = {"model": model, "tuned": False, "trials": 0,
-            "note": "not tuned: tune.trials is 0, so every model trains with the shared recipe (params.yaml train)"}
-    atomic.write_text(out_path, HEADER + yaml.safe_dump(note, sort_keys=False))
 
 
 def summarize(params: Params, model: str, prepared: PreparedData, study: optuna.Study, storage: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import models
+from pipeline import layers, models
 from pipeline.errors import ParamsError
 from pipeline.params import Params, validate_params
 from tests.helpers import params_with
@@ -67,7 +67,7 @@ def test_lcn_is_a_convolution_without_weight_sharing() -> None:
     configs = models.resolve(params(models=["cnn", "lcn"]), (1, 12, 12), 10)
     cnn, lcn = models.build(configs["cnn"]), models.build(configs["lcn"])
     conv, local = cnn[0], lcn[0]
-    assert isinstance(local, models.LocallyConnected) and local.out_size == (10, 10)
+    assert isinstance(local, layers.LocallyConnected) and local.out_size == (10, 10)
     with torch.no_grad():
         local.weight.copy_(conv.weight.reshape(1, 32, 9).expand_as(local.weight))
         local.bias.copy_(conv.bias.reshape(32, 1).expand_as(local.bias))
@@ -96,7 +96,7 @@ def test_mnist1d_reference_models_match_the_authors_counts() -> None:
     convs = [layer for layer in modules["mnist1d_cnn"] if isinstance(layer, nn.Conv1d)]
     assert [(c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == [(5, 2, 1), (3, 2, 1), (3, 2, 1)]
     assert not any(isinstance(layer, nn.MaxPool1d) for layer in modules["mnist1d_cnn"])
-    residual = next(layer for layer in modules["mnist1d_mlp"] if isinstance(layer, models.Residual))
+    residual = next(layer for layer in modules["mnist1d_mlp"] if isinstance(layer, layers.Residual))
     h = torch.randn(2, 100)
     assert torch.equal(residual(h), h + residual.layer(h))
 
