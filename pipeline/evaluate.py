@@ -95,7 +95,8 @@ def evaluate_cell(
     predictions = logits.argmax(1)
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
     per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
-    cost = measure_cost(model, plan, test_x, test_y, params.evaluate, checkpoint.train)
+    cost = measure_cost(model, plan, test_x, test_y, params.evaluate, checkpoint.train,
+                        json.dumps(checkpoint.config.to_dict(), sort_keys=True))
     robustness = measure_robustness(model, plan, prepared, test_y, params.evaluate)
     metrics: dict[str, Any] = {
         "model": model_name,
@@ -158,6 +159,7 @@ def _log_figures(logger: tracking.RunLogger, model: torch.nn.Module, confusion: 
                                                                  maps.numpy(), folder / "filters.png"), "evaluation")
 
 
+_ARCHITECTURE_COST: dict[tuple[str, str, int, int], tuple[Any, dict[str, float]]] = {}
 EVALUATE_KEYS = {"batch_size", "throughput_batch_sizes", "shifts", "noise_std"}  # what scoring reads; not bench's keys
 UNITS = {
     "test_accuracy": "fraction of test images", "test_loss": "cross-entropy (nats)",
@@ -190,15 +192,17 @@ def measure_robustness(
     def normalized(images: torch.Tensor) -> torch.Tensor:
         return normalize(images, prepared.mean, prepared.std, torch.device("cpu"))
 
+    clean = normalized(raw)
+    unmoved = accuracy(clean)  # shift 0 and noise 0 score these very images: computed once
     shifts = {
         str(k): sum(accuracy(normalized(shift(raw, move))) for move in shift_directions(k, spatial)) / len(shift_directions(k, spatial))
+        if k else unmoved
         for k in settings.shifts
     }
-    clean = normalized(raw)
     std = torch.tensor(prepared.std).view((1, -1) + (1,) * spatial)
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(clean.shape, generator=generator)
-    noisy = {f"{level:g}": accuracy(clean + noise * (level / std)) for level in settings.noise_std}
+    noisy = {f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std}
     return {"shift": shifts, "noise": noisy}
 
 
@@ -209,18 +213,26 @@ def measure_cost(
     test_y: torch.Tensor,
     settings: EvaluateParams,
     train_info: TrainInfo,
+    architecture: str = "",
 ) -> dict[str, Any]:
-    """Size, FLOPs and peak memory of one model; what training measured. Speed is the bench stage's (side by side)."""
+    """Size, FLOPs and peak memory of one model; what training measured. Speed is the bench stage's (side by side).
+
+    `architecture` (the resolved config as JSON) lets the seeds of one model share one count; "" counts anew.
+    """
     train_batch = train_info.batch_size
-    flops = count_flops(model, _timing_batch(test_x, 8), _timing_batch(test_y, 8))
     largest = max(settings.throughput_batch_sizes)
-    memory = {
-        "inference": peak_memory_bytes(lambda: _infer(model, _timing_batch(test_x, largest), plan), plan.device) / 2**20,
-        "train_step": peak_memory_bytes(
-            lambda: _train_step(model, _timing_batch(test_x, train_batch), _timing_batch(test_y, train_batch), plan),
-            plan.device,
-        ) / 2**20,
-    }
+    key = (architecture, str(plan), train_batch, largest)
+    if not architecture or key not in _ARCHITECTURE_COST:  # FLOPs and peak memory depend on the architecture only
+        flops = count_flops(model, _timing_batch(test_x, 8), _timing_batch(test_y, 8))
+        memory = {
+            "inference": peak_memory_bytes(lambda: _infer(model, _timing_batch(test_x, largest), plan), plan.device) / 2**20,
+            "train_step": peak_memory_bytes(
+                lambda: _train_step(model, _timing_batch(test_x, train_batch), _timing_batch(test_y, train_batch), plan),
+                plan.device,
+            ) / 2**20,
+        }
+        _ARCHITECTURE_COST[key] = (flops, memory)
+    flops, memory = _ARCHITECTURE_COST[key]
     return {
         "params": models.count_params(model),
         "trainable_params": models.count_trainable(model),
