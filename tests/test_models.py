@@ -191,3 +191,16 @@ def test_describe_reads_the_layers_off_the_built_module() -> None:
     rows = models.describe(models.resolve(params(models=["lcn", "cnn"]), (1, 28, 28), 10)["lcn"])
     assert rows[1] == {"layer": "LocallyConnected(1->32, k3, padding 0)", "output_shape": "32x26x26", "params": 216_320}
     assert sum(row["params"] for row in rows) == 909_962
+
+
+def test_validating_params_and_the_model_section_loads_no_torch() -> None:
+    """download and an untuned tune stage validate params.yaml without paying torch's import."""
+    import subprocess
+
+    code = ("import sys; from pipeline.params import load_params; p = load_params('params.yaml'); "
+            "from pipeline import models; assert models.REGISTRY['lcn']; print('torch' in sys.modules)")
+    from tests.helpers import ROOT
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
