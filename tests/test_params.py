@@ -84,11 +84,13 @@ def test_not_a_mapping(tmp_path: Path) -> None:
         load_params(path)
 
 
-def test_dvc_train_stage_tracks_every_recipe_key_but_seeds() -> None:
-    """dvc.yaml lists train params one by one (so adding a seed retrains nothing); none may be forgotten."""
+def test_dvc_tune_stage_tracks_every_recipe_key_but_seeds() -> None:
+    """dvc.yaml lists tune's train params one by one (so adding a seed tunes nothing again); none may be forgotten.
+    train and evaluate track the whole section: a new seed is a new cell, and the stage keeps the current ones."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    tracked = {p.removeprefix("train.") for p in stages["train"]["params"] if p.startswith("train.")}
+    tracked = {p.removeprefix("train.") for p in stages["tune"]["params"] if p.startswith("train.")}
     assert tracked == set(TrainParams.model_fields) - {"seeds"}
+    assert "train" in stages["train"]["params"] and "train" in stages["evaluate"]["params"]
 
 
 def test_dataset_overrides_apply_only_to_their_dataset() -> None:
