@@ -49,6 +49,7 @@ class Checkpoint:
     recipe: dict[str, Any]  # params.train as trained (without seeds)
     train: TrainInfo
     mlflow_run_id: str | None
+    code_sha256: str = ""  # pipeline.code.source_sha256 of the train stage that wrote it ("" in older files)
 
 
 def save(path: Path, checkpoint: Checkpoint) -> Path:
@@ -56,7 +57,7 @@ def save(path: Path, checkpoint: Checkpoint) -> Path:
     payload = {"format": FORMAT, "config": checkpoint.config.to_dict(), "state_dict": checkpoint.state_dict,
                "dataset": checkpoint.dataset, "dataset_sha256": checkpoint.dataset_sha256, "seed": checkpoint.seed,
                "recipe": checkpoint.recipe, "train": dataclasses.asdict(checkpoint.train),
-               "mlflow_run_id": checkpoint.mlflow_run_id}
+               "mlflow_run_id": checkpoint.mlflow_run_id, "code_sha256": checkpoint.code_sha256}
     return atomic.write_with(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -75,7 +76,8 @@ def load(path: Path, model_name: str | None = None) -> Checkpoint:
     if model_name is not None and config.name != model_name:
         raise ConvbenchError(f"{path} holds a '{config.name}' model, not '{model_name}'; run `convbench train --model {model_name}`")
     return Checkpoint(config, payload["state_dict"], payload["dataset"], payload["dataset_sha256"], payload["seed"],
-                      payload["recipe"], TrainInfo(**payload["train"]), payload["mlflow_run_id"])
+                      payload["recipe"], TrainInfo(**payload["train"]), payload["mlflow_run_id"],
+                      payload.get("code_sha256", ""))
 
 
 def restore(checkpoint: Checkpoint, path: Path) -> nn.Module:

@@ -21,6 +21,7 @@ from pipeline import atomic, models, paths, recipes, tracking
 from pipeline import checkpoint as checkpoints
 from pipeline.bench import count_flops, device_context, peak_memory_bytes, resolve_device
 from pipeline.checkpoint import TrainInfo
+from pipeline.code import source_sha256
 from pipeline.data import PreparedData
 from pipeline.params import EvaluateParams, Params
 from pipeline.runtime import ExecutionPlan, execution_plan, normalize, place_model, predict_logits
@@ -42,10 +43,10 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
 
 
 def source(params: Params, checkpoint_path: Path, prepared: PreparedData) -> dict[str, str]:
-    """What a cell's metrics are computed from: the checkpoint's bytes, the test data and the evaluate settings."""
+    """What a cell's metrics are computed from: the checkpoint's bytes, the test data, this code and its settings."""
     settings = params.evaluate.model_dump(mode="json", include=EVALUATE_KEYS)
     return {"checkpoint_sha256": hashlib.sha256(Path(checkpoint_path).read_bytes()).hexdigest(),
-            "dataset_sha256": prepared.sha256,
+            "dataset_sha256": prepared.sha256, "code_sha256": source_sha256("evaluate"),
             "settings_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()}
 
 

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline import checkpoint as checkpoints
 from pipeline import atomic, models, paths, recipes, tracking
+from pipeline.code import source_sha256
 from pipeline.bench import device_context, resolve_device
 from pipeline.data import PreparedData
 from pipeline.errors import ConvbenchError
@@ -59,7 +60,8 @@ def recipe(params: Params) -> dict[str, Any]:
 
 def is_current(params: Params, model_name: str, seed: int, prepared: PreparedData, checkpoint_path: Path,
                curves_path: Path) -> bool:
-    """Whether the cell's checkpoint and curves exist and were trained from the data, model and recipe params give now."""
+    """Whether the cell's checkpoint and curves exist and were trained by this code from the data, model and recipe
+    params give now."""
     if not (checkpoint_path.is_file() and curves_path.is_file()):
         return False
     params = recipes.params_for(params, model_name, prepared.sha256)
@@ -69,7 +71,7 @@ def is_current(params: Params, model_name: str, seed: int, prepared: PreparedDat
         checkpoints.check_current(trained, checkpoint_path, config, prepared.name, prepared.sha256, recipe(params))
     except ConvbenchError:
         return False
-    return trained.seed == seed
+    return trained.seed == seed and trained.code_sha256 == source_sha256("train")
 
 
 def prune(cells: list[tuple[str, int]]) -> list[Path]:
@@ -163,7 +165,7 @@ def train_cell(
             train_seconds=train_seconds, seconds_to_final_accuracy=to_final, final_val_accuracy=history[-1].val_accuracy,
         )
         trained = checkpoints.Checkpoint(config, model.state_dict(), prepared.name, prepared.sha256, seed,
-                                         recipe(params), info, logger.run_id)
+                                         recipe(params), info, logger.run_id, source_sha256("train"))
         if not dist.is_main:  # only rank 0 writes files and logs
             return TrainResult(model_name, seed, checkpoint_path, curves_path, None, history, images_per_second,
                                train_seconds, to_final)

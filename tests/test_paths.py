@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-
 import yaml
 from dvc.repo import Repo
 
 from pipeline import paths
+from pipeline.code import closure, imported_modules
 from pipeline.params import load_params
 from tests.helpers import ROOT
 
@@ -43,31 +42,6 @@ def test_cell_names() -> None:
 STAGE_MODULES = {"download": "download", "prepare": "prepare", "tune": "tune", "train": "train", "evaluate": "evaluate",
                  "bench": "timing", "probe": "probes", "report": "report"}
 LEAVES = {*STAGE_MODULES.values(), "sweep", "cli"}
-
-
-def imported_modules(module: str) -> set[str]:
-    """The pipeline modules `module` imports anywhere in its source (function-level imports included)."""
-    tree = ast.parse((ROOT / "pipeline" / f"{module}.py").read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("pipeline.")}
-        elif isinstance(node, ast.ImportFrom) and node.module == "pipeline":
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
-            found.add(node.module.split(".")[1])
-    return found
-
-
-def closure(module: str) -> set[str]:
-    """`module` and every pipeline module it reaches through imports."""
-    seen, todo = set(), [module]
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo += sorted(imported_modules(current))
-    return seen
 
 
 def test_no_stage_module_imports_another_stage() -> None:

@@ -157,6 +157,12 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert sorted(p.name for p in (project / paths.CELLS_DIR).iterdir()) == ["cnn-s1.json", "mine-s1.json", "mlp-s1.json"]
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project, PYTHONPATH=str(zoo)).stdout
 
+    loop = project / "pipeline" / "runtime.py"  # the training loop's code changes: every cell is computed again
+    loop.write_text(loop.read_text() + "\n# an edit to the training loop\n")
+    edited = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=f"{zoo}:{project}")
+    assert edited.returncode == 0, edited.stdout[-3000:] + edited.stderr[-3000:]
+    assert cells_run(edited.stdout) == ({"cnn-s1", "mine-s1", "mlp-s1"}, {"cnn-s1", "mine-s1", "mlp-s1"})
+
 
 def cells_run(stdout: str) -> tuple[set[str], set[str]]:
     """The cells the train and the evaluate stage computed (not the ones they kept as current)."""
