@@ -1,7 +1,8 @@
-"""The one module that times and counts things: devices, FLOPs, throughput, latency, memory and MFU.
+"""The one module that times and counts things: devices, FLOPs, memory, the matmul peak and paired timing.
 
-Every timing goes through torch.utils.benchmark (warm-up, CUDA synchronisation, repeats), every
-FLOP count through torch.utils.flop_counter, so the numbers are the ones PyTorch itself would give.
+Models are timed side by side, round by round (`time_interleaved`), so load and drift fall on every
+model alike; the matmul peak goes through torch.utils.benchmark and every FLOP count through
+torch.utils.flop_counter, so those numbers are the ones PyTorch itself would give.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import copy
 import logging
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,17 +66,6 @@ class Stopwatch:
         return interval
 
 
-@dataclass(frozen=True)
-class Throughput:
-    """Inference speed at one batch size, from torch.utils.benchmark's blocked autorange."""
-
-    batch_size: int
-    images_per_second: float
-    median_seconds: float
-    iqr_seconds: float
-    runs: int
-
-
 def _benchmark() -> ModuleType:
     """torch.utils.benchmark, imported quietly (its cpp_extension import warns on CPU-only machines)."""
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -87,63 +76,6 @@ def _benchmark() -> ModuleType:
 
 def _timer(stmt: str, env: dict[str, object]) -> object:
     return _benchmark().Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads())
-
-
-def inference_throughput(
-    model: nn.Module, batch: torch.Tensor, min_run_time: float, autocast: contextlib.AbstractContextManager | None = None
-) -> Throughput:
-    """Images/s of `model` on `batch` in eval mode without autograd (warm-up and sync by torch.utils.benchmark)."""
-    model.eval()
-    env = {"model": model, "batch": batch, "torch": torch, "autocast": autocast or contextlib.nullcontext()}
-    timer = _timer("with torch.inference_mode(), autocast: model(batch)", env)
-    with torch.inference_mode(), env["autocast"]:  # type: ignore[attr-defined]
-        model(batch)  # warm-up outside the measurement (allocator, kernel selection)
-    measurement = timer.blocked_autorange(min_run_time=min_run_time)  # type: ignore[attr-defined]
-    median = measurement.median
-    return Throughput(
-        batch_size=int(batch.shape[0]),
-        images_per_second=batch.shape[0] / median,
-        median_seconds=median,
-        iqr_seconds=measurement.iqr,
-        runs=len(measurement.times),
-    )
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Per-call latency of one forward pass: every sample is a single timed call."""
-
-    batch_size: int
-    median_ms: float
-    p95_ms: float
-    iqr_ms: float
-    calls: int
-
-
-def inference_latency(
-    model: nn.Module,
-    batch: torch.Tensor,
-    min_run_time: float,
-    autocast: contextlib.AbstractContextManager | None = None,
-    min_calls: int = 50,
-) -> Latency:
-    """Median and p95 latency of single forward calls, timed one call at a time so the tail is real."""
-    model.eval()
-    env = {"model": model, "batch": batch, "torch": torch, "autocast": autocast or contextlib.nullcontext()}
-    timer = _timer("with torch.inference_mode(), autocast: model(batch)", env)
-    timer.timeit(10)  # type: ignore[attr-defined]  # warm-up
-    samples: list[float] = []
-    deadline = time.perf_counter() + min_run_time
-    while len(samples) < min_calls or time.perf_counter() < deadline:
-        samples.append(timer.timeit(1).times[0])  # type: ignore[attr-defined]
-    quartiles = statistics.quantiles(samples, n=4)
-    return Latency(
-        batch_size=int(batch.shape[0]),
-        median_ms=statistics.median(samples) * 1e3,
-        p95_ms=statistics.quantiles(samples, n=20)[-1] * 1e3,
-        iqr_ms=(quartiles[2] - quartiles[0]) * 1e3,
-        calls=len(samples),
-    )
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,6 @@ from pipeline.bench import (
     Stopwatch,
     count_flops,
     device_context,
-    inference_latency,
-    inference_throughput,
     matmul_flops_per_second,
     peak_memory_bytes,
     resolve_device,
@@ -67,13 +65,6 @@ def test_stopwatch_accumulates_intervals() -> None:
     assert 0.04 <= watch.elapsed < 0.5
 
 
-def test_inference_throughput_is_images_over_median_time() -> None:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    result = inference_throughput(model, torch.randn(32, 1, 8, 8), min_run_time=0.05)
-    assert result.batch_size == 32 and result.runs >= 1
-    assert result.images_per_second == pytest.approx(32 / result.median_seconds)
-
-
 def test_default_cnn_flops_match_the_hand_count() -> None:
     conv = 2 * (1 * 3 * 3) * 32 * 26 * 26  # 2 * (Cin k k) * Cout * Hout * Wout
     dense, head = 2 * (32 * 13 * 13) * 128, 2 * 128 * 10
@@ -97,13 +88,6 @@ def test_flop_count_leaves_the_model_untouched() -> None:
     count_flops(model, *batch(2))
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-
-
-def test_latency_samples_single_calls() -> None:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    result = inference_latency(model, torch.randn(1, 1, 8, 8), min_run_time=0.05, min_calls=30)
-    assert result.batch_size == 1 and result.calls >= 30
-    assert 0 < result.median_ms <= result.p95_ms < 1000
 
 
 def test_matmul_roofline_is_plausible() -> None:
