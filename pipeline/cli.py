@@ -263,21 +263,28 @@ def train(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = No
 
 
 def _train(params: Params, model: Optional[str], seed: Optional[int]) -> None:
-    from pipeline.data import load_prepared
     from pipeline.train import is_current, prune
+
+    _each_cell(params, model, seed, "train", is_current, _train_cell, prune)
+
+
+def _each_cell(params: Params, model: Optional[str], seed: Optional[int], stage: str,
+               is_current: Callable[[Params, str, int, PreparedData], bool],
+               compute: Callable[[Params, str, int, PreparedData], str], prune: Callable[[list], list[Path]]) -> None:
+    """Compute the selected cells; without --model/--seed, keep the current ones and remove cells no longer listed."""
+    from pipeline.data import load_prepared
 
     picked = model is not None or seed is not None
     cells = _cells(params, model, seed)
     prepared = load_prepared(paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name))
     for model_name, cell_seed in cells:
-        checkpoint = paths.checkpoint(model_name, cell_seed)
-        if not picked and is_current(params, model_name, cell_seed, prepared, checkpoint, paths.curves(model_name, cell_seed)):
-            typer.echo(f"train: {paths.cell(model_name, cell_seed)} is current (trained from these params) -> {checkpoint}")
+        if not picked and is_current(params, model_name, cell_seed, prepared):
+            typer.echo(f"{stage}: {paths.cell(model_name, cell_seed)} is current (same inputs and code): kept")
             continue
-        typer.echo(_train_cell(params, model_name, cell_seed, prepared))
+        typer.echo(compute(params, model_name, cell_seed, prepared))
     if not picked:
         for path in prune(cells):
-            typer.echo(f"train: removed {path} (its cell is no longer in models x train.seeds)")
+            typer.echo(f"{stage}: removed {path} (its cell is no longer in models x train.seeds)")
 
 
 def _train_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
@@ -327,26 +334,18 @@ def evaluate(params_path: ParamsPath = Path("params.yaml"), model: ModelOption =
 
 
 def _evaluate(params: Params, model: Optional[str], seed: Optional[int]) -> None:
-    from pipeline.data import load_prepared
-    from pipeline.evaluate import evaluate_cell, is_current, prune
+    from pipeline.evaluate import is_current, prune
 
-    picked = model is not None or seed is not None
-    cells = _cells(params, model, seed)
-    prepared = load_prepared(paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name))
-    for model_name, cell_seed in cells:
-        checkpoint, metrics_path = paths.checkpoint(model_name, cell_seed), paths.metrics(model_name, cell_seed)
-        if not picked and is_current(params, checkpoint, prepared, metrics_path, paths.predictions(model_name, cell_seed)):
-            typer.echo(f"evaluate: {paths.cell(model_name, cell_seed)} is current (scored from this checkpoint) -> "
-                       f"{metrics_path}")
-            continue
-        metrics = evaluate_cell(params, model_name, cell_seed, prepared, checkpoint, metrics_path).metrics
-        typer.echo(
-            f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
-            f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image"
-        )
-    if not picked:
-        for path in prune(cells):
-            typer.echo(f"evaluate: removed {path} (its cell is no longer in models x train.seeds)")
+    _each_cell(params, model, seed, "evaluate", is_current, _evaluate_cell, prune)
+
+
+def _evaluate_cell(params: Params, model_name: str, cell_seed: int, prepared: PreparedData) -> str:
+    from pipeline.evaluate import evaluate_cell
+
+    metrics = evaluate_cell(params, model_name, cell_seed, prepared, paths.checkpoint(model_name, cell_seed),
+                            paths.metrics(model_name, cell_seed)).metrics
+    return (f"evaluate: {paths.cell(model_name, cell_seed)} test_accuracy {metrics['test_accuracy']:.4f} "
+            f"params {metrics['params']:,} forward {metrics['flops_forward_per_image'] / 1e6:.2f} MFLOP/image")
 
 
 @app.command(name="bench")

@@ -50,10 +50,10 @@ def source(params: Params, checkpoint_path: Path, prepared: PreparedData) -> dic
             "settings_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()}
 
 
-def is_current(params: Params, checkpoint_path: Path, prepared: PreparedData, metrics_path: Path,
-               predictions_path: Path) -> bool:
+def is_current(params: Params, model_name: str, seed: int, prepared: PreparedData) -> bool:
     """Whether the cell's metrics and predictions exist and were computed from exactly these inputs."""
-    if not (metrics_path.is_file() and predictions_path.is_file() and Path(checkpoint_path).is_file()):
+    checkpoint_path, metrics_path = paths.checkpoint(model_name, seed), paths.metrics(model_name, seed)
+    if not (metrics_path.is_file() and paths.predictions(model_name, seed).is_file() and checkpoint_path.is_file()):
         return False
     try:
         recorded = json.loads(metrics_path.read_text()).get("source")

@@ -58,11 +58,11 @@ def recipe(params: Params) -> dict[str, Any]:
     return params.train.model_dump(mode="json", exclude={"seeds"})
 
 
-def is_current(params: Params, model_name: str, seed: int, prepared: PreparedData, checkpoint_path: Path,
-               curves_path: Path) -> bool:
+def is_current(params: Params, model_name: str, seed: int, prepared: PreparedData) -> bool:
     """Whether the cell's checkpoint and curves exist and were trained by this code from the data, model and recipe
     params give now."""
-    if not (checkpoint_path.is_file() and curves_path.is_file()):
+    checkpoint_path = paths.checkpoint(model_name, seed)
+    if not (checkpoint_path.is_file() and paths.curves(model_name, seed).is_file()):
         return False
     params = recipes.params_for(params, model_name, prepared.sha256)
     try:
