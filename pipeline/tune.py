@@ -287,15 +287,21 @@ def tune_model(params: Params, model: str, prepared: PreparedData, out_path: Pat
                 "parent_run_id": parent.run_id, "project": str(Path.cwd().resolve())}
         with TrialProgress(model, params.tune.trials, quiet) as progress:
             progress.refresh(probe)
-            if remaining and ray_address is not None:
-                _on_ray(spec, remaining, workers, finished_before, ray_address, cpus_per_worker, probe, progress, params, echo)
-            elif remaining and workers > 1:
-                _on_processes(spec, remaining, workers, finished_before, probe, progress, params)
-            elif remaining:
+            parallel = ray_address is not None or workers > 1
+            # Optuna's SQL storage can hand one enqueued (WAITING) trial to two workers at once, and the second then
+            # fails with "Cannot tell a COMPLETE trial": enqueued trials (the shared recipe) run here, before any fan-out.
+            waiting = len(probe.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            here = min(remaining, waiting) if parallel else remaining
+            if here:
                 study = open_study(storage, name, params, sampler_seed(params.tune.sampler_seed, finished_before, 0))
                 objective = Objective(params, model, prepared, parent.run_id)
-                study.optimize(objective, n_trials=remaining, gc_after_trial=False,
+                study.optimize(objective, n_trials=here, gc_after_trial=False,
                                callbacks=[lambda s, _t: progress.refresh(s)])
+            rest, finished = remaining - here, finished_before + here
+            if rest and ray_address is not None:
+                _on_ray(spec, rest, workers, finished, ray_address, cpus_per_worker, probe, progress, params, echo)
+            elif rest:
+                _on_processes(spec, rest, workers, finished, probe, progress, params)
             progress.refresh(probe)
         summary = summarize(params, model, prepared, probe, storage)
         parent.log_metrics({"best_val_accuracy": summary["best"]["val_accuracy"],

@@ -183,6 +183,16 @@ def test_a_killed_tune_resumes_without_repeating_finished_trials(prepared_projec
     assert statuses.count("FAILED") <= len(killed)
 
 
+def _fanned_out_workers(children: list) -> set[str]:
+    """The workers of the trials after the shared-recipe one, which the stage's own process runs before fanning out
+    (Optuna's SQL storage could hand one enqueued trial to two workers)."""
+    baseline = [run_ for run_ in children if run_.data.tags["convbench.baseline"] == "True"]
+    assert len(baseline) == 1 and baseline[0].data.params["trial"] == "0"
+    others = {run_.data.tags["convbench.worker"] for run_ in children if run_ is not baseline[0]}
+    assert baseline[0].data.tags["convbench.worker"] not in others
+    return others
+
+
 def test_workers_on_this_machine_share_one_study_and_the_report_shows_both_gaps(prepared_project: Path,
                                                                                  tmp_path: Path) -> None:
     root = project_copy(prepared_project, tmp_path / "p")
@@ -193,7 +203,7 @@ def test_workers_on_this_machine_share_one_study_and_the_report_shows_both_gaps(
             sorted(["COMPLETE"] * k + ["PRUNED"] * (4 - k)) for k in range(1, 5))
         _parents, children = tune_runs(root, model)
         assert len(children) == 4
-        assert len({run_.data.tags["convbench.worker"] for run_ in children}) == 2, "two worker processes ran trials"
+        assert len(_fanned_out_workers(children)) == 2, "two worker processes ran the trials after the shared recipe"
     for args in (["convbench", "train"], ["convbench", "evaluate"], ["convbench", "bench"], ["convbench", "report"]):
         step = run(args, root, timeout=400)
         assert step.returncode == 0, step.stderr[-3000:]
@@ -238,4 +248,4 @@ def test_a_study_runs_across_a_real_ray_head_and_every_trial_is_in_mlflow(prepar
     assert sorted(int(run_.data.params["trial"]) for run_ in children) == [0, 1, 2, 3]
     assert {run_.info.status for run_ in children} == {"FINISHED"}
     assert all("val_accuracy" in run_.data.metrics for run_ in children)
-    assert len({run_.data.tags["convbench.worker"] for run_ in children}) == 2, "two Ray workers ran trials"
+    assert len(_fanned_out_workers(children)) == 2, "two Ray workers ran the trials after the shared recipe"
