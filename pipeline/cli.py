@@ -225,7 +225,7 @@ def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend
     if params.tune.trials == 0 and backend is TuneBackend.local:  # a note per model; torch and Optuna stay unloaded
         for name in [model] if model else params.models:
             write_not_tuned(name, paths.tuned_recipe(name))
-            typer.echo(f"tune: {name} not tuned (tune.trials is 0: the shared recipe) -> {paths.tuned_recipe(name)}")
+            typer.echo(_not_tuned(name, paths.tuned_recipe(name)))
         return
     from pipeline.tune import tune_model
 
@@ -245,11 +245,15 @@ def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend
         result = tune_model(params, name, prepared, paths.tuned_recipe(name), storage, workers, address,  # type: ignore[arg-type]
                             cpus_per_worker, typer.echo)
         if not result.tuned:
-            typer.echo(f"tune: {name} not tuned (tune.trials is 0: the shared recipe) -> {result.path}")
+            typer.echo(_not_tuned(name, result.path))
             continue
         baseline = "n/a" if result.baseline_value is None else f"{result.baseline_value:.4f}"
         typer.echo(f"tune: {name} best val_accuracy {result.best_value:.4f} (trial {result.best_trial} of "
                    f"{params.tune.trials}; shared recipe {baseline}; {result.ran} trial(s) run now) -> {result.path}")
+
+
+def _not_tuned(model: str, path: Path) -> str:
+    return f"tune: {model} not tuned (tune.trials is 0: the shared recipe) -> {path}"
 
 
 @app.command()

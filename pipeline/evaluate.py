@@ -6,7 +6,6 @@ checkpoint with the current evaluate settings is kept, so a new seed's cells are
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import tempfile
@@ -24,7 +23,8 @@ from pipeline.checkpoint import TrainInfo
 from pipeline.code import source_sha256
 from pipeline.data import PreparedData
 from pipeline.params import EvaluateParams, Params
-from pipeline.runtime import ExecutionPlan, execution_plan, normalize, place_model, predict_logits
+from pipeline.runtime import (ExecutionPlan, execution_plan, inference_call, normalize, place_model, predict_logits,
+                              repeat_to, train_step_call)
 from pipeline.transforms import shift, shift_directions
 
 
@@ -224,11 +224,12 @@ def measure_cost(
     largest = max(settings.throughput_batch_sizes)
     key = (architecture, str(plan), train_batch, largest)
     if not architecture or key not in _ARCHITECTURE_COST:  # FLOPs and peak memory depend on the architecture only
-        flops = count_flops(model, _timing_batch(test_x, 8), _timing_batch(test_y, 8))
+        flops = count_flops(model, repeat_to(test_x, 8), repeat_to(test_y, 8))
         memory = {
-            "inference": peak_memory_bytes(lambda: _infer(model, _timing_batch(test_x, largest), plan), plan.device) / 2**20,
+            "inference": peak_memory_bytes(lambda: inference_call(model, repeat_to(test_x, largest), plan)(),
+                                           plan.device) / 2**20,
             "train_step": peak_memory_bytes(
-                lambda: _train_step(model, _timing_batch(test_x, train_batch), _timing_batch(test_y, train_batch), plan),
+                lambda: train_step_call(model, repeat_to(test_x, train_batch), repeat_to(test_y, train_batch), plan)(),
                 plan.device,
             ) / 2**20,
         }
@@ -253,24 +254,3 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     flat = tracking.flatten({k: v for k, v in metrics.items() if k not in skip})
     scalars = {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return scalars | {f"test_accuracy_class_{c}": a for c, a in metrics["per_class_accuracy"].items()}
-
-
-def _infer(model: torch.nn.Module, batch: torch.Tensor, plan: ExecutionPlan) -> None:
-    with torch.inference_mode(), plan.autocast():
-        model(batch)
-
-
-def _train_step(model: torch.nn.Module, batch: torch.Tensor, labels: torch.Tensor, plan: ExecutionPlan) -> None:
-    """One forward/backward/AdamW step on a copy, so the evaluated weights stay untouched."""
-    probe = copy.deepcopy(model).train()
-    optimizer = torch.optim.AdamW(probe.parameters(), fused=plan.fused_optimizer or None)
-    with plan.autocast():
-        loss = torch.nn.functional.cross_entropy(probe(batch).float(), labels)
-    loss.backward()
-    optimizer.step()
-
-
-def _timing_batch(x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """A batch of exactly `batch_size` test images (repeated if the test split is smaller)."""
-    repeats = -(-batch_size // len(x))
-    return x.repeat((repeats,) + (1,) * (x.dim() - 1))[:batch_size].contiguous()

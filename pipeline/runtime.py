@@ -8,6 +8,7 @@ this one loop, so every number convbench reports comes from the same code path.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -132,6 +133,39 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, plan: Exe
     autocast = plan.autocast() if plan is not None else contextlib.nullcontext()
     with autocast:
         return torch.cat([model(x[start : start + batch_size]).float() for start in range(0, len(x), batch_size)])
+
+
+def repeat_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Exactly `size` rows of `x` (repeated if `x` is shorter): a fixed batch to time or measure a model on."""
+    repeats = -(-size // len(x))
+    return x.repeat((repeats,) + (1,) * (x.dim() - 1))[:size].contiguous()
+
+
+def inference_call(model: nn.Module, batch: torch.Tensor, plan: ExecutionPlan) -> Callable[[], object]:
+    """One eval-mode forward of `batch` without autograd, as the plan runs it."""
+    model.eval()
+
+    def call() -> object:
+        with torch.inference_mode(), plan.autocast():
+            return model(batch)
+
+    return call
+
+
+def train_step_call(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor, plan: ExecutionPlan) -> Callable[[], object]:
+    """One forward/backward/AdamW step on a copy of `model` (made now), so the trained weights stay untouched."""
+    trainee = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(trainee.parameters(), fused=plan.fused_optimizer or None)
+
+    def step() -> object:
+        with plan.autocast():
+            loss = torch.nn.functional.cross_entropy(trainee(batch).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
 
 
 def make_scheduler(

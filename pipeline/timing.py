@@ -9,8 +9,6 @@ threshold; `convbench bench` re-measures on an idle machine without retraining.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,43 +29,11 @@ from pipeline.bench import (
 )
 from pipeline.data import PreparedData
 from pipeline.params import Params
-from pipeline.runtime import ExecutionPlan, execution_plan, normalize, place_model
+from pipeline.runtime import execution_plan, inference_call, normalize, place_model, repeat_to, train_step_call
 from pipeline.stats import median_interval
 
 FIX = "run `convbench bench` on an idle machine"
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192, "mps": 4096}
-
-
-def _batch(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Exactly `size` test images (repeated if the test split is smaller)."""
-    repeats = -(-size // len(x))
-    return x.repeat((repeats,) + (1,) * (x.dim() - 1))[:size].contiguous()
-
-
-def _inference(model: torch.nn.Module, batch: torch.Tensor, plan: ExecutionPlan) -> Callable[[], object]:
-    model.eval()
-
-    def call() -> object:
-        with torch.inference_mode(), plan.autocast():
-            return model(batch)
-
-    return call
-
-
-def _train_step(model: torch.nn.Module, batch: torch.Tensor, labels: torch.Tensor, plan: ExecutionPlan) -> Callable[[], object]:
-    """One forward/backward/AdamW step on a copy, so the trained weights stay untouched."""
-    trainee = copy.deepcopy(model).train()
-    optimizer = torch.optim.AdamW(trainee.parameters(), fused=plan.fused_optimizer or None)
-
-    def step() -> object:
-        with plan.autocast():
-            loss = torch.nn.functional.cross_entropy(trainee(batch).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
 
 
 def summarize(case: PairedCase, reference: str, confidence: float, seed: int) -> dict[str, Any]:
@@ -111,13 +77,13 @@ def bench(params: Params, prepared: PreparedData, output: Path) -> dict[str, Any
     settings = params.evaluate
     timed: dict[str, PairedCase] = {}
     for size in settings.throughput_batch_sizes:
-        batch = _batch(test_x, size)
-        work = {name: _inference(model, batch, plan) for name, model in trained.items()}
+        batch = repeat_to(test_x, size)
+        work = {name: inference_call(model, batch, plan) for name, model in trained.items()}
         timed[f"inference_batch_{size}"] = time_interleaved(work, f"inference_batch_{size}", size, settings.rounds,
                                                             settings.min_run_time, device)
     train_batch = params.train.batch_size
-    x, y = _batch(test_x, train_batch), _batch(test_y, train_batch)
-    steps = {name: _train_step(model, x, y, plan) for name, model in trained.items()}
+    x, y = repeat_to(test_x, train_batch), repeat_to(test_y, train_batch)
+    steps = {name: train_step_call(model, x, y, plan) for name, model in trained.items()}
     timed[f"training_step_batch_{train_batch}"] = time_interleaved(steps, "training_step", train_batch, settings.rounds,
                                                                    settings.min_run_time, device)
     reference = params.reference_model
@@ -125,7 +91,7 @@ def bench(params: Params, prepared: PreparedData, output: Path) -> dict[str, Any
              for key, case in timed.items()}
     peak = matmul_flops_per_second(device, plan.autocast_dtype or torch.float32, MATMUL_SIZE[device.type],
                                    settings.min_run_time)
-    flops = {name: count_flops(model, _batch(test_x, 8), _batch(test_y, 8)) for name, model in trained.items()}
+    flops = {name: count_flops(model, repeat_to(test_x, 8), repeat_to(test_y, 8)) for name, model in trained.items()}
     largest = f"inference_batch_{max(settings.throughput_batch_sizes)}"
     train_key = f"training_step_batch_{train_batch}"
     mfu = {name: {"inference": flops[name].forward * cases[largest]["models"][name]["images_per_second"] / peak,
