@@ -12,7 +12,7 @@ SERVER_ARTIFACTS ?= $(CURDIR)/mlartifacts
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: install repro test ui server clean
+.PHONY: install repro lint test ui server clean
 
 install: $(STAMP)
 
@@ -24,7 +24,12 @@ $(STAMP): pyproject.toml
 repro: $(STAMP)  ## run the whole pipeline on the default dataset (dvc repro)
 	dvc repro
 
-test: $(STAMP)  ## run the test suite, one test file per worker (TEST_WORKERS=1 runs it serially)
+lint: $(STAMP)  ## ruff (lint and format) and mypy, as configured in pyproject.toml
+	ruff check pipeline tests benchmarks
+	ruff format --check pipeline tests benchmarks
+	mypy
+
+test: lint  ## lint, then the test suite, one test file per worker (TEST_WORKERS=1 runs it serially)
 	pytest -n $(TEST_WORKERS) --dist loadfile
 
 ui: $(STAMP)  ## browse the runs: MLflow UI on the project's store, bound to 127.0.0.1

@@ -2,7 +2,7 @@
 
 The reference is what most PyTorch tutorials write: a torchvision-style Dataset that yields PIL
 images through ToTensor/Normalize, a shuffling DataLoader, and the same model (same weights, layers
-in textbook order), optimizer, schedule, loss and batch size. convbench's loop is `pipeline.runtime.fit` itself, with the execution plan the
+in textbook order), optimizer, schedule, loss and batch size. convbench's loop is `pipeline.core.runtime.fit` itself, with the execution plan the
 train stage uses. Both loops are timed over whole epochs of training steps (validation excluded),
 interleaved round by round so that machine noise hits both; the ratio is the median over rounds.
 
@@ -28,13 +28,15 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import models, paths, tracking  # noqa: E402
-from pipeline.bench import device_context, resolve_device  # noqa: E402
-from pipeline.download import download  # noqa: E402
-from pipeline.params import Params, load_params  # noqa: E402
-from pipeline.data import PreparedData, Splits, load_prepared  # noqa: E402
-from pipeline.prepare import prepare  # noqa: E402
-from pipeline.runtime import device_splits, execution_plan, fit, make_scheduler, place_model  # noqa: E402
+from pipeline.artifacts import paths
+from pipeline.core import models
+from pipeline.core.data import PreparedData, Splits, load_prepared
+from pipeline.core.measure import device_context, resolve_device
+from pipeline.core.runtime import device_splits, execution_plan, fit, make_scheduler, place_model
+from pipeline.ops import tracking
+from pipeline.params import Params, load_params
+from pipeline.stages.download import download
+from pipeline.stages.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +55,7 @@ class TutorialDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index]
         pil = Image.fromarray(image[0]) if image.shape[0] == 1 else Image.fromarray(image.transpose(1, 2, 0))
-        return self.transform(pil), int(self.labels[index])  # type: ignore[operator]
+        return self.transform(pil), int(self.labels[index])  # type: ignore[operator]  # transform is set in __init__
 
 
 def textbook_order(model: nn.Module) -> nn.Module:
@@ -98,7 +100,7 @@ def tutorial_epochs(model: nn.Module, prepared: PreparedData, params: Params, ep
 
 
 def convbench_epochs(model: nn.Module, data: Splits, params: Params, epochs: int) -> float:
-    """Images/s of pipeline.train.fit over `epochs` epochs of training steps."""
+    """Images/s of pipeline.stages.train.fit over `epochs` epochs of training steps."""
     recipe = params.train.model_copy(update={"epochs": epochs})
     _history, seconds = fit(model, data, recipe, seed=0, on_epoch=lambda stats: None)
     return epochs * len(data.train) / seconds
@@ -114,7 +116,7 @@ def tracking_overhead(model: nn.Module, data: Splits, params: Params, store: Pat
         def on_epoch(stats: object) -> None:
             started = time.perf_counter()
             values = {k: v for k, v in vars(stats).items() if k != "epoch"}
-            logger.log_metrics(values, step=stats.epoch, synchronous=False)  # type: ignore[attr-defined]
+            logger.log_metrics(values, step=stats.epoch, synchronous=False)  # type: ignore[attr-defined]  # a RunLogger
             blocked.append(time.perf_counter() - started)
 
         history, _seconds = fit(model, data, recipe, seed=0, on_epoch=on_epoch)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
 
 
 class ConvbenchError(Exception):
@@ -21,6 +30,93 @@ class DataError(ConvbenchError):
     """A dataset's files are missing, unreadable or fail their checksum."""
 
 
+class TrainingDiverged(ConvbenchError):
+    """The training loss became non-finite: the recipe (usually its learning rate) does not suit the model."""
+
+
 def redact(text: str) -> str:
     """Hide the password or token in any 'scheme://user:secret@host' inside `text`."""
     return re.sub(r"(//[^/:@\s]+):[^@/\s]+@", r"\1:***@", text)
+
+
+def without_credentials(url: str) -> str:
+    """`url` with its 'user:secret@' dropped: a link to show and open."""
+    return re.sub(r"//[^/@]*@", "//", url)
+
+
+def allowed_keys(loc: list[str], root: type[BaseModel]) -> list[str]:
+    """The field names of the pydantic schema section at `loc` below `root` (list indices skipped), for error lines."""
+    model: Any = root
+    for part in loc:
+        if part.isdigit():
+            continue
+        annotation = model.model_fields[part].annotation
+        model = _section_type(annotation)
+    return list(model.model_fields)
+
+
+def _section_type(annotation: Any) -> Any:
+    """Find the section class inside an annotation like list[ConvBlockParams]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    meta = getattr(annotation, "__origin__", None)
+    return _section_type(meta) if meta is not None and meta is not annotation else None
+
+
+# errno -> what went wrong and the fix, after the path it happened to
+_OS_FIXES = {
+    errno.ENOSPC: "no space left on the device; free space on it (or move the project to a bigger disk) and run again",
+    errno.EDQUOT: "disk quota exceeded; free space within your quota and run again",
+    errno.EROFS: "the filesystem is read-only; use a writable folder (or remount it read-write)",
+    errno.EACCES: "permission denied; make it writable (and its folder searchable) for this user, or use another path",
+    errno.EPERM: "operation not permitted; make it writable for this user, or use another path",
+    errno.ENOTDIR: "part of this path is a file, not a folder; fix the path or move that file away",
+    errno.EISDIR: "this is a folder where a file is expected; move the folder away or fix the path",
+    errno.EEXIST: "this exists and is not a folder; move it away or fix the path",
+    errno.ENOENT: "no such file or folder; check the path, or run the stage that creates it",
+    errno.ENAMETOOLONG: "the path is too long; use a shorter one",
+    errno.ELOOP: "the path has a symbolic-link loop; fix the link",
+    errno.EIO: "input/output error, the disk may be failing; check it (dmesg) and run again",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) and run again",
+}
+
+
+def os_error_line(exc: OSError, data_root: Path | None = None) -> str:
+    """'<path>: <problem and fix>', naming data.root when the path is under it."""
+    path = exc.filename if exc.filename is not None else None
+    fix = _OS_FIXES.get(exc.errno or -1, f"{exc.strerror or exc}; check the path and run again")
+    if path is None:
+        return f"{exc.strerror or type(exc).__name__}; {fix.split('; ', 1)[-1]}"
+    return f"{os.fsdecode(path)}: {fix}{_setting_for(Path(os.fsdecode(path)), data_root)}"
+
+
+def _setting_for(path: Path, data_root: Path | None) -> str:
+    """' (data.root in params.yaml is ...)' when `path` lies in data.root, else ''."""
+    if data_root is None:
+        return ""
+    root = Path(data_root)
+    try:
+        path.resolve(strict=False).relative_to(root.resolve(strict=False))
+    except (ValueError, OSError, RuntimeError):
+        return ""
+    return f" (data.root in params.yaml is '{root}')"
+
+
+def unexpected_line(exc: BaseException) -> str:
+    """One line for an error nobody anticipated, with the path of a log holding its redacted traceback."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    summary = redact(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+    text = redact("convbench " + " ".join(sys.argv[1:]) + "\n" + "".join(traceback.format_exception(exc)))
+    try:
+        folder = Path(os.environ.get("CONVBENCH_LOG_DIR") or tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, log = tempfile.mkstemp(prefix="convbench-error-", suffix=".log", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as log_error:
+        return f"unexpected {summary} (the traceback could not be saved: {log_error.strerror}); please report it"
+    return f"unexpected {summary}; the traceback is in {log}; please report it with that file"

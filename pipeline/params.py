@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
 
-from pipeline.data import DATASET_NAMES
-from pipeline.errors import ParamsError, redact
+from pipeline.core.data import DATASET_NAMES
+from pipeline.errors import ParamsError, allowed_keys, redact
 
-DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]
+DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]  # a Literal built from the catalog's names
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
@@ -75,20 +75,22 @@ class EvaluateParams(_Section):
     noise_std: Annotated[list[Annotated[float, Field(ge=0.0)]], Field(min_length=1)]
 
 
-ProbeName = Literal["permutation", "fraction", "size"]
-
-
 class ProbesParams(_Section):
     """Inductive-bias probes that retrain every model (translation and noise are measured by evaluate)."""
 
-    run: list[ProbeName]
+    run: list[str]  # names registered in core/probes.py
     permutation_seed: Seed
     fractions: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]], Field(min_length=1)]
     width_scales: Annotated[list[Annotated[float, Field(gt=0.0, le=16.0)]], Field(min_length=1)]
 
     @field_validator("run")
     @classmethod
-    def _unique_probes(cls, run: list[str]) -> list[str]:
+    def _registered_probes(cls, run: list[str]) -> list[str]:
+        from pipeline.core.probes import PROBES  # the registry loads no torch
+
+        unknown = [name for name in run if name not in PROBES]
+        if unknown:
+            raise ValueError(f"unknown probe {', '.join(map(repr, unknown))}; registered probes: {', '.join(PROBES)}")
         return _require_unique(run, "probes")
 
 
@@ -195,7 +197,7 @@ class Params(_Section):
     """Everything in params.yaml, with the selected dataset's overrides already applied.
 
     `model` maps an alias to its settings; they are checked against the registered architecture's own
-    schema (pipeline/models.py) by validate_params, so this schema stays free of model names.
+    schema (pipeline/core/models.py) by validate_params, so this schema stays free of model names.
     """
 
     data: DataParams
@@ -251,7 +253,7 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise ParamsError(f"{source}: {problems}") from None
-    from pipeline.models import check_model_section  # the registry knows each architecture's schema
+    from pipeline.core.models import check_model_section  # the registry knows each architecture's schema
 
     check_model_section(params, source)
     check_tune_section(params, source)
@@ -279,7 +281,7 @@ def check_tune_section(params: Params, source: str = "params.yaml") -> None:
             raise ParamsError(f"{source}: tune.space.{knob}: the shared recipe's train.{knob} {shared} is outside "
                               f"[{space.low}, {space.high}]; widen the range (the shared recipe is trial 0 of every "
                               f"model's study)")
-    from pipeline.models import typed_settings
+    from pipeline.core.models import REGISTRY, arch_of, typed_settings
 
     for alias, knobs in tune.shape.items():
         if alias not in params.models:
@@ -289,11 +291,12 @@ def check_tune_section(params: Params, source: str = "params.yaml") -> None:
             raise ParamsError(f"{source}: tune.shape.{alias}: shape knobs must keep the parameter budget, so they are "
                               f"allowed only on a model with match: params that is not the reference; remove "
                               f"tune.shape.{alias} or set model.{alias}.match: params")
+        architecture = REGISTRY.get(arch_of(alias, dict(params.model.get(alias) or {})))
+        shape = architecture.shape if architecture is not None else ()
         for key, choices in knobs.items():
-            if key in ("match", "width", "tolerance") or key not in settings:
-                allowed = ", ".join(k for k in settings if k not in ("match", "width", "tolerance")) or "none"
+            if key not in shape:
                 raise ParamsError(f"{source}: tune.shape.{alias}.{key}: not a shape setting of model.{alias}; "
-                                  f"allowed here: {allowed}")
+                                  f"allowed here: {', '.join(shape) or 'none'}")
             if settings[key] not in choices:
                 raise ParamsError(f"{source}: tune.shape.{alias}.{key}: model.{alias}.{key} {settings[key]} is not "
                                   f"among the choices {choices}; add it (the shared recipe is trial 0 of every study)")
@@ -303,7 +306,7 @@ def check_tune_section(params: Params, source: str = "params.yaml") -> None:
 
 def validate_model_choice(params: Params, alias: str, key: str, value: Any, source: str) -> dict[str, Any]:
     """model.<alias> with `key` set to one of its tuning choices, checked against the architecture's schema."""
-    from pipeline.models import typed_settings
+    from pipeline.core.models import typed_settings
 
     section = {**params.model, alias: {**(params.model.get(alias) or {}), key: value}}
     try:
@@ -357,7 +360,7 @@ def _describe(error: Any) -> str:
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
     if error["type"] == "extra_forbidden":
-        allowed = allowed_keys(loc[:-1])
+        allowed = allowed_keys(loc[:-1], Params)
         return f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}"
     if error["type"] == "missing":
         return f"missing key '{key}'; add it (see the default params.yaml)"
@@ -365,29 +368,6 @@ def _describe(error: Any) -> str:
     if error["type"] == "value_error":
         message = message.removeprefix("Value error, ")
     return f"{key}: {message} (got {error.get('input')!r})"
-
-
-def allowed_keys(loc: list[str], root: Any = None) -> list[str]:
-    """The field names of the schema section at `loc` below `root` (default: Params; list indices skipped)."""
-    model: Any = root or Params
-    for part in loc:
-        if part.isdigit():
-            continue
-        annotation = model.model_fields[part].annotation
-        model = _section_type(annotation)
-    return list(model.model_fields)
-
-
-def _section_type(annotation: Any) -> Any:
-    """Find the section class inside an annotation like list[ConvBlockParams]."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _section_type(arg)
-        if found is not None:
-            return found
-    meta = getattr(annotation, "__origin__", None)
-    return _section_type(meta) if meta is not None and meta is not annotation else None
 
 
 def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import paths
+from pipeline.artifacts import paths
 from pipeline.params import Params, validate_params
 from tests.helpers import BIN, OFFLINE, answers, env, free_port, listening, params_with, wait_for_start
 
@@ -48,14 +48,13 @@ def tiny_params(root: Path, **overrides: object) -> Params:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """Run download, prepare, train, evaluate and report in-process on digits, once per session."""
-    from pipeline.data import load_prepared
-    from pipeline.download import download
-    from pipeline.evaluate import evaluate_cell
-    from pipeline.prepare import prepare
-    from pipeline.probes import run_probe
-    from pipeline.report import report
-    from pipeline.timing import bench
-    from pipeline.train import train_cell
+    from pipeline.stages.bench import bench
+    from pipeline.stages.download import download
+    from pipeline.stages.evaluate import evaluate
+    from pipeline.stages.prepare import prepare
+    from pipeline.stages.probe import probe
+    from pipeline.stages.report import report
+    from pipeline.stages.train import train
 
     root = tmp_path_factory.mktemp("workspace")
     params = tiny_params(root)
@@ -63,14 +62,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         name = params.data.name
         download(params.data, paths.raw_dir(params.data.root, name))
         prepare(params.data, paths.raw_dir(params.data.root, name), paths.prepared_tensors(name), paths.prepared_manifest(name))
-        prepared = load_prepared(paths.prepared_tensors(name), paths.prepared_manifest(name))
-        for model in params.models:
-            for seed in params.train.seeds:
-                train_cell(params, model, seed, prepared, paths.checkpoint(model, seed), paths.curves(model, seed))
-                evaluate_cell(params, model, seed, prepared, paths.checkpoint(model, seed), paths.metrics(model, seed))
-        bench(params, prepared, paths.bench())
-        for probe in params.probes.run:
-            run_probe(params, probe, prepared, paths.probe(probe))
+        train(params)
+        evaluate(params)
+        bench(params)
+        for name in params.probes.run:
+            probe(params, name)
         report(params, paths.report_markdown(), paths.figures_dir())
     return Workspace(root=root, params=params, tracking_uri=params.tracking.uri or "")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import atomic
+from pipeline.artifacts import atomic
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ def test_train_loop_benchmark_prints_one_ratio_line_per_model() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     for model in ("cnn", "mlp"):
-        (line,) = [l for l in lines if l.startswith(f"{model} convbench ")]
+        (line,) = [row for row in lines if row.startswith(f"{model} convbench ")]
         match = re.fullmatch(rf"{model} convbench ([\d,]+) img/s tutorial ([\d,]+) img/s ([\d.]+)x \(per-round .*\)", line)
         assert match, line
         ours, theirs, ratio = (float(g.replace(",", "")) for g in match.groups())
         assert abs(ours / theirs - ratio) <= 0.01 + 0.02 * ratio
-        (overhead,) = [l for l in lines if l.startswith(f"{model} tracking overhead ")]
+        (overhead,) = [row for row in lines if row.startswith(f"{model} tracking overhead ")]
         assert re.fullmatch(rf"{model} tracking overhead [\d.]+ ms per epoch = [\d.]+% of an epoch", overhead)

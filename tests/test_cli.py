@@ -147,7 +147,7 @@ def test_sigterm_mid_training_marks_the_run_failed_and_writes_no_checkpoint(tmp_
 
 
 def test_ui_serves_the_project_store_on_loopback(tmp_path: Path) -> None:
-    from pipeline import tracking
+    from pipeline.ops import tracking
     from pipeline.params import validate_params
     from tests.helpers import params_with
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import data, paths
-from pipeline.download import download
+from pipeline.artifacts import paths
+from pipeline.core import data
 from pipeline.errors import DataError
 from pipeline.params import validate_params
+from pipeline.stages.download import download
 from tests.helpers import OFFLINE, copy_project, params_with, run
 from tests.torchvision_files import make_cifar10, make_mnist_family
 
@@ -26,7 +27,7 @@ def test_embedded_dataset_is_rewritten_with_the_same_arrays(tmp_path: Path) -> N
     first = download(data_params("mnist5k", tmp_path), folder)
     before = np.load(folder / "images.npz")["images"]
     second = download(data_params("mnist5k", tmp_path), folder)
-    assert first.fetched and second.fetched and first.offline
+    assert first.fetched and second.fetched
     assert np.array_equal(np.load(folder / "images.npz")["images"], before)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["images.npz", "mnist5k"]
 
@@ -35,7 +36,7 @@ def test_present_torchvision_files_need_no_network(tmp_path: Path) -> None:
     folder = tmp_path / "kmnist"
     make_mnist_family(folder, "kmnist")
     result = download(data_params("kmnist", tmp_path), folder)
-    assert not result.fetched and not result.offline
+    assert not result.fetched
 
 
 def test_offline_without_files_names_files_place_and_offline_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

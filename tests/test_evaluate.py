@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import paths
-from pipeline.evaluate import confusion_matrix
+from pipeline.artifacts import paths
+from pipeline.stages.evaluate import confusion_matrix
 from tests.conftest import Workspace
 
 

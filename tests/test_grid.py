@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ParamsError
-from pipeline.grid import combine_axes, expand, format_value, load_grid_file, parse_option
+from pipeline.ops.grid import combine_axes, expand, format_value, load_grid_file, parse_option
 from tests.helpers import default_params
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipeline.core.layers import LocallyConnected, Residual
 from pipeline.errors import ParamsError
-from pipeline.layers import LocallyConnected, Residual
 
 
 def test_locally_connected_has_a_filter_per_position_and_a_conv_geometry() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import layers, models
+from pipeline.core import layers, models
 from pipeline.errors import ParamsError
 from pipeline.params import Params, validate_params
 from tests.helpers import params_with
@@ -198,7 +198,7 @@ def test_validating_params_and_the_model_section_loads_no_torch() -> None:
     import subprocess
 
     code = ("import sys; from pipeline.params import load_params; p = load_params('params.yaml'); "
-            "from pipeline import models; assert models.REGISTRY['lcn']; print('torch' in sys.modules)")
+            "from pipeline.core import models; assert models.REGISTRY['lcn']; print('torch' in sys.modules)")
     from tests.helpers import ROOT
 
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -1,12 +1,12 @@
-"""dvc.yaml and pipeline/paths.py name the same files (resolved by DVC itself)."""
+"""dvc.yaml and pipeline/artifacts/paths.py name the same files (resolved by DVC itself)."""
 
 from __future__ import annotations
 
 import yaml
 from dvc.repo import Repo
 
-from pipeline import paths
-from pipeline.code import closure, imported_modules
+from pipeline.artifacts import paths
+from pipeline.artifacts.code import dvc_deps, imported_modules, stage_names
 from pipeline.params import load_params
 from tests.helpers import ROOT
 
@@ -39,22 +39,44 @@ def test_cell_names() -> None:
     assert str(paths.metrics("mlp", 0)) == "metrics/cells/mlp-s0.json"
 
 
-STAGE_MODULES = {"download": "download", "prepare": "prepare", "tune": "tune", "train": "train", "evaluate": "evaluate",
-                 "bench": "timing", "probe": "probes", "report": "report"}
-LEAVES = {*STAGE_MODULES.values(), "sweep", "cli"}
-
-
-def test_no_stage_module_imports_another_stage() -> None:
-    for stage in LEAVES - {"cli"}:  # cli is the thin layer over every stage
-        assert imported_modules(stage) & LEAVES == set(), stage
-    shared = {path.stem for path in (ROOT / "pipeline").glob("*.py")} - LEAVES - {"__init__", "__main__"}
-    for layer in shared:
-        assert imported_modules(layer) & LEAVES == set(), f"shared layer {layer} imports a stage"
-
-
-def test_every_stage_depends_on_exactly_the_code_it_runs() -> None:
+def test_every_dvc_stage_is_one_module_in_pipeline_stages() -> None:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert set(stages) == set(STAGE_MODULES)
-    for stage, module in STAGE_MODULES.items():
-        declared = {dep for dep in stages[stage]["deps"] if dep.startswith("pipeline/")}
-        assert declared == {f"pipeline/{name}.py" for name in closure(module)}, stage
+    assert set(stages) == set(stage_names())
+
+
+def _package_modules() -> set[str]:
+    pipeline = ROOT / "pipeline"
+    return {".".join(path.relative_to(pipeline).with_suffix("").parts) for path in pipeline.rglob("*.py")
+            if path.name != "__init__.py"}
+
+
+def test_no_stage_module_imports_another_stage_and_no_shared_layer_imports_a_stage() -> None:
+    leaves = {f"stages.{name}" for name in stage_names()} | {"cli", "__main__"}
+    for module in _package_modules() - {"cli", "__main__"}:  # cli is the thin layer over every stage
+        assert not imported_modules(module) & leaves, module
+
+
+def test_there_is_no_import_cycle_in_the_package() -> None:
+    graph = {module: imported_modules(module) for module in _package_modules()}
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            assert state.get(target) != "open", " -> ".join((*trail, module, target))
+            if target not in state:
+                visit(target, (*trail, module))
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, ())
+
+
+def test_every_stage_depends_on_exactly_the_code_its_numbers_come_from() -> None:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in stage_names():
+        declared = sorted(dep for dep in stages[stage]["deps"] if dep.startswith("pipeline/"))
+        assert declared == dvc_deps(stage), f"{stage}: dvc.yaml deps should be {dvc_deps(stage)}"
+        assert not any(dep.startswith(("pipeline/ops/", "pipeline/cli", "pipeline/errors", "pipeline/params"))
+                       for dep in declared), stage

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import paths
+from pipeline.artifacts import paths
 from tests.helpers import copy_project, run, write_params
 
 EVERY_STAGE = {"download", "prepare", "tune", "train", "evaluate", "bench", "report"}
@@ -96,19 +96,38 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
 
 ZOO = '''
 import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Net(nn.Module):
+    """A user's own model the way PyTorch users write one (pytorch/examples' mnist Net, made small)."""
+
+    def __init__(self, input_shape, num_classes, channels):
+        super().__init__()
+        in_channels, height, width = input_shape
+        self.features = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
+        self.dropout = nn.Dropout(0.25)
+        self.fc = nn.Linear(channels * (height // 2) * (width // 2), num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.features(x)), 2)
+        return self.fc(torch.flatten(self.dropout(x), 1))
 
 
 def small_convnet(input_shape, num_classes, channels=4):
-    """A user's own model: one strided conv and a linear head."""
-    in_channels, height, width = input_shape
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(in_channels, channels, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-        torch.nn.Linear(channels * ((height + 1) // 2) * ((width + 1) // 2), num_classes))
+    return Net(input_shape, num_classes, channels)
 '''
 
 
+def net_params(channels: int) -> int:
+    """Net's parameter count on digits (8x8, 10 classes): conv 3x3, BatchNorm's scale and shift, the linear head."""
+    return (channels * 9 + channels) + 2 * channels + (channels * 4 * 4 * 10 + 10)
+
+
 def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Path) -> None:
-    """A third model from a module outside convbench (no edits to convbench) reaches metrics, report and MLflow."""
+    """A third model from a module outside convbench (an nn.Module subclass with its own forward, BatchNorm and
+    Dropout; no edits to convbench) reaches metrics, report and MLflow; the cache follows what the numbers depend on."""
     zoo = tmp_path / "zoo"
     zoo.mkdir()
     (zoo / "my_zoo.py").write_text(ZOO)
@@ -118,11 +137,12 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert cells_run(result.stdout) == ({"cnn-s0", "mine-s0", "mlp-s0"}, {"cnn-s0", "mine-s0", "mlp-s0"})
     metrics = json.loads((project / paths.metrics("mine", 0)).read_text())
-    assert metrics["arch"] == "builder" and metrics["params"] == (6 * 9 + 6) + (6 * 4 * 4 * 10 + 10)
+    assert metrics["arch"] == "builder" and metrics["params"] == net_params(6)
     report = (project / paths.report_markdown()).read_text()
     assert "convbench: CNN vs MLP vs mine on `digits`" in report
     accuracy_row = next(line for line in report.splitlines() if line.startswith("| mine "))
     assert f"{metrics['test_accuracy']:.4f}" in accuracy_row
+    assert "**mine** (`builder`, 1,042 parameters)" in report, "the architecture table reads the user's module"
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment_id = client.get_experiment_by_name("convbench-digits").experiment_id
     (comparison,) = client.search_runs([experiment_id], "tags.`convbench.kind` = 'comparison'")
@@ -130,6 +150,9 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert sorted((r.info.run_name, r.info.status) for r in children) == [
         ("cnn-s0", "FINISHED"), ("mine-s0", "FINISHED"), ("mlp-s0", "FINISHED")]
     assert comparison.data.metrics["mine_accuracy_mean"] == pytest.approx(metrics["test_accuracy"])
+    (mine,) = [r for r in children if r.info.run_name == "mine-s0"]
+    logged = {Path(a.path).name for a in client.list_artifacts(mine.info.run_id, "evaluation")}
+    assert {"filters.png", "confusion_matrix.png"} <= logged, "the first conv, nested in features, draws its filters"
     first = {cell: (project / paths.checkpoint(*cell)).read_bytes() for cell in (("cnn", 0), ("mine", 0), ("mlp", 0))}
 
     write_params(project / "params.yaml", {"train.seeds": [0, 1]}, edit_existing=True)
@@ -147,7 +170,7 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
     assert cells_run(changed.stdout) == ({"mine-s0", "mine-s1"}, {"mine-s0", "mine-s1"}), \
         "changing one model's settings retrains and re-scores only that model"
-    assert json.loads((project / paths.metrics("mine", 0)).read_text())["params"] == (4 * 9 + 4) + (4 * 4 * 4 * 10 + 10)
+    assert json.loads((project / paths.metrics("mine", 0)).read_text())["params"] == net_params(4)
 
     write_params(project / "params.yaml", {"train.seeds": [1]}, edit_existing=True)
     fewer = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
@@ -157,10 +180,20 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert sorted(p.name for p in (project / paths.CELLS_DIR).iterdir()) == ["cnn-s1.json", "mine-s1.json", "mlp-s1.json"]
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project, PYTHONPATH=str(zoo)).stdout
 
-    loop = project / "pipeline" / "runtime.py"  # the training loop's code changes: every cell is computed again
-    loop.write_text(loop.read_text() + "\n# an edit to the training loop\n")
+    checkpoints = {p.name: p.read_bytes() for p in (project / paths.MODELS_DIR).iterdir()}
+    for plumbing in ("ops/tracking.py", "cli.py", "errors.py"):  # what MLflow receives, messages: not the numbers
+        module = project / "pipeline" / plumbing
+        module.write_text(module.read_text() + "\n# an edit that changes no number\n")
+    untouched = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=f"{zoo}:{project}")
+    assert untouched.returncode == 0 and "Data and pipelines are up to date." in untouched.stdout, untouched.stdout
+    assert {p.name: p.read_bytes() for p in (project / paths.MODELS_DIR).iterdir()} == checkpoints
+
+    registry = project / "pipeline" / "core" / "models.py"  # the models' code changes: every cell is computed again
+    registry.write_text(registry.read_text() + "\n# an edit to the model registry\n")
     edited = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=f"{zoo}:{project}")
     assert edited.returncode == 0, edited.stdout[-3000:] + edited.stderr[-3000:]
+    assert not {"download", "prepare"} & set(re.findall(r"Running stage '([^']+)'", edited.stdout)), \
+        "the data does not depend on the model registry"
     assert cells_run(edited.stdout) == ({"cnn-s1", "mine-s1", "mlp-s1"}, {"cnn-s1", "mine-s1", "mlp-s1"})
 
 

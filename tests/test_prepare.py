@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.download import download
+from pipeline.core.data import load_prepared
 from pipeline.errors import DataError
 from pipeline.params import validate_params
-from pipeline.data import load_prepared
-from pipeline.prepare import prepare, stratified_split
+from pipeline.stages.download import download
+from pipeline.stages.prepare import prepare, stratified_split
 from tests.helpers import params_with
 from tests.torchvision_files import make_mnist_family
 

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import models, paths
+from pipeline.artifacts import paths
+from pipeline.core import models
+from pipeline.core.probes import scaled_params
 from pipeline.params import validate_params
-from pipeline.probe_report import (
+from pipeline.reporting.probes import (
     Cast,
     advantage_by_setting,
     drop_claim,
@@ -24,9 +26,8 @@ from pipeline.probe_report import (
     robustness_table,
     size_claim,
 )
-from pipeline.probes import scaled_params
-from pipeline.render import Document, to_markdown
-from pipeline.report import load_metrics
+from pipeline.reporting.render import Document, to_markdown
+from pipeline.stages.report import load_metrics
 from tests.conftest import Workspace
 from tests.helpers import params_with
 
@@ -119,7 +120,7 @@ def test_size_claim_counts_the_sizes_won() -> None:
 
 
 def test_fraction_and_size_probes_reach_the_report_section_and_figures(tmp_path: Path) -> None:
-    from pipeline import figures
+    from pipeline.reporting import figures
 
     cast = Cast(["cnn", "mlp"], {"cnn": "CNN", "mlp": "MLP"}, "cnn")
     probes = {"fraction": _synthetic_rows("fraction", [0.1, 1.0], [0.1, 0.02]),

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import paths
-from pipeline.render import Code, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
+from pipeline.artifacts import paths
+from pipeline.reporting.render import Code, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
 from tests.conftest import Workspace
 from tests.helpers import CHROMIUM_ARGS, NO_CHROMIUM, SCREENSHOTS, chromium
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-import contextlib
-
-from pipeline import paths
+from pipeline.artifacts import paths
+from pipeline.artifacts.records import BenchCase, CellMetrics
+from pipeline.core.probes import PROBES
+from pipeline.core.stats import t_interval
 from pipeline.errors import ConvbenchError
 from pipeline.params import ReportParams
-from pipeline.report import SpeedCase, axes_frame, compare, load_metrics, pairs_frame, verdict
-from pipeline.stats import t_interval
+from pipeline.reporting.accuracy import pairs_frame
+from pipeline.reporting.comparison import SpeedCase, compare
+from pipeline.reporting.cost import axes_frame
+from pipeline.reporting.verdict import verdict
+from pipeline.stages.report import load_metrics
 from tests.conftest import Workspace
 
 SETTINGS = ReportParams(confidence=0.95, bootstrap_resamples=1000, bootstrap_seed=0)
@@ -26,16 +33,15 @@ def _speed(cnn_speed: float = 1000.0, noisy: bool = False) -> list[SpeedCase]:
     """Bench cases: seven interleaved rounds, each model within ±0.3% of its speed; the MLP at 4,000 img/s."""
     jitter = [-0.003, -0.002, -0.001, 0.0, 0.001, 0.002, 0.003]
     cases = []
-    for key, label, scale in (("inference_batch_256", "Inference @ batch 256", 1.0),
-                              ("training_step_batch_128", "Training step @ batch 128", 0.25)):
+    for case, scale in ((BenchCase("inference", 256), 1.0), (BenchCase("training_step", 128), 0.25)):
         samples = {"cnn": [cnn_speed * scale * (1 + j) for j in jitter],
                    "mlp": [4000.0 * scale * (1 - j) for j in jitter]}
-        cases.append(SpeedCase(key, label, "img/s", {m: float(np.median(v)) for m, v in samples.items()},
+        cases.append(SpeedCase(case, {m: float(np.median(v)) for m, v in samples.items()},
                                {"cnn": 0.003, "mlp": 0.003}, samples, noisy))
     return cases
 
 
-def duel(metrics: pd.DataFrame, correctness: dict[str, np.ndarray], speed: list[SpeedCase] | None = None):
+def duel(metrics: list[CellMetrics], correctness: dict[str, np.ndarray], speed: list[SpeedCase] | None = None):
     return compare(metrics, correctness, SETTINGS, ["cnn", "mlp"], "cnn", LABELS, _speed() if speed is None else speed)
 
 
@@ -66,7 +72,7 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
 def test_learning_curves_draw_one_series_per_model(tmp_path) -> None:
     from matplotlib.image import imread
 
-    from pipeline import figures
+    from pipeline.reporting import figures
 
     curves = pd.DataFrame([{"model": model, "seed": 0, "epoch": epoch, "train_loss": 1 / epoch, "val_loss": 1 / epoch,
                             "train_accuracy": 0.5, "val_accuracy": 0.5} for model in ("A", "B", "C") for epoch in (1, 2)])
@@ -80,7 +86,7 @@ def test_learning_curves_draw_one_series_per_model(tmp_path) -> None:
 def test_tuning_progress_draws_best_so_far_per_model(tmp_path) -> None:
     from matplotlib.image import imread
 
-    from pipeline import figures
+    from pipeline.reporting import figures
 
     trials = pd.DataFrame([{"model": model, "trial": trial, "val_accuracy": score, "best_so_far": best}
                            for model, rows in (("A", [(0.5, 0.5), (None, 0.5), (0.7, 0.7)]), ("B", [(0.6, 0.6), (0.4, 0.6), (0.8, 0.8)]))
@@ -107,20 +113,31 @@ def test_comparison_run_carries_the_report(workspace: Workspace) -> None:
     assert run.data.metrics["mlp_lead_of_reference_ci_low"] <= run.data.metrics["mlp_lead_of_reference"]
 
 
-def _metrics(cnn_accuracy: float, mlp_accuracy: float, cnn_speed: float = 1000.0) -> pd.DataFrame:
-    rows = []
-    for model, accuracy, speed in (("cnn", cnn_accuracy, cnn_speed), ("mlp", mlp_accuracy, 4000.0)):
-        for seed, jitter in ((0, -0.001), (1, 0.001), (2, 0.0)):
-            rows.append({
-                "model": model, "seed": seed, "test_accuracy": accuracy + jitter, "params": 1000,
-                "flops_forward_per_image": 3e6 if model == "cnn" else 1e6, "flops_train_step_per_image": 9e6,
-                "inference.batch_1.images_per_second": speed / 10 * (1 + jitter),
-                "inference.batch_256.images_per_second": speed * (1 + jitter),
-                "train_images_per_second": speed / 4 * (1 + jitter), "seconds_to_final_accuracy": 10.0 + seed,
-                "latency.median_ms": 1.0, "latency.p95_ms": 1.5, "peak_memory_mb.train_step": 10.0 + seed,
-                "peak_memory_mb.inference": 5.0, "mfu.train": 0.1, "mfu.inference": 0.2,
-            })
-    return pd.DataFrame(rows)
+def _cell(model: str, seed: int, accuracy: float, **values: Any) -> CellMetrics:
+    """A synthetic metrics record: every field the evaluate stage writes, `values` overriding the defaults."""
+    fields: dict[str, Any] = {
+        "model": model, "seed": seed, "dataset": "digits", "arch": model, "test_accuracy": accuracy, "test_loss": 0.1,
+        "test_size": 1000, "final_val_accuracy": accuracy, "epochs": 3, "params": 1000, "trainable_params": 1000,
+        "flops_forward_per_image": 1e6, "flops_train_step_per_image": 9e6, "train_images_per_second": 1000.0,
+        "train_seconds": 10.0, "seconds_to_final_accuracy": 10.0, "train_batch_size": 128,
+        "peak_memory_mb": {"inference": 5.0, "train_step": 10.0}, "robustness": {"shift": {}, "noise": {}},
+        "per_class_accuracy": {}, "confusion_matrix": [], "context": {}, "units": {},
+        "source": {"checkpoint_sha256": "", "dataset_sha256": "", "code_sha256": "", "settings_sha256": ""},
+    }
+    return CellMetrics.model_validate(fields | values)
+
+
+def _metrics(cnn_accuracy: float, mlp_accuracy: float) -> list[CellMetrics]:
+    """Three seeds each; the CNN spends 3x the MLP's forward FLOPs at the same parameter count."""
+    return [_cell(model, seed, accuracy + jitter, flops_forward_per_image=3e6 if model == "cnn" else 1e6,
+                  seconds_to_final_accuracy=10.0 + seed, peak_memory_mb={"inference": 5.0, "train_step": 10.0 + seed})
+            for model, accuracy in (("cnn", cnn_accuracy), ("mlp", mlp_accuracy))
+            for seed, jitter in ((0, -0.001), (1, 0.001), (2, 0.0))]
+
+
+def _renamed(metrics: list[CellMetrics], model: str, alias: str) -> list[CellMetrics]:
+    """`model`'s records as if they were another model's."""
+    return [m.model_copy(update={"model": alias}) for m in metrics if m.model == model]
 
 
 def _correctness(cnn_right: int, mlp_right: int, items: int = 1000) -> dict[str, np.ndarray]:
@@ -130,8 +147,8 @@ def _correctness(cnn_right: int, mlp_right: int, items: int = 1000) -> dict[str,
 
 
 def test_verdict_follows_the_numbers() -> None:
-    cnn_ahead = verdict(duel(_metrics(0.97, 0.95), _correctness(970, 950)), _metrics(0.97, 0.95))
-    mlp_ahead = verdict(duel(_metrics(0.95, 0.97), _correctness(950, 970)), _metrics(0.95, 0.97))
+    cnn_ahead = verdict(duel(_metrics(0.97, 0.95), _correctness(970, 950)))
+    mlp_ahead = verdict(duel(_metrics(0.95, 0.97), _correctness(950, 970)))
     assert cnn_ahead.startswith("The CNN is more accurate than the MLP by 2.00 percentage points")
     assert mlp_ahead.startswith("The MLP is more accurate than the CNN by 2.00 percentage points")
     assert "the same parameter budget" in cnn_ahead and "3.00x the MLP's FLOPs per image" in cnn_ahead
@@ -142,7 +159,7 @@ def test_verdict_follows_the_numbers() -> None:
 def test_verdict_says_when_accuracy_is_indistinguishable() -> None:
     tied = duel(_metrics(0.951, 0.950), _correctness(951, 950))
     assert not tied.significant("mlp") and tied.pairs["mlp"].p_holm == pytest.approx(1.0)  # 1 discordant image per seed
-    assert verdict(tied, _metrics(0.951, 0.950)).startswith(
+    assert verdict(tied).startswith(
         "On accuracy the CNN and the MLP are statistically indistinguishable")
     assert pairs_frame(tied)["Verdict"].tolist() == ["not significant"]
 
@@ -152,7 +169,7 @@ def test_verdict_states_no_speed_ratio_the_table_does_not_back() -> None:
     comparison = duel(metrics, _correctness(970, 950), _speed(cnn_speed=4001.0))  # per-round ratios straddle 1
     better = axes_frame(comparison).set_index("Axis")["Better"]
     assert better["Inference @ batch 256 (img/s)"].startswith("neither (per-round ratio 1.00")
-    text = verdict(comparison, metrics)
+    text = verdict(comparison)
     assert "runs inference at" not in text and "trains at" not in text and "x its speed" not in text
     assert "its inference speed (batch 256) does not differ measurably from the MLP's" in text
 
@@ -162,14 +179,14 @@ def test_noisy_timing_names_no_faster_model_and_says_how_to_fix_it() -> None:
     comparison = duel(metrics, _correctness(970, 950), _speed(noisy=True))  # 4x apart, but timed under load
     better = axes_frame(comparison).set_index("Axis")["Better"]
     assert better["Inference @ batch 256 (img/s)"] == "noisy: not compared (run `convbench bench` on an idle machine)"
-    text = verdict(comparison, metrics)
+    text = verdict(comparison)
     assert "x its speed" not in text and "trains at" not in text and "bought with compute" not in text
     assert "its training step could not be measured cleanly (other work competed for the cores; run `convbench " \
            "bench` on an idle machine)" in text
 
 
 def test_mcnemar_is_per_seed_and_holm_corrected_across_pairs() -> None:
-    three = pd.concat([_metrics(0.97, 0.95), _metrics(0.97, 0.96).query("model == 'mlp'").assign(model="lcn")])
+    three = _metrics(0.97, 0.95) + _renamed(_metrics(0.97, 0.96), "mlp", "lcn")
     index = np.arange(1000)
     correctness = {"cnn": np.stack([index < 970] * 3), "mlp": np.stack([index < 950] * 3),
                    "lcn": np.stack([index < 962, index < 968, index < 975])}  # one seed beats the CNN
@@ -185,12 +202,13 @@ def test_mcnemar_is_per_seed_and_holm_corrected_across_pairs() -> None:
 
 def test_axes_name_the_better_model_only_when_significant() -> None:
     comparison = duel(_metrics(0.97, 0.95), _correctness(970, 950))
-    rows = comparison.axes.set_index("key")
-    assert rows.loc["parameters", "winner"] == "tie"
-    assert rows.loc["forward_flops_image", "winner"] == "mlp" and rows.loc["forward_flops_image", "ratio"] == 3.0
-    assert rows.loc["training_step_flops_image", "winner"] == "tie"
-    assert rows.loc["time_to_final_accuracy", "winner"] == "not significant"  # identical per-seed values
-    assert rows.loc["peak_memory_training_step", "winner"] == "not significant"
+    assert comparison.axis("parameters").winner == "tie"
+    flops = comparison.axis("forward_flops_image")
+    assert flops.winner == "mlp" and flops.ratio == 3.0 and flops.means == {"cnn": 3e6, "mlp": 1e6}
+    assert comparison.axis("training_step_flops_image").winner == "tie"
+    assert comparison.axis("time_to_final_accuracy").winner == "not significant"  # identical per-seed values
+    memory = comparison.axis("peak_memory_training_step")
+    assert memory.winner == "not significant" and memory.means["cnn"] == 11.0 and memory.spread["cnn"] == 1.0
     better = axes_frame(comparison).set_index("Axis")["Better"]
     assert better["Parameters"] == "tie (within 1%)" and better["Forward FLOPs / image (MFLOP)"] == "**MLP** (3.00x lower)"
     assert better["Inference @ batch 256 (img/s)"].startswith("**MLP** (4.00x faster, per-round [")  # side by side
@@ -209,30 +227,78 @@ def test_missing_cell_names_the_command_to_run(workspace: Workspace) -> None:
 
 
 def test_ladder_splits_the_lead_into_locality_and_weight_sharing(tmp_path) -> None:
-    from pipeline.models import Ladder
-    from pipeline.report import ladder_section, ladder_sentence, ladder_steps
+    from pipeline.core.models import Ladder
+    from pipeline.reporting.comparison import comparison_metrics, ladder_steps
+    from pipeline.reporting.ladder import ladder_blocks, ladder_sentence
 
     index = np.arange(1000)
     correctness = {"mlp": np.stack([index < 950] * 3), "lcn": np.stack([index < 955] * 3),
                    "cnn": np.stack([index < 975] * 3)}
     rungs = Ladder("mlp", "lcn", "cnn")
-    steps, contrast = ladder_steps(rungs, correctness, SETTINGS)
-    assert [(s.name, round(s.gain.difference, 3)) for s in steps] == [("locality", 0.005), ("weight sharing", 0.02)]
-    assert contrast.difference == pytest.approx(0.015) and contrast.low > 0
+    ladder = ladder_steps(rungs, correctness, SETTINGS)
+    assert [(s.name, round(s.gain.difference, 3)) for s in ladder.steps] == [("locality", 0.005), ("weight sharing", 0.02)]
+    assert ladder.contrast.difference == pytest.approx(0.015) and ladder.contrast.low > 0
     labels = {"mlp": "MLP", "lcn": "LCN", "cnn": "CNN"}
-    sentence = ladder_sentence(rungs, steps, contrast, labels)
+    sentence = ladder_sentence(ladder, labels)
     assert sentence.startswith("Of the CNN's +2.50-point lead over the MLP, locality (LCN − MLP) +0.50 points")
     assert "Weight sharing buys more than locality" in sentence
     even = {"mlp": correctness["mlp"], "lcn": np.stack([index < 962] * 3), "cnn": np.stack([index < 975] * 3)}
-    steps_even, contrast_even = ladder_steps(rungs, even, SETTINGS)
-    assert "cannot be told from these numbers" in ladder_sentence(rungs, steps_even, contrast_even, labels)
-    metrics = pd.concat([_metrics(0.975, 0.95), _metrics(0.955, 0.95).query("model == 'cnn'").assign(model="lcn")])
-    comparison = compare(metrics, correctness, SETTINGS, ["mlp", "lcn", "cnn"], "cnn", labels)
+    assert "cannot be told from these numbers" in ladder_sentence(ladder_steps(rungs, even, SETTINGS), labels)
+    metrics = _metrics(0.975, 0.95) + _renamed(_metrics(0.955, 0.95), "cnn", "lcn")
+    comparison = compare(metrics, correctness, SETTINGS, ["mlp", "lcn", "cnn"], "cnn", labels, rungs=rungs)
+    assert comparison.ladder == ladder
     figure = tmp_path / "ladder.png"
     figure.write_bytes(b"\x89PNG")
-    section = ladder_section(rungs, steps, contrast, comparison, figure)
-    table = section.blocks[1].frame
+    table = ladder_blocks(ladder, comparison, figure)[1].frame
     assert table["Models"].tolist() == ["LCN − MLP", "CNN − LCN"] and table["Share of the total"].tolist() == ["20%", "80%"]
+    logged = comparison_metrics(comparison)
+    assert logged["ladder_weight_sharing"] == pytest.approx(0.02) and "ladder_sharing_minus_locality" in logged
+
+
+def test_every_registered_probe_has_words_in_the_report() -> None:
+    from pipeline.reporting.probes import WORDS
+
+    assert set(WORDS) == set(PROBES), "a probe of core/probes.py needs its entry in reporting/probes.py WORDS"
+
+
+def test_a_section_is_one_entry_and_a_model_without_convolution_is_said_so(workspace: Workspace, tmp_path) -> None:
+    from pipeline.reporting.architecture import filter_blocks
+    from pipeline.reporting.render import Paragraph
+    from pipeline.reporting.sections import SECTIONS, SectionSpec, build_document, figures_of
+    from pipeline.stages.report import gather
+
+    with contextlib.chdir(workspace.root):
+        inputs = gather(workspace.params, tmp_path)
+        extra = SectionSpec("Extra", lambda given: [Paragraph(f"{len(given.metrics)} cells")])
+        document = build_document(inputs, [SECTIONS[0], extra, SectionSpec("Nothing", lambda given: None)])
+        assert [s.title for s in document.sections] == ["", "Extra"] and figures_of(document) == []
+        assert document.sections[1].blocks == [Paragraph("4 cells")]
+        only_mlp = dataclasses.replace(inputs, comparison=dataclasses.replace(inputs.comparison, models=["mlp"]))
+        (said,) = filter_blocks(only_mlp)
+    assert said == Paragraph("No model compared here (MLP) has a convolution, so there are no filters to show.")
+    assert not (tmp_path / "filters.png").exists()
+
+
+def test_probe_results_are_checked_records(workspace: Workspace, tmp_path) -> None:
+    import shutil
+
+    from pipeline.reporting.probes import load_probes
+
+    project = tmp_path / "project"
+    shutil.copytree(workspace.root, project)
+    sha256 = json.loads((project / paths.prepared_manifest("digits")).read_text())["sha256"]
+    with contextlib.chdir(project):
+        assert list(load_probes(workspace.params, sha256)) == ["permutation"]
+        assert load_probes(workspace.params, sha256)["permutation"]["setting"].unique().tolist() == ["original", "permuted"]
+        with pytest.raises(ConvbenchError, match=r"was made with other params or data; run `convbench probe permutation`"):
+            load_probes(workspace.params, "0" * 64)
+        paths.probe("permutation").write_text("[]\n")
+        with pytest.raises(ConvbenchError, match=r"permutation.json holds a JSON list, not a ProbeResult record; run "
+                                                 r"`convbench probe permutation` again"):
+            load_probes(workspace.params, sha256)
+        paths.probe("permutation").unlink()
+        with pytest.raises(ConvbenchError, match=r"permutation.json is missing; run `convbench probe permutation`"):
+            load_probes(workspace.params, sha256)
 
 
 def test_a_report_that_fails_leaves_the_previous_report_as_it_was(workspace: Workspace, tmp_path) -> None:
@@ -240,7 +306,7 @@ def test_a_report_that_fails_leaves_the_previous_report_as_it_was(workspace: Wor
     import hashlib
     import shutil
 
-    from pipeline.report import report
+    from pipeline.stages.report import report
 
     project = tmp_path / "project"
     shutil.copytree(workspace.root, project)

@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import models, paths
-from pipeline.data import Split, load_prepared
+from pipeline.artifacts import paths
+from pipeline.core import models
+from pipeline.core.data import Split, load_prepared
+from pipeline.core.runtime import (
+    EpochStats,
+    device_splits,
+    execution_plan,
+    fit,
+    make_scheduler,
+    seconds_to_final_accuracy,
+)
 from pipeline.errors import ConvbenchError
-from pipeline.runtime import EpochStats, device_splits, execution_plan, fit, make_scheduler, seconds_to_final_accuracy
 from tests.conftest import Workspace, tiny_params
 
 

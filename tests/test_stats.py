@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.stats import mcnemar, paired_bootstrap, t_interval, welch_p_value
+from pipeline.core.stats import mcnemar, paired_bootstrap, t_interval, welch_p_value
 
 
 def test_t_interval_matches_the_textbook_formula() -> None:

@@ -1,4 +1,5 @@
-"""Grid sweeps on real engines: DVC's experiment queue, and a real local Ray head on 127.0.0.1."""
+"""Grid sweeps on real engines: DVC's experiment queue, and a real local Ray head on 127.0.0.1; and the absolute
+locations a cell carries to wherever it runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.sweep import run_trial
+from pipeline.ops.grid import expand
+from pipeline.ops.sweep import run_trial, trial_params
+from pipeline.ops.uris import absolute_path, absolute_sqlite
 from tests.helpers import OFFLINE, QUICK, copy_project, mlflow_rest, params_with, run, write_params
 
 FAST = {**QUICK, "data.name": "digits", "tracking.log_model": False}
@@ -24,6 +27,29 @@ def _runs_by_cell(runs: list[dict]) -> dict[str, dict[str, dict]]:
         tags = {tag["key"]: tag["value"] for tag in record["data"].get("tags", [])}
         grouped.setdefault(tags["sweep_cell"], {})[record["info"]["run_name"]] = record
     return grouped
+
+
+def test_relative_sqlite_uris_and_paths_become_absolute_from_the_project_and_nothing_else_changes(
+        tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    assert absolute_sqlite("sqlite:///mlflow.db", project) == f"sqlite:///{(project / 'mlflow.db').resolve()}"
+    assert absolute_sqlite("sqlite:///runs/m.db?timeout=60", project) == \
+        f"sqlite:///{(project / 'runs' / 'm.db').resolve()}?timeout=60", "a query stays a query, not a file name"
+    for unchanged in ("sqlite:////srv/m.db", "sqlite:///", "sqlite:///:memory:", "sqlite://", "http://host:5000",
+                      "postgresql://user:secret@db/optuna"):
+        assert absolute_sqlite(unchanged, project) == unchanged
+    assert absolute_path("data/raw", project) == str((project / "data" / "raw").resolve())
+    assert absolute_path(Path("/srv/data"), project) == "/srv/data"
+
+
+def test_a_cell_for_another_node_carries_an_absolute_data_root_and_no_tracking_uri(tmp_path: Path) -> None:
+    raw = params_with({**FAST, "data.root": "data/raw", "tracking.uri": "sqlite:///mlflow.db"})
+    [cell] = expand(raw, {"train.lr": [0.001]}, "abs", "params.yaml")
+    moved = trial_params(cell, tmp_path)
+    assert moved.raw_params["data"]["root"] == str((tmp_path / "data" / "raw").resolve())
+    assert moved.raw_params["tracking"]["uri"] is None, "the URI travels in the environment, never in a file"
+    assert cell.raw_params["data"]["root"] == "data/raw", "the cell itself is left as it was"
+    assert (moved.name, moved.settings, moved.raw_params["train"]["lr"]) == (cell.name, cell.settings, 0.001)
 
 
 def test_ray_sweep_runs_one_trial_per_cell_logging_to_the_tracking_server(

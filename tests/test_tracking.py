@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import paths, tracking
+from pipeline.artifacts import paths
 from pipeline.errors import ConvbenchError
-from pipeline.download import download
+from pipeline.ops import tracking
 from pipeline.params import TrackingParams, load_params, validate_params
-from pipeline.prepare import prepare
+from pipeline.stages.download import download
+from pipeline.stages.prepare import prepare
 from tests.conftest import Workspace
 from tests.helpers import env, free_port, mlflow_rest, params_with, run, write_params
 

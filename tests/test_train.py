@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import paths
-from pipeline.data import load_prepared
+from pipeline.artifacts import paths
+from pipeline.core.data import load_prepared
 from tests.conftest import Workspace
 from tests.helpers import BIN, env, run, write_params
 
@@ -29,15 +29,15 @@ def test_each_cell_is_one_finished_mlflow_run_with_history(workspace: Workspace)
     experiment = client.get_experiment_by_name("convbench-digits")
     runs = client.search_runs([experiment.experiment_id], "tags.`convbench.kind` = 'train'")
     assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1"]
-    for run in runs:
-        assert run.info.status == "FINISHED"
-        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    for finished in runs:
+        assert finished.info.status == "FINISHED"
+        history = client.get_metric_history(finished.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [1, 2, 3]
-        assert run.data.tags["convbench.dataset_sha256"] == load_prepared(
+        assert finished.data.tags["convbench.dataset_sha256"] == load_prepared(
             workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits")
         ).sha256
-        assert run.data.tags["convbench.git_commit"]
-        assert int(run.data.params["params"]) > 0
+        assert finished.data.tags["convbench.git_commit"]
+        assert int(finished.data.params["params"]) > 0
 
 
 def test_model_is_logged_with_signature(workspace: Workspace) -> None:

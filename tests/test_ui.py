@@ -14,10 +14,20 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import paths, tracking
+from pipeline.artifacts import paths
+from pipeline.ops import tracking
 from tests.conftest import Workspace
-from tests.helpers import (CHROMIUM_ARGS, NO_CHROMIUM, SCREENSHOTS, answers, chromium, env, free_port, wait_for_start,
-                           write_params)
+from tests.helpers import (
+    CHROMIUM_ARGS,
+    NO_CHROMIUM,
+    SCREENSHOTS,
+    answers,
+    chromium,
+    env,
+    free_port,
+    wait_for_start,
+    write_params,
+)
 
 CELLS = ("cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1")
 

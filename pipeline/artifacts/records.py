@@ -1,0 +1,325 @@
+"""The typed records stages hand each other: cell metrics, the bench result, a probe result, a tuned recipe.
+
+Each record carries a format version and has one save and one load; a load that finds a missing, unreadable,
+foreign or older file fails with one line naming the file and the command that writes it again, as
+checkpoint.py does for weights. Consumers read attributes, never key strings. The JSON files keep the metric
+names `dvc metrics show/diff` and `dvc exp show` read (the bench cases are keyed `inference_batch_<n>` and
+`training_step_batch_<n>` on disk, and a `BenchCase` in code).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.artifacts import atomic
+from pipeline.errors import ConvbenchError
+
+
+class Record(BaseModel):
+    """Base of every record: immutable, unknown keys refused, a format version checked on load."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    FORMAT: ClassVar[int] = 1
+    format: int = Field(default=1)
+
+
+R = TypeVar("R", bound=Record)
+
+
+def save_json(path: Path, record: Record) -> Path:
+    """Write `record` atomically as indented, key-sorted JSON (stable diffs for DVC)."""
+    return atomic.write_json(path, record.model_dump(mode="json"))
+
+
+def load_json(kind: type[R], path: Path, redo: str) -> R:
+    """Read one record; a missing or bad file is one line naming it and `redo`, the command that writes it again."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvbenchError(f"{path} is missing; {redo}")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConvbenchError(f"{path} is not UTF-8 text; {redo}") from None
+    except json.JSONDecodeError as exc:
+        raise ConvbenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {redo}") from None
+    return parse(kind, content, path, redo)
+
+
+def parse(kind: type[R], content: Any, path: Path, redo: str) -> R:
+    """Validate already-read content as a `kind` record of the current format."""
+    if not isinstance(content, dict):
+        raise ConvbenchError(f"{path} holds a JSON {type(content).__name__}, not a {kind.__name__} record; {redo}")
+    if content.get("format", 1) != kind.FORMAT:
+        raise ConvbenchError(f"{path} is a {kind.__name__} of format {content.get('format')}, not {kind.FORMAT}; {redo}")
+    try:
+        return kind.model_validate(content)
+    except ValidationError as exc:
+        missing = [".".join(map(str, error["loc"])) for error in exc.errors() if error["type"] == "missing"]
+        if missing:
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise ConvbenchError(f"{path} lacks {', '.join(map(repr, missing[:4]))}{more}, so it is not a "
+                                 f"{kind.__name__} record convbench wrote; {redo}") from None
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "the top level"
+        raise ConvbenchError(f"{path} is not a {kind.__name__} record ({where}: {error['msg'].lower()}); {redo}") from None
+
+
+# --- a cell's metrics (the evaluate stage) ------------------------------------------------------------------------------
+
+
+class PeakMemory(BaseModel):
+    """MiB of tensor memory at the peak of one inference call and one training step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    inference: float
+    train_step: float
+
+
+class Robustness(BaseModel):
+    """Test accuracy per shift (pixels) and per noise level (std), keyed as params.yaml writes them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    shift: dict[str, float]
+    noise: dict[str, float]
+
+    def levels(self, kind: Literal["shift", "noise"]) -> dict[str, float]:
+        """The accuracies of one probe by level."""
+        return self.shift if kind == "shift" else self.noise
+
+
+class Source(BaseModel):
+    """What a cell's metrics were computed from: if all four match, the metrics are current."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    checkpoint_sha256: str
+    dataset_sha256: str
+    code_sha256: str
+    settings_sha256: str
+
+
+class CellMetrics(Record):
+    """metrics/cells/<cell>.json: one trained cell scored on the test split, with its cost and robustness."""
+
+    model: str
+    seed: int
+    dataset: str
+    test_accuracy: float
+    arch: str
+    test_loss: float
+    test_size: int
+    final_val_accuracy: float
+    epochs: int
+    params: int
+    trainable_params: int
+    flops_forward_per_image: float
+    flops_train_step_per_image: float
+    train_images_per_second: float
+    train_seconds: float
+    seconds_to_final_accuracy: float
+    train_batch_size: int
+    peak_memory_mb: PeakMemory
+    robustness: Robustness
+    per_class_accuracy: dict[str, float]
+    confusion_matrix: list[list[int]]
+    context: dict[str, Any]
+    units: dict[str, str]
+    source: Source
+
+    def scalars(self) -> dict[str, float]:
+        """Every number as a flat MLflow metric ('peak_memory_mb.inference', 'robustness.shift.1', per class)."""
+        values = {key: float(getattr(self, key)) for key in (
+            "test_accuracy", "test_loss", "test_size", "final_val_accuracy", "epochs", "params", "trainable_params",
+            "flops_forward_per_image", "flops_train_step_per_image", "train_images_per_second", "train_seconds",
+            "seconds_to_final_accuracy", "train_batch_size")}
+        values |= {f"peak_memory_mb.{k}": float(v) for k, v in self.peak_memory_mb.model_dump().items()}
+        values |= {f"robustness.{kind}.{level}": accuracy for kind in ("shift", "noise")
+                   for level, accuracy in self.robustness.levels(kind).items()}
+        return values | {f"test_accuracy_class_{c}": a for c, a in self.per_class_accuracy.items()}
+
+
+# --- the bench result -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class BenchCase:
+    """What one bench case times: `inference` at a batch size, or one `training_step` at the recipe's batch."""
+
+    kind: Literal["inference", "training_step"]
+    batch: int
+
+    @property
+    def key(self) -> str:
+        """The case's name in metrics/bench.json and in MLflow metric names."""
+        return f"{self.kind}_batch_{self.batch}"
+
+    @property
+    def label(self) -> str:
+        """How the report names it."""
+        return f"{'Inference' if self.kind == 'inference' else 'Training step'} @ batch {self.batch}"
+
+    @classmethod
+    def from_key(cls, key: str) -> BenchCase:
+        """The inverse of `key`."""
+        kind, _, batch = key.rpartition("_batch_")
+        if kind not in ("inference", "training_step") or not batch.isdigit():
+            raise ValueError(f"not a bench case: {key!r}")
+        return cls(kind, int(batch))  # type: ignore[arg-type]  # kind is one of the two, checked just above
+
+
+class ModelSpeed(BaseModel):
+    """One model in one case: median images/s over rounds, its relative IQR, ms per call, every round's images/s."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    images_per_second: float
+    relative_iqr: float
+    ms_per_call: float
+    samples: list[float]
+
+
+class Ratio(BaseModel):
+    """A model's speed over the reference's: the median of per-round ratios and its bootstrap interval."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    median: float
+    low: float
+    high: float
+
+
+class CaseResult(BaseModel):
+    """Every model timed in one case, round by round, with what shows interference and whether it was noisy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    items: int
+    interference: dict[str, float | None]  # run-queue wait share, CPU share, load: what shows other work
+    models: dict[str, ModelSpeed]
+    ratios: dict[str, Ratio]
+    noisy: bool
+
+
+class Mfu(BaseModel):
+    """Model FLOP utilisation: achieved FLOP/s over the matmul peak, at the largest inference batch and in training."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    inference: float
+    train: float
+
+
+class BenchResult(Record):
+    """metrics/bench.json: every model timed side by side in one process (the bench stage)."""
+
+    dataset: str
+    models: list[str]
+    reference: str
+    rounds: int
+    seconds_per_sample: float
+    checkpoint_seed: int
+    cases: dict[str, CaseResult]
+    matmul_flops_per_second: float
+    mfu: dict[str, Mfu]
+    noisy: list[str]
+    fix: str
+    context: dict[str, Any]
+
+    def by_case(self) -> dict[BenchCase, CaseResult]:
+        """The cases in order: inference by batch size, then the training step."""
+        return dict(sorted((BenchCase.from_key(key), case) for key, case in self.cases.items()))
+
+
+# --- a probe result ---------------------------------------------------------------------------------------------------------
+
+
+class ProbeRow(BaseModel):
+    """One (setting, model, seed) of a retraining probe."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    probe: str
+    setting: str
+    value: float
+    model: str
+    seed: int
+    params: int
+    train_images: int
+    final_val_accuracy: float
+    test_accuracy: float
+
+
+class ProbeResult(Record):
+    """metrics/probes/<probe>.json: every row of one probe and the fingerprint of what it was run from."""
+
+    probe: str
+    dataset: str
+    models: list[str]
+    fingerprint: str
+    rows: list[ProbeRow]
+
+
+# --- a tuned recipe ---------------------------------------------------------------------------------------------------------
+
+
+class TrialRow(BaseModel):
+    """One finished trial of a study, in trial order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    trial: int
+    number: int
+    state: str
+    val_accuracy: float | None
+    best_so_far: float | None
+    params: dict[str, Any]
+
+
+class Scored(BaseModel):
+    """Which trial and its validation score (None when that trial was pruned)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    trial: int | None
+    val_accuracy: float | None
+
+
+class TunedRecipe(Record):
+    """tuned/<model>.yaml: the model's best recipe after its tuning budget, or a note that it was not tuned."""
+
+    HEADER: ClassVar[str] = ("# written by `convbench tune`: this model's best recipe after its tuning budget "
+                             "(validation split only)\n")
+    model: str
+    tuned: bool
+    trials: int
+    note: str = ""
+    fingerprint: str = ""
+    dataset: str = ""
+    dataset_sha256: str = ""
+    study: dict[str, str] = {}
+    scored_on: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    best: Scored | None = None
+    baseline: Scored | None = None
+    recipe: dict[str, Any] = {}
+    model_settings: dict[str, Any] = {}
+    architecture: dict[str, Any] = {}
+    history: list[TrialRow] = []
+
+    def save(self, path: Path) -> Path:
+        """Write it atomically as YAML under a header that says what wrote it."""
+        content = self.model_dump(mode="json", exclude_defaults=True) | {"model": self.model, "tuned": self.tuned,
+                                                                         "trials": self.trials}
+        return atomic.write_text(path, self.HEADER + yaml.safe_dump(content, sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path, model: str) -> TunedRecipe:
+        """tuned/<model>.yaml; a missing, unreadable or foreign file names the command that writes it."""
+        redo = f"run `convbench tune --model {model}` (or `dvc repro`)"
+        if not Path(path).is_file():
+            raise ConvbenchError(f"{path} is missing; {redo} first")
+        try:
+            content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConvbenchError(f"{path} is not readable YAML ({type(exc).__name__}); {redo} again") from None
+        if not isinstance(content, dict) or content.get("model") != model:
+            raise ConvbenchError(f"{path} is not convbench's tuned recipe of '{model}'; {redo} again")
+        return parse(cls, content, Path(path), f"{redo} again")

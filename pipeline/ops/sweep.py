@@ -1,0 +1,225 @@
+"""Run a grid of cells on an existing engine: DVC's experiment queue on one machine, or a Ray cluster.
+
+Each cell is one complete pipeline run (download, prepare, train, evaluate, report) with its own
+params, logging to the shared tracking server with `sweep` and `sweep_cell` tags. A failed cell is
+reported and the others go on; the caller decides the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.artifacts import paths
+from pipeline.artifacts.atomic import write_bytes
+from pipeline.errors import ConvbenchError
+from pipeline.ops.cluster import connect
+from pipeline.ops.grid import CELL_TAG, SWEEP_TAG, SweepCell, format_value
+from pipeline.ops.uris import absolute_path
+
+DVC_DONE = {"Success": "success", "Failed": "failed"}
+SWEEPS_DIR = Path("sweeps")
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """How one cell ended: 'success' or 'failed', with test accuracy per (model, seed) or the error line."""
+
+    cell: str
+    settings: str
+    status: str
+    detail: str
+    accuracy: dict[str, float]
+
+
+Echo = Callable[[str], None]
+
+
+# --- DVC experiment queue -------------------------------------------------------------------------------------------
+
+
+def run_on_dvc_queue(cells: list[SweepCell], project: Path, jobs: int, tracking_uri: str, echo: Echo,
+                     poll_seconds: float = 2.0) -> list[CellOutcome]:
+    """Queue one `dvc exp run` per cell, start `jobs` queue workers, and wait until every cell has ended.
+
+    Queued experiments run in temporary copies of the project, so the tracking URI is passed as an
+    absolute $MLFLOW_TRACKING_URI (a relative SQLite path would land inside the copy and vanish).
+    """
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    queued: list[str] = []
+    try:
+        for cell in cells:
+            sets = [f"{key}={format_value(value)}" for key, value in cell.settings.items()]
+            sets += [f"++tracking.tags.{SWEEP_TAG}={cell.raw_params['tracking']['tags'][SWEEP_TAG]}",
+                     f"++tracking.tags.{CELL_TAG}={cell.name}"]
+            _dvc(["exp", "run", "--queue", "--name", cell.name, *(arg for s in sets for arg in ("-S", s))], project, env)
+            queued.append(cell.name)
+            echo(f"sweep: queued {cell.name}: {cell.describe()}")
+    except ConvbenchError:
+        if queued:  # a half-queued grid would run later, unasked, at the next `dvc queue start`
+            subprocess.run(["dvc", "queue", "remove", *queued], cwd=project, env=env, capture_output=True)
+        raise
+    _start_queue_workers(project, env, jobs)
+    echo(f"sweep: started {jobs} DVC queue worker(s); `dvc queue status` shows progress")
+    states: dict[str, str] = {}
+    while len(states) < len(cells):
+        time.sleep(poll_seconds)
+        listed = _queue_states(project, env)
+        for cell in cells:
+            if cell.name in states:
+                continue
+            if cell.name not in listed:  # removed by hand (`dvc queue remove`) or lost with its worker
+                states[cell.name] = "failed"
+                echo(f"sweep: {cell.name} is no longer in `dvc queue status`; counted as failed")
+            elif listed[cell.name] in DVC_DONE:
+                states[cell.name] = DVC_DONE[listed[cell.name]]
+                echo(f"sweep: {cell.name} {states[cell.name]}")
+    shown = json.loads(_dvc(["exp", "show", "--json", "--no-fetch"], project, env) or "[]")
+    return [_dvc_outcome(cell, states[cell.name], shown, project, env) for cell in cells]
+
+
+def _dvc(args: list[str], project: Path, env: dict[str, str]) -> str:
+    """`dvc <args>`'s stdout; a failure is one line with DVC's own last line, not a traceback."""
+    done = subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ConvbenchError(f"`dvc {' '.join(args[:3])}` failed: {_last_line(done.stderr or done.stdout)}")
+    return done.stdout
+
+
+def _start_queue_workers(project: Path, env: dict[str, str], jobs: int) -> None:
+    """`dvc queue start`; its detached workers inherit our stdout/stderr, so those must not be pipes we wait on."""
+    with tempfile.TemporaryFile("w+") as errors:
+        code = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=errors, stdin=subprocess.DEVNULL).returncode
+        if code != 0:
+            errors.seek(0)
+            raise ConvbenchError(f"`dvc queue start` failed: {_last_line(errors.read())}")
+
+
+def _queue_states(project: Path, env: dict[str, str]) -> dict[str, str]:
+    """Experiment name -> 'Queued' | 'Running' | 'Success' | 'Failed', read from `dvc queue status`."""
+    states = {}
+    for line in _dvc(["queue", "status"], project, env).splitlines():
+        tokens = line.split()
+        if len(tokens) >= 3 and tokens[-1] in ("Queued", "Running", "Success", "Failed"):
+            states[tokens[1]] = tokens[-1]
+    return states
+
+
+def _dvc_outcome(cell: SweepCell, status: str, shown: list[dict[str, Any]], project: Path,
+                 env: dict[str, str]) -> CellOutcome:
+    """A finished cell's outcome: its test accuracies, or the error line its queue log ends with."""
+    if status == "failed":
+        logs = subprocess.run(["dvc", "queue", "logs", cell.name], cwd=project, env=env, capture_output=True, text=True)
+        return CellOutcome(cell.name, cell.describe(), status, _error_line(logs.stdout + logs.stderr), {})
+    return CellOutcome(cell.name, cell.describe(), status, "", _accuracy_from_exp_show(shown, cell.name))
+
+
+def _accuracy_from_exp_show(shown: list[dict[str, Any]], experiment: str) -> dict[str, float]:
+    """Test accuracy per metrics file of one experiment, from the rows `dvc exp show --json` returned."""
+    found: dict[str, float] = {}
+    revs = [rev for row in shown for group in row.get("experiments") or [] for rev in group.get("revs", [])]
+    for rev in revs:
+        if rev.get("name") != experiment:
+            continue
+        for path, content in ((rev.get("data") or {}).get("metrics") or {}).items():
+            value = (content.get("data") or {}).get("test_accuracy")
+            if isinstance(value, (int, float)):
+                found[Path(path).stem] = float(value)
+    return found
+
+
+# --- Ray ------------------------------------------------------------------------------------------------------------
+
+
+def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_per_trial: float,
+               gpus_per_trial: float, echo: Echo, tracking_uri: str | None = None) -> list[CellOutcome]:
+    """Run one Ray task (a trial) per cell on the cluster at `address` ($RAY_ADDRESS) and collect the outcomes.
+
+    Trials run on whichever node Ray picks, so every path they get is absolute and every run logs to
+    the tracking URI the cells carry.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ConvbenchError("--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
+                             "--head`) or pass --ray-address")
+    ray = connect(address)
+    from ray.exceptions import RayError
+
+    try:
+        trial = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
+        root = (project / SWEEPS_DIR).resolve()
+        pending = {trial.remote(cell.raw_params, str(root / cell.name.rsplit("-", 1)[0] / cell.name), cpus_per_trial,
+                                tracking_uri): cell
+                   for cell in cells}
+        echo(f"sweep: submitted {len(cells)} trial(s) to Ray at {address}")
+        outcomes: dict[str, CellOutcome] = {}
+        waiting = list(pending)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            cell = pending[done[0]]
+            try:
+                result = ray.get(done[0])
+                outcome = CellOutcome(cell.name, cell.describe(), result["status"], result["detail"], result["accuracy"])
+            except RayError as exc:
+                outcome = CellOutcome(cell.name, cell.describe(), "failed", _last_line(str(exc)), {})
+            outcomes[cell.name] = outcome
+            echo(f"sweep: {cell.name} {outcome.status}")
+        return [outcomes[cell.name] for cell in cells]
+    finally:
+        ray.shutdown()
+
+
+def run_trial(raw_params: dict[str, Any], workdir: str, threads: float, tracking_uri: str | None = None) -> dict[str, Any]:
+    """One cell, on a Ray worker: write its params.yaml in `workdir` and run `convbench run` (every stage) there.
+
+    The stages run in a subprocess, so a crash in one trial cannot take the worker down; their
+    output goes to `workdir/trial.log`. The tracking URI travels in the environment, never in the
+    params file, so a password in it is not written to the worker's disk.
+    """
+    folder = Path(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes(folder / "params.yaml", yaml.safe_dump(raw_params, sort_keys=False).encode())
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(max(1, int(threads)))}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run"], cwd=folder, env=env, capture_output=True, text=True)
+    write_bytes(folder / "trial.log", (done.stdout + done.stderr).encode())
+    if done.returncode != 0:
+        return {"status": "failed", "detail": _error_line(done.stderr + done.stdout), "accuracy": {}}
+    accuracy = {path.stem: json.loads(path.read_text())["test_accuracy"]
+                for path in sorted((folder / paths.CELLS_DIR).glob("*.json"))}
+    return {"status": "success", "detail": str(folder), "accuracy": accuracy}
+
+
+# --- shared ---------------------------------------------------------------------------------------------------------
+
+
+def trial_params(cell: SweepCell, project: Path) -> SweepCell:
+    """The cell with an absolute data.root and no tracking URI of its own (run_trial passes it in the environment)."""
+    raw = json.loads(json.dumps(cell.raw_params, default=str))
+    raw["data"]["root"] = absolute_path(raw["data"]["root"], project)
+    raw["tracking"]["uri"] = None
+    return SweepCell(cell.name, cell.settings, raw, cell.params)
+
+
+def _error_line(output: str) -> str:
+    """The 'convbench: error: ...' line of a stage's output, else its last line."""
+    errors = [line for line in output.splitlines() if line.startswith("convbench: error:")]
+    return errors[-1].removeprefix("convbench: error: ") if errors else _last_line(output)
+
+
+def _last_line(text: str) -> str:
+    """The last non-blank line of a tool's output: the part that says what went wrong."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"

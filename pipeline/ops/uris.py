@@ -1,0 +1,32 @@
+"""Make the locations a job hands to another process or node absolute, so they mean the same there.
+
+A spawned worker, a Ray task or a queued DVC experiment runs in another folder (or on another machine), where a
+relative 'sqlite:///mlflow.db' or 'data/raw' would name a different, empty file. These are plain string and
+path operations: nothing here opens a store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SQLITE = "sqlite:///"
+
+
+def absolute_sqlite(uri: str, project: Path) -> str:
+    """A relative 'sqlite:///db' made 'sqlite:////<project>/db'; any other URI (absolute, server, no file) unchanged.
+
+    A query ('?timeout=60') is kept; 'sqlite:///' and 'sqlite:///:memory:' name no file and stay as they are,
+    so the caller's own check can refuse them.
+    """
+    if not uri.startswith(SQLITE):
+        return uri
+    path, mark, query = uri.removeprefix(SQLITE).partition("?")
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return uri
+    return f"{SQLITE}{absolute_path(path, project)}{mark}{query}"
+
+
+def absolute_path(path: str | Path, project: Path) -> str:
+    """`path` as an absolute path string, a relative one taken from `project`."""
+    given = Path(path)
+    return str(given if given.is_absolute() else (project / given).resolve())

@@ -1,0 +1,103 @@
+"""The Accuracy section: intervals over seeds, the paired tests against the reference, and the figures of fit.
+
+Learning curves, confusion matrices (summed over seeds) and the test images each model gets wrong are drawn
+here from the records and predictions the report stage loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts.records import CellMetrics
+from pipeline.reporting import figures as draw
+from pipeline.reporting.comparison import Comparison, by_model
+from pipeline.reporting.inputs import ReportInputs
+from pipeline.reporting.render import Block, Figure, Paragraph, Table
+
+
+def accuracy_frame(comparison: Comparison, metrics: Sequence[CellMetrics]) -> pd.DataFrame:
+    """Test accuracy per model: mean, std and t-interval over seeds, and its parameter count."""
+    level = f"{comparison.confidence:.0%}"
+    intervals = [comparison.accuracy[m] for m in comparison.models]
+    grouped = by_model(metrics)
+    return pd.DataFrame(
+        {
+            "Model": [comparison.labels[m] for m in comparison.models],
+            "Parameters": [f"{grouped[m][0].params:,}" for m in comparison.models],
+            "Test accuracy (mean ± std)": [f"{i.mean:.4f} ± {i.std:.4f}" for i in intervals],
+            f"{level} CI (t, over seeds)": [f"[{i.low:.4f}, {i.high:.4f}]" if i.n > 1 else "n/a (1 seed)"
+                                            for i in intervals],
+            "Seeds": [str(i.n) for i in intervals],
+        }
+    )
+
+
+def pairs_frame(comparison: Comparison) -> pd.DataFrame:
+    """One row per model: the reference's paired lead over it, the per-seed McNemar tests and the Holm p-value."""
+    ref = comparison.labels[comparison.reference]
+    level = f"{comparison.confidence:.0%}"
+    rows = []
+    for model, test in comparison.pairs.items():
+        d = test.difference
+        rows.append({
+            "Model": comparison.labels[model],
+            f"{ref} − model (points)": f"{d.difference * 100:+.2f}",
+            f"{level} paired-bootstrap CI": f"[{d.low * 100:+.2f}, {d.high * 100:+.2f}]",
+            "McNemar per seed (only ref right / only model right, p)": "; ".join(
+                f"{t.only_a_correct}/{t.only_b_correct}, p = {t.p_value:.2g}" for t in test.per_seed),
+            "p (Holm)": f"{test.p_holm:.2g}",
+            "Verdict": (f"**{ref} better**" if d.difference > 0 else f"**{comparison.labels[model]} better**")
+            if comparison.significant(model) else "not significant",
+        })
+    return pd.DataFrame(rows)
+
+
+def paired_sentence(comparison: Comparison) -> str:
+    """How the paired comparisons above were made, in one paragraph."""
+    d = next(iter(comparison.pairs.values())).difference if comparison.pairs else None
+    resamples = f"{d.resamples:,} resamples of test images" if d else "resamples of test images"
+    return (
+        f"Each model is paired with the reference ({comparison.labels[comparison.reference]}) on the same test images: "
+        f"the paired-bootstrap CI resamples images ({resamples}, each image's difference averaged over seeds first). "
+        f"The exact McNemar test is run per seed, never on predictions pooled across seeds (which would count each "
+        f"image once per seed); a pair's p is the largest of its seeds' p-values (it is significant only if every seed "
+        f"is), then Holm-corrected across the {len(comparison.pairs)} pair(s) at α = {comparison.alpha:.2f}."
+    )
+
+
+def blocks(inputs: ReportInputs) -> list[Block]:
+    """The accuracy tables, how the pairs were tested, and the learning, confusion and misclassified figures."""
+    comparison = inputs.comparison
+    return [Table(accuracy_frame(comparison, inputs.metrics), ("left", "right", "right", "right", "right")),
+            Table(pairs_frame(comparison), ("left", "right", "right", "left", "right", "left")),
+            Paragraph(paired_sentence(comparison)),
+            Figure(_learning_curves(inputs), "Learning curves: each seed faint, the mean over seeds bold."),
+            Figure(_confusion(inputs), "Confusion matrices on the test split, summed over seeds."),
+            Figure(_misclassified(inputs), "Test images each model gets wrong (seed 0).")]
+
+
+def _learning_curves(inputs: ReportInputs) -> Path:
+    """Every cell's curves, models by their labels."""
+    curves = inputs.curves.assign(model=inputs.curves["model"].map(inputs.labels))
+    return draw.learning_curves(curves, inputs.figures_dir / "learning_curves.png")
+
+
+def _confusion(inputs: ReportInputs) -> Path:
+    """Each model's confusion matrix summed over its seeds."""
+    grouped = by_model(inputs.metrics)
+    matrices = {inputs.labels[m]: np.sum([np.asarray(c.confusion_matrix) for c in grouped[m]], axis=0)
+                for m in inputs.comparison.models}
+    return draw.confusion_matrices(matrices, [str(c) for c in inputs.prepared.classes],
+                                   inputs.figures_dir / "confusion_matrices.png")
+
+
+def _misclassified(inputs: ReportInputs) -> Path:
+    """The first test images each model gets wrong at the first seed."""
+    models = inputs.comparison.models
+    truth = inputs.predictions[models[0]]["label"].astype(str).tolist()
+    guesses = {inputs.labels[m]: inputs.predictions[m]["prediction"].astype(str).tolist() for m in models}
+    return draw.misclassified(inputs.test_images.numpy(), truth, guesses, inputs.figures_dir / "misclassified.png")

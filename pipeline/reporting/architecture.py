@@ -1,0 +1,83 @@
+"""The last two sections: what the first convolution learned, and every architecture as a table and a flowchart.
+
+The filters come from the first model (in report order) that has a convolution anywhere in its module tree
+(core.measure.first_conv_maps); when none has, the section says so in one sentence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.artifacts import checkpoint as checkpoints
+from pipeline.core import models
+from pipeline.core.measure import first_conv_maps
+from pipeline.reporting import figures as draw
+from pipeline.reporting.inputs import ReportInputs
+from pipeline.reporting.render import Block, Code, Figure, Paragraph, Table
+
+KERAS_REFERENCE = """from keras.models import Sequential
+from keras.layers import Conv2D, MaxPooling2D, Flatten, Dense
+model = Sequential([
+    Conv2D(32, (3, 3), activation='relu', input_shape=(64, 64, 3)),
+    MaxPooling2D(pool_size=(2, 2)),
+    Flatten(),
+    Dense(128, activation='relu'),
+    Dense(10, activation='softmax')
+])"""
+
+
+def filter_blocks(inputs: ReportInputs) -> list[Block]:
+    """The first conv layer's filters and the maps they make of one test image, or why there are none."""
+    figure = _filters(inputs)
+    if figure is None:
+        names = ", ".join(inputs.labels[m] for m in inputs.comparison.models)
+        return [Paragraph(f"No model compared here ({names}) has a convolution, so there are no filters to show.")]
+    return [Figure(figure, "First-layer filters and the feature maps they produce for one test image (same grid "
+                           "position, same filter): each filter slides over the input to make one map.")]
+
+
+def _filters(inputs: ReportInputs) -> Path | None:
+    """The filters figure of the first model with a convolution (its first seed), None when no model has one."""
+    image = inputs.test_images[0]
+    for model in inputs.comparison.models:
+        cell = inputs.first_cell(model)
+        module = checkpoints.restore(inputs.checkpoints[cell.name], cell.checkpoint_path).eval()
+        maps = first_conv_maps(module, image)
+        if maps is not None:
+            weights, feature_maps = maps
+            return draw.filters_and_feature_maps(weights.numpy(), image.numpy(), feature_maps.numpy(),
+                                                 inputs.figures_dir / "filters.png")
+    return None
+
+
+def mermaid(labels: list[str]) -> str:
+    """A top-down Mermaid flowchart (graph TD) with one node per label, as GitHub renders it."""
+    names = [f"N{i}" for i in range(len(labels))]
+    nodes = [f'    {name}["{label.replace(chr(34), chr(39))}"]' for name, label in zip(names, labels)]
+    edges = [f"    {a} --> {b}" for a, b in zip(names, names[1:])]
+    return "\n".join(["graph TD", *nodes, *edges])
+
+
+def blocks(inputs: ReportInputs) -> list[Block]:
+    """Every model's layers (read off the built module) as a table and a Mermaid flowchart, then one figure."""
+    out: list[Block] = [Paragraph(
+        "The default CNN is the explainer's Keras model (below) at this dataset's input size; convbench runs each "
+        "MaxPool before its ReLU, which gives identical outputs and gradients and is faster. A model with "
+        "`match: params` has its width solved so its parameter count matches the reference's. The tables and "
+        "diagrams are read off the built modules."
+    ), Code("python", KERAS_REFERENCE, collapsed="The reference Keras model")]
+    flows = {}
+    for model, config in inputs.configs.items():
+        rows = models.describe(config)
+        table = pd.DataFrame({"Layer": [r["layer"] for r in rows], "Output shape": [r["output_shape"] for r in rows],
+                              "Parameters": [f"{r['params']:,}" for r in rows]})
+        flows[inputs.labels[model]] = models.flow_labels(config)
+        out += [Paragraph(f"**{inputs.labels[model]}** (`{config.arch}`, {sum(r['params'] for r in rows):,} "
+                          "parameters)"),
+                Table(table, ("left", "right", "right")),
+                Code("mermaid", mermaid(flows[inputs.labels[model]]))]
+    diagram = draw.architecture_diagram(flows, inputs.figures_dir / "architectures.png")
+    out.append(Figure(diagram, "Every architecture as a flowchart (the Mermaid diagrams above render on GitHub)."))
+    return out

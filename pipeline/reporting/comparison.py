@@ -1,0 +1,295 @@
+"""The numbers behind the report, computed once: accuracy intervals, paired tests, cost axes, speed and the ladder.
+
+Every section reads this one Comparison, so no two parts of the report can compute a figure differently.
+Values come from the typed records (CellMetrics, BenchResult) by attribute; no model is named here, so any
+list of registered models flows through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.artifacts.records import BenchCase, BenchResult, CellMetrics
+from pipeline.core.models import Ladder
+from pipeline.core.stats import (
+    Interval,
+    McNemar,
+    PairedDifference,
+    bootstrap_mean,
+    holm,
+    mcnemar,
+    median_interval,
+    paired_bootstrap,
+    t_interval,
+    welch_p_value,
+)
+from pipeline.params import ReportParams
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Who a section talks about: the models in report order, their labels, and the reference."""
+
+    models: list[str]
+    labels: dict[str, str]
+    reference: str
+
+    @property
+    def others(self) -> list[str]:
+        """Every model but the reference."""
+        return [m for m in self.models if m != self.reference]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One row of the cost table: a stable key (MLflow metric names), a heading, how to read it off a cell."""
+
+    key: str
+    label: str
+    value: Callable[[CellMetrics], float]
+    unit: str
+    higher_is_better: bool
+    exact: bool = False  # deterministic counts: no test, a tie when within 1%
+    digits: int = 0
+
+
+AXES = (
+    Axis("parameters", "Parameters", lambda m: m.params, "", higher_is_better=False, exact=True),
+    Axis("forward_flops_image", "Forward FLOPs / image", lambda m: m.flops_forward_per_image, "MFLOP", False,
+         exact=True, digits=2),
+    Axis("training_step_flops_image", "Training-step FLOPs / image", lambda m: m.flops_train_step_per_image, "MFLOP",
+         False, exact=True, digits=2),
+    Axis("time_to_final_accuracy", "Time to final accuracy", lambda m: m.seconds_to_final_accuracy, "s", False,
+         digits=1),
+    Axis("peak_memory_training_step", "Peak memory, training step", lambda m: m.peak_memory_mb.train_step, "MiB",
+         False, digits=1),
+    Axis("peak_memory_inference", "Peak memory, inference", lambda m: m.peak_memory_mb.inference, "MiB", False,
+         digits=1),
+)
+SCALE = {"MFLOP": 1e-6, "%": 100.0}
+
+
+def number(value: float, unit: str, digits: int) -> str:
+    """A value in its unit's display scale (MFLOP, %), with thousands separators."""
+    return f"{value * SCALE.get(unit, 1.0):,.{digits}f}"
+
+
+@dataclass(frozen=True)
+class AxisResult:
+    """One axis measured: each model's mean and spread over seeds, and which model is better, if any."""
+
+    axis: Axis
+    means: dict[str, float]
+    spread: dict[str, float]  # standard deviation over seeds (0 with one seed)
+    best: str
+    runner_up: str
+    ratio: float  # the larger of best's and runner-up's means over the smaller
+    p_value: float  # Welch's test of best against runner-up (NaN for exact axes)
+    winner: str  # a model, "tie" or "not significant"
+
+
+LATENCY = BenchCase("inference", 1)  # the case whose ms per call is also shown as a latency row
+
+
+@dataclass(frozen=True)
+class SpeedCase:
+    """One case of the bench stage (all models timed side by side, round by round) as the report uses it."""
+
+    case: BenchCase
+    values: dict[str, float]  # per model: median images/s (or ms per call for the latency row)
+    spread: dict[str, float]  # per model: relative interquartile range over rounds
+    samples: dict[str, list[float]]  # per model: images/s in each round (paired by round across models)
+    noisy: bool
+    latency: bool = False  # values are ms per call, not images/s
+
+    @property
+    def unit(self) -> str:
+        """What the values count."""
+        return "ms" if self.latency else "img/s"
+
+    @property
+    def label(self) -> str:
+        """How the cost table names the row."""
+        return f"Latency @ batch {self.case.batch}" if self.latency else self.case.label
+
+    def ratio(self, faster: str, slower: str, confidence: float, seed: int) -> tuple[float, float, float]:
+        """How many times `faster`'s speed `slower`'s is: median of per-round ratios, with a bootstrap interval."""
+        return median_interval([a / b for a, b in zip(self.samples[faster], self.samples[slower])], confidence, seed)
+
+
+def speed_cases(bench: BenchResult) -> list[SpeedCase]:
+    """Inference at each batch size, batch-1 latency and the training step, from the bench record."""
+    cases = []
+    for case, result in bench.by_case().items():
+        spread = {m: s.relative_iqr for m, s in result.models.items()}
+        samples = {m: list(s.samples) for m, s in result.models.items()}
+        cases.append(SpeedCase(case, {m: s.images_per_second for m, s in result.models.items()}, spread, samples,
+                               result.noisy))
+        if case == LATENCY:
+            cases.append(SpeedCase(case, {m: s.ms_per_call for m, s in result.models.items()}, spread, samples,
+                                   result.noisy, latency=True))
+    return cases
+
+
+@dataclass(frozen=True)
+class PairTest:
+    """The reference against one other model on the same test images."""
+
+    model: str
+    difference: PairedDifference  # accuracy of the reference minus the model's
+    per_seed: list[McNemar]
+    p_value: float  # the largest per-seed McNemar p: significant only if every seed is (intersection-union test)
+    p_holm: float  # adjusted across all the pairs of the report
+
+
+@dataclass(frozen=True)
+class LadderStep:
+    """One rung's gain over the rung below it, paired on the same test images."""
+
+    name: str
+    lower: str
+    upper: str
+    gain: PairedDifference
+
+
+@dataclass(frozen=True)
+class LadderResult:
+    """What locality and weight sharing each buy, and their contrast (sharing minus locality)."""
+
+    rungs: Ladder
+    steps: list[LadderStep]
+    contrast: PairedDifference
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything the report states, computed once from the metrics, predictions and bench record."""
+
+    models: list[str]
+    labels: dict[str, str]
+    reference: str
+    accuracy: dict[str, Interval]
+    pairs: dict[str, PairTest]
+    axes: list[AxisResult]
+    confidence: float
+    speed: list[SpeedCase] = field(default_factory=list)
+    seed: int = 0
+    ladder: LadderResult | None = None
+
+    @property
+    def alpha(self) -> float:
+        """Significance level that goes with the confidence level."""
+        return 1 - self.confidence
+
+    @property
+    def cast(self) -> Cast:
+        """The models, labels and reference, as the probe section takes them."""
+        return Cast(self.models, self.labels, self.reference)
+
+    def significant(self, model: str) -> bool:
+        """Whether the reference and `model` differ in accuracy after Holm's correction."""
+        return self.pairs[model].p_holm < self.alpha
+
+    def axis(self, key: str) -> AxisResult:
+        """One cost axis by its key."""
+        return next(result for result in self.axes if result.axis.key == key)
+
+    def throughput(self, kind: str, batch: int | None = None) -> SpeedCase | None:
+        """The first images/s case of `kind` (at `batch`, if given), or None when it was not timed."""
+        return next((c for c in self.speed if not c.latency and c.case.kind == kind
+                     and (batch is None or c.case.batch == batch)), None)
+
+
+def by_model(metrics: Sequence[CellMetrics]) -> dict[str, list[CellMetrics]]:
+    """The cells' metrics grouped per model, seeds in the order read."""
+    grouped: dict[str, list[CellMetrics]] = {}
+    for cell in metrics:
+        grouped.setdefault(cell.model, []).append(cell)
+    return grouped
+
+
+def compare(metrics: Sequence[CellMetrics], correctness: dict[str, np.ndarray], settings: ReportParams,
+            models: list[str], reference: str, labels: dict[str, str], speed: list[SpeedCase] | None = None,
+            rungs: Ladder | None = None) -> Comparison:
+    """Intervals over seeds, the paired tests of the reference against every other model, the best model per axis."""
+    grouped = by_model(metrics)
+    accuracy = {m: t_interval([c.test_accuracy for c in grouped[m]], settings.confidence) for m in models}
+    pairs = pair_tests(correctness, settings, reference, [m for m in models if m != reference])
+    axes = [axis_result(axis, grouped, models, 1 - settings.confidence) for axis in AXES]
+    ladder = ladder_steps(rungs, correctness, settings) if rungs is not None else None
+    return Comparison(models, labels, reference, accuracy, pairs, axes, settings.confidence, speed or [],
+                      settings.bootstrap_seed, ladder)
+
+
+def pair_tests(correctness: dict[str, np.ndarray], settings: ReportParams, reference: str,
+               others: list[str]) -> dict[str, PairTest]:
+    """Per other model: the paired bootstrap of the reference's lead, McNemar per seed, Holm across the pairs."""
+    raw = {}
+    for model in others:
+        per_seed = [mcnemar(ref, other) for ref, other in zip(correctness[reference], correctness[model])]
+        difference = paired_bootstrap(correctness[reference], correctness[model], settings.confidence,
+                                      settings.bootstrap_resamples, settings.bootstrap_seed)
+        raw[model] = (difference, per_seed, max(test.p_value for test in per_seed))
+    adjusted = holm([raw[m][2] for m in others]) if others else []
+    return {m: PairTest(m, raw[m][0], raw[m][1], raw[m][2], p) for m, p in zip(others, adjusted)}
+
+
+def axis_result(axis: Axis, grouped: dict[str, list[CellMetrics]], models: list[str], alpha: float) -> AxisResult:
+    """Each model's mean on one axis and the best one: exact counts tie within 1%, measured ones need Welch's p."""
+    values = {m: np.array([float(axis.value(cell)) for cell in grouped[m]]) for m in models}
+    means = {m: float(v.mean()) for m, v in values.items()}
+    spread = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()}
+    ranked = sorted(models, key=lambda m: means[m], reverse=axis.higher_is_better)
+    best = ranked[0]
+    if len(ranked) == 1:
+        return AxisResult(axis, means, spread, best, best, 1.0, math.nan, "tie")
+    runner_up = ranked[1]
+    high, low = max(means[best], means[runner_up]), min(means[best], means[runner_up])
+    ratio = high / low if low > 0 else math.inf
+    if axis.exact:
+        p_value, winner = math.nan, ("tie" if ratio <= 1.01 else best)
+    else:
+        p_value = welch_p_value(values[best], values[runner_up])
+        winner = best if p_value < alpha else "not significant"
+    return AxisResult(axis, means, spread, best, runner_up, ratio, p_value, winner)
+
+
+def ladder_steps(rungs: Ladder, correctness: dict[str, np.ndarray], settings: ReportParams) -> LadderResult:
+    """Locality (local − dense) and weight sharing (shared − local), plus their contrast (sharing − locality)."""
+    def gain(upper: str, lower: str) -> PairedDifference:
+        """One step's paired gain, bootstrapped like every other pair of the report."""
+        return paired_bootstrap(correctness[upper], correctness[lower], settings.confidence,
+                                settings.bootstrap_resamples, settings.bootstrap_seed)
+
+    steps = [LadderStep("locality", rungs.dense, rungs.local, gain(rungs.local, rungs.dense)),
+             LadderStep("weight sharing", rungs.local, rungs.shared, gain(rungs.shared, rungs.local))]
+    as_float = {m: correctness[m].astype(float) for m in (rungs.dense, rungs.local, rungs.shared)}
+    contrast = bootstrap_mean(as_float[rungs.shared] - 2 * as_float[rungs.local] + as_float[rungs.dense],
+                              settings.confidence, settings.bootstrap_resamples, settings.bootstrap_seed)
+    return LadderResult(rungs, steps, contrast)
+
+
+def comparison_metrics(comparison: Comparison) -> dict[str, float]:
+    """The comparison's headline numbers as flat MLflow metrics, named by model alias and axis key."""
+    values: dict[str, float] = {}
+    for model, interval in comparison.accuracy.items():
+        values |= {f"{model}_accuracy_mean": interval.mean, f"{model}_accuracy_std": interval.std,
+                   f"{model}_accuracy_ci_low": interval.low, f"{model}_accuracy_ci_high": interval.high}
+    for model, test in comparison.pairs.items():
+        values |= {f"{model}_lead_of_reference": test.difference.difference,
+                   f"{model}_lead_of_reference_ci_low": test.difference.low,
+                   f"{model}_lead_of_reference_ci_high": test.difference.high,
+                   f"{model}_mcnemar_p_max_over_seeds": test.p_value, f"{model}_mcnemar_p_holm": test.p_holm}
+    for result in comparison.axes:
+        values |= {f"{model}_{result.axis.key}": result.means[model] for model in comparison.models}
+    if comparison.ladder is not None:
+        for step in comparison.ladder.steps:
+            key = step.name.replace(" ", "_")
+            values |= {f"ladder_{key}": step.gain.difference, f"ladder_{key}_ci_low": step.gain.low,
+                       f"ladder_{key}_ci_high": step.gain.high}
+        values |= {"ladder_sharing_minus_locality": comparison.ladder.contrast.difference}
+    return {k: float(v) for k, v in values.items() if not math.isnan(float(v))}

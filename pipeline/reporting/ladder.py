@@ -1,0 +1,96 @@
+"""The ladder section: the CNN's lead over the MLP split into what locality buys and what weight sharing buys.
+
+It appears when a fully-connected, a locally connected and a convolutional model of one geometry are all
+compared (core.models.ladder finds them by role, not by name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.reporting import figures as draw
+from pipeline.reporting.comparison import Comparison, LadderResult, LadderStep
+from pipeline.reporting.inputs import ReportInputs
+from pipeline.reporting.render import Block, Figure, Paragraph, Table
+
+
+def blocks(inputs: ReportInputs) -> list[Block] | None:
+    """The ladder's table, sentence and figure; None (no section) without a ladder."""
+    ladder = inputs.comparison.ladder
+    if ladder is None:
+        return None
+    return ladder_blocks(ladder, inputs.comparison, _figure(ladder, inputs.comparison, inputs.figures_dir))
+
+
+def ladder_blocks(ladder: LadderResult, comparison: Comparison, figure: Path) -> list[Block]:
+    """What each step gains, paired on the same test images, and which gains more."""
+    labels, rungs, steps = comparison.labels, ladder.rungs, ladder.steps
+    level = f"{comparison.confidence:.0%}"
+    total = sum(step.gain.difference for step in steps)
+    table = pd.DataFrame({
+        "Step": [step.name for step in steps],
+        "Models": [f"{labels[step.upper]} − {labels[step.lower]}" for step in steps],
+        "Accuracy gain (points)": [f"{step.gain.difference * 100:+.2f}" for step in steps],
+        f"{level} paired-bootstrap CI": [f"[{step.gain.low * 100:+.2f}, {step.gain.high * 100:+.2f}]" for step in steps],
+        "Share of the total": [f"{step.gain.difference / total:.0%}" if total > 0 else "n/a" for step in steps],
+    })
+    return [
+        Paragraph(
+            f"The {labels[rungs.dense]}, the {labels[rungs.local]} and the {labels[rungs.shared]} form a ladder: the "
+            f"{labels[rungs.local]} has the {labels[rungs.shared]}'s exact geometry (kernels, padding, pooling, head) "
+            f"but a separate filter at every position, so it has locality without weight sharing. Each step is paired "
+            f"on the same test images (per-image differences averaged over seeds, then bootstrapped)."
+        ),
+        Table(table, ("left", "left", "right", "right", "right")),
+        Paragraph(ladder_sentence(ladder, labels)),
+        Figure(figure, "Accuracy of each rung (CI over seeds) and what each step buys (paired bootstrap CI)."),
+    ]
+
+
+def ladder_sentence(ladder: LadderResult, labels: dict[str, str]) -> str:
+    """Which part of the lead is larger, said only as strongly as the paired contrast's interval allows."""
+    locality, sharing = ladder.steps
+    contrast = ladder.contrast
+    total = locality.gain.difference + sharing.gain.difference
+
+    def part(step: LadderStep) -> str:
+        """One step's gain with its interval, flagged when the interval includes zero."""
+        g = step.gain
+        sign = "" if g.low > 0 or g.high < 0 else ", an interval that includes zero"
+        return (f"{step.name} ({labels[step.upper]} − {labels[step.lower]}) {g.difference * 100:+.2f} points "
+                f"[{g.low * 100:+.2f}, {g.high * 100:+.2f}{sign}]")
+
+    opening = (f"Of the {labels[ladder.rungs.shared]}'s {total * 100:+.2f}-point lead over the "
+               f"{labels[ladder.rungs.dense]}, {part(locality)} and {part(sharing)}.")
+    if contrast.low > 0:
+        return (f"{opening} Weight sharing buys more than locality (their difference "
+                f"{contrast.difference * 100:+.2f} points, CI [{contrast.low * 100:+.2f}, {contrast.high * 100:+.2f}]).")
+    if contrast.high < 0:
+        return (f"{opening} Locality buys more than weight sharing (their difference "
+                f"{-contrast.difference * 100:+.2f} points, CI [{-contrast.high * 100:+.2f}, "
+                f"{-contrast.low * 100:+.2f}]).")
+    return (f"{opening} Which part is larger cannot be told from these numbers (the difference between them, "
+            f"{contrast.difference * 100:+.2f} points for sharing minus locality, has a CI "
+            f"[{contrast.low * 100:+.2f}, {contrast.high * 100:+.2f}] that includes zero).")
+
+
+def _figure(ladder: LadderResult, comparison: Comparison, figures_dir: Path) -> Path:
+    """Each rung's accuracy and each step's paired gain."""
+    labels, rungs = comparison.labels, ladder.rungs
+    gains = {step.upper: step for step in ladder.steps}
+
+    def rung(model: str) -> dict[str, object]:
+        """One bar of the figure: the rung's accuracy and the gain of the step that reached it."""
+        step = gains.get(model)
+        return {"label": labels[model], "accuracy": comparison.accuracy[model].mean,
+                "low": comparison.accuracy[model].low, "high": comparison.accuracy[model].high,
+                "step": f"+{step.name}\n({labels[model]} − {labels[step.lower]})" if step else None,
+                "gain": step.gain.difference * 100 if step else np.nan,
+                "gain_low": step.gain.low * 100 if step else np.nan,
+                "gain_high": step.gain.high * 100 if step else np.nan}
+
+    frame = pd.DataFrame([rung(m) for m in (rungs.dense, rungs.local, rungs.shared)])
+    return draw.ladder(frame, figures_dir / "ladder.png")

@@ -1,0 +1,361 @@
+"""The report's probe section: each probe as a table, a figure and the textbook claims that held or not.
+
+The numbers of a retraining probe come from its entry in core.probes.PROBES; its words (paragraph, table,
+claim, figure) are its entry in WORDS here, under the same name, so a new probe is one entry in each.
+Translation and noise are measured by the evaluate stage for every cell; they are the ROBUSTNESS entries.
+Every claim compares the reference model with each other model, from per-seed numbers with t-intervals
+over seeds; nothing is hard-coded and no model is named here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import paths, records
+from pipeline.artifacts.records import CellMetrics, ProbeResult, ProbeRow
+from pipeline.core.probes import PROBES
+from pipeline.core.stats import Interval, t_interval
+from pipeline.errors import ConvbenchError
+from pipeline.params import Params, probe_fingerprint
+from pipeline.reporting import figures as draw
+from pipeline.reporting.comparison import Cast
+from pipeline.reporting.inputs import ReportInputs
+from pipeline.reporting.render import Block, Figure, Paragraph, Section, Table
+
+TITLE = "Why does it win? Probes"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One textbook claim about the reference model and whether this run's numbers support it."""
+
+    claim: str
+    held: str  # "held", "did not hold", "partly held" or "not tested"
+    evidence: str
+
+
+# --- loading ------------------------------------------------------------------------------------------------------------
+
+
+def load_probes(params: Params, dataset_sha256: str) -> dict[str, pd.DataFrame]:
+    """Every registered probe's rows that match the current params and data, in registry order.
+
+    Probes in probes.run must exist and match (DVC ran them); others, run by hand with `convbench probe`,
+    are shown when their fingerprint matches and silently left out when they are stale.
+    """
+    frames = {}
+    for name in PROBES:
+        result = _probe_result(params, name, dataset_sha256, required=name in params.probes.run)
+        if result is not None:
+            frames[name] = probe_rows(result)
+    return frames
+
+
+def _probe_result(params: Params, name: str, dataset_sha256: str, required: bool) -> ProbeResult | None:
+    """metrics/probes/<name>.json when it exists and matches; a required one that does not stops the report."""
+    path = paths.probe(name)
+    if not path.is_file():
+        if required:
+            raise ConvbenchError(f"{path} is missing; run `convbench probe {name}` (or `dvc repro`)")
+        return None
+    result = records.load_json(ProbeResult, path, f"run `convbench probe {name}` again")
+    if result.fingerprint != probe_fingerprint(params, name, dataset_sha256):
+        if required:
+            raise ConvbenchError(f"{path} was made with other params or data; run `convbench probe {name}` "
+                                 "(or `dvc repro`)")
+        return None
+    return result
+
+
+def probe_rows(result: ProbeResult) -> pd.DataFrame:
+    """A probe's rows as one table (setting, value, model, seed, params, test_accuracy, ...) for grouping."""
+    return pd.DataFrame([row.model_dump() for row in result.rows], columns=list(ProbeRow.model_fields))
+
+
+# --- numbers per setting --------------------------------------------------------------------------------------------
+
+
+def _interval_text(interval: Interval, scale: float = 100.0) -> str:
+    """A lead in points with its interval (none with one seed), as every probe table shows it."""
+    if interval.n < 2:
+        return f"{interval.mean * scale:+.2f}"
+    return f"{interval.mean * scale:+.2f} [{interval.low * scale:+.2f}, {interval.high * scale:+.2f}]"
+
+
+def _accuracy_text(interval: Interval) -> str:
+    """An accuracy with its interval (none with one seed)."""
+    if interval.n < 2:
+        return f"{interval.mean:.4f}"
+    return f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+
+
+def advantage_by_setting(rows: pd.DataFrame, confidence: float, cast: Cast) -> pd.DataFrame:
+    """Per setting: each model's accuracy interval (column = model) and the reference's lead over each other
+    model, paired by seed (column 'lead:<model>'), plus each model's parameter count ('params:<model>')."""
+    out = []
+    for (setting, value), frame in rows.groupby(["setting", "value"], sort=False):
+        by_model = {m: frame[frame["model"] == m].set_index("seed")["test_accuracy"] for m in cast.models}
+        row: dict[str, object] = {"setting": setting, "value": value}
+        for model in cast.models:
+            row[model] = t_interval(by_model[model].to_numpy(), confidence)
+            row[f"params:{model}"] = int(frame.loc[frame["model"] == model, "params"].iloc[0])
+        for model in cast.others:
+            seeds = sorted(set(by_model[cast.reference].index) & set(by_model[model].index))
+            row[f"lead:{model}"] = t_interval([by_model[cast.reference][s] - by_model[model][s] for s in seeds],
+                                              confidence)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _advantage_table(table: pd.DataFrame, setting_header: str, cast: Cast, with_params: bool = False) -> Table:
+    """Each setting's accuracies and the reference's leads, as one table of the section."""
+    frame = pd.DataFrame({setting_header: table["setting"].tolist()})
+    if with_params:
+        frame["Parameters (" + " / ".join(cast.labels[m] for m in cast.models) + ")"] = [
+            " / ".join(f"{row[f'params:{m}']:,}" for m in cast.models) for _, row in table.iterrows()]
+    for model in cast.models:
+        frame[f"{cast.labels[model]} accuracy"] = [_accuracy_text(i) for i in table[model]]
+    for model in cast.others:
+        frame[f"{cast.labels[cast.reference]} − {cast.labels[model]} (points)"] = [
+            _interval_text(i) for i in table[f"lead:{model}"]]
+    return Table(frame, ("left",) + ("right",) * (len(frame.columns) - 1))
+
+
+def robustness_table(metrics: Iterable[CellMetrics], kind: Literal["shift", "noise"], confidence: float,
+                     cast: Cast) -> pd.DataFrame:
+    """Accuracy per model at each shift or noise level, with the reference's lead paired by seed."""
+    measured = sorted(((float(level), level, cell, accuracy) for cell in metrics
+                       for level, accuracy in cell.robustness.levels(kind).items()), key=lambda item: item[0])
+    rows = [{"setting": level, "value": value, "model": cell.model, "seed": cell.seed, "params": cell.params,
+             "test_accuracy": accuracy} for value, level, cell, accuracy in measured]  # levels in order
+    return advantage_by_setting(pd.DataFrame(rows), confidence, cast) if rows else pd.DataFrame()
+
+
+def interval_points(table: pd.DataFrame, cast: Cast) -> pd.DataFrame:
+    """Long table (model label, level, mean, low, high) from an advantage table, for the interval figures."""
+    rows = []
+    for _, row in table.iterrows():
+        for model in cast.models:
+            interval = row[model]
+            rows.append({"model": cast.labels[model], "level": row["value"], "mean": interval.mean,
+                         "low": interval.low, "high": interval.high})
+    return pd.DataFrame(rows)
+
+
+# --- claims -----------------------------------------------------------------------------------------------------------
+
+
+def drop_claim(table: pd.DataFrame, claim: str, what: str, cast: Cast, other: str) -> Claim:
+    """Compare the reference's and `other`'s accuracy drop from the first to the last level of a robustness table."""
+    first, last = table.iloc[0], table.iloc[-1]
+    drops = {m: first[m].mean - last[m].mean for m in (cast.reference, other)}
+    lead = f"lead:{other}"
+    change = last[lead].mean - first[lead].mean
+    better = drops[cast.reference] < drops[other]
+    held = "held" if better and last[lead].low > first[lead].mean else ("partly held" if better else "did not hold")
+    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    evidence = (f"at {what} {last['setting']} the {ref} loses {drops[cast.reference] * 100:.1f} points and the {oth} "
+                f"{drops[other] * 100:.1f}; the {ref}'s lead moves by {change * 100:+.1f} points")
+    return Claim(f"{claim} than the {oth}", held, evidence)
+
+
+def permutation_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
+    """Does shuffling the pixels (which a fully-connected model cannot notice) take away the reference's lead?"""
+    lead = f"lead:{other}"
+    original = table[table["setting"] == "original"].iloc[0][lead]
+    permuted = table[table["setting"] == "permuted"].iloc[0][lead]
+    owed = original.mean - permuted.mean
+    share = owed / original.mean if original.mean > 0 else float("nan")
+    if original.mean <= 0:
+        held = "not tested"
+    elif permuted.mean <= 0 or (permuted.n > 1 and permuted.low <= 0):
+        held = "held"
+    elif owed > 0:
+        held = "partly held"
+    else:
+        held = "did not hold"
+    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    evidence = (f"{ref} − {oth} is {_interval_text(original)} points on the original images and "
+                f"{_interval_text(permuted)} on permuted ones: {owed * 100:+.2f} points"
+                + (f" ({share:.0%} of the lead)" if np.isfinite(share) else "") + " are owed to spatial structure")
+    return Claim(f"The {ref}'s lead over the {oth} comes from spatial structure (pixel permutation control)", held,
+                 evidence)
+
+
+def fraction_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
+    """Is the reference's lead larger with less data?"""
+    ordered = table.sort_values("value")
+    small, full = ordered.iloc[0], ordered.iloc[-1]
+    lead = f"lead:{other}"
+    held = "held" if small[lead].mean > full[lead].mean else "did not hold"
+    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    evidence = (f"{ref} − {oth} is {_interval_text(small[lead])} points with {small['setting']} of the training "
+                f"set and {_interval_text(full[lead])} with {full['setting']}")
+    return Claim(f"The {ref} is more data-efficient than the {oth}", held, evidence)
+
+
+def size_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
+    """At every scale, does the reference win?"""
+    leads = table[f"lead:{other}"]
+    wins = sum(1 for interval in leads if interval.mean > 0)
+    significant = sum(1 for interval in leads if interval.n > 1 and interval.low > 0)
+    held = "held" if wins == len(table) else ("partly held" if wins else "did not hold")
+    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    counts = table[f"params:{cast.reference}"]
+    evidence = (f"the {ref} is ahead at {wins} of {len(table)} sizes ({significant} with an interval above zero), "
+                f"from {counts.min():,} to {counts.max():,} parameters")
+    return Claim(f"At every size the {ref} beats the {oth}", held, evidence)
+
+
+# --- the registries -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeFigure:
+    """A probe's figure: its file, its caption, and how it draws interval points (model, level, mean, low, high)."""
+
+    file: str
+    caption: str
+    draw: Callable[[pd.DataFrame, Path], Path]
+
+
+@dataclass(frozen=True)
+class ProbeWords:
+    """How the report tells one probe of core.probes.PROBES: a paragraph, the table's setting column, a claim."""
+
+    paragraph: str
+    setting_header: str
+    claim: Callable[[pd.DataFrame, Cast, str], Claim] | None = None  # (advantage table, cast, other model)
+    ordered: bool = False  # settings sorted by value (else in the order the probe ran them)
+    with_params: bool = False  # the table shows each model's parameter count at each setting
+    sizes: bool = False  # the settings change model sizes: its points join the accuracy-vs-cost figure
+    figure: ProbeFigure | None = None
+
+
+WORDS: dict[str, ProbeWords] = {
+    "permutation": ProbeWords(
+        "**Pixel permutation.** Every model retrained on images whose pixels are shuffled by one fixed permutation. "
+        "A fully-connected model cannot tell; a convolution loses its locality.",
+        "Images", permutation_claim),
+    "fraction": ProbeWords(
+        "**Data efficiency.** Every model retrained on a stratified share of the training split.",
+        "Training share", fraction_claim, ordered=True,
+        figure=ProbeFigure("data_efficiency.png", "Accuracy against the share of training data.", draw.fraction_curve)),
+    "size": ProbeWords(
+        "**Size sweep.** Every built-in model's channels and widths scaled; size-matched models matched again at "
+        "each scale.",
+        "Scale", size_claim, ordered=True, with_params=True, sizes=True),
+}
+
+
+def words(name: str) -> ProbeWords:
+    """A probe's words; a probe registered in core.probes without any yet is shown as a plain table."""
+    return WORDS.get(name) or ProbeWords(f"**{name.capitalize()}.** Every model retrained at each setting.", "Setting")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A robustness probe the evaluate stage measures on every cell: its paragraph, table column and claim."""
+
+    kind: Literal["shift", "noise"]
+    paragraph: str
+    setting_header: str
+    claim: str  # completes "The <reference> is ..."
+    what: str  # how the evidence names a level
+
+
+ROBUSTNESS = (
+    Measured("shift", "**Translation.** Test images moved by k pixels (zero fill), averaged over directions.",
+             "Shift (pixels)", "more robust to translation", "shift"),
+    Measured("noise", "**Noise.** Additive Gaussian noise, std in units of the pixel range.", "Noise std",
+             "more robust to pixel noise", "noise std"),
+)
+ROBUSTNESS_FIGURE = "robustness"
+
+
+# --- the section ----------------------------------------------------------------------------------------------------------
+
+
+def advantage(rows: pd.DataFrame, name: str, confidence: float, cast: Cast) -> pd.DataFrame:
+    """A probe's advantage table, in the order its words ask for."""
+    table = advantage_by_setting(rows, confidence, cast)
+    return table.sort_values("value") if words(name).ordered else table
+
+
+def probe_figures(metrics: Iterable[CellMetrics], probes: dict[str, pd.DataFrame], confidence: float, cast: Cast,
+                  figures_dir: Path) -> dict[str, Path]:
+    """The robustness figure (when shift and noise were both measured) and each probe's own figure, by name."""
+    metrics = list(metrics)
+    out = {}
+    shifts, noise = (robustness_table(metrics, kind, confidence, cast) for kind in ("shift", "noise"))
+    if len(shifts) and len(noise):
+        out[ROBUSTNESS_FIGURE] = draw.robustness(interval_points(shifts, cast), interval_points(noise, cast),
+                                                 figures_dir / "robustness.png")
+    for name, rows in probes.items():
+        figure = words(name).figure
+        if figure is not None:
+            points = interval_points(advantage(rows, name, confidence, cast), cast)
+            out[name] = figure.draw(points, figures_dir / figure.file)
+    return out
+
+
+def probe_section(metrics: Iterable[CellMetrics], probes: dict[str, pd.DataFrame], confidence: float,
+                  figures: dict[str, Path], cast: Cast) -> Section:
+    """The report section with every probe that ran, and the claims it tested."""
+    metrics = list(metrics)
+    ref = cast.labels[cast.reference]
+    blocks: list[Block] = [Paragraph(
+        f"Textbooks say CNNs win on images because of local filters, weight sharing and translation "
+        f"equivariance. These probes test what the {ref} (the reference) has over each other model on this dataset. "
+        f"Intervals are {confidence:.0%} t-intervals over seeds; each lead is paired by seed."
+    )]
+    claims: list[Claim] = []
+    for measured in ROBUSTNESS:
+        table = robustness_table(metrics, measured.kind, confidence, cast)
+        if len(table) > 1:
+            claims += [drop_claim(table, f"The {ref} is {measured.claim}", measured.what, cast, m) for m in cast.others]
+            blocks += [Paragraph(measured.paragraph), _advantage_table(table, measured.setting_header, cast)]
+    if ROBUSTNESS_FIGURE in figures:
+        blocks.append(Figure(figures[ROBUSTNESS_FIGURE], "Accuracy under translation and noise (mean over seeds, "
+                                                         "CI bars)."))
+    for name, rows in probes.items():
+        said, table = words(name), advantage(rows, name, confidence, cast)
+        if said.claim is not None:
+            claims += [said.claim(table, cast, m) for m in cast.others]
+        blocks += [Paragraph(said.paragraph), _advantage_table(table, said.setting_header, cast, said.with_params)]
+        if said.figure is not None and name in figures:
+            blocks.append(Figure(figures[name], said.figure.caption))
+    if claims:
+        summary = pd.DataFrame({"Claim": [c.claim for c in claims], "Verdict here": [f"**{c.held}**" for c in claims],
+                                "Evidence": [c.evidence for c in claims]})
+        blocks.insert(1, Table(summary, ("left", "left", "left")))
+    return Section(TITLE, blocks)
+
+
+def blocks(inputs: ReportInputs) -> list[Block]:
+    """The probe section of the report: its figures drawn under the report's figures folder, then its blocks."""
+    drawn = probe_figures(inputs.metrics, inputs.probes, inputs.confidence, inputs.cast, inputs.figures_dir)
+    return probe_section(inputs.metrics, inputs.probes, inputs.confidence, drawn, inputs.cast).blocks
+
+
+def sized_points(inputs: ReportInputs) -> list[dict[str, object]]:
+    """Accuracy and parameter count of every model at every setting of the probes that change model sizes."""
+    points: list[dict[str, object]] = []
+    for name, rows in inputs.probes.items():
+        if words(name).sizes:
+            table = advantage(rows, name, inputs.confidence, inputs.cast)
+            points += [{"model": inputs.labels[m], "params": row[f"params:{m}"], "flops": np.nan,
+                        "accuracy": row[m].mean, "ci_low": row[m].low, "ci_high": row[m].high}
+                       for _, row in table.iterrows() for m in inputs.comparison.models]
+    return points
+
+
+def varies_size(probes: dict[str, pd.DataFrame]) -> bool:
+    """Whether any probe that ran changes the models' sizes."""
+    return any(words(name).sizes for name in probes)

@@ -1,0 +1,261 @@
+"""Evaluate stage: accuracy, per-class accuracy, confusion matrix, size and robustness of trained cells.
+
+`dvc repro` runs it over every cell in one process; a cell whose metrics were computed from its current
+checkpoint with the current evaluate settings by this code is kept, so a new seed's cells are the only ones scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from pipeline.artifacts import atomic, paths, records
+from pipeline.artifacts import checkpoint as checkpoints
+from pipeline.artifacts.checkpoint import TrainInfo
+from pipeline.artifacts.code import source_sha256
+from pipeline.artifacts.records import CellMetrics, Source
+from pipeline.core import cell as cells
+from pipeline.core import models
+from pipeline.core.cell import Cell
+from pipeline.core.data import PreparedData
+from pipeline.core.measure import count_flops, device_context, first_conv_maps, peak_memory_bytes
+from pipeline.core.runtime import (
+    ExecutionPlan,
+    inference_call,
+    normalize,
+    place_model,
+    predict_logits,
+    repeat_to,
+    train_step_call,
+)
+from pipeline.core.transforms import shift, shift_directions
+from pipeline.errors import ConvbenchError
+from pipeline.ops import tracking
+from pipeline.ops.cells import each_cell, select
+from pipeline.params import EvaluateParams, Params
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """The metrics one cell scored and where they were written."""
+
+    metrics_path: Path
+    metrics: CellMetrics
+
+
+def evaluate(params: Params, model: str | None = None, seed: int | None = None,
+             say: Callable[[str], None] = print) -> list[EvaluateResult]:
+    """Score the selected cells; without --model/--seed, keep current metrics and remove cells no longer listed."""
+    picked = select(params, model, seed)
+    prepared = cells.prepared_data(params)
+    results: list[EvaluateResult] = []
+
+    def compute(cell: Cell) -> str:
+        result = evaluate_cell(cell, prepared)
+        results.append(result)
+        m = result.metrics
+        return (f"evaluate: {cell.name} test_accuracy {m.test_accuracy:.4f} params {m.params:,} "
+                f"forward {m.flops_forward_per_image / 1e6:.2f} MFLOP/image")
+
+    each_cell("evaluate", cells.resolve(params, prepared, *picked), picked != (None, None),
+              lambda cell: is_current(cell, prepared), compute, prune, say)
+    return results
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts[true, predicted] as a (K, K) int64 tensor."""
+    flat = labels * num_classes + predictions
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def source(cell: Cell, prepared: PreparedData) -> Source:
+    """What a cell's metrics are computed from: the checkpoint's bytes, the test data, this code and its settings."""
+    settings = cell.params.evaluate.model_dump(mode="json", include=EVALUATE_KEYS)
+    return Source(checkpoint_sha256=hashlib.sha256(cell.checkpoint_path.read_bytes()).hexdigest(),
+                  dataset_sha256=prepared.sha256, code_sha256=source_sha256("evaluate"),
+                  settings_sha256=hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest())
+
+
+def is_current(cell: Cell, prepared: PreparedData) -> bool:
+    """Whether the cell's metrics and predictions exist and were computed from exactly these inputs."""
+    metrics_path = paths.metrics(cell.model, cell.seed)
+    if not (metrics_path.is_file() and paths.predictions(cell.model, cell.seed).is_file()
+            and cell.checkpoint_path.is_file()):
+        return False
+    try:
+        recorded = records.load_json(CellMetrics, metrics_path, "").source
+    except ConvbenchError:
+        return False
+    return recorded == source(cell, prepared)
+
+
+def prune(kept: list[Cell]) -> list[Path]:
+    """Remove metrics and predictions of cells params.yaml no longer lists, so the stage's outputs are its cells."""
+    keep = {path for c in kept for path in (paths.metrics(c.model, c.seed), paths.predictions(c.model, c.seed))}
+    stale = [path for folder, pattern in ((paths.CELLS_DIR, "*.json"), (paths.PREDICTIONS_DIR, "*.csv"))
+             for path in sorted(folder.glob(pattern)) if path not in keep]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
+    """Score one trained cell on the test split, measure its cost, write metrics JSON and predictions, log to MLflow."""
+    checkpoint = cell.trained(prepared)
+    device = cell.device()
+    plan = cell.plan(device, prepared.input_shape)
+    model = place_model(checkpoints.restore(checkpoint, cell.checkpoint_path), plan)
+    test_x = normalize(prepared.splits.test.x, prepared.mean, prepared.std, device)
+    test_y = prepared.splits.test.y.to(device)
+    settings = cell.params.evaluate
+    logits = predict_logits(model, test_x, settings.batch_size, plan)
+    predictions = logits.argmax(1)
+    confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
+    per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
+    metrics = CellMetrics(**{
+        "model": cell.model, "seed": cell.seed, "dataset": prepared.name,
+        "test_accuracy": (predictions == test_y).double().mean().item(),
+        "test_loss": torch.nn.functional.cross_entropy(logits, test_y).item(),
+        "test_size": int(len(test_y)), "arch": checkpoint.config.arch,
+        "final_val_accuracy": checkpoint.train.final_val_accuracy, "epochs": checkpoint.train.epochs,
+        **measure_cost(model, plan, test_x, test_y, settings, checkpoint.train,
+                       json.dumps(checkpoint.config.to_dict(), sort_keys=True)),
+        "robustness": measure_robustness(model, plan, prepared, test_y, settings),
+        "per_class_accuracy": dict(zip(prepared.classes, per_class)),
+        "confusion_matrix": confusion.tolist(),
+        "context": device_context(device, plan.dtype_name),
+        "units": UNITS,
+        "source": source(cell, prepared),
+    })
+    table = pd.DataFrame({"label": [prepared.classes[i] for i in test_y.tolist()],
+                          "prediction": [prepared.classes[i] for i in predictions.tolist()]})
+    _write_and_log(cell, prepared, metrics, table, checkpoint.mlflow_run_id, model, confusion, test_x[:1])
+    return EvaluateResult(paths.metrics(cell.model, cell.seed), metrics)
+
+
+def _write_and_log(cell: Cell, prepared: PreparedData, metrics: CellMetrics, table: pd.DataFrame,
+                   run_id: str | None, model: torch.nn.Module, confusion: torch.Tensor, image: torch.Tensor) -> None:
+    """Metrics and predictions into the cell's files and its training run (figures as run artifacts)."""
+    metrics_path, predictions_path = paths.metrics(cell.model, cell.seed), paths.predictions(cell.model, cell.seed)
+    tags = {"convbench.kind": "train", "convbench.model": cell.model, "convbench.seed": cell.seed,
+            "convbench.dataset": prepared.name,
+            **{f"convbench.context.{key}": value for key, value in metrics.context.items()}}
+    with tracking.run(cell.params.tracking, prepared.name, cell.name, tags, run_id) as logger:
+        logger.log_metrics(metrics.scalars())
+        atomic.write_text(predictions_path, table.to_csv(index_label="index"))
+        records.save_json(metrics_path, metrics)
+        logger.log_artifact(metrics_path, "evaluation")
+        logger.log_artifact(predictions_path, "evaluation")
+        _log_figures(logger, model, confusion.numpy(), prepared.classes, image, cell.model)
+
+
+def _log_figures(logger: tracking.RunLogger, model: torch.nn.Module, confusion: Any, classes: tuple[str, ...],
+                 image: torch.Tensor, model_name: str) -> None:
+    """The cell's confusion matrix (and, for convolutional models, its filters) as run artifacts."""
+    from pipeline.reporting import figures
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        logger.log_artifact(figures.confusion_matrices({model_name: confusion}, [str(c) for c in classes],
+                                                       folder / "confusion_matrix.png"), "evaluation")
+        first = first_conv_maps(model, image[0])
+        if first is not None:
+            weights, maps = first
+            logger.log_artifact(figures.filters_and_feature_maps(weights.numpy(), image[0].float().cpu().numpy(),
+                                                                 maps.numpy(), folder / "filters.png"), "evaluation")
+
+
+_ARCHITECTURE_COST: dict[tuple[str, str, int, int], tuple[Any, dict[str, float]]] = {}
+EVALUATE_KEYS = {"batch_size", "throughput_batch_sizes", "shifts", "noise_std"}  # what scoring reads; not bench's keys
+UNITS = {
+    "test_accuracy": "fraction of test images", "test_loss": "cross-entropy (nats)",
+    "params": "count", "trainable_params": "count",
+    "flops_forward_per_image": "FLOP (multiply-add = 2)", "flops_train_step_per_image": "FLOP (forward + backward)",
+    "train_images_per_second": "images/s over whole epochs (in the training process; see metrics/bench.json)",
+    "train_seconds": "s (training steps only)", "seconds_to_final_accuracy": "s wall (training + validation)",
+    "peak_memory_mb.*": "MiB of tensor memory at the peak (CUDA max_memory_allocated; CPU: torch.profiler memory events)",
+    "robustness.shift.<k>": "test accuracy with images shifted by k pixels (mean over directions)",
+    "robustness.noise.<std>": "test accuracy with Gaussian noise of that std (pixel range = 1)",
+}
+
+
+def measure_robustness(
+    model: torch.nn.Module, plan: ExecutionPlan, prepared: PreparedData, test_y: torch.Tensor, settings: EvaluateParams
+) -> dict[str, dict[str, float]]:
+    """Test accuracy under the translation and noise probes.
+
+    Shifts move the raw images by k pixels with zero fill, averaged over every axis-aligned direction;
+    noise adds Gaussian noise with std in units of the pixel range, from one fixed generator so every
+    model and seed sees the same noisy images.
+    """
+    raw = prepared.splits.test.x
+    spatial = raw.dim() - 2
+
+    def accuracy(images: torch.Tensor) -> float:
+        logits = predict_logits(model, images.to(plan.device), settings.batch_size, plan)
+        return (logits.argmax(1) == test_y).double().mean().item()
+
+    def normalized(images: torch.Tensor) -> torch.Tensor:
+        return normalize(images, prepared.mean, prepared.std, torch.device("cpu"))
+
+    clean = normalized(raw)
+    unmoved = accuracy(clean)  # shift 0 and noise 0 score these very images: computed once
+    shifts = {
+        str(k): sum(accuracy(normalized(shift(raw, move))) for move in shift_directions(k, spatial)) / len(shift_directions(k, spatial))
+        if k else unmoved
+        for k in settings.shifts
+    }
+    std = torch.tensor(prepared.std).view((1, -1) + (1,) * spatial)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(clean.shape, generator=generator)
+    noisy = {f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std}
+    return {"shift": shifts, "noise": noisy}
+
+
+def measure_cost(
+    model: torch.nn.Module,
+    plan: ExecutionPlan,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    settings: EvaluateParams,
+    train_info: TrainInfo,
+    architecture: str = "",
+) -> dict[str, Any]:
+    """Size, FLOPs and peak memory of one model; what training measured. Speed is the bench stage's (side by side).
+
+    `architecture` (the resolved config as JSON) lets the seeds of one model share one count; "" counts anew.
+    """
+    train_batch = train_info.batch_size
+    largest = max(settings.throughput_batch_sizes)
+    key = (architecture, str(plan), train_batch, largest)
+    if not architecture or key not in _ARCHITECTURE_COST:  # FLOPs and peak memory depend on the architecture only
+        flops = count_flops(model, repeat_to(test_x, 8), repeat_to(test_y, 8))
+        memory = {
+            "inference": peak_memory_bytes(lambda: inference_call(model, repeat_to(test_x, largest), plan)(),
+                                           plan.device) / 2**20,
+            "train_step": peak_memory_bytes(
+                lambda: train_step_call(model, repeat_to(test_x, train_batch), repeat_to(test_y, train_batch), plan)(),
+                plan.device,
+            ) / 2**20,
+        }
+        _ARCHITECTURE_COST[key] = (flops, memory)
+    flops, memory = _ARCHITECTURE_COST[key]
+    return {
+        "params": models.count_params(model),
+        "trainable_params": models.count_trainable(model),
+        "flops_forward_per_image": flops.forward,
+        "flops_train_step_per_image": flops.train_step,
+        "train_images_per_second": train_info.train_images_per_second,
+        "train_seconds": train_info.train_seconds,
+        "seconds_to_final_accuracy": train_info.seconds_to_final_accuracy,
+        "train_batch_size": train_batch,
+        "peak_memory_mb": memory,
+    }

@@ -1,0 +1,69 @@
+"""Probe stage: retrain every model at each setting of one registered probe (core/probes.py) and record the rows.
+
+`convbench probe NAME` runs one; `dvc repro` runs each of probes.run as an entry of a DVC matrix stage.
+Every (setting, model, seed) is one MLflow run tagged with the probe and setting; the rows go to
+metrics/probes/<probe>.json with the fingerprint of the params and data they came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from pipeline.artifacts import paths, records
+from pipeline.artifacts.records import ProbeResult, ProbeRow
+from pipeline.core import cell as cells
+from pipeline.core import models
+from pipeline.core.cell import Cell
+from pipeline.core.data import PreparedData, Splits
+from pipeline.core.probes import PROBES, Setting
+from pipeline.core.runtime import accuracy, device_splits, fit, place_model
+from pipeline.ops import tracking
+from pipeline.params import Params, probe_fingerprint
+
+
+def probe(params: Params, name: str, say: Callable[[str], None] = print) -> ProbeResult:
+    """Train and test every model at every setting and seed of probe `name`; write metrics/probes/<name>.json."""
+    prepared = cells.prepared_data(params)
+    base = device_splits(prepared, _device(params), with_test=True)
+    rows: list[ProbeRow] = []
+    for setting in PROBES[name].settings(params, prepared.input_shape):
+        data = setting.transform(base)
+        for cell in cells.resolve(setting.params, prepared, tuned=False):
+            row = probe_cell(cell, name, setting, data, prepared)
+            rows.append(row)
+            say(f"probe: {name}={row.setting} {cell.name} test_accuracy {row.test_accuracy:.4f}")
+    result = ProbeResult(probe=name, dataset=prepared.name, models=list(params.models),
+                         fingerprint=probe_fingerprint(params, name, prepared.sha256), rows=rows)
+    records.save_json(paths.probe(name), result)
+    say(f"probe: {paths.probe(name)}")
+    return result
+
+
+def _device(params: Params) -> torch.device:
+    from pipeline.core.measure import resolve_device
+
+    return resolve_device(params.train.device)
+
+
+def probe_cell(cell: Cell, name: str, setting: Setting, data: Splits, prepared: PreparedData) -> ProbeRow:
+    """One (setting, model, seed): trained from its seed on the setting's data, tested, logged as one MLflow run."""
+    recipe = cell.params.train
+    plan = cell.plan(data.train.x.device, prepared.input_shape)
+    torch.manual_seed(cell.seed)
+    model = place_model(models.build(cell.config), plan)
+    tags = {"convbench.kind": "probe", "convbench.probe": name, "convbench.setting": setting.label,
+            "convbench.model": cell.model, "convbench.seed": cell.seed, "convbench.dataset": prepared.name}
+    with tracking.run(cell.params.tracking, prepared.name, f"{cell.name} {name}={setting.label}", tags) as logger:
+        logger.log_params({"probe": name, "setting": setting.label, "architecture": cell.config.to_dict(),
+                           "train_images": len(data.train)})
+        history, _seconds = fit(model, data, recipe, cell.seed, lambda stats: logger.log_metrics(
+            {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch,
+            synchronous=False), plan)
+        test_accuracy = accuracy(model, data.test, cell.params.evaluate.batch_size, plan)
+        logger.log_metrics({"test_accuracy": test_accuracy})
+    return ProbeRow(probe=name, setting=setting.label, value=setting.value, model=cell.model, seed=cell.seed,
+                    params=models.count_params(model), train_images=len(data.train),
+                    final_val_accuracy=history[-1].val_accuracy, test_accuracy=test_accuracy)

@@ -1,0 +1,221 @@
+"""Train stage: every (model, seed) cell with its own recipe, all in one process.
+
+The loop itself lives in core/runtime.py and what a cell is in core/cell.py; this stage opens each cell's
+MLflow run, resumes an interrupted cell, and writes the checkpoint, the curves and the logged model. A cell
+whose checkpoint was trained by this code from exactly what params.yaml now says is kept, so adding a seed
+trains only the new cells and changing one model's settings retrains only that model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipeline.artifacts import atomic, paths
+from pipeline.artifacts import checkpoint as checkpoints
+from pipeline.artifacts.code import source_sha256
+from pipeline.core import cell as cells
+from pipeline.core import models
+from pipeline.core.cell import Cell
+from pipeline.core.data import PreparedData
+from pipeline.core.measure import device_context
+from pipeline.core.runtime import (
+    Distributed,
+    EpochStats,
+    TrainState,
+    device_splits,
+    distributed_from_env,
+    fit,
+    place_model,
+    seconds_to_final_accuracy,
+    start_distributed,
+)
+from pipeline.errors import ConvbenchError
+from pipeline.ops import tracking
+from pipeline.ops.cells import cell_lock, each_cell, select
+from pipeline.params import Params
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one cell's training produced."""
+
+    cell: Cell
+    checkpoint: Path
+    curves: Path
+    run_id: str | None
+    history: list[EpochStats]
+    train_images_per_second: float
+    train_seconds: float
+    seconds_to_final_accuracy: float
+
+
+def train(params: Params, model: str | None = None, seed: int | None = None,
+          say: Callable[[str], None] = print) -> list[TrainResult]:
+    """Train the selected cells; without --model/--seed, keep the current ones and remove cells no longer listed."""
+    picked = select(params, model, seed)
+    prepared = cells.prepared_data(params)
+    results: list[TrainResult] = []
+
+    def compute(cell: Cell) -> str:
+        with cell_lock(cell.model, cell.seed):
+            result = train_cell(cell, prepared)
+        results.append(result)
+        return (f"train: {cell.name} val_accuracy {result.history[-1].val_accuracy:.4f} "
+                f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}")
+
+    each_cell("train", cells.resolve(params, prepared, *picked), picked != (None, None),
+              lambda cell: is_current(cell, prepared), compute, prune, say)
+    return results
+
+
+def is_current(cell: Cell, prepared: PreparedData) -> bool:
+    """Whether the cell's checkpoint and curves exist and were trained by this code from the data, model and recipe
+    params give now."""
+    if not (cell.checkpoint_path.is_file() and paths.curves(cell.model, cell.seed).is_file()):
+        return False
+    try:
+        trained = cell.trained(prepared)
+    except ConvbenchError:
+        return False
+    return trained.seed == cell.seed and trained.code_sha256 == source_sha256("train")
+
+
+def prune(kept: list[Cell]) -> list[Path]:
+    """Remove checkpoints and curves of cells params.yaml no longer lists, so the stage's outputs are its cells."""
+    keep = {path for c in kept
+            for path in (c.checkpoint_path, paths.resume_state(c.model, c.seed), paths.curves(c.model, c.seed))}
+    stale = [path for folder, pattern in ((paths.MODELS_DIR, "*.pt"), (paths.CURVES_DIR, "*.csv"))
+             for path in sorted(folder.glob(pattern)) if path not in keep]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _tags(cell: Cell, prepared: PreparedData, device: torch.device, dtype: str) -> dict[str, Any]:
+    """What the cell's MLflow run is found by."""
+    return {
+        "convbench.kind": "train", "convbench.model": cell.model, "convbench.arch": cell.config.arch,
+        "convbench.seed": cell.seed, "convbench.dataset": prepared.name, "convbench.dataset_sha256": prepared.sha256,
+        "convbench.recipe": "tuned" if cell.params.tune.trials else "shared",
+        **{f"convbench.context.{key}": value for key, value in device_context(device, dtype).items()},
+    }
+
+
+def _replay_queued_epochs(logger: tracking.RunLogger, resume: checkpoints.Resume) -> None:
+    """Epochs a killed process had queued for MLflow but never sent, logged from the resume state."""
+    logged = logger.logged_steps("val_accuracy")
+    for stats in resume.state.history:
+        if stats.epoch not in logged:
+            logger.log_metrics(_epoch_metrics(stats), step=stats.epoch)
+
+
+def _epoch_metrics(stats: EpochStats) -> dict[str, float]:
+    """One epoch's numbers as MLflow metrics (the epoch is the step)."""
+    return {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}
+
+
+def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
+    """Train one (model, seed) cell; log it to MLflow; write its checkpoint and curves atomically."""
+    recipe, seed = cell.params.train, cell.seed
+    dist = distributed_from_env()
+    device = start_distributed(dist, cell.device())
+    plan = cell.plan(device, prepared.input_shape)
+    torch.manual_seed(seed)
+    model = place_model(models.build(cell.config), plan)
+    data = device_splits(prepared, device)
+    resume_path = paths.resume_state(cell.model, seed)
+    identity = {"config": cell.config.to_dict(), "dataset_sha256": prepared.sha256, "seed": seed, "recipe": cell.recipe}
+    resume = checkpoints.load_resume(resume_path, identity)
+    resume_run = resume.mlflow_run_id if resume else None
+    opened = (tracking.run(cell.params.tracking, prepared.name, cell.name, _tags(cell, prepared, device, plan.dtype_name),
+                           resume_run) if dist.is_main else contextlib.nullcontext(tracking.UntrackedLogger()))
+    with opened as logger:
+        if resume is None or logger.run_id != resume_run:
+            logger.log_params({"model": cell.model, "seed": seed, "params": models.count_params(model),
+                               "architecture": cell.config.to_dict(), "train": cell.recipe,
+                               "data": cell.params.data.model_dump(mode="json")})
+            logger.log_dataset(prepared.name, prepared.sha256, str(paths.prepared_tensors(prepared.name)), "train")
+        if resume is not None and dist.is_main:
+            _replay_queued_epochs(logger, resume)
+
+        def save_state(state: TrainState) -> None:
+            checkpoints.save_resume(resume_path, state, identity, logger.run_id)
+
+        done = resume.state.epoch if resume else 0
+        with EpochProgress(cell.name, recipe.epochs, done=done, quiet=not dist.is_main) as advance:
+
+            def on_epoch(stats: EpochStats) -> None:
+                logger.log_metrics(_epoch_metrics(stats), step=stats.epoch, synchronous=False)
+                advance(stats)
+
+            history, train_seconds = fit(model, data, recipe, seed, on_epoch, plan,
+                                         save_state if dist.is_main else None, resume.state if resume else None, dist)
+        result = TrainResult(cell, cell.checkpoint_path, paths.curves(cell.model, seed), None, history,
+                             recipe.epochs * len(data.train) / train_seconds, train_seconds,
+                             seconds_to_final_accuracy(history))
+        logger.log_metrics({"train_images_per_second": result.train_images_per_second,
+                            "train_seconds": train_seconds, "seconds_to_final_accuracy": result.seconds_to_final_accuracy})
+        if not dist.is_main:  # only rank 0 writes files and logs
+            return result
+        model = model.cpu().to(memory_format=torch.contiguous_format)
+        _write_cell(cell, prepared, model, result, dist, plan.dtype_name, str(device), logger.run_id)
+        if cell.params.tracking.log_model:
+            logger.log_model(model, data.val.x[:2].cpu().numpy())
+        logger.log_artifact(result.curves, "curves")
+        logger.log_artifact(result.checkpoint, "checkpoint")
+        result = dataclasses.replace(result, run_id=logger.run_id)
+    resume_path.unlink(missing_ok=True)
+    return result
+
+
+def _write_cell(cell: Cell, prepared: PreparedData, model: torch.nn.Module, result: TrainResult, dist: Distributed,
+                dtype: str, device: str, run_id: str | None) -> None:
+    """Curves and checkpoint as one set: both are written in full before either is renamed into place."""
+    recipe = cell.params.train
+    info = checkpoints.TrainInfo(
+        epochs=recipe.epochs, batch_size=recipe.batch_size, device=device, world_size=dist.world_size, dtype=dtype,
+        train_images_per_second=result.train_images_per_second, train_seconds=result.train_seconds,
+        seconds_to_final_accuracy=result.seconds_to_final_accuracy, final_val_accuracy=result.history[-1].val_accuracy,
+    )
+    trained = checkpoints.Checkpoint(cell.config, model.state_dict(), prepared.name, prepared.sha256, cell.seed,
+                                     cell.recipe, info, run_id, source_sha256("train"))
+    with atomic.atomic_path(result.curves) as curves_tmp, atomic.atomic_path(result.checkpoint) as checkpoint_tmp:
+        curves_tmp.write_text(pd.DataFrame([dataclasses.asdict(s) for s in result.history]).to_csv(index=False))
+        checkpoints.save(checkpoint_tmp, trained)
+
+
+class EpochProgress:
+    """A rich progress bar over epochs that shows the latest validation accuracy."""
+
+    def __init__(self, cell: str, epochs: int, done: int = 0, quiet: bool = False) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            disable=quiet,
+        )
+        status = f"resumed after epoch {done}" if done else ""
+        self.task = self.progress.add_task(f"train {cell}", total=epochs, completed=done, status=status)
+
+    def __enter__(self) -> Callable[[EpochStats], None]:
+        self.progress.start()
+
+        def advance(stats: EpochStats) -> None:
+            status = f"loss {stats.train_loss:.3f} val_acc {stats.val_accuracy:.4f}"
+            self.progress.update(self.task, advance=1, status=status)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
