@@ -33,19 +33,28 @@ def copy_project(target: Path) -> None:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target / name)
     shutil.copytree(ROOT / "pipeline", target / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    for args in (["git", "init", "-q"], ["git", "add", "-A"],
-                 ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"]):
+    for args in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"],
+    ):
         subprocess.run(args, cwd=target, check=True, capture_output=True)
 
 
 def timed_repro(project: Path) -> tuple[float, list[tuple[str, float]]]:
     """Wall seconds of `dvc repro -f`, and (stage, seconds) from one "Running stage" line to the next."""
-    env = {**os.environ, "PYTHONPATH": str(project), "MLFLOW_TRACKING_URI": "", "MPLBACKEND": "Agg",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(project),
+        "MLFLOW_TRACKING_URI": "",
+        "MPLBACKEND": "Agg",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     started = time.perf_counter()
     marks: list[tuple[str, float]] = []
-    with subprocess.Popen(["dvc", "repro", "-f"], cwd=project, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True) as process:
+    with subprocess.Popen(
+        ["dvc", "repro", "-f"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
         assert process.stdout is not None
         output = []
         for line in process.stdout:
@@ -68,14 +77,18 @@ def main() -> None:
     try:
         copy_project(project)
         wall, stages = timed_repro(project)
-        training = sum(json.loads(path.read_text())["train_seconds"] for path in (project / "metrics" / "cells").glob("*.json"))
+        training = sum(
+            json.loads(path.read_text())["train_seconds"] for path in (project / "metrics" / "cells").glob("*.json")
+        )
         print(f"dvc repro -f: {wall:.1f} s wall; training steps {training:.1f} s; ratio {wall / training:.2f}")
         groups: dict[str, list[float]] = {}
         for stage, seconds in stages:
             groups.setdefault(stage.split("@")[0], []).append(seconds)
         for stage, seconds in groups.items():
-            print(f"  {stage:<9} {sum(seconds):6.1f} s in {len(seconds)} process(es), "
-                  f"{sum(seconds) / len(seconds):.1f} s each")
+            print(
+                f"  {stage:<9} {sum(seconds):6.1f} s in {len(seconds)} process(es), "
+                f"{sum(seconds) / len(seconds):.1f} s each"
+            )
     finally:
         if args.keep:
             print(f"project kept in {project}")

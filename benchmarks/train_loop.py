@@ -151,8 +151,10 @@ def main() -> None:
         plan = execution_plan(params.train, device, prepared.input_shape)
         data = device_splits(prepared, device)
         context = device_context(device, plan.dtype_name)
-        print(f"# {params.data.name}, batch {params.train.batch_size}, {args.rounds} rounds x {args.epochs} epochs, "
-              f"{context['device']} ({context['device_name']}, {context['threads']} threads), torch {context['torch']}")
+        print(
+            f"# {params.data.name}, batch {params.train.batch_size}, {args.rounds} rounds x {args.epochs} epochs, "
+            f"{context['device']} ({context['device_name']}, {context['threads']} threads), torch {context['torch']}"
+        )
 
         def fresh(name: str, fast: bool) -> nn.Module:
             torch.manual_seed(0)
@@ -168,9 +170,12 @@ def main() -> None:
                 ours.append(convbench_epochs(fresh(name, True), data, params, args.epochs))
                 theirs.append(tutorial_epochs(fresh(name, False), prepared, params, args.epochs))
             ratio = statistics.median(o / t for o, t in zip(ours, theirs))
-            print(f"{name} convbench {statistics.median(ours):,.0f} img/s tutorial {statistics.median(theirs):,.0f} img/s "
-                  f"{ratio:.2f}x (per-round ratios {min(o / t for o, t in zip(ours, theirs)):.2f}-"
-                  f"{max(o / t for o, t in zip(ours, theirs)):.2f})", flush=True)
+            print(
+                f"{name} convbench {statistics.median(ours):,.0f} img/s tutorial {statistics.median(theirs):,.0f} img/s "
+                f"{ratio:.2f}x (per-round ratios {min(o / t for o, t in zip(ours, theirs)):.2f}-"
+                f"{max(o / t for o, t in zip(ours, theirs)):.2f})",
+                flush=True,
+            )
             overheads[name] = tracking_overhead(fresh(name, True), data, params, Path(scratch) / "mlflow.db", 4)
         for name, (milliseconds, share) in overheads.items():
             print(f"{name} tracking overhead {milliseconds:.2f} ms per epoch = {share:.2%} of an epoch")

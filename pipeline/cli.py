@@ -31,17 +31,16 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="convbench",
     help="What does a convolution buy over a fully-connected net? Any list of models, trained side by side: "
-         "download, prepare, tune, train, evaluate, bench, probe, report.",
+    "download, prepare, tune, train, evaluate, bench, probe, report.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-ParamsPath = Annotated[
-    Path, typer.Option("--params", "-p", help="params file to validate and use.", dir_okay=False)
-]
+ParamsPath = Annotated[Path, typer.Option("--params", "-p", help="params file to validate and use.", dir_okay=False)]
 ModelOption = Annotated[
-    Optional[str], typer.Option("--model", "-m", help="Only this model, one of `models` in params.yaml (default: every model).")
+    Optional[str],
+    typer.Option("--model", "-m", help="Only this model, one of `models` in params.yaml (default: every model)."),
 ]
 SeedOption = Annotated[
     Optional[int], typer.Option("--seed", "-s", min=0, help="Only this seed (default: every seed in train.seeds).")
@@ -79,6 +78,7 @@ def _user_errors() -> Iterator[None]:
 
 
 _active_params: Optional[Params] = None  # the params of the running command, to name the setting behind a path
+
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
@@ -134,13 +134,21 @@ class TuneBackend(str, Enum):
 def tune(
     params_path: ParamsPath = Path("params.yaml"),
     model: ModelOption = None,
-    workers: Annotated[int, typer.Option(min=1, help="Optuna workers sharing the study (processes here, or Ray tasks).")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Optuna workers sharing the study (processes here, or Ray tasks).")
+    ] = 1,
     backend: Annotated[TuneBackend, typer.Option(help="local: this machine; ray: a Ray cluster.")] = TuneBackend.local,
-    ray_address: Annotated[Optional[str], typer.Option(help="ray backend: cluster address (default $RAY_ADDRESS).")] = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="ray backend: cluster address (default $RAY_ADDRESS).")
+    ] = None,
     cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="ray backend: CPUs each worker reserves.")] = 1.0,
-    storage: Annotated[Optional[str], typer.Option(
-        help="Optuna study storage URL (default sqlite:///tuned/<model>.study.db; a database every worker reaches "
-             "for a cluster).")] = None,
+    storage: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Optuna study storage URL (default sqlite:///tuned/<model>.study.db; a database every worker reaches "
+            "for a cluster)."
+        ),
+    ] = None,
 ) -> None:
     """Give every model the same tune.trials Optuna trials (scored on validation only); writes tuned/<model>.yaml.
 
@@ -150,8 +158,15 @@ def tune(
     _stage(lambda params: _tune(params, model, workers, backend, ray_address, cpus_per_worker, storage), params_path)
 
 
-def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend: TuneBackend = TuneBackend.local,
-          ray_address: Optional[str] = None, cpus_per_worker: float = 1.0, storage: Optional[str] = None) -> None:
+def _tune(
+    params: Params,
+    model: Optional[str] = None,
+    workers: int = 1,
+    backend: TuneBackend = TuneBackend.local,
+    ray_address: Optional[str] = None,
+    cpus_per_worker: float = 1.0,
+    storage: Optional[str] = None,
+) -> None:
     from pipeline.core.recipes import write_not_tuned
 
     if model is not None and model not in params.models:
@@ -167,8 +182,10 @@ def _tune(params: Params, model: Optional[str] = None, workers: int = 1, backend
     if backend is TuneBackend.ray:
         address = ray_address or os.environ.get("RAY_ADDRESS")
         if not address:
-            raise ParamsError("--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
-                              "--head`) or pass --ray-address")
+            raise ParamsError(
+                "--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
+                "--head`) or pass --ray-address"
+            )
     run_tune(params, model, workers, address, cpus_per_worker, storage, typer.echo)
 
 
@@ -219,16 +236,21 @@ def _bench(params: Params) -> None:
 
     result = bench(params, typer.echo)
     if result.noisy:
-        typer.echo(f"convbench: warning: noisy timing ({', '.join(result.noisy)}): other work competed for the "
-                   f"cores; {result.fix}", err=True)
+        typer.echo(
+            f"convbench: warning: noisy timing ({', '.join(result.noisy)}): other work competed for the "
+            f"cores; {result.fix}",
+            err=True,
+        )
 
 
 ProbeChoice = Enum("ProbeChoice", {name: name for name in PROBES}, type=str)  # type: ignore[misc]  # a runtime Enum
 
 
 @app.command(name="probe")
-def probe_command(name: Annotated[ProbeChoice, typer.Argument(help="The probe to run (registered in core/probes.py).")],
-                  params_path: ParamsPath = Path("params.yaml")) -> None:
+def probe_command(
+    name: Annotated[ProbeChoice, typer.Argument(help="The probe to run (registered in core/probes.py).")],
+    params_path: ParamsPath = Path("params.yaml"),
+) -> None:
     """Retrain every model at every setting of one probe; writes metrics/probes/<probe>.json."""
     _stage(lambda params: _probe(params, name.value), params_path)
 
@@ -249,15 +271,27 @@ class Backend(str, Enum):
 @app.command()
 def sweep(
     probe: Annotated[Optional[ProbeChoice], typer.Option("--probe", help="Deprecated: `convbench probe NAME`.")] = None,
-    settings: Annotated[Optional[list[str]], typer.Option(
-        "--set", "-S", help="Grid axis KEY=V1,V2 (repeatable; values are YAML), e.g. -S train.lr=0.001,0.003.")] = None,
-    grid: Annotated[Optional[Path], typer.Option(help="YAML grid: dotted keys mapped to lists of values.", dir_okay=False)] = None,
-    backend: Annotated[Backend, typer.Option(help="dvc: DVC's experiment queue here; ray: a Ray cluster.")] = Backend.dvc,
+    settings: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set", "-S", help="Grid axis KEY=V1,V2 (repeatable; values are YAML), e.g. -S train.lr=0.001,0.003."
+        ),
+    ] = None,
+    grid: Annotated[
+        Optional[Path], typer.Option(help="YAML grid: dotted keys mapped to lists of values.", dir_okay=False)
+    ] = None,
+    backend: Annotated[
+        Backend, typer.Option(help="dvc: DVC's experiment queue here; ray: a Ray cluster.")
+    ] = Backend.dvc,
     jobs: Annotated[int, typer.Option(min=1, help="dvc backend: queue workers running at once.")] = 1,
-    ray_address: Annotated[Optional[str], typer.Option(help="ray backend: cluster address (default $RAY_ADDRESS).")] = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="ray backend: cluster address (default $RAY_ADDRESS).")
+    ] = None,
     cpus_per_trial: Annotated[float, typer.Option(min=0.0, help="ray backend: CPUs each trial reserves.")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(min=0.0, help="ray backend: GPUs each trial reserves.")] = 0.0,
-    name: Annotated[Optional[str], typer.Option(help="Sweep name, the prefix of every cell (default: sweep-<time>).")] = None,
+    name: Annotated[
+        Optional[str], typer.Option(help="Sweep name, the prefix of every cell (default: sweep-<time>).")
+    ] = None,
     params_path: ParamsPath = Path("params.yaml"),
 ) -> None:
     """Run a grid of params (-S/--grid) on DVC's queue or Ray, one full pipeline per cell.
@@ -272,20 +306,33 @@ def sweep(
         typer.echo(f"convbench: warning: `sweep --probe` is deprecated; use `convbench probe {probe.value}`", err=True)
         return _stage(lambda params: _probe(params, probe.value), params_path)
     with _user_errors():
-        outcomes = _grid_sweep(settings or [], grid, backend, jobs, ray_address, cpus_per_trial, gpus_per_trial,
-                               name, params_path)
+        outcomes = _grid_sweep(
+            settings or [], grid, backend, jobs, ray_address, cpus_per_trial, gpus_per_trial, name, params_path
+        )
     failed = [outcome for outcome in outcomes if outcome.status != "success"]
     for outcome in outcomes:
         scores = " ".join(f"{cell} {value:.4f}" for cell, value in sorted(outcome.accuracy.items()))
         typer.echo(f"sweep: {outcome.cell} [{outcome.settings}] {outcome.status}: {scores or outcome.detail}")
     if failed:
-        typer.echo(f"convbench: error: {len(failed)} of {len(outcomes)} sweep cells failed: "
-                   f"{', '.join(outcome.cell for outcome in failed)}", err=True)
+        typer.echo(
+            f"convbench: error: {len(failed)} of {len(outcomes)} sweep cells failed: "
+            f"{', '.join(outcome.cell for outcome in failed)}",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
-def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, jobs: int, ray_address: Optional[str],
-                cpus_per_trial: float, gpus_per_trial: float, name: Optional[str], params_path: Path) -> list[CellOutcome]:
+def _grid_sweep(
+    settings: list[str],
+    grid: Optional[Path],
+    backend: Backend,
+    jobs: int,
+    ray_address: Optional[str],
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    name: Optional[str],
+    params_path: Path,
+) -> list[CellOutcome]:
     """Validate params and every grid cell, then hand the cells to the chosen backend."""
     import time
 
@@ -300,7 +347,9 @@ def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, job
     params = load_params(params_path)
     sweep_name = name or time.strftime("sweep-%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,62}", sweep_name):
-        raise ParamsError(f"--name '{sweep_name}': use a letter, then letters, digits, '-' or '_' (it names DVC experiments)")
+        raise ParamsError(
+            f"--name '{sweep_name}': use a letter, then letters, digits, '-' or '_' (it names DVC experiments)"
+        )
     raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
     cells = grids.expand(raw, grids.combine_axes(grid, settings), sweep_name, str(params_path))
     project = Path(params_path).resolve().parent
@@ -310,8 +359,11 @@ def _grid_sweep(settings: list[str], grid: Optional[Path], backend: Backend, job
     if backend is Backend.dvc:
         return sweeps.run_on_dvc_queue(cells, project, jobs, uri, typer.echo)
     if not uri.startswith(("http://", "https://")) and not is_local_address(ray_address):
-        typer.echo(f"convbench: warning: trials on other Ray nodes cannot reach {redact(uri)}; for a cluster, "
-                   "point MLFLOW_TRACKING_URI at a tracking server (`make server`)", err=True)
+        typer.echo(
+            f"convbench: warning: trials on other Ray nodes cannot reach {redact(uri)}; for a cluster, "
+            "point MLFLOW_TRACKING_URI at a tracking server (`make server`)",
+            err=True,
+        )
     cells = [sweeps.trial_params(cell, project) for cell in cells]
     return sweeps.run_on_ray(cells, project, ray_address, cpus_per_trial, gpus_per_trial, typer.echo, uri)
 
@@ -350,7 +402,9 @@ def run_all(params_path: ParamsPath = Path("params.yaml")) -> None:
 @app.command()
 def ui(
     params_path: ParamsPath = Path("params.yaml"),
-    host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you mean to share it.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 5000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes (MLflow's default is 4).")] = 4,
 ) -> None:
@@ -362,15 +416,19 @@ def ui(
         uri = tracking_uri(params.tracking)
         if uri.startswith(("http://", "https://")):
             public = without_credentials(uri)
-            raise ConvbenchError(f"runs go to the tracking server '{redact(uri)}', which serves its own UI: open {public} "
-                                 f"in a browser (`convbench ui` serves local stores such as sqlite:///mlflow.db)")
+            raise ConvbenchError(
+                f"runs go to the tracking server '{redact(uri)}', which serves its own UI: open {public} "
+                f"in a browser (`convbench ui` serves local stores such as sqlite:///mlflow.db)"
+            )
         check_reachable(uri)  # rejects a SQLite URI without a file
         page = training_runs_url(params.tracking, params.data.name, f"http://{host}:{port}")
         typer.echo(f"ui: serving {redact(uri)}; the training runs of {params.data.name} are at {page}", err=True)
         # The store URI travels in the environment, not argv: `ps` shows argv (and any password in it) to every user.
         os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
-        os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port),
-                                  "--workers", str(workers)])
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--workers", str(workers)],
+        )
 
     _stage(run, params_path)
 

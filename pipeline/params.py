@@ -153,8 +153,9 @@ class TuneSpace(_Section):
     @classmethod
     def _smoothing_range(cls, value: SearchRange | None) -> SearchRange | None:
         if value is not None and not (0.0 <= value.low and value.high < 1.0):
-            raise ValueError(f"label smoothing is searched within [0, 1), got [{value.low}, {value.high}]; "
-                             f"pick bounds in [0, 1)")
+            raise ValueError(
+                f"label smoothing is searched within [0, 1), got [{value.low}, {value.high}]; pick bounds in [0, 1)"
+            )
         return value
 
 
@@ -275,12 +276,16 @@ def check_tune_section(params: Params, source: str = "params.yaml") -> None:
     for knob in RECIPE_KNOBS:
         space, shared = getattr(tune.space, knob), getattr(params.train, knob)
         if isinstance(space, list) and shared not in space:
-            raise ParamsError(f"{source}: tune.space.{knob}: the shared recipe's train.{knob} {shared} is not among the "
-                              f"choices {space}; add it (the shared recipe is trial 0 of every model's study)")
+            raise ParamsError(
+                f"{source}: tune.space.{knob}: the shared recipe's train.{knob} {shared} is not among the "
+                f"choices {space}; add it (the shared recipe is trial 0 of every model's study)"
+            )
         if isinstance(space, SearchRange) and not space.low <= shared <= space.high:
-            raise ParamsError(f"{source}: tune.space.{knob}: the shared recipe's train.{knob} {shared} is outside "
-                              f"[{space.low}, {space.high}]; widen the range (the shared recipe is trial 0 of every "
-                              f"model's study)")
+            raise ParamsError(
+                f"{source}: tune.space.{knob}: the shared recipe's train.{knob} {shared} is outside "
+                f"[{space.low}, {space.high}]; widen the range (the shared recipe is trial 0 of every "
+                f"model's study)"
+            )
     from pipeline.core.models import REGISTRY, arch_of, typed_settings
 
     for alias, knobs in tune.shape.items():
@@ -288,18 +293,24 @@ def check_tune_section(params: Params, source: str = "params.yaml") -> None:
             continue  # like model.<alias>: settings of a model that is not compared now are kept, not used
         settings = typed_settings(params, alias, source)
         if settings.get("match") != "params" or alias == params.reference_model:
-            raise ParamsError(f"{source}: tune.shape.{alias}: shape knobs must keep the parameter budget, so they are "
-                              f"allowed only on a model with match: params that is not the reference; remove "
-                              f"tune.shape.{alias} or set model.{alias}.match: params")
+            raise ParamsError(
+                f"{source}: tune.shape.{alias}: shape knobs must keep the parameter budget, so they are "
+                f"allowed only on a model with match: params that is not the reference; remove "
+                f"tune.shape.{alias} or set model.{alias}.match: params"
+            )
         architecture = REGISTRY.get(arch_of(alias, dict(params.model.get(alias) or {})))
         shape = architecture.shape if architecture is not None else ()
         for key, choices in knobs.items():
             if key not in shape:
-                raise ParamsError(f"{source}: tune.shape.{alias}.{key}: not a shape setting of model.{alias}; "
-                                  f"allowed here: {', '.join(shape) or 'none'}")
+                raise ParamsError(
+                    f"{source}: tune.shape.{alias}.{key}: not a shape setting of model.{alias}; "
+                    f"allowed here: {', '.join(shape) or 'none'}"
+                )
             if settings[key] not in choices:
-                raise ParamsError(f"{source}: tune.shape.{alias}.{key}: model.{alias}.{key} {settings[key]} is not "
-                                  f"among the choices {choices}; add it (the shared recipe is trial 0 of every study)")
+                raise ParamsError(
+                    f"{source}: tune.shape.{alias}.{key}: model.{alias}.{key} {settings[key]} is not "
+                    f"among the choices {choices}; add it (the shared recipe is trial 0 of every study)"
+                )
             for choice in choices:
                 validate_model_choice(params, alias, key, choice, source)
 
@@ -312,8 +323,10 @@ def validate_model_choice(params: Params, alias: str, key: str, value: Any, sour
     try:
         return typed_settings(params.model_copy(update={"model": section}), alias, source)
     except ParamsError as exc:
-        raise ParamsError(f"{source}: tune.shape.{alias}.{key}: the choice {value!r} is not a valid setting "
-                          f"({str(exc).removeprefix(source + ': ')})") from None
+        raise ParamsError(
+            f"{source}: tune.shape.{alias}.{key}: the choice {value!r} is not a valid setting "
+            f"({str(exc).removeprefix(source + ': ')})"
+        ) from None
 
 
 def _with_overrides(raw: dict[str, Any], source: str) -> dict[str, Any]:
@@ -372,7 +385,14 @@ def _describe(error: Any) -> str:
 
 def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:
     """A hash of everything a probe's numbers depend on, so the report never shows a stale sweep."""
-    relevant = {"probe": probe, "data": dataset_sha256, "models": params.models, "reference": params.reference_model,
-                "model": params.model, "train": params.train.model_dump(), "evaluate_batch": params.evaluate.batch_size,
-                "probes": params.probes.model_dump(exclude={"run"})}
+    relevant = {
+        "probe": probe,
+        "data": dataset_sha256,
+        "models": params.models,
+        "reference": params.reference_model,
+        "model": params.model,
+        "train": params.train.model_dump(),
+        "evaluate_batch": params.evaluate.batch_size,
+        "probes": params.probes.model_dump(exclude={"run"}),
+    }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()

@@ -61,7 +61,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     with contextlib.chdir(root):
         name = params.data.name
         download(params.data, paths.raw_dir(params.data.root, name))
-        prepare(params.data, paths.raw_dir(params.data.root, name), paths.prepared_tensors(name), paths.prepared_manifest(name))
+        prepare(
+            params.data,
+            paths.raw_dir(params.data.root, name),
+            paths.prepared_tensors(name),
+            paths.prepared_manifest(name),
+        )
         train(params)
         evaluate(params)
         bench(params)
@@ -74,15 +79,34 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 @pytest.fixture
 def ray_head() -> Iterator[str]:
     """A real single-node Ray cluster on 127.0.0.1 (`ray start --head --block`), killed with its process group."""
-    pytest.importorskip("ray", reason="ray is not installed; `pip install 'convbench[ray]'` to run the Ray backend test")
+    pytest.importorskip(
+        "ray", reason="ray is not installed; `pip install 'convbench[ray]'` to run the Ray backend test"
+    )
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 characters
     log = Path(temp_dir) / "head.log"  # a file, not a pipe: Ray's daemons would hold a pipe open after a failure
     with open(log, "w") as handle:
         head = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-             "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir],
-            env=env(**{**OFFLINE, "no_proxy": "127.0.0.1,localhost"}), stdout=subprocess.DEVNULL, stderr=handle,
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num-cpus",
+                "2",
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+                "--temp-dir",
+                temp_dir,
+            ],
+            env=env(**{**OFFLINE, "no_proxy": "127.0.0.1,localhost"}),
+            stdout=subprocess.DEVNULL,
+            stderr=handle,
             start_new_session=True,
         )
     wait_for_start(head, lambda: listening(port), log, "ray head")
@@ -101,10 +125,26 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     log = tmp_path / "mlflow-server.log"  # a file, not a pipe: the server's children outlive it and keep pipes open
     with open(log, "w") as handle:
         server = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-             "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True,
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{tmp_path / 'server.db'}",
+                "--artifacts-destination",
+                str(tmp_path / "artifacts"),
+                "--serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=handle,
+            start_new_session=True,
         )
     uri = f"http://127.0.0.1:{port}"
     wait_for_start(server, lambda: answers(f"{uri}/health"), log, "mlflow server")
@@ -116,7 +156,14 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
             server.wait(timeout=30)
 
 
-SLOWEST_FIRST = ("test_pipeline.py", "test_sweep.py", "test_train.py", "test_tracking.py", "test_cli.py", "test_bad_inputs.py")
+SLOWEST_FIRST = (
+    "test_pipeline.py",
+    "test_sweep.py",
+    "test_train.py",
+    "test_tracking.py",
+    "test_cli.py",
+    "test_bad_inputs.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

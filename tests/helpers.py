@@ -37,8 +37,13 @@ def default_params() -> dict[str, Any]:
 
 
 # A closed local port as HTTP(S) proxy: urllib (and so torchvision) fails at once, as offline.
-OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+OFFLINE = {
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "",
+}
 
 
 def params_with(overrides: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -85,17 +90,27 @@ def free_port() -> int:
 
 def mlflow_rest(uri: str, path: str, body: dict | None = None) -> dict:
     """Call a tracking server's REST API directly (GET, or POST with a JSON body)."""
-    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", data=json.dumps(body).encode() if body else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/{path}",
+        data=json.dumps(body).encode() if body else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
 # One epoch, one seed, short timings, few probe settings: the slow parts of a run, cut down for tests.
-QUICK = {"train.epochs": 1, "train.seeds": [0], "evaluate.min_run_time": 0.02, "evaluate.rounds": 3,
-         "evaluate.throughput_batch_sizes": [32],
-         "evaluate.shifts": [0, 2], "evaluate.noise_std": [0.0, 0.3], "report.bootstrap_resamples": 1000,
-         "tracking.log_model": False}
+QUICK = {
+    "train.epochs": 1,
+    "train.seeds": [0],
+    "evaluate.min_run_time": 0.02,
+    "evaluate.rounds": 3,
+    "evaluate.throughput_batch_sizes": [32],
+    "evaluate.shifts": [0, 2],
+    "evaluate.noise_std": [0.0, 0.3],
+    "report.bootstrap_resamples": 1000,
+    "tracking.log_model": False,
+}
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore")
 
 
@@ -106,13 +121,18 @@ def copy_project(target: Path, **overrides: Any) -> Path:
         shutil.copy2(ROOT / name, target / name)
     shutil.copytree(ROOT / "pipeline", target / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     write_params(target / "params.yaml", {**QUICK, **overrides})
-    for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+    for args in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
         assert run(args, target).returncode == 0
     return target
 
 
-def wait_for_start(process: subprocess.Popen, ready: Callable[[], bool], log: Path, what: str,
-                   seconds: float = 300) -> None:
+def wait_for_start(
+    process: subprocess.Popen, ready: Callable[[], bool], log: Path, what: str, seconds: float = 300
+) -> None:
     """Wait until `ready()`; if `process` exits or `seconds` pass (a loaded 2-core machine is slow), kill its
     process group and fail with the end of its log (a file: a server's children would hold a pipe open)."""
     import pytest

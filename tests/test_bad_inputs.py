@@ -171,8 +171,9 @@ def user_model(builder: str) -> Callable[[Path], list[str]]:
 
     def setup(root: Path) -> list[str]:
         (root / "user_models.py").write_text(USER_MODELS)
-        write_params(root / "params.yaml", {"models": ["cnn", "mine"], "model.mine": {"builder": builder}},
-                     edit_existing=True)
+        write_params(
+            root / "params.yaml", {"models": ["cnn", "mine"], "model.mine": {"builder": builder}}, edit_existing=True
+        )
         return TRAIN_CNN
 
     return setup
@@ -251,106 +252,291 @@ class Case:
 
 
 CASES = [
-    Case("unknown-key", edit_params(train__learning_rate=0.01), 2,
-         ("params.yaml: unknown key 'train.learning_rate'", "allowed keys here: seeds, epochs, batch_size, lr")),
-    Case("wrong-type", edit_params(train__epochs="ten"), 2,
-         ("train.epochs: Input should be a valid integer", "(got 'ten')")),
+    Case(
+        "unknown-key",
+        edit_params(train__learning_rate=0.01),
+        2,
+        ("params.yaml: unknown key 'train.learning_rate'", "allowed keys here: seeds, epochs, batch_size, lr"),
+    ),
+    Case(
+        "wrong-type",
+        edit_params(train__epochs="ten"),
+        2,
+        ("train.epochs: Input should be a valid integer", "(got 'ten')"),
+    ),
     Case("zero-epochs", edit_params(train__epochs=0), 2, ("train.epochs: Input should be greater than 0 (got 0)",)),
-    Case("negative-batch-size", edit_params(train__batch_size=-8), 2,
-         ("train.batch_size: Input should be greater than 0 (got -8)",)),
-    Case("zero-learning-rate", edit_params(train__lr=0.0), 2, ("train.lr: Input should be greater than 0", "(got 0.0)")),
+    Case(
+        "negative-batch-size",
+        edit_params(train__batch_size=-8),
+        2,
+        ("train.batch_size: Input should be greater than 0 (got -8)",),
+    ),
+    Case(
+        "zero-learning-rate", edit_params(train__lr=0.0), 2, ("train.lr: Input should be greater than 0", "(got 0.0)")
+    ),
     Case("empty-seeds", edit_params(train__seeds=[]), 2, ("train.seeds: List should have at least 1 item",)),
-    Case("unknown-dataset", edit_params(data__name="imagenet"), 2,
-         ("data.name: Input should be 'mnist5k', 'digits'", "(got 'imagenet')")),
-    Case("image-smaller-than-receptive-field",
-         edit_params(model__cnn__conv=[{"channels": 8, "kernel": 9, "padding": 0, "pool": 1}]), 2,
-         ("model.cnn.conv.0: input of size 8x8 is too small", "use smaller kernels, padding")),
-    Case("mlp-match-impossible",
-         edit_params(model__cnn__conv=[{"channels": 1, "kernel": 3, "padding": 0, "pool": 1}], model__cnn__hidden=[],
-                     model__mlp__tolerance=0.01), 2,
-         ("model.mlp: cannot match the reference cnn's 380 parameters within 1.0%", "set model.mlp.match: none")),
-    Case("corrupted-prepared-tensors", corrupt_prepared_tensors, 1,
-         ("data/prepared/digits.pt does not match the sha256 in data/prepared/digits.json",
-          "run `convbench prepare` again")),
-    Case("truncated-idx", mnist_files(truncate), 1,
-         ("MNIST/raw/train-images-idx3-ubyte is not a valid IDX file", "delete it and run `convbench download`"),
-         OFFLINE),
-    Case("wrong-magic-idx", mnist_files(wrong_magic), 1,
-         ("MNIST/raw/train-images-idx3-ubyte is not a valid IDX file", "bad magic number",
-          "delete it and run `convbench download`"),
-         OFFLINE),
-    Case("checkpoint-config-forged", checkpoint_with_config(sixteen_channels), 1,
-         ("models/cnn-s0.pt holds a different cnn than params.yaml's model section", "`convbench train --model cnn")),
-    Case("checkpoint-trained-with-another-recipe-than-params", params_now_other_recipe, 1,
-         ("models/cnn-s0.pt was trained with another recipe than params.yaml now gives (train.epochs 1 -> 30, "
-          "train.lr 0.003 -> 0.01)", "run `convbench train --model cnn --seed 0`")),
-    Case("checkpoint-from-other-architecture-than-params", params_now_other_architecture, 1,
-         ("models/cnn-s0.pt holds a different cnn than params.yaml's model section",
-          "run `convbench train --model cnn --seed 0`")),
-    Case("cifar-batch-checksum-mismatch", cifar_bad_checksum, 1,
-         ("dataset 'cifar10' is incomplete", "failing checksum", "cifar-10-batches-py/data_batch_1",
-          "run `convbench download`"),
-         OFFLINE),
-    Case("model-not-registered", edit_params(models=["cnn", "resnet"]), 2,
-         ("models: 'resnet' is not a registered model (linear, mlp, cnn, lcn", "model.resnet: {builder:")),
-    Case("reference-not-in-models", edit_params(reference="lcn"), 2,
-         ("reference: 'lcn' is not in models ['cnn', 'mlp']",)),
-    Case("builder-module-missing", user_model("no_such_module:build"), 2,
-         ("model.mine.builder: cannot import 'no_such_module' (ModuleNotFoundError", "put the module on PYTHONPATH")),
-    Case("builder-raises", user_model("user_models:raises"), 2,
-         ("model.mine: user_models:raises raised ValueError: width must be even",
-          "fix the builder or its settings under model.mine")),
-    Case("builder-rejects-the-input-shape", user_model("user_models:wrong_input"), 2,
-         ("model.mine: the module from user_models:wrong_input fails on an input of shape (1, 1, 8, 8)",
-          "make it accept (batch, 1, 8, 8)")),
-    Case("sweep-unknown-key", sweep("-S", "train.lr=0.001,0.003", "-S", "train.learning_rate=1"), 2,
-         ("params.yaml: sweep: 'train.learning_rate' is not a setting", "use a dotted path to an existing key")),
-    Case("sweep-bad-value-in-one-cell", sweep("-S", "train.epochs=2,0"), 2,
-         ("with train.epochs=0: train.epochs: Input should be greater than 0 (got 0)",)),
-    Case("sweep-ray-cluster-unreachable", sweep("--backend", "ray", "--ray-address", "127.0.0.1:9", "-S", "train.lr=0.001"),
-         1, ("no Ray cluster answers at 127.0.0.1:9 (Connection refused)", "`ray start --head`")),
-    Case("tune-unknown-key", edit_params(tune__space__momentum=[0.9]), 2,
-         ("params.yaml: unknown key 'tune.space.momentum'",
-          "allowed keys here: lr, weight_decay, label_smoothing, epochs, batch_size")),
-    Case("tune-empty-search-range", edit_params(tune__space__lr={"low": 0.01, "high": 0.001}), 2,
-         ("tune.space.lr.high: empty search range: low 0.01 is not below high 0.001; make low smaller than high",)),
-    Case("tune-ray-cluster-unreachable", tune_on(["--backend", "ray", "--ray-address", "127.0.0.1:9"]), 1,
-         ("no Ray cluster answers at 127.0.0.1:9 (Connection refused)", "`ray start --head`")),
-    Case("train-before-tune", edit_params(tune__trials=2, tune__space__epochs=[1, 2]), 1,
-         ("tuned/cnn.yaml is missing; run `convbench tune --model cnn` (or `dvc repro`) first",)),
-    Case("sweep-grid-not-a-mapping", sweep("--grid", "grid.yaml", grid="- 0.001\n- 0.003\n"), 2,
-         ("grid.yaml: expected a mapping of dotted keys to lists of values",)),
+    Case(
+        "unknown-dataset",
+        edit_params(data__name="imagenet"),
+        2,
+        ("data.name: Input should be 'mnist5k', 'digits'", "(got 'imagenet')"),
+    ),
+    Case(
+        "image-smaller-than-receptive-field",
+        edit_params(model__cnn__conv=[{"channels": 8, "kernel": 9, "padding": 0, "pool": 1}]),
+        2,
+        ("model.cnn.conv.0: input of size 8x8 is too small", "use smaller kernels, padding"),
+    ),
+    Case(
+        "mlp-match-impossible",
+        edit_params(
+            model__cnn__conv=[{"channels": 1, "kernel": 3, "padding": 0, "pool": 1}],
+            model__cnn__hidden=[],
+            model__mlp__tolerance=0.01,
+        ),
+        2,
+        ("model.mlp: cannot match the reference cnn's 380 parameters within 1.0%", "set model.mlp.match: none"),
+    ),
+    Case(
+        "corrupted-prepared-tensors",
+        corrupt_prepared_tensors,
+        1,
+        (
+            "data/prepared/digits.pt does not match the sha256 in data/prepared/digits.json",
+            "run `convbench prepare` again",
+        ),
+    ),
+    Case(
+        "truncated-idx",
+        mnist_files(truncate),
+        1,
+        ("MNIST/raw/train-images-idx3-ubyte is not a valid IDX file", "delete it and run `convbench download`"),
+        OFFLINE,
+    ),
+    Case(
+        "wrong-magic-idx",
+        mnist_files(wrong_magic),
+        1,
+        (
+            "MNIST/raw/train-images-idx3-ubyte is not a valid IDX file",
+            "bad magic number",
+            "delete it and run `convbench download`",
+        ),
+        OFFLINE,
+    ),
+    Case(
+        "checkpoint-config-forged",
+        checkpoint_with_config(sixteen_channels),
+        1,
+        ("models/cnn-s0.pt holds a different cnn than params.yaml's model section", "`convbench train --model cnn"),
+    ),
+    Case(
+        "checkpoint-trained-with-another-recipe-than-params",
+        params_now_other_recipe,
+        1,
+        (
+            "models/cnn-s0.pt was trained with another recipe than params.yaml now gives (train.epochs 1 -> 30, "
+            "train.lr 0.003 -> 0.01)",
+            "run `convbench train --model cnn --seed 0`",
+        ),
+    ),
+    Case(
+        "checkpoint-from-other-architecture-than-params",
+        params_now_other_architecture,
+        1,
+        (
+            "models/cnn-s0.pt holds a different cnn than params.yaml's model section",
+            "run `convbench train --model cnn --seed 0`",
+        ),
+    ),
+    Case(
+        "cifar-batch-checksum-mismatch",
+        cifar_bad_checksum,
+        1,
+        (
+            "dataset 'cifar10' is incomplete",
+            "failing checksum",
+            "cifar-10-batches-py/data_batch_1",
+            "run `convbench download`",
+        ),
+        OFFLINE,
+    ),
+    Case(
+        "model-not-registered",
+        edit_params(models=["cnn", "resnet"]),
+        2,
+        ("models: 'resnet' is not a registered model (linear, mlp, cnn, lcn", "model.resnet: {builder:"),
+    ),
+    Case(
+        "reference-not-in-models",
+        edit_params(reference="lcn"),
+        2,
+        ("reference: 'lcn' is not in models ['cnn', 'mlp']",),
+    ),
+    Case(
+        "builder-module-missing",
+        user_model("no_such_module:build"),
+        2,
+        ("model.mine.builder: cannot import 'no_such_module' (ModuleNotFoundError", "put the module on PYTHONPATH"),
+    ),
+    Case(
+        "builder-raises",
+        user_model("user_models:raises"),
+        2,
+        (
+            "model.mine: user_models:raises raised ValueError: width must be even",
+            "fix the builder or its settings under model.mine",
+        ),
+    ),
+    Case(
+        "builder-rejects-the-input-shape",
+        user_model("user_models:wrong_input"),
+        2,
+        (
+            "model.mine: the module from user_models:wrong_input fails on an input of shape (1, 1, 8, 8)",
+            "make it accept (batch, 1, 8, 8)",
+        ),
+    ),
+    Case(
+        "sweep-unknown-key",
+        sweep("-S", "train.lr=0.001,0.003", "-S", "train.learning_rate=1"),
+        2,
+        ("params.yaml: sweep: 'train.learning_rate' is not a setting", "use a dotted path to an existing key"),
+    ),
+    Case(
+        "sweep-bad-value-in-one-cell",
+        sweep("-S", "train.epochs=2,0"),
+        2,
+        ("with train.epochs=0: train.epochs: Input should be greater than 0 (got 0)",),
+    ),
+    Case(
+        "sweep-ray-cluster-unreachable",
+        sweep("--backend", "ray", "--ray-address", "127.0.0.1:9", "-S", "train.lr=0.001"),
+        1,
+        ("no Ray cluster answers at 127.0.0.1:9 (Connection refused)", "`ray start --head`"),
+    ),
+    Case(
+        "tune-unknown-key",
+        edit_params(tune__space__momentum=[0.9]),
+        2,
+        (
+            "params.yaml: unknown key 'tune.space.momentum'",
+            "allowed keys here: lr, weight_decay, label_smoothing, epochs, batch_size",
+        ),
+    ),
+    Case(
+        "tune-empty-search-range",
+        edit_params(tune__space__lr={"low": 0.01, "high": 0.001}),
+        2,
+        ("tune.space.lr.high: empty search range: low 0.01 is not below high 0.001; make low smaller than high",),
+    ),
+    Case(
+        "tune-ray-cluster-unreachable",
+        tune_on(["--backend", "ray", "--ray-address", "127.0.0.1:9"]),
+        1,
+        ("no Ray cluster answers at 127.0.0.1:9 (Connection refused)", "`ray start --head`"),
+    ),
+    Case(
+        "train-before-tune",
+        edit_params(tune__trials=2, tune__space__epochs=[1, 2]),
+        1,
+        ("tuned/cnn.yaml is missing; run `convbench tune --model cnn` (or `dvc repro`) first",),
+    ),
+    Case(
+        "sweep-grid-not-a-mapping",
+        sweep("--grid", "grid.yaml", grid="- 0.001\n- 0.003\n"),
+        2,
+        ("grid.yaml: expected a mapping of dotted keys to lists of values",),
+    ),
     # --- the second catalogue (issue 15): stores, URIs, secrets, system errors, damaged outputs ----------------
-    Case("tracking-uri-sqlite-without-file", edit_params(tracking__uri=None), 1,
-         ("tracking URI 'sqlite:///' names no database file", "sqlite:///mlflow.db"),
-         {"MLFLOW_TRACKING_URI": "sqlite:///"}),
-    Case("mlflow-db-damaged", with_file(MLFLOW_STORE, "this is not a database\n" * 400, TRAIN_CNN), 1,
-         ("mlflow.db is damaged (file is not a database)", "move it aside", "tracking.uri")),
-    Case("tracking-uri-not-a-url", edit_params(tracking__uri="http://[::1"), 1,
-         ("tracking URI 'http://[::1' is not a valid URL (Invalid IPv6 URL)", "fix tracking.uri")),
-    Case("tracking-uri-port-not-a-number", edit_params(tracking__uri="http://127.0.0.1:port"), 1,
-         ("tracking URI 'http://127.0.0.1:port' is not a valid URL", "fix tracking.uri")),
-    Case("tracking-password-in-unreachable-server", edit_params(tracking__uri=f"http://alice:{SECRET}@127.0.0.1:9"), 1,
-         ("MLflow tracking server 'http://alice:***@127.0.0.1:9' is unreachable", "`make server`")),
-    Case("tracking-database-driver-missing-or-down", edit_params(tracking__uri=f"postgresql://alice:{SECRET}@127.0.0.1:9/mlflow"),
-         1, ("'postgresql://alice:***@127.0.0.1:9/mlflow'", "tracking.uri")),
-    Case("data-root-is-a-file", with_file("not-a-folder", "a file\n", ["convbench", "download"], **{"data.root": "not-a-folder"}),
-         1, ("not-a-folder/digits: part of this path is a file, not a folder",
-             "data.root in params.yaml is 'not-a-folder'")),
-    Case("metrics-json-garbage", with_file("metrics/cells/cnn-s0.json", "{not json", REPORT), 1,
-         ("metrics/cells/cnn-s0.json is not valid JSON (Expecting property name enclosed in double quotes at line 1)",
-          REDO_EVALUATE)),
-    Case("metrics-json-empty-object", with_file("metrics/cells/cnn-s0.json", "{}\n", REPORT), 1,
-         ("metrics/cells/cnn-s0.json lacks 'model', 'seed', 'dataset', 'test_accuracy'", REDO_EVALUATE)),
-    Case("metrics-json-not-an-object", with_file("metrics/cells/cnn-s0.json", "[0.98]\n", REPORT), 1,
-         ("metrics/cells/cnn-s0.json holds a JSON list", REDO_EVALUATE)),
-    Case("cell-lock-is-a-folder", with_folder("models/cnn-s0.lock", TRAIN_CNN), 1,
-         ("models/cnn-s0.lock: this is a folder where a file is expected",)),
-    Case("ui-on-a-tracking-server", ui_with(tracking__uri=f"http://alice:{SECRET}@127.0.0.1:9"), 1,
-         ("runs go to the tracking server 'http://alice:***@127.0.0.1:9', which serves its own UI: open "
-          "http://127.0.0.1:9 in a browser",)),
-    Case("ui-on-sqlite-without-file", ui_with(tracking__uri="sqlite:///"), 1,
-         ("tracking URI 'sqlite:///' names no database file",)),
+    Case(
+        "tracking-uri-sqlite-without-file",
+        edit_params(tracking__uri=None),
+        1,
+        ("tracking URI 'sqlite:///' names no database file", "sqlite:///mlflow.db"),
+        {"MLFLOW_TRACKING_URI": "sqlite:///"},
+    ),
+    Case(
+        "mlflow-db-damaged",
+        with_file(MLFLOW_STORE, "this is not a database\n" * 400, TRAIN_CNN),
+        1,
+        ("mlflow.db is damaged (file is not a database)", "move it aside", "tracking.uri"),
+    ),
+    Case(
+        "tracking-uri-not-a-url",
+        edit_params(tracking__uri="http://[::1"),
+        1,
+        ("tracking URI 'http://[::1' is not a valid URL (Invalid IPv6 URL)", "fix tracking.uri"),
+    ),
+    Case(
+        "tracking-uri-port-not-a-number",
+        edit_params(tracking__uri="http://127.0.0.1:port"),
+        1,
+        ("tracking URI 'http://127.0.0.1:port' is not a valid URL", "fix tracking.uri"),
+    ),
+    Case(
+        "tracking-password-in-unreachable-server",
+        edit_params(tracking__uri=f"http://alice:{SECRET}@127.0.0.1:9"),
+        1,
+        ("MLflow tracking server 'http://alice:***@127.0.0.1:9' is unreachable", "`make server`"),
+    ),
+    Case(
+        "tracking-database-driver-missing-or-down",
+        edit_params(tracking__uri=f"postgresql://alice:{SECRET}@127.0.0.1:9/mlflow"),
+        1,
+        ("'postgresql://alice:***@127.0.0.1:9/mlflow'", "tracking.uri"),
+    ),
+    Case(
+        "data-root-is-a-file",
+        with_file("not-a-folder", "a file\n", ["convbench", "download"], **{"data.root": "not-a-folder"}),
+        1,
+        (
+            "not-a-folder/digits: part of this path is a file, not a folder",
+            "data.root in params.yaml is 'not-a-folder'",
+        ),
+    ),
+    Case(
+        "metrics-json-garbage",
+        with_file("metrics/cells/cnn-s0.json", "{not json", REPORT),
+        1,
+        (
+            "metrics/cells/cnn-s0.json is not valid JSON (Expecting property name enclosed in double quotes at line 1)",
+            REDO_EVALUATE,
+        ),
+    ),
+    Case(
+        "metrics-json-empty-object",
+        with_file("metrics/cells/cnn-s0.json", "{}\n", REPORT),
+        1,
+        ("metrics/cells/cnn-s0.json lacks 'model', 'seed', 'dataset', 'test_accuracy'", REDO_EVALUATE),
+    ),
+    Case(
+        "metrics-json-not-an-object",
+        with_file("metrics/cells/cnn-s0.json", "[0.98]\n", REPORT),
+        1,
+        ("metrics/cells/cnn-s0.json holds a JSON list", REDO_EVALUATE),
+    ),
+    Case(
+        "cell-lock-is-a-folder",
+        with_folder("models/cnn-s0.lock", TRAIN_CNN),
+        1,
+        ("models/cnn-s0.lock: this is a folder where a file is expected",),
+    ),
+    Case(
+        "ui-on-a-tracking-server",
+        ui_with(tracking__uri=f"http://alice:{SECRET}@127.0.0.1:9"),
+        1,
+        (
+            "runs go to the tracking server 'http://alice:***@127.0.0.1:9', which serves its own UI: open "
+            "http://127.0.0.1:9 in a browser",
+        ),
+    ),
+    Case(
+        "ui-on-sqlite-without-file",
+        ui_with(tracking__uri="sqlite:///"),
+        1,
+        ("tracking URI 'sqlite:///' names no database file",),
+    ),
 ]
 
 
@@ -383,8 +569,12 @@ def test_bad_input_fails_with_one_clear_line_and_writes_nothing(project: Path, c
     assert [name for name in before if before[name] != after[name]] == [], "files changed by a failing command"
 
 
-def assert_one_error_line(result: subprocess.CompletedProcess[str], exit_code: int, expected: tuple[str, ...],
-                          absent: tuple[str, ...] = (SECRET,)) -> str:
+def assert_one_error_line(
+    result: subprocess.CompletedProcess[str],
+    exit_code: int,
+    expected: tuple[str, ...],
+    absent: tuple[str, ...] = (SECRET,),
+) -> str:
     """Exit `exit_code`, stderr exactly one `convbench: error:` line holding every `expected` part, no traceback."""
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == exit_code, (result.returncode, result.stderr)
@@ -414,8 +604,14 @@ def test_locked_mlflow_store_is_one_line_after_the_busy_timeout(project: Path) -
         result = run(TRAIN_CNN, project, timeout=120)
     finally:
         holder.close()
-    assert_one_error_line(result, 1, (f"MLflow store {project / MLFLOW_STORE} is locked by another process "
-                                      "(database is locked)", "wait for that process to finish"))
+    assert_one_error_line(
+        result,
+        1,
+        (
+            f"MLflow store {project / MLFLOW_STORE} is locked by another process (database is locked)",
+            "wait for that process to finish",
+        ),
+    )
     assert_unchanged(before, project)
 
 
@@ -427,7 +623,9 @@ def tmpfs() -> Iterator[Callable[..., Path]]:
     def mount(target: Path, size: str = "64k", read_only: bool = False) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         options = f"size={size}" + (",ro" if read_only else "")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights): {done.stderr.strip()}")
         mounted.append(target)
@@ -443,8 +641,11 @@ def test_read_only_data_root_names_the_setting(project: Path, tmp_path: Path, tm
     write_params(project / "params.yaml", {"data.root": str(read_only / "raw")}, edit_existing=True)
     before = snapshot(project)
     result = run(["convbench", "download"], project, timeout=120)
-    assert_one_error_line(result, 1, (f"{read_only / 'raw'}: the filesystem is read-only",
-                                      f"(data.root in params.yaml is '{read_only / 'raw'}')"))
+    assert_one_error_line(
+        result,
+        1,
+        (f"{read_only / 'raw'}: the filesystem is read-only", f"(data.root in params.yaml is '{read_only / 'raw'}')"),
+    )
     assert_unchanged(before, project)
 
 
@@ -463,7 +664,9 @@ def test_full_disk_while_saving_the_checkpoint_says_so(project: Path, tmpfs: Cal
 
 def test_second_training_of_the_same_cell_refuses_at_once(project: Path) -> None:
     write_params(project / "params.yaml", {"train.epochs": 500}, edit_existing=True)
-    first = subprocess.Popen(TRAIN_CNN, cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        TRAIN_CNN, cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         lock = project / "models" / "cnn-s0.lock"
         deadline = time.monotonic() + 120
@@ -473,9 +676,15 @@ def test_second_training_of_the_same_cell_refuses_at_once(project: Path) -> None
         started = time.monotonic()
         second = run(TRAIN_CNN, project, timeout=120)
         assert time.monotonic() - started < 60
-        assert_one_error_line(second, 1, ("models/cnn-s0.pt: cell cnn-s0 is being trained by another process "
-                                          f"(pid {first.pid})", "wait for it to finish (or stop it)",
-                                          "`convbench train --model cnn --seed 0`"))
+        assert_one_error_line(
+            second,
+            1,
+            (
+                f"models/cnn-s0.pt: cell cnn-s0 is being trained by another process (pid {first.pid})",
+                "wait for it to finish (or stop it)",
+                "`convbench train --model cnn --seed 0`",
+            ),
+        )
         assert first.poll() is None, "the first training goes on"
     finally:
         first.send_signal(signal.SIGTERM)
@@ -489,8 +698,9 @@ def test_unexpected_error_is_one_line_with_a_log_of_the_traceback(project: Path,
     before = snapshot(project)
     logs = tmp_path / "logs"
     result = run(["convbench", "download"], project, timeout=120, CONVBENCH_LOG_DIR=str(logs))
-    line = assert_one_error_line(result, 1, ("unexpected ValueError: embedded null byte; the traceback is in ",
-                                             "please report it"))
+    line = assert_one_error_line(
+        result, 1, ("unexpected ValueError: embedded null byte; the traceback is in ", "please report it")
+    )
     (log,) = logs.iterdir()
     assert str(log) in line
     assert "Traceback (most recent call last)" in log.read_text() and "embedded null byte" in log.read_text()

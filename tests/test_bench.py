@@ -14,8 +14,12 @@ from tests.conftest import Workspace
 def test_bench_times_every_model_in_every_case_round_by_round(workspace: Workspace) -> None:
     bench = json.loads((workspace.root / paths.bench()).read_text())
     assert bench["models"] == ["cnn", "mlp"] and bench["reference"] == "cnn" and bench["rounds"] == 3
-    assert set(bench["cases"]) == {"inference_batch_1", "inference_batch_32", "inference_batch_256",
-                                   "training_step_batch_128"}
+    assert set(bench["cases"]) == {
+        "inference_batch_1",
+        "inference_batch_32",
+        "inference_batch_256",
+        "training_step_batch_128",
+    }
     for key, case in bench["cases"].items():
         assert set(case["models"]) == {"cnn", "mlp"} and set(case["ratios"]) == {"mlp"}
         for figures in case["models"].values():

@@ -9,13 +9,26 @@ from tests.helpers import ROOT, run
 
 
 def test_train_loop_benchmark_prints_one_ratio_line_per_model() -> None:
-    result = run([sys.executable, str(ROOT / "benchmarks" / "train_loop.py"), "--rounds", "1", "--epochs", "1",
-                  "--dataset", "digits"], cwd=ROOT)
+    result = run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "train_loop.py"),
+            "--rounds",
+            "1",
+            "--epochs",
+            "1",
+            "--dataset",
+            "digits",
+        ],
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     for model in ("cnn", "mlp"):
         (line,) = [row for row in lines if row.startswith(f"{model} convbench ")]
-        match = re.fullmatch(rf"{model} convbench ([\d,]+) img/s tutorial ([\d,]+) img/s ([\d.]+)x \(per-round .*\)", line)
+        match = re.fullmatch(
+            rf"{model} convbench ([\d,]+) img/s tutorial ([\d,]+) img/s ([\d.]+)x \(per-round .*\)", line
+        )
         assert match, line
         ours, theirs, ratio = (float(g.replace(",", "")) for g in match.groups())
         assert abs(ours / theirs - ratio) <= 0.01 + 0.02 * ratio

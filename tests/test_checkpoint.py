@@ -48,7 +48,9 @@ def _evaluate_forged(workspace: Workspace, tmp_path: Path, **changes: object) ->
     """Evaluate a changed copy of cnn-s0's checkpoint in a project folder of its own (tmp_path)."""
     checkpoint = checkpoints.load(workspace.root / paths.checkpoint("cnn", 0))
     checkpoints.save(tmp_path / paths.checkpoint("cnn", 0), dataclasses.replace(checkpoint, **changes))
-    prepared = load_prepared(workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits"))
+    prepared = load_prepared(
+        workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits")
+    )
     with contextlib.chdir(tmp_path):
         evaluate_cell(cell.one(workspace.params, "cnn", 0, prepared), prepared)
 
@@ -63,8 +65,10 @@ def test_checkpoint_trained_with_another_recipe_is_refused(workspace: Workspace,
     stale = recipe(workspace.params.train) | {"epochs": 1, "lr": 0.01}
     with pytest.raises(ConvbenchError) as caught:
         _evaluate_forged(workspace, tmp_path, recipe=stale)
-    assert "was trained with another recipe than params.yaml now gives (train.epochs 1 -> 3, train.lr 0.01 -> 0.003)" \
+    assert (
+        "was trained with another recipe than params.yaml now gives (train.epochs 1 -> 3, train.lr 0.01 -> 0.003)"
         in str(caught.value)
+    )
     assert not (tmp_path / paths.metrics("cnn", 0)).exists()
 
 

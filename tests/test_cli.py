@@ -77,7 +77,12 @@ def test_missing_inputs_point_to_the_stage_to_run(tmp_path: Path) -> None:
 def test_one_cell_trains_alone_like_dvc_would(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", {**QUICK, "data.name": "digits", "train.epochs": 2, "train.seeds": [0, 1]})
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    for args in (["download"], ["prepare"], ["train", "--model", "cnn", "--seed", "0"], ["evaluate", "-m", "cnn", "-s", "0"]):
+    for args in (
+        ["download"],
+        ["prepare"],
+        ["train", "--model", "cnn", "--seed", "0"],
+        ["evaluate", "-m", "cnn", "-s", "0"],
+    ):
         result = run(["convbench", *args], tmp_path, MLFLOW_TRACKING_URI=store)
         assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["cnn-s0.pt"]
@@ -93,8 +98,9 @@ def test_a_model_not_in_models_is_a_usage_error(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", {})
     result = run(["convbench", "train", "--model", "lcn"], tmp_path, COLUMNS="200")
     assert result.returncode == 2
-    assert result.stderr == ("convbench: error: --model lcn: not in models ['cnn', 'mlp'] of params.yaml; pick one of "
-                             "them or add it\n")
+    assert result.stderr == (
+        "convbench: error: --model lcn: not in models ['cnn', 'mlp'] of params.yaml; pick one of them or add it\n"
+    )
 
 
 def _wait_for(condition, seconds: float, what: str, process: subprocess.Popen | None = None):
@@ -127,8 +133,12 @@ def test_sigterm_mid_training_marks_the_run_failed_and_writes_no_checkpoint(tmp_
     # is not safe against a second process outside convbench's store lock; the trainer would log nothing).
     MlflowClient(store).search_experiments()
     process = subprocess.Popen(
-        ["convbench", "train", "-m", "cnn", "-s", "0"], cwd=tmp_path, env=env(MLFLOW_TRACKING_URI=store),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ["convbench", "train", "-m", "cnn", "-s", "0"],
+        cwd=tmp_path,
+        env=env(MLFLOW_TRACKING_URI=store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for(lambda: _first_run(store), 120, "the first logged epoch", process)
@@ -138,7 +148,9 @@ def test_sigterm_mid_training_marks_the_run_failed_and_writes_no_checkpoint(tmp_
         process.kill()
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1] == "convbench: interrupted; no partial outputs were written"
-    run_info = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("convbench-digits").experiment_id])[0]
+    run_info = MlflowClient(store).search_runs(
+        [MlflowClient(store).get_experiment_by_name("convbench-digits").experiment_id]
+    )[0]
     assert run_info.info.status == "FAILED"
     assert len(MlflowClient(store).get_metric_history(run_info.info.run_id, "val_accuracy")) >= 1
     left = sorted(p.name for p in (tmp_path / "models").iterdir()) if (tmp_path / "models").exists() else []
@@ -158,8 +170,12 @@ def test_ui_serves_the_project_store_on_loopback(tmp_path: Path) -> None:
     port = free_port()
     log = open(tmp_path / "ui.log", "w")  # a file, not a pipe nobody reads: a full pipe would block the server's writes
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "ui", "--port", str(port)], cwd=tmp_path,
-        env=env(MLFLOW_TRACKING_URI=""), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "pipeline", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=env(MLFLOW_TRACKING_URI=""),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=convbench-digits"
 

@@ -27,14 +27,17 @@ def test_type_only_imports_are_not_code_that_runs(tmp_path: Path, monkeypatch: p
     (copy / "core").mkdir(parents=True)
     for name in ("a", "b", "c"):
         (copy / "core" / f"{name}.py").write_text("")
-    (copy / "core" / "a.py").write_text("from typing import TYPE_CHECKING\nfrom pipeline.core import b\n"
-                                        "if TYPE_CHECKING:\n    from pipeline.core.c import C\n")
+    (copy / "core" / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom pipeline.core import b\n"
+        "if TYPE_CHECKING:\n    from pipeline.core.c import C\n"
+    )
     monkeypatch.setattr(code, "PIPELINE", copy)
     assert code.imported_modules("core.a") == {"core.b"}
 
 
-def test_the_hash_changes_with_the_numbers_code_and_not_with_tracking(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_hash_changes_with_the_numbers_code_and_not_with_tracking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     copy = tmp_path / "pipeline"
     shutil.copytree(code.PIPELINE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(code, "PIPELINE", copy)

@@ -87,7 +87,11 @@ def test_cifar10_pickles_load_with_checksums_off(tmp_path: Path) -> None:
     spec = data.spec("cifar10")
     assert spec.missing(tmp_path, False) == []
     raw = spec.load(tmp_path)
-    assert raw.images.shape == (100, 3, 32, 32) and raw.test_images is not None and raw.test_images.shape == (20, 3, 32, 32)
+    assert (
+        raw.images.shape == (100, 3, 32, 32)
+        and raw.test_images is not None
+        and raw.test_images.shape == (20, 3, 32, 32)
+    )
     assert raw.classes[0] == "airplane" and raw.labels[:3].tolist() == [0, 1, 2]
 
 
@@ -107,7 +111,9 @@ class _Exploit:
 def test_cifar_unpickler_refuses_code(tmp_path: Path) -> None:
     base = make_cifar10(tmp_path)
     (base / "data_batch_3").write_bytes(pickle.dumps({"data": _Exploit(), "labels": []}, protocol=2))
-    with pytest.raises(DataError, match=r"data_batch_3 is not a valid CIFAR batch \(refusing to load global (posix|os)\.system\)"):
+    with pytest.raises(
+        DataError, match=r"data_batch_3 is not a valid CIFAR batch \(refusing to load global (posix|os)\.system\)"
+    ):
         data.spec("cifar10").load(tmp_path)
 
 

@@ -39,7 +39,9 @@ def test_present_torchvision_files_need_no_network(tmp_path: Path) -> None:
     assert not result.fetched
 
 
-def test_offline_without_files_names_files_place_and_offline_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_without_files_names_files_place_and_offline_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)
     folder = tmp_path / "mnist"
@@ -70,8 +72,15 @@ def test_torchvision_root_is_read_in_place_and_only_listed(tmp_path: Path, monke
     written = {p for p in tmp_path.rglob("*") if p.is_file()} - set(before)
     assert written == {folder / data.IN_PLACE_MANIFEST}, "nothing is copied; DVC's output gets only the list"
     listed = json.loads((folder / data.IN_PLACE_MANIFEST).read_text())["files"]
-    assert sorted(listed) == sorted(f"FashionMNIST/raw/{n}" for n in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-                                                                       "train-images-idx3-ubyte", "train-labels-idx1-ubyte"))
+    assert sorted(listed) == sorted(
+        f"FashionMNIST/raw/{n}"
+        for n in (
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+        )
+    )
     assert listed["FashionMNIST/raw/t10k-labels-idx1-ubyte"]["bytes"] == 8 + 20
 
 

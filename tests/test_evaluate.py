@@ -34,8 +34,16 @@ def test_metrics_carry_every_cost_figure(workspace: Workspace) -> None:
         metrics = read_metrics(workspace, model, 0)
         assert metrics["flops_train_step_per_image"] > metrics["flops_forward_per_image"] > 0
         # counted separately: all parameters, and those with requires_grad (every one, for convbench's models)
-        assert metrics["trainable_params"] == metrics["params"] == sum(
-            t.numel() for t in torch.load(workspace.root / paths.checkpoint(model, 0), weights_only=True)["state_dict"].values())
+        assert (
+            metrics["trainable_params"]
+            == metrics["params"]
+            == sum(
+                t.numel()
+                for t in torch.load(workspace.root / paths.checkpoint(model, 0), weights_only=True)[
+                    "state_dict"
+                ].values()
+            )
+        )
         assert metrics["peak_memory_mb"]["train_step"] > 0 and metrics["peak_memory_mb"]["inference"] > 0
         assert 0 < metrics["seconds_to_final_accuracy"] and metrics["train_images_per_second"] > 0
         assert not {"inference", "latency", "mfu"} & set(metrics), "speed is timed side by side by the bench stage"

@@ -40,21 +40,27 @@ def test_grid_file_and_options_combine_with_options_winning(tmp_path: Path) -> N
 
 
 def test_expand_makes_every_combination_named_tagged_and_validated() -> None:
-    cells = expand(default_params(), {"train.lr": [0.001, 0.003], "train.batch_size": [64, 128, 256]}, "s1", "params.yaml")
+    cells = expand(
+        default_params(), {"train.lr": [0.001, 0.003], "train.batch_size": [64, 128, 256]}, "s1", "params.yaml"
+    )
     assert [cell.name for cell in cells] == [f"s1-{i}" for i in range(6)]
     assert {(c.params.train.lr, c.params.train.batch_size) for c in cells} == {
-        (lr, bs) for lr in (0.001, 0.003) for bs in (64, 128, 256)}
+        (lr, bs) for lr in (0.001, 0.003) for bs in (64, 128, 256)
+    }
     assert cells[4].params.tracking.tags == {"sweep": "s1", "sweep_cell": "s1-4"}
     assert cells[4].describe() == "train.lr=0.003 train.batch_size=128"
     assert default_params()["train"]["lr"] == 0.003, "the project's params are not touched"
 
 
-@pytest.mark.parametrize(("axes", "message"), [
-    ({"train.learning_rate": [0.1]}, "'train.learning_rate' is not a setting"),
-    ({"train.epochs": [1, 0]}, r"train.epochs=0: train.epochs: Input should be greater than 0"),
-    ({"overrides.mnist1d": [{}]}, "cannot vary 'overrides.mnist1d'"),
-    ({"data.name": ["mnist1d"], "train.epochs": [1, 2]}, "overrides.mnist1d.train.epochs replaces the swept"),
-])
+@pytest.mark.parametrize(
+    ("axes", "message"),
+    [
+        ({"train.learning_rate": [0.1]}, "'train.learning_rate' is not a setting"),
+        ({"train.epochs": [1, 0]}, r"train.epochs=0: train.epochs: Input should be greater than 0"),
+        ({"overrides.mnist1d": [{}]}, "cannot vary 'overrides.mnist1d'"),
+        ({"data.name": ["mnist1d"], "train.epochs": [1, 2]}, "overrides.mnist1d.train.epochs replaces the swept"),
+    ],
+)
 def test_a_bad_cell_stops_the_whole_sweep_before_it_starts(axes: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):
         expand(default_params(), axes, "s1", "params.yaml")

@@ -40,8 +40,13 @@ def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_auto_picks_a_usable_device_and_the_cpu_when_gpus_are_hidden() -> None:
     device = resolve_device("auto")
     assert torch.ones(3, device=device).sum().item() == 3, "auto must name a device that runs"
-    hidden = subprocess.run([sys.executable, "-c", "from pipeline.core.measure import resolve_device; print(resolve_device('auto'))"],
-                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=120)
+    hidden = subprocess.run(
+        [sys.executable, "-c", "from pipeline.core.measure import resolve_device; print(resolve_device('auto'))"],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert hidden.returncode == 0, hidden.stderr
     assert hidden.stdout.strip() in ("cpu", "mps"), "with no visible GPU, auto falls back (never names an absent cuda)"
     assert resolve_device("cpu").type == "cpu"

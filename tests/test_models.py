@@ -27,7 +27,13 @@ def built(configs: dict[str, models.ModelConfig]) -> dict[str, nn.Module]:
 
 def test_registry_holds_the_built_ins_with_their_roles() -> None:
     assert {name: arch.role for name, arch in models.REGISTRY.items()} == {
-        "linear": "linear", "mlp": "dense", "cnn": "shared", "lcn": "local", "mnist1d_mlp": "dense", "mnist1d_cnn": "shared"}
+        "linear": "linear",
+        "mlp": "dense",
+        "cnn": "shared",
+        "lcn": "local",
+        "mnist1d_mlp": "dense",
+        "mnist1d_cnn": "shared",
+    }
 
 
 def test_default_cnn_is_the_textbook_model() -> None:
@@ -45,7 +51,10 @@ def test_default_cnn_is_the_textbook_model() -> None:
 
 
 def test_ladder_built_ins_have_the_counts_worked_out_by_hand() -> None:
-    counts = {m: models.count_params(module) for m, module in built(models.resolve(params(models=LADDER), (1, 28, 28), 10)).items()}
+    counts = {
+        m: models.count_params(module)
+        for m, module in built(models.resolve(params(models=LADDER), (1, 28, 28), 10)).items()
+    }
     assert counts["linear"] == 784 * 10 + 10
     assert counts["mlp"] == 795 * 873 + 10  # 784h + h + 10h + 10 closest to the CNN's 693,962 at h = 873
     # The LCN: one 3x3 filter and bias per output position (26 x 26) and channel, then the CNN's head.
@@ -83,16 +92,23 @@ def test_lcn_is_a_convolution_without_weight_sharing() -> None:
 def test_lcn_follows_its_geometry_source() -> None:
     custom = {"model.cnn.conv": [{"channels": 4, "kernel": 5, "padding": 2, "pool": 2}], "model.cnn.hidden": [16]}
     configs = models.resolve(params(models=["cnn", "lcn"], **custom), (1, 40), 10)
-    assert configs["lcn"].settings["conv"] == configs["cnn"].settings["conv"] and configs["lcn"].settings["hidden"] == [16]
+    assert configs["lcn"].settings["conv"] == configs["cnn"].settings["conv"] and configs["lcn"].settings["hidden"] == [
+        16
+    ]
     with pytest.raises(ParamsError, match=r"model.lcn.geometry: 'mlp' has no conv blocks to copy"):
-        models.resolve(params(models=["mlp", "lcn"], reference="mlp", **{"model.lcn": {"geometry": "mlp"}}), (1, 40), 10)
+        models.resolve(
+            params(models=["mlp", "lcn"], reference="mlp", **{"model.lcn": {"geometry": "mlp"}}), (1, 40), 10
+        )
 
 
 def test_mnist1d_reference_models_match_the_authors_counts() -> None:
     configs = models.resolve(params(models=["mnist1d_cnn", "mnist1d_mlp", "linear"], reference=None), (1, 40), 10)
     modules = built(configs)
     assert {m: models.count_params(module) for m, module in modules.items()} == {
-        "mnist1d_cnn": 5_210, "mnist1d_mlp": 15_210, "linear": 410}
+        "mnist1d_cnn": 5_210,
+        "mnist1d_mlp": 15_210,
+        "linear": 410,
+    }
     convs = [layer for layer in modules["mnist1d_cnn"] if isinstance(layer, nn.Conv1d)]
     assert [(c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == [(5, 2, 1), (3, 2, 1), (3, 2, 1)]
     assert not any(isinstance(layer, nn.MaxPool1d) for layer in modules["mnist1d_cnn"])
@@ -125,7 +141,9 @@ def test_image_smaller_than_receptive_field_is_a_params_error() -> None:
 
 
 def test_bad_settings_name_the_alias_and_the_allowed_keys() -> None:
-    with pytest.raises(ParamsError, match=r"unknown key 'model.cnn.conv.0.stride'; allowed keys here: channels, kernel"):
+    with pytest.raises(
+        ParamsError, match=r"unknown key 'model.cnn.conv.0.stride'; allowed keys here: channels, kernel"
+    ):
         params(**{"model.cnn.conv": [{"channels": 8, "kernel": 3, "padding": 0, "pool": 2, "stride": 2}]})
     with pytest.raises(ParamsError, match=r"model.mlp.depth: Input should be greater than 0 \(got 0\)"):
         params(**{"model.mlp.depth": 0})
@@ -134,7 +152,9 @@ def test_bad_settings_name_the_alias_and_the_allowed_keys() -> None:
 
 
 def test_an_alias_may_name_a_registered_architecture() -> None:
-    wide = {"model.wide": {"arch": "cnn", "conv": [{"channels": 64, "kernel": 3, "padding": 0, "pool": 2}], "hidden": [128]}}
+    wide = {
+        "model.wide": {"arch": "cnn", "conv": [{"channels": 64, "kernel": 3, "padding": 0, "pool": 2}], "hidden": [128]}
+    }
     configs = models.resolve(params(models=["cnn", "wide"], **wide), (1, 28, 28), 10)
     assert configs["wide"].arch == "cnn" and configs["wide"].label == "wide" and configs["cnn"].label == "CNN"
     assert built(configs)["wide"][0].out_channels == 64
@@ -148,8 +168,9 @@ def test_a_user_builder_from_any_module_is_built_and_checked(tmp_path: Path, mon
         "                               torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    configs = models.resolve(params(models=["cnn", "tiny"], **{"model.tiny": {"builder": "my_zoo:tiny", "hidden": 7}}),
-                             (1, 8, 8), 10)
+    configs = models.resolve(
+        params(models=["cnn", "tiny"], **{"model.tiny": {"builder": "my_zoo:tiny", "hidden": 7}}), (1, 8, 8), 10
+    )
     assert configs["tiny"].arch == "builder" and configs["tiny"].settings == {"builder": "my_zoo:tiny", "hidden": 7}
     assert models.count_params(models.build(configs["tiny"])) == 64 * 7 + 7 + 7 * 10 + 10
     sys.modules.pop("my_zoo", None)
@@ -197,8 +218,10 @@ def test_validating_params_and_the_model_section_loads_no_torch() -> None:
     """download and an untuned tune stage validate params.yaml without paying torch's import."""
     import subprocess
 
-    code = ("import sys; from pipeline.params import load_params; p = load_params('params.yaml'); "
-            "from pipeline.core import models; assert models.REGISTRY['lcn']; print('torch' in sys.modules)")
+    code = (
+        "import sys; from pipeline.params import load_params; p = load_params('params.yaml'); "
+        "from pipeline.core import models; assert models.REGISTRY['lcn']; print('torch' in sys.modules)"
+    )
     from tests.helpers import ROOT
 
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

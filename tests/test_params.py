@@ -54,7 +54,9 @@ def test_unknown_key_lists_allowed_keys() -> None:
 def test_unknown_key_inside_conv_block_lists_block_keys() -> None:
     raw = default_params()
     raw["model"]["cnn"]["conv"][0]["stride"] = 2
-    with pytest.raises(ParamsError, match=r"'model.cnn.conv.0.stride'; allowed keys here: channels, kernel, padding, pool"):
+    with pytest.raises(
+        ParamsError, match=r"'model.cnn.conv.0.stride'; allowed keys here: channels, kernel, padding, pool"
+    ):
         validate_params(raw)
 
 
@@ -64,7 +66,10 @@ def test_unknown_section_and_missing_key() -> None:
     del raw["train"]["epochs"]
     with pytest.raises(ParamsError) as caught:
         validate_params(raw)
-    assert "unknown key 'extra'; allowed keys here: data, models, reference, model, train, evaluate, probes, report, tune, tracking" in str(caught.value)
+    assert (
+        "unknown key 'extra'; allowed keys here: data, models, reference, model, train, evaluate, probes, report, tune, tracking"
+        in str(caught.value)
+    )
     assert "missing key 'train.epochs'" in str(caught.value)
 
 
@@ -126,22 +131,39 @@ TUNING_ON = {"tune.trials": 5}
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"tune.space.epochs": [6, 20]}, "tune.space.epochs: the shared recipe's train.epochs 12 is not among the choices "
-                                         "[6, 20]; add it (the shared recipe is trial 0 of every model's study)"),
-        ({"tune.space.lr": {"low": 0.01, "high": 0.1}}, "tune.space.lr: the shared recipe's train.lr 0.003 is outside "
-                                                        "[0.01, 0.1]; widen the range"),
-        ({"tune.shape": {"cnn": {"hidden": [[64], [128]]}}}, "tune.shape.cnn: shape knobs must keep the parameter "
-                                                             "budget, so they are allowed only on a model with match: params"),
+        (
+            {"tune.space.epochs": [6, 20]},
+            "tune.space.epochs: the shared recipe's train.epochs 12 is not among the choices "
+            "[6, 20]; add it (the shared recipe is trial 0 of every model's study)",
+        ),
+        (
+            {"tune.space.lr": {"low": 0.01, "high": 0.1}},
+            "tune.space.lr: the shared recipe's train.lr 0.003 is outside [0.01, 0.1]; widen the range",
+        ),
+        (
+            {"tune.shape": {"cnn": {"hidden": [[64], [128]]}}},
+            "tune.shape.cnn: shape knobs must keep the parameter "
+            "budget, so they are allowed only on a model with match: params",
+        ),
         ({"model.mlp.match": "none"}, "tune.shape.mlp: shape knobs must keep the parameter budget"),
-        ({"tune.shape": {"mlp": {"width": [100, 200]}}}, "tune.shape.mlp.width: not a shape setting of model.mlp; "
-                                                         "allowed here: depth"),
-        ({"tune.shape": {"mlp": {"depth": [2, 3]}}}, "tune.shape.mlp.depth: model.mlp.depth 1 is not among the choices [2, 3]"),
-        ({"tune.shape": {"mlp": {"depth": [1, 0]}}}, "tune.shape.mlp.depth: the choice 0 is not a valid setting "
-                                                     "(model.mlp.depth: Input should be greater than 0"),
+        (
+            {"tune.shape": {"mlp": {"width": [100, 200]}}},
+            "tune.shape.mlp.width: not a shape setting of model.mlp; allowed here: depth",
+        ),
+        (
+            {"tune.shape": {"mlp": {"depth": [2, 3]}}},
+            "tune.shape.mlp.depth: model.mlp.depth 1 is not among the choices [2, 3]",
+        ),
+        (
+            {"tune.shape": {"mlp": {"depth": [1, 0]}}},
+            "tune.shape.mlp.depth: the choice 0 is not a valid setting "
+            "(model.mlp.depth: Input should be greater than 0",
+        ),
     ],
 )
-def test_tuning_space_must_hold_the_shared_recipe_and_shape_knobs_must_keep_the_budget(overrides: dict,
-                                                                                         expected: str) -> None:
+def test_tuning_space_must_hold_the_shared_recipe_and_shape_knobs_must_keep_the_budget(
+    overrides: dict, expected: str
+) -> None:
     validate_params(params_with({**overrides}))  # with tune.trials 0 the space is not used, so it is not held to this
     with pytest.raises(ParamsError) as caught:
         validate_params(params_with({**TUNING_ON, **overrides}))
@@ -151,8 +173,14 @@ def test_tuning_space_must_hold_the_shared_recipe_and_shape_knobs_must_keep_the_
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"tune.space.weight_decay": {"low": 0.0, "high": 0.1}}, "tune.space.weight_decay.low: Input should be greater than 0"),
-        ({"tune.space.label_smoothing": {"low": 0.2, "high": 0.1}}, "tune.space.label_smoothing.high: empty search range"),
+        (
+            {"tune.space.weight_decay": {"low": 0.0, "high": 0.1}},
+            "tune.space.weight_decay.low: Input should be greater than 0",
+        ),
+        (
+            {"tune.space.label_smoothing": {"low": 0.2, "high": 0.1}},
+            "tune.space.label_smoothing.high: empty search range",
+        ),
         ({"tune.space.batch_size": [64, 64]}, "tune.space.batch_size: choices must be unique"),
         ({"tune.trials": -1}, "tune.trials: Input should be greater than or equal to 0"),
     ],

@@ -26,9 +26,14 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
     for model in params.models:  # each cell's files lie in its stage's output folders
         assert paths.tuned_recipe(model).parent == paths.TUNED_DIR
         for seed in params.train.seeds:
-            assert {paths.checkpoint(model, seed).parent, paths.curves(model, seed).parent} == {paths.MODELS_DIR, paths.CURVES_DIR}
-            assert {paths.metrics(model, seed).parent, paths.predictions(model, seed).parent} == {paths.CELLS_DIR,
-                                                                                                  paths.PREDICTIONS_DIR}
+            assert {paths.checkpoint(model, seed).parent, paths.curves(model, seed).parent} == {
+                paths.MODELS_DIR,
+                paths.CURVES_DIR,
+            }
+            assert {paths.metrics(model, seed).parent, paths.predictions(model, seed).parent} == {
+                paths.CELLS_DIR,
+                paths.PREDICTIONS_DIR,
+            }
     with Repo(str(ROOT)) as repo:
         declared = {stage.addressing: {str(out) for out in stage.outs} for stage in repo.index.stages}
     assert declared == expected
@@ -46,8 +51,11 @@ def test_every_dvc_stage_is_one_module_in_pipeline_stages() -> None:
 
 def _package_modules() -> set[str]:
     pipeline = ROOT / "pipeline"
-    return {".".join(path.relative_to(pipeline).with_suffix("").parts) for path in pipeline.rglob("*.py")
-            if path.name != "__init__.py"}
+    return {
+        ".".join(path.relative_to(pipeline).with_suffix("").parts)
+        for path in pipeline.rglob("*.py")
+        if path.name != "__init__.py"
+    }
 
 
 def test_no_stage_module_imports_another_stage_and_no_shared_layer_imports_a_stage() -> None:
@@ -78,5 +86,6 @@ def test_every_stage_depends_on_exactly_the_code_its_numbers_come_from() -> None
     for stage in stage_names():
         declared = sorted(dep for dep in stages[stage]["deps"] if dep.startswith("pipeline/"))
         assert declared == dvc_deps(stage), f"{stage}: dvc.yaml deps should be {dvc_deps(stage)}"
-        assert not any(dep.startswith(("pipeline/ops/", "pipeline/cli", "pipeline/errors", "pipeline/params"))
-                       for dep in declared), stage
+        assert not any(
+            dep.startswith(("pipeline/ops/", "pipeline/cli", "pipeline/errors", "pipeline/params")) for dep in declared
+        ), stage

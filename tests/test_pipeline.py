@@ -32,8 +32,14 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
 
     assert repro(project) == EVERY_STAGE, "a fresh project runs every stage"
-    for path in (paths.checkpoint("cnn", 0), paths.curves("mlp", 0), paths.metrics("cnn", 0),
-                 paths.prepared_tensors("mnist5k"), paths.report_markdown(), paths.figures_dir() / "learning_curves.png"):
+    for path in (
+        paths.checkpoint("cnn", 0),
+        paths.curves("mlp", 0),
+        paths.metrics("cnn", 0),
+        paths.prepared_tensors("mnist5k"),
+        paths.report_markdown(),
+        paths.figures_dir() / "learning_curves.png",
+    ):
         assert (project / path).is_file(), path
     assert "tuned: false" in (project / paths.tuned_recipe("cnn")).read_text(), "tune.trials 0: a note, no tuning"
     metrics = json.loads((project / paths.metrics("cnn", 0)).read_text())
@@ -47,7 +53,9 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
     plots = run(["dvc", "plots", "show", "-o", "dvc_plots"], project)
     page = (project / "dvc_plots" / "index.html").read_text()
     assert plots.returncode == 0, plots.stderr
-    assert "metrics/curves/cnn-s0.csv" in page and "metrics/predictions/cnn-s0.csv" in page, "curves and confusion plots"
+    assert "metrics/curves/cnn-s0.csv" in page and "metrics/predictions/cnn-s0.csv" in page, (
+        "curves and confusion plots"
+    )
     assert '"rect"' in page, "the confusion template draws a heat map of rects"
 
     commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"]
@@ -82,7 +90,12 @@ def test_dvc_repro_lifecycle(tmp_path: Path) -> None:
     remote, clone = tmp_path / "remote", tmp_path / "clone"
     assert run(["dvc", "remote", "add", "-d", "shared", str(remote)], project).returncode == 0
     assert run(["git", "add", "-A"], project).returncode == 0
-    assert run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results + remote"], project).returncode == 0
+    assert (
+        run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results + remote"], project
+        ).returncode
+        == 0
+    )
     pushed = run(["dvc", "push"], project)
     assert pushed.returncode == 0, pushed.stderr
     assert run(["git", "clone", "-q", str(project), str(clone)], tmp_path).returncode == 0
@@ -131,8 +144,14 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     zoo = tmp_path / "zoo"
     zoo.mkdir()
     (zoo / "my_zoo.py").write_text(ZOO)
-    project = copy_project(tmp_path / "project", **{"data.name": "digits", "models": ["cnn", "mlp", "mine"],
-                                                    "model.mine": {"builder": "my_zoo:small_convnet", "channels": 6}})
+    project = copy_project(
+        tmp_path / "project",
+        **{
+            "data.name": "digits",
+            "models": ["cnn", "mlp", "mine"],
+            "model.mine": {"builder": "my_zoo:small_convnet", "channels": 6},
+        },
+    )
     result = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert cells_run(result.stdout) == ({"cnn-s0", "mine-s0", "mlp-s0"}, {"cnn-s0", "mine-s0", "mlp-s0"})
@@ -148,7 +167,10 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     (comparison,) = client.search_runs([experiment_id], "tags.`convbench.kind` = 'comparison'")
     children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{comparison.info.run_id}'")
     assert sorted((r.info.run_name, r.info.status) for r in children) == [
-        ("cnn-s0", "FINISHED"), ("mine-s0", "FINISHED"), ("mlp-s0", "FINISHED")]
+        ("cnn-s0", "FINISHED"),
+        ("mine-s0", "FINISHED"),
+        ("mlp-s0", "FINISHED"),
+    ]
     assert comparison.data.metrics["mine_accuracy_mean"] == pytest.approx(metrics["test_accuracy"])
     (mine,) = [r for r in children if r.info.run_name == "mine-s0"]
     logged = {Path(a.path).name for a in client.list_artifacts(mine.info.run_id, "evaluation")}
@@ -159,8 +181,9 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     more = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
     assert set(re.findall(r"Running stage '([^']+)'", more.stdout)) == {"train", "evaluate", "bench", "report"}
-    assert cells_run(more.stdout) == ({"cnn-s1", "mine-s1", "mlp-s1"}, {"cnn-s1", "mine-s1", "mlp-s1"}), \
+    assert cells_run(more.stdout) == ({"cnn-s1", "mine-s1", "mlp-s1"}, {"cnn-s1", "mine-s1", "mlp-s1"}), (
         "adding a seed trains and evaluates only the new cells"
+    )
     assert all((project / paths.checkpoint(*cell)).read_bytes() == data for cell, data in first.items())
     runs = client.search_runs([experiment_id], "tags.`convbench.kind` = 'train'")
     assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "cnn-s1", "mine-s0", "mine-s1", "mlp-s0", "mlp-s1"]
@@ -168,8 +191,9 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     write_params(project / "params.yaml", {"model.mine.channels": 4}, edit_existing=True)
     changed = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=str(zoo))
     assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
-    assert cells_run(changed.stdout) == ({"mine-s0", "mine-s1"}, {"mine-s0", "mine-s1"}), \
+    assert cells_run(changed.stdout) == ({"mine-s0", "mine-s1"}, {"mine-s0", "mine-s1"}), (
         "changing one model's settings retrains and re-scores only that model"
+    )
     assert json.loads((project / paths.metrics("mine", 0)).read_text())["params"] == net_params(4)
 
     write_params(project / "params.yaml", {"train.seeds": [1]}, edit_existing=True)
@@ -177,7 +201,11 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert fewer.returncode == 0, fewer.stdout[-3000:] + fewer.stderr[-3000:]
     assert cells_run(fewer.stdout) == (set(), set()), "dropping a seed trains nothing"
     assert sorted(p.name for p in (project / paths.MODELS_DIR).iterdir()) == ["cnn-s1.pt", "mine-s1.pt", "mlp-s1.pt"]
-    assert sorted(p.name for p in (project / paths.CELLS_DIR).iterdir()) == ["cnn-s1.json", "mine-s1.json", "mlp-s1.json"]
+    assert sorted(p.name for p in (project / paths.CELLS_DIR).iterdir()) == [
+        "cnn-s1.json",
+        "mine-s1.json",
+        "mlp-s1.json",
+    ]
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project, PYTHONPATH=str(zoo)).stdout
 
     checkpoints = {p.name: p.read_bytes() for p in (project / paths.MODELS_DIR).iterdir()}
@@ -192,12 +220,15 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     registry.write_text(registry.read_text() + "\n# an edit to the model registry\n")
     edited = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=f"{zoo}:{project}")
     assert edited.returncode == 0, edited.stdout[-3000:] + edited.stderr[-3000:]
-    assert not {"download", "prepare"} & set(re.findall(r"Running stage '([^']+)'", edited.stdout)), \
+    assert not {"download", "prepare"} & set(re.findall(r"Running stage '([^']+)'", edited.stdout)), (
         "the data does not depend on the model registry"
+    )
     assert cells_run(edited.stdout) == ({"cnn-s1", "mine-s1", "mlp-s1"}, {"cnn-s1", "mine-s1", "mlp-s1"})
 
 
 def cells_run(stdout: str) -> tuple[set[str], set[str]]:
     """The cells the train and the evaluate stage computed (not the ones they kept as current)."""
-    return (set(re.findall(r"^train: (\S+) val_accuracy", stdout, re.M)),
-            set(re.findall(r"^evaluate: (\S+) test_accuracy", stdout, re.M)))
+    return (
+        set(re.findall(r"^train: (\S+) val_accuracy", stdout, re.M)),
+        set(re.findall(r"^evaluate: (\S+) test_accuracy", stdout, re.M)),
+    )

@@ -78,11 +78,23 @@ def test_report_states_each_claim_with_the_verdict_its_numbers_give(workspace: W
     with contextlib.chdir(workspace.root):
         metrics = load_metrics(["cnn", "mlp"], [0, 1], "digits")
         probes = load_probes(workspace.params, json.loads(paths.prepared_manifest("digits").read_text())["sha256"])
-    expected = [drop_claim(robustness_table(metrics, "shift", 0.95, cast), "The CNN is more robust to translation",
-                           "shift", cast, "mlp"),
-                drop_claim(robustness_table(metrics, "noise", 0.95, cast), "The CNN is more robust to pixel noise",
-                           "noise std", cast, "mlp"),
-                permutation_claim(advantage_by_setting(probes["permutation"], 0.95, cast), cast, "mlp")]
+    expected = [
+        drop_claim(
+            robustness_table(metrics, "shift", 0.95, cast),
+            "The CNN is more robust to translation",
+            "shift",
+            cast,
+            "mlp",
+        ),
+        drop_claim(
+            robustness_table(metrics, "noise", 0.95, cast),
+            "The CNN is more robust to pixel noise",
+            "noise std",
+            cast,
+            "mlp",
+        ),
+        permutation_claim(advantage_by_setting(probes["permutation"], 0.95, cast), cast, "mlp"),
+    ]
     for claim in expected:
         row = next(line for line in text.splitlines() if line.startswith(f"| {claim.claim}"))
         assert f"**{claim.held}**" in row and claim.evidence in row
@@ -95,8 +107,17 @@ def _synthetic_rows(probe: str, values: list[float], lead: list[float], params_p
     for value, gap in zip(values, lead):
         for seed, jitter in ((0, -0.002), (1, 0.0), (2, 0.002)):
             for model, accuracy in (("cnn", 0.8 + gap + jitter), ("mlp", 0.8 + jitter / 2)):
-                rows.append({"probe": probe, "setting": f"{value:g}", "value": value, "model": model, "seed": seed,
-                             "params": int(1000 * value) if params_per_value else 1000, "test_accuracy": accuracy})
+                rows.append(
+                    {
+                        "probe": probe,
+                        "setting": f"{value:g}",
+                        "value": value,
+                        "model": model,
+                        "seed": seed,
+                        "params": int(1000 * value) if params_per_value else 1000,
+                        "test_accuracy": accuracy,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -123,8 +144,10 @@ def test_fraction_and_size_probes_reach_the_report_section_and_figures(tmp_path:
     from pipeline.reporting import figures
 
     cast = Cast(["cnn", "mlp"], {"cnn": "CNN", "mlp": "MLP"}, "cnn")
-    probes = {"fraction": _synthetic_rows("fraction", [0.1, 1.0], [0.1, 0.02]),
-              "size": _synthetic_rows("size", [0.5, 2.0], [0.03, 0.05], True)}
+    probes = {
+        "fraction": _synthetic_rows("fraction", [0.1, 1.0], [0.1, 0.02]),
+        "size": _synthetic_rows("size", [0.5, 2.0], [0.03, 0.05], True),
+    }
     points = interval_points(advantage_by_setting(probes["fraction"], 0.95, cast), cast)
     figure = figures.fraction_curve(points, tmp_path / "data_efficiency.png")
     assert figure.read_bytes()[:4] == b"\x89PNG" and set(points["model"]) == {"CNN", "MLP"}

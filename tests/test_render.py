@@ -23,8 +23,15 @@ def sample(tmp_path: Path) -> Document:
     figure.parent.mkdir()
     figure.write_bytes(PNG)
     table = Table(pd.DataFrame({"Model": ["CNN"], "Better": ["**CNN** <fast>"]}), ("left", "left"))
-    return Document("Title with `code`", [Section("Results", [Paragraph("a **bold** claim"), table,
-                                                               Figure(figure, "A dot"), Code("mermaid", "graph TD\n A --> B")])])
+    return Document(
+        "Title with `code`",
+        [
+            Section(
+                "Results",
+                [Paragraph("a **bold** claim"), table, Figure(figure, "A dot"), Code("mermaid", "graph TD\n A --> B")],
+            )
+        ],
+    )
 
 
 def test_markdown_links_figures_relative_to_the_report(tmp_path: Path) -> None:
@@ -64,7 +71,14 @@ def test_report_renders_in_headless_chromium(workspace: Workspace) -> None:
     assert errors == []
     figures = sorted((html_path.parent / "figures").glob("*.png"))
     assert len(images) == len(figures) == 7 and all(width > 0 for _alt, width in images), images
-    assert headings == ["Verdict", "Accuracy", "Tuning", "Cost and speed", "Why does it win? Probes", "What the convolution learned",
-                        "Architectures"]
+    assert headings == [
+        "Verdict",
+        "Accuracy",
+        "Tuning",
+        "Cost and speed",
+        "Why does it win? Probes",
+        "What the convolution learned",
+        "Architectures",
+    ]
     assert screenshot.stat().st_size > 50_000
     print(f"screenshot: {screenshot}")

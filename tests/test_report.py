@@ -34,10 +34,15 @@ def _speed(cnn_speed: float = 1000.0, noisy: bool = False) -> list[SpeedCase]:
     jitter = [-0.003, -0.002, -0.001, 0.0, 0.001, 0.002, 0.003]
     cases = []
     for case, scale in ((BenchCase("inference", 256), 1.0), (BenchCase("training_step", 128), 0.25)):
-        samples = {"cnn": [cnn_speed * scale * (1 + j) for j in jitter],
-                   "mlp": [4000.0 * scale * (1 - j) for j in jitter]}
-        cases.append(SpeedCase(case, {m: float(np.median(v)) for m, v in samples.items()},
-                               {"cnn": 0.003, "mlp": 0.003}, samples, noisy))
+        samples = {
+            "cnn": [cnn_speed * scale * (1 + j) for j in jitter],
+            "mlp": [4000.0 * scale * (1 - j) for j in jitter],
+        }
+        cases.append(
+            SpeedCase(
+                case, {m: float(np.median(v)) for m, v in samples.items()}, {"cnn": 0.003, "mlp": 0.003}, samples, noisy
+            )
+        )
     return cases
 
 
@@ -48,21 +53,39 @@ def duel(metrics: list[CellMetrics], correctness: dict[str, np.ndarray], speed: 
 def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) -> None:
     text = (workspace.root / paths.report_markdown()).read_text()
     for model, label in (("cnn", "CNN"), ("mlp", "MLP")):
-        accuracies = [json.loads((workspace.root / paths.metrics(model, s)).read_text())["test_accuracy"] for s in (0, 1)]
+        accuracies = [
+            json.loads((workspace.root / paths.metrics(model, s)).read_text())["test_accuracy"] for s in (0, 1)
+        ]
         interval = t_interval(accuracies, 0.95)
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} "))
-        assert f"{interval.mean:.4f} ± {interval.std:.4f}" in row and f"[{interval.low:.4f}, {interval.high:.4f}]" in row
+        assert (
+            f"{interval.mean:.4f} ± {interval.std:.4f}" in row and f"[{interval.low:.4f}, {interval.high:.4f}]" in row
+        )
     assert "exact McNemar test is run per seed" in text and "paired-bootstrap CI" in text
-    for axis in ("Forward FLOPs / image (MFLOP)", "Inference @ batch 1 (img/s)", "Inference @ batch 256 (img/s)",
-                 "Latency @ batch 1 (ms)", "Training step @ batch 128 (img/s)", "Peak memory, training step (MiB)"):
+    for axis in (
+        "Forward FLOPs / image (MFLOP)",
+        "Inference @ batch 1 (img/s)",
+        "Inference @ batch 256 (img/s)",
+        "Latency @ batch 1 (ms)",
+        "Training step @ batch 128 (img/s)",
+        "Peak memory, training step (MiB)",
+    ):
         assert f"| {axis}" in text
     assert "| Parameters " in text and "tie (within 1%)" in text
-    for figure in ("learning_curves", "confusion_matrices", "throughput_vs_batch", "filters", "misclassified",
-                   "architectures"):
+    for figure in (
+        "learning_curves",
+        "confusion_matrices",
+        "throughput_vs_batch",
+        "filters",
+        "misclassified",
+        "architectures",
+    ):
         assert f"](figures/{figure}.png)" in text
         assert (workspace.root / paths.figures_dir() / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
     # Matched sizes: accuracy against parameters would be two points at one x, so it is left out.
-    assert "accuracy_vs_cost" not in text and not (workspace.root / paths.figures_dir() / "accuracy_vs_cost.png").exists()
+    assert (
+        "accuracy_vs_cost" not in text and not (workspace.root / paths.figures_dir() / "accuracy_vs_cost.png").exists()
+    )
     assert "```mermaid\ngraph TD" in text and "| Linear(5408->128)" not in text  # digits are 8x8: 32*3*3 features
     assert "| Linear(288->128)" in text
     assert "`digits`" in text and "The recipe was not tuned per model" in text
@@ -74,8 +97,21 @@ def test_learning_curves_draw_one_series_per_model(tmp_path) -> None:
 
     from pipeline.reporting import figures
 
-    curves = pd.DataFrame([{"model": model, "seed": 0, "epoch": epoch, "train_loss": 1 / epoch, "val_loss": 1 / epoch,
-                            "train_accuracy": 0.5, "val_accuracy": 0.5} for model in ("A", "B", "C") for epoch in (1, 2)])
+    curves = pd.DataFrame(
+        [
+            {
+                "model": model,
+                "seed": 0,
+                "epoch": epoch,
+                "train_loss": 1 / epoch,
+                "val_loss": 1 / epoch,
+                "train_accuracy": 0.5,
+                "val_accuracy": 0.5,
+            }
+            for model in ("A", "B", "C")
+            for epoch in (1, 2)
+        ]
+    )
     assert figures.palette(["A", "B", "C", "A"]) == {"A": "C0", "B": "C1", "C": "C2"}
     picture = imread(figures.learning_curves(curves, tmp_path / "curves.png"))
     colours = {tuple(np.round(pixel[:3], 2)) for pixel in picture.reshape(-1, picture.shape[-1])}
@@ -88,9 +124,16 @@ def test_tuning_progress_draws_best_so_far_per_model(tmp_path) -> None:
 
     from pipeline.reporting import figures
 
-    trials = pd.DataFrame([{"model": model, "trial": trial, "val_accuracy": score, "best_so_far": best}
-                           for model, rows in (("A", [(0.5, 0.5), (None, 0.5), (0.7, 0.7)]), ("B", [(0.6, 0.6), (0.4, 0.6), (0.8, 0.8)]))
-                           for trial, (score, best) in enumerate(rows)])
+    trials = pd.DataFrame(
+        [
+            {"model": model, "trial": trial, "val_accuracy": score, "best_so_far": best}
+            for model, rows in (
+                ("A", [(0.5, 0.5), (None, 0.5), (0.7, 0.7)]),
+                ("B", [(0.6, 0.6), (0.4, 0.6), (0.8, 0.8)]),
+            )
+            for trial, (score, best) in enumerate(rows)
+        ]
+    )
     picture = imread(figures.tuning_progress(trials, tmp_path / "tuning.png"))
     colours = {tuple(np.round(pixel[:3], 2)) for pixel in picture.reshape(-1, picture.shape[-1])}
     for colour in ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05)):
@@ -108,7 +151,10 @@ def test_comparison_run_carries_the_report(workspace: Workspace) -> None:
     assert "report/figures/confusion_matrices.png" in figures and "report/figures/filters.png" in figures
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     assert sorted(child.info.run_name for child in children) == ["cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1"]
-    assert run.data.metrics["cnn_parameters"] == json.loads((workspace.root / paths.metrics("cnn", 0)).read_text())["params"]
+    assert (
+        run.data.metrics["cnn_parameters"]
+        == json.loads((workspace.root / paths.metrics("cnn", 0)).read_text())["params"]
+    )
     assert 0 <= run.data.metrics["mlp_mcnemar_p_holm"] <= 1
     assert run.data.metrics["mlp_lead_of_reference_ci_low"] <= run.data.metrics["mlp_lead_of_reference"]
 
@@ -116,12 +162,29 @@ def test_comparison_run_carries_the_report(workspace: Workspace) -> None:
 def _cell(model: str, seed: int, accuracy: float, **values: Any) -> CellMetrics:
     """A synthetic metrics record: every field the evaluate stage writes, `values` overriding the defaults."""
     fields: dict[str, Any] = {
-        "model": model, "seed": seed, "dataset": "digits", "arch": model, "test_accuracy": accuracy, "test_loss": 0.1,
-        "test_size": 1000, "final_val_accuracy": accuracy, "epochs": 3, "params": 1000, "trainable_params": 1000,
-        "flops_forward_per_image": 1e6, "flops_train_step_per_image": 9e6, "train_images_per_second": 1000.0,
-        "train_seconds": 10.0, "seconds_to_final_accuracy": 10.0, "train_batch_size": 128,
-        "peak_memory_mb": {"inference": 5.0, "train_step": 10.0}, "robustness": {"shift": {}, "noise": {}},
-        "per_class_accuracy": {}, "confusion_matrix": [], "context": {}, "units": {},
+        "model": model,
+        "seed": seed,
+        "dataset": "digits",
+        "arch": model,
+        "test_accuracy": accuracy,
+        "test_loss": 0.1,
+        "test_size": 1000,
+        "final_val_accuracy": accuracy,
+        "epochs": 3,
+        "params": 1000,
+        "trainable_params": 1000,
+        "flops_forward_per_image": 1e6,
+        "flops_train_step_per_image": 9e6,
+        "train_images_per_second": 1000.0,
+        "train_seconds": 10.0,
+        "seconds_to_final_accuracy": 10.0,
+        "train_batch_size": 128,
+        "peak_memory_mb": {"inference": 5.0, "train_step": 10.0},
+        "robustness": {"shift": {}, "noise": {}},
+        "per_class_accuracy": {},
+        "confusion_matrix": [],
+        "context": {},
+        "units": {},
         "source": {"checkpoint_sha256": "", "dataset_sha256": "", "code_sha256": "", "settings_sha256": ""},
     }
     return CellMetrics.model_validate(fields | values)
@@ -129,10 +192,18 @@ def _cell(model: str, seed: int, accuracy: float, **values: Any) -> CellMetrics:
 
 def _metrics(cnn_accuracy: float, mlp_accuracy: float) -> list[CellMetrics]:
     """Three seeds each; the CNN spends 3x the MLP's forward FLOPs at the same parameter count."""
-    return [_cell(model, seed, accuracy + jitter, flops_forward_per_image=3e6 if model == "cnn" else 1e6,
-                  seconds_to_final_accuracy=10.0 + seed, peak_memory_mb={"inference": 5.0, "train_step": 10.0 + seed})
-            for model, accuracy in (("cnn", cnn_accuracy), ("mlp", mlp_accuracy))
-            for seed, jitter in ((0, -0.001), (1, 0.001), (2, 0.0))]
+    return [
+        _cell(
+            model,
+            seed,
+            accuracy + jitter,
+            flops_forward_per_image=3e6 if model == "cnn" else 1e6,
+            seconds_to_final_accuracy=10.0 + seed,
+            peak_memory_mb={"inference": 5.0, "train_step": 10.0 + seed},
+        )
+        for model, accuracy in (("cnn", cnn_accuracy), ("mlp", mlp_accuracy))
+        for seed, jitter in ((0, -0.001), (1, 0.001), (2, 0.0))
+    ]
 
 
 def _renamed(metrics: list[CellMetrics], model: str, alias: str) -> list[CellMetrics]:
@@ -159,8 +230,7 @@ def test_verdict_follows_the_numbers() -> None:
 def test_verdict_says_when_accuracy_is_indistinguishable() -> None:
     tied = duel(_metrics(0.951, 0.950), _correctness(951, 950))
     assert not tied.significant("mlp") and tied.pairs["mlp"].p_holm == pytest.approx(1.0)  # 1 discordant image per seed
-    assert verdict(tied).startswith(
-        "On accuracy the CNN and the MLP are statistically indistinguishable")
+    assert verdict(tied).startswith("On accuracy the CNN and the MLP are statistically indistinguishable")
     assert pairs_frame(tied)["Verdict"].tolist() == ["not significant"]
 
 
@@ -181,15 +251,20 @@ def test_noisy_timing_names_no_faster_model_and_says_how_to_fix_it() -> None:
     assert better["Inference @ batch 256 (img/s)"] == "noisy: not compared (run `convbench bench` on an idle machine)"
     text = verdict(comparison)
     assert "x its speed" not in text and "trains at" not in text and "bought with compute" not in text
-    assert "its training step could not be measured cleanly (other work competed for the cores; run `convbench " \
-           "bench` on an idle machine)" in text
+    assert (
+        "its training step could not be measured cleanly (other work competed for the cores; run `convbench "
+        "bench` on an idle machine)" in text
+    )
 
 
 def test_mcnemar_is_per_seed_and_holm_corrected_across_pairs() -> None:
     three = _metrics(0.97, 0.95) + _renamed(_metrics(0.97, 0.96), "mlp", "lcn")
     index = np.arange(1000)
-    correctness = {"cnn": np.stack([index < 970] * 3), "mlp": np.stack([index < 950] * 3),
-                   "lcn": np.stack([index < 962, index < 968, index < 975])}  # one seed beats the CNN
+    correctness = {
+        "cnn": np.stack([index < 970] * 3),
+        "mlp": np.stack([index < 950] * 3),
+        "lcn": np.stack([index < 962, index < 968, index < 975]),
+    }  # one seed beats the CNN
     comparison = compare(three, correctness, SETTINGS, ["cnn", "mlp", "lcn"], "cnn", {**LABELS, "lcn": "LCN"})
     mlp, lcn = comparison.pairs["mlp"], comparison.pairs["lcn"]
     assert [t.only_a_correct for t in mlp.per_seed] == [20, 20, 20] and len(lcn.per_seed) == 3
@@ -210,7 +285,9 @@ def test_axes_name_the_better_model_only_when_significant() -> None:
     memory = comparison.axis("peak_memory_training_step")
     assert memory.winner == "not significant" and memory.means["cnn"] == 11.0 and memory.spread["cnn"] == 1.0
     better = axes_frame(comparison).set_index("Axis")["Better"]
-    assert better["Parameters"] == "tie (within 1%)" and better["Forward FLOPs / image (MFLOP)"] == "**MLP** (3.00x lower)"
+    assert (
+        better["Parameters"] == "tie (within 1%)" and better["Forward FLOPs / image (MFLOP)"] == "**MLP** (3.00x lower)"
+    )
     assert better["Inference @ batch 256 (img/s)"].startswith("**MLP** (4.00x faster, per-round [")  # side by side
 
 
@@ -222,7 +299,13 @@ def test_metrics_of_another_dataset_are_refused(workspace: Workspace) -> None:
 
 
 def test_missing_cell_names_the_command_to_run(workspace: Workspace) -> None:
-    with contextlib.chdir(workspace.root), pytest.raises(ConvbenchError, match=r"metrics/cells/cnn-s7.json is missing; run `convbench evaluate --model cnn --seed 7` first"):
+    with (
+        contextlib.chdir(workspace.root),
+        pytest.raises(
+            ConvbenchError,
+            match=r"metrics/cells/cnn-s7.json is missing; run `convbench evaluate --model cnn --seed 7` first",
+        ),
+    ):
         load_metrics(["cnn"], [7], "digits")
 
 
@@ -232,11 +315,17 @@ def test_ladder_splits_the_lead_into_locality_and_weight_sharing(tmp_path) -> No
     from pipeline.reporting.ladder import ladder_blocks, ladder_sentence
 
     index = np.arange(1000)
-    correctness = {"mlp": np.stack([index < 950] * 3), "lcn": np.stack([index < 955] * 3),
-                   "cnn": np.stack([index < 975] * 3)}
+    correctness = {
+        "mlp": np.stack([index < 950] * 3),
+        "lcn": np.stack([index < 955] * 3),
+        "cnn": np.stack([index < 975] * 3),
+    }
     rungs = Ladder("mlp", "lcn", "cnn")
     ladder = ladder_steps(rungs, correctness, SETTINGS)
-    assert [(s.name, round(s.gain.difference, 3)) for s in ladder.steps] == [("locality", 0.005), ("weight sharing", 0.02)]
+    assert [(s.name, round(s.gain.difference, 3)) for s in ladder.steps] == [
+        ("locality", 0.005),
+        ("weight sharing", 0.02),
+    ]
     assert ladder.contrast.difference == pytest.approx(0.015) and ladder.contrast.low > 0
     labels = {"mlp": "MLP", "lcn": "LCN", "cnn": "CNN"}
     sentence = ladder_sentence(ladder, labels)
@@ -250,7 +339,10 @@ def test_ladder_splits_the_lead_into_locality_and_weight_sharing(tmp_path) -> No
     figure = tmp_path / "ladder.png"
     figure.write_bytes(b"\x89PNG")
     table = ladder_blocks(ladder, comparison, figure)[1].frame
-    assert table["Models"].tolist() == ["LCN − MLP", "CNN − LCN"] and table["Share of the total"].tolist() == ["20%", "80%"]
+    assert table["Models"].tolist() == ["LCN − MLP", "CNN − LCN"] and table["Share of the total"].tolist() == [
+        "20%",
+        "80%",
+    ]
     logged = comparison_metrics(comparison)
     assert logged["ladder_weight_sharing"] == pytest.approx(0.02) and "ladder_sharing_minus_locality" in logged
 
@@ -289,12 +381,20 @@ def test_probe_results_are_checked_records(workspace: Workspace, tmp_path) -> No
     sha256 = json.loads((project / paths.prepared_manifest("digits")).read_text())["sha256"]
     with contextlib.chdir(project):
         assert list(load_probes(workspace.params, sha256)) == ["permutation"]
-        assert load_probes(workspace.params, sha256)["permutation"]["setting"].unique().tolist() == ["original", "permuted"]
-        with pytest.raises(ConvbenchError, match=r"was made with other params or data; run `convbench probe permutation`"):
+        assert load_probes(workspace.params, sha256)["permutation"]["setting"].unique().tolist() == [
+            "original",
+            "permuted",
+        ]
+        with pytest.raises(
+            ConvbenchError, match=r"was made with other params or data; run `convbench probe permutation`"
+        ):
             load_probes(workspace.params, "0" * 64)
         paths.probe("permutation").write_text("[]\n")
-        with pytest.raises(ConvbenchError, match=r"permutation.json holds a JSON list, not a ProbeResult record; run "
-                                                 r"`convbench probe permutation` again"):
+        with pytest.raises(
+            ConvbenchError,
+            match=r"permutation.json holds a JSON list, not a ProbeResult record; run "
+            r"`convbench probe permutation` again",
+        ):
             load_probes(workspace.params, sha256)
         paths.probe("permutation").unlink()
         with pytest.raises(ConvbenchError, match=r"permutation.json is missing; run `convbench probe permutation`"):
@@ -310,8 +410,9 @@ def test_a_report_that_fails_leaves_the_previous_report_as_it_was(workspace: Wor
 
     project = tmp_path / "project"
     shutil.copytree(workspace.root, project)
-    params = workspace.params.model_copy(update={"tracking": workspace.params.tracking.model_copy(
-        update={"uri": "http://127.0.0.1:9"})})
+    params = workspace.params.model_copy(
+        update={"tracking": workspace.params.tracking.model_copy(update={"uri": "http://127.0.0.1:9"})}
+    )
 
     def state() -> dict[str, str]:
         files = [paths.report_markdown(), paths.report_html(), *sorted(paths.figures_dir().iterdir())]
@@ -322,4 +423,6 @@ def test_a_report_that_fails_leaves_the_previous_report_as_it_was(workspace: Wor
         with pytest.raises(ConvbenchError, match="is unreachable"):
             report(params, paths.report_markdown(), paths.figures_dir())
         assert state() == before, "the previous report set is untouched"
-        assert [p.name for p in paths.report_markdown().parent.iterdir() if p.name.startswith(".")] == [], "no staging left"
+        assert [p.name for p in paths.report_markdown().parent.iterdir() if p.name.startswith(".")] == [], (
+            "no staging left"
+        )

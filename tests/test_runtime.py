@@ -24,7 +24,9 @@ from tests.conftest import Workspace, tiny_params
 
 
 def _splits(workspace: Workspace):
-    prepared = load_prepared(workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits"))
+    prepared = load_prepared(
+        workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits")
+    )
     return prepared, device_splits(prepared, torch.device("cpu"))
 
 
@@ -36,7 +38,9 @@ def test_same_seed_same_result_on_cpu(workspace: Workspace) -> None:
         torch.manual_seed(7)
         model = models.build(config)
         history, _seconds = fit(model, data, workspace.params.train, 7, lambda stats: None)
-        outcomes.append(([dataclasses.replace(s, seconds=0.0, elapsed_seconds=0.0) for s in history], model.state_dict()))
+        outcomes.append(
+            ([dataclasses.replace(s, seconds=0.0, elapsed_seconds=0.0) for s in history], model.state_dict())
+        )
     (first_history, first_state), (second_history, second_state) = outcomes
     assert first_history == second_history
     assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)

@@ -30,13 +30,22 @@ def _runs_by_cell(runs: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def test_relative_sqlite_uris_and_paths_become_absolute_from_the_project_and_nothing_else_changes(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     project = tmp_path / "project"
     assert absolute_sqlite("sqlite:///mlflow.db", project) == f"sqlite:///{(project / 'mlflow.db').resolve()}"
-    assert absolute_sqlite("sqlite:///runs/m.db?timeout=60", project) == \
-        f"sqlite:///{(project / 'runs' / 'm.db').resolve()}?timeout=60", "a query stays a query, not a file name"
-    for unchanged in ("sqlite:////srv/m.db", "sqlite:///", "sqlite:///:memory:", "sqlite://", "http://host:5000",
-                      "postgresql://user:secret@db/optuna"):
+    assert (
+        absolute_sqlite("sqlite:///runs/m.db?timeout=60", project)
+        == f"sqlite:///{(project / 'runs' / 'm.db').resolve()}?timeout=60"
+    ), "a query stays a query, not a file name"
+    for unchanged in (
+        "sqlite:////srv/m.db",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "sqlite://",
+        "http://host:5000",
+        "postgresql://user:secret@db/optuna",
+    ):
         assert absolute_sqlite(unchanged, project) == unchanged
     assert absolute_path("data/raw", project) == str((project / "data" / "raw").resolve())
     assert absolute_path(Path("/srv/data"), project) == "/srv/data"
@@ -59,14 +68,23 @@ def test_ray_sweep_runs_one_trial_per_cell_logging_to_the_tracking_server(
     project = tmp_path / "project"
     project.mkdir()
     write_params(project / "params.yaml", FAST)
-    result = run(["convbench", "sweep", "--backend", "ray", "-S", "train.lr=0.001,0.003", "--name", "raytest"],
-                 project, RAY_ADDRESS=ray_head, MLFLOW_TRACKING_URI=uri)
+    result = run(
+        ["convbench", "sweep", "--backend", "ray", "-S", "train.lr=0.001,0.003", "--name", "raytest"],
+        project,
+        RAY_ADDRESS=ray_head,
+        MLFLOW_TRACKING_URI=uri,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("sweep: raytest-") and "[" in line}
+    lines = {
+        line.split()[1]: line
+        for line in result.stdout.splitlines()
+        if line.startswith("sweep: raytest-") and "[" in line
+    }
 
     experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
-    found = mlflow_rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                             "filter": "tags.sweep = 'raytest'"})["runs"]
+    found = mlflow_rest(
+        uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "filter": "tags.sweep = 'raytest'"}
+    )["runs"]
     by_cell = _runs_by_cell(found)
     assert set(by_cell) == {"raytest-0", "raytest-1"}, "both cells logged to the tracking server"
     for cell, lr in (("raytest-0", "0.001"), ("raytest-1", "0.003")):
@@ -81,8 +99,14 @@ def test_ray_sweep_runs_one_trial_per_cell_logging_to_the_tracking_server(
 
 
 def test_a_failing_trial_returns_its_error_instead_of_raising(tmp_path: Path) -> None:
-    raw = params_with({**FAST, "data.name": "cifar10", "data.root": str(tmp_path / "raw"),
-                       "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    raw = params_with(
+        {
+            **FAST,
+            "data.name": "cifar10",
+            "data.root": str(tmp_path / "raw"),
+            "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        }
+    )
     with pytest.MonkeyPatch.context() as patch:
         for key, value in OFFLINE.items():
             patch.setenv(key, value)
@@ -93,11 +117,17 @@ def test_a_failing_trial_returns_its_error_instead_of_raising(tmp_path: Path) ->
 
 def test_dvc_queue_sweep_runs_cells_as_experiments_and_reports_the_failed_one(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project", **FAST)
-    result = run(["convbench", "sweep", "-S", "data.name=digits,cifar10", "--jobs", "2", "--name", "dvctest"],
-                 project, MLFLOW_TRACKING_URI="", **OFFLINE)
+    result = run(
+        ["convbench", "sweep", "-S", "data.name=digits,cifar10", "--jobs", "2", "--name", "dvctest"],
+        project,
+        MLFLOW_TRACKING_URI="",
+        **OFFLINE,
+    )
 
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1] == "convbench: error: 1 of 2 sweep cells failed: dvctest-1", "the rest go on"
+    assert result.stderr.strip().splitlines()[-1] == "convbench: error: 1 of 2 sweep cells failed: dvctest-1", (
+        "the rest go on"
+    )
     assert "sweep: dvctest-0 [data.name=digits] success: cnn-s0 0." in result.stdout
     assert f"sweep: dvctest-1 [data.name=cifar10] failed: {FAILS_OFFLINE}" in result.stdout
     logs = run(["dvc", "queue", "logs", "dvctest-0"], project).stdout
@@ -105,11 +135,15 @@ def test_dvc_queue_sweep_runs_cells_as_experiments_and_reports_the_failed_one(tm
 
     table = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     revs = {rev["name"]: rev for row in table for group in row.get("experiments") or [] for rev in group["revs"]}
-    assert 0 < revs["dvctest-0"]["data"]["metrics"]["metrics/cells/cnn-s0.json"]["data"]["test_accuracy"] <= 1, \
+    assert 0 < revs["dvctest-0"]["data"]["metrics"]["metrics/cells/cnn-s0.json"]["data"]["test_accuracy"] <= 1, (
         "the cell is an ordinary DVC experiment, comparable with dvc exp show"
+    )
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("convbench-digits").experiment_id],
-                              "tags.sweep_cell = 'dvctest-0'")
-    assert sorted(r.info.run_name for r in runs) == ["bench", "cnn-s0", "comparison", "mlp-s0"], "logged to the project's store"
+    runs = client.search_runs(
+        [client.get_experiment_by_name("convbench-digits").experiment_id], "tags.sweep_cell = 'dvctest-0'"
+    )
+    assert sorted(r.info.run_name for r in runs) == ["bench", "cnn-s0", "comparison", "mlp-s0"], (
+        "logged to the project's store"
+    )
     assert {r.info.status for r in runs} == {"FINISHED"}

@@ -85,15 +85,25 @@ def test_unusable_store_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_four_processes_train_into_one_sqlite_store_without_losing_runs(tmp_path: Path) -> None:
-    write_params(tmp_path / "params.yaml", {"data.name": "digits", "train.epochs": 4, "train.seeds": [0, 1],
-                                            "tracking.log_model": False})
+    write_params(
+        tmp_path / "params.yaml",
+        {"data.name": "digits", "train.epochs": 4, "train.seeds": [0, 1], "tracking.log_model": False},
+    )
     for args in (["download"], ["prepare"]):
         assert run(["convbench", *args], tmp_path).returncode == 0
     store = f"sqlite:///{tmp_path / 'shared.db'}"
     cells = [("cnn", 0), ("cnn", 1), ("mlp", 0), ("mlp", 1)]
-    processes = [subprocess.Popen(["convbench", "train", "-m", m, "-s", str(s)], cwd=tmp_path,
-                                  env=env(MLFLOW_TRACKING_URI=store), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for m, s in cells]
+    processes = [
+        subprocess.Popen(
+            ["convbench", "train", "-m", m, "-s", str(s)],
+            cwd=tmp_path,
+            env=env(MLFLOW_TRACKING_URI=store),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m, s in cells
+    ]
     outcomes = [(p.communicate(timeout=400), p.returncode) for p in processes]
     assert [code for _out, code in outcomes] == [0, 0, 0, 0], [out[1][-2000:] for out, _ in outcomes]
     client = MlflowClient(store)
@@ -131,13 +141,26 @@ def test_params_dumps_mask_the_password_in_the_tracking_uri() -> None:
 def _server_project(tmp_path: Path, **overrides: object) -> Path:
     project = tmp_path / "project"
     project.mkdir()
-    write_params(project / "params.yaml", {"data.name": "digits", "train.epochs": 2, "train.seeds": [0],
-                                           "evaluate.min_run_time": 0.05, "tracking.log_model": False, **overrides})
+    write_params(
+        project / "params.yaml",
+        {
+            "data.name": "digits",
+            "train.epochs": 2,
+            "train.seeds": [0],
+            "evaluate.min_run_time": 0.05,
+            "tracking.log_model": False,
+            **overrides,
+        },
+    )
     params = load_params(project / "params.yaml")
     with contextlib.chdir(project):  # the real stage functions, in-process: the CLI runs below are what is tested
         download(params.data, paths.raw_dir(params.data.root, "digits"))
-        prepare(params.data, paths.raw_dir(params.data.root, "digits"), paths.prepared_tensors("digits"),
-                paths.prepared_manifest("digits"))
+        prepare(
+            params.data,
+            paths.raw_dir(params.data.root, "digits"),
+            paths.prepared_tensors("digits"),
+            paths.prepared_manifest("digits"),
+        )
     return project
 
 
@@ -193,8 +216,11 @@ def test_experiment_is_marked_for_model_training_and_a_kind_set_by_hand_stays(tm
         pass
     assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "classification"
     assert tracking.training_runs_url(params, "digits", "http://127.0.0.1:5000/") == (
-        f"http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning")
-    assert tracking.training_runs_url(params, "cifar10", "http://h:1").endswith("/#/experiments?workflowType=machine_learning")
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning"
+    )
+    assert tracking.training_runs_url(params, "cifar10", "http://h:1").endswith(
+        "/#/experiments?workflowType=machine_learning"
+    )
 
 
 def test_cell_runs_record_their_dataset_as_an_mlflow_input(workspace: Workspace) -> None:
@@ -202,25 +228,34 @@ def test_cell_runs_record_their_dataset_as_an_mlflow_input(workspace: Workspace)
 
     sha256 = json.loads((workspace.root / paths.prepared_manifest("digits")).read_text())["sha256"]
     mlflow.set_tracking_uri(workspace.tracking_uri)
-    cells = mlflow.search_runs(experiment_names=["convbench-digits"], filter_string="tags.`convbench.kind` = 'train'",
-                               output_format="list")
+    cells = mlflow.search_runs(
+        experiment_names=["convbench-digits"], filter_string="tags.`convbench.kind` = 'train'", output_format="list"
+    )
     assert sorted(r.info.run_name for r in cells) == ["cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1"]
     for cell in cells:
         (used,) = cell.inputs.dataset_inputs
         assert (used.dataset.name, used.dataset.digest) == ("digits", sha256[:36])
-        assert json.loads(used.dataset.source) == {"uri": "data/prepared/digits.pt"} and used.dataset.source_type == "local"
+        assert (
+            json.loads(used.dataset.source) == {"uri": "data/prepared/digits.pt"}
+            and used.dataset.source_type == "local"
+        )
         assert {t.key: t.value for t in used.tags} == {"mlflow.data.context": "train"}
         assert cell.data.tags["convbench.dataset_sha256"] == sha256, "the run's tag keeps the whole hash"
-    found = mlflow.search_runs(experiment_names=["convbench-digits"], output_format="list",
-                               filter_string=f"dataset.name = 'digits' AND dataset.digest = '{sha256[:36]}'")
+    found = mlflow.search_runs(
+        experiment_names=["convbench-digits"],
+        output_format="list",
+        filter_string=f"dataset.name = 'digits' AND dataset.digest = '{sha256[:36]}'",
+    )
     assert {r.info.run_id for r in found} == {r.info.run_id for r in cells}, "MLflow's dataset search finds the cells"
 
 
 def _logged_an_epoch(uri: str, run_name: str) -> bool:
     experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
     runs = mlflow_rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]]}).get("runs", [])
-    return any(r["info"]["run_name"] == run_name and any(m["key"] == "val_accuracy" for m in r["data"].get("metrics", []))
-               for r in runs)
+    return any(
+        r["info"]["run_name"] == run_name and any(m["key"] == "val_accuracy" for m in r["data"].get("metrics", []))
+        for r in runs
+    )
 
 
 def test_server_lost_mid_training_finishes_training_writes_the_checkpoint_and_stops_in_seconds(
@@ -230,17 +265,31 @@ def test_server_lost_mid_training_finishes_training_writes_the_checkpoint_and_st
     uri, server = mlflow_server
     secret_uri = uri.replace("http://", f"http://alice:{SECRET}@")
     epochs = 200  # of a tiny CNN (and its matched MLP): seconds of training left when the server dies
-    tiny = {"model.cnn.conv": [{"channels": 4, "kernel": 3, "padding": 0, "pool": 2}], "model.cnn.hidden": [16],
-            "model.mlp.match": "none", "model.mlp.width": 16}
+    tiny = {
+        "model.cnn.conv": [{"channels": 4, "kernel": 3, "padding": 0, "pool": 2}],
+        "model.cnn.hidden": [16],
+        "model.mlp.match": "none",
+        "model.mlp.width": 16,
+    }
     project = _server_project(tmp_path, **{"train.epochs": epochs, **tiny})
     (project / "optional.yaml").write_text((project / "params.yaml").read_text())
     write_params(project / "optional.yaml", {"tracking.required": False}, edit_existing=True)
     mlflow_rest(uri, "experiments/create", {"name": "convbench-digits"})  # not created by two processes at once
-    commands = {"cnn": ["convbench", "train", "-m", "cnn", "-s", "0"],
-                "mlp": ["convbench", "train", "-p", "optional.yaml", "-m", "mlp", "-s", "0"]}
-    processes = {model: subprocess.Popen(args, cwd=project, env=env(MLFLOW_TRACKING_URI=secret_uri, OMP_NUM_THREADS="1"),
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for model, args in commands.items()}
+    commands = {
+        "cnn": ["convbench", "train", "-m", "cnn", "-s", "0"],
+        "mlp": ["convbench", "train", "-p", "optional.yaml", "-m", "mlp", "-s", "0"],
+    }
+    processes = {
+        model: subprocess.Popen(
+            args,
+            cwd=project,
+            env=env(MLFLOW_TRACKING_URI=secret_uri, OMP_NUM_THREADS="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for model, args in commands.items()
+    }
     try:
         deadline = time.monotonic() + 180
         while not all(_logged_an_epoch(uri, f"{m}-s0") for m in processes) and time.monotonic() < deadline:
@@ -263,13 +312,16 @@ def test_server_lost_mid_training_finishes_training_writes_the_checkpoint_and_st
         assert ended - checkpoint.stat().st_mtime < 30, f"{model}: ends in seconds once the checkpoint is written"
     cnn_err = outputs["cnn"][1].strip().splitlines()
     assert processes["cnn"].returncode == 1 and len(cnn_err) == 1, cnn_err
-    assert cnn_err[0].startswith(f"convbench: error: MLflow tracking at '{uri.replace('http://', 'http://alice:***@')}' "
-                                 "failed (Connection refused), so run 'cnn-s0' is incomplete in MLflow"), cnn_err
+    assert cnn_err[0].startswith(
+        f"convbench: error: MLflow tracking at '{uri.replace('http://', 'http://alice:***@')}' "
+        "failed (Connection refused), so run 'cnn-s0' is incomplete in MLflow"
+    ), cnn_err
     assert "run the stage again, or set tracking.required: false" in cnn_err[0]
     mlp_err = outputs["mlp"][1].strip().splitlines()
     assert processes["mlp"].returncode == 0 and len(mlp_err) == 1, mlp_err
     assert mlp_err[0].startswith("convbench: warning: MLflow tracking at") and mlp_err[0].endswith(
-        "tracking.required is false, so the stage succeeds"), mlp_err
+        "tracking.required is false, so the stage succeeds"
+    ), mlp_err
     assert not (project / paths.resume_state("mlp", 0)).exists()
 
 
@@ -283,7 +335,8 @@ def test_mlflow_log_records_are_redacted(capfd: pytest.CaptureFixture[str]) -> N
     """MLflow's own logger (its handler writes to the real stderr) never shows a password."""
     import logging
 
-    logging.getLogger("mlflow.store.tracking.rest_store").warning("API request to %s failed",
-                                                                  f"http://alice:{SECRET}@127.0.0.1:9/api/2.0")
+    logging.getLogger("mlflow.store.tracking.rest_store").warning(
+        "API request to %s failed", f"http://alice:{SECRET}@127.0.0.1:9/api/2.0"
+    )
     err = capfd.readouterr().err
     assert SECRET not in err and "http://alice:***@127.0.0.1:9/api/2.0" in err

@@ -33,9 +33,12 @@ def test_each_cell_is_one_finished_mlflow_run_with_history(workspace: Workspace)
         assert finished.info.status == "FINISHED"
         history = client.get_metric_history(finished.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [1, 2, 3]
-        assert finished.data.tags["convbench.dataset_sha256"] == load_prepared(
-            workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits")
-        ).sha256
+        assert (
+            finished.data.tags["convbench.dataset_sha256"]
+            == load_prepared(
+                workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits")
+            ).sha256
+        )
         assert finished.data.tags["convbench.git_commit"]
         assert int(finished.data.params["params"]) > 0
 
@@ -60,14 +63,22 @@ def test_outputs_are_written_with_no_temporary_leftovers(workspace: Workspace) -
 
 
 def _train_process(project: Path, store: str) -> subprocess.Popen:
-    return subprocess.Popen(["convbench", "train", "-m", "cnn", "-s", "0"], cwd=project,
-                            env=env(MLFLOW_TRACKING_URI=store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        ["convbench", "train", "-m", "cnn", "-s", "0"],
+        cwd=project,
+        env=env(MLFLOW_TRACKING_URI=store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _project(root: Path, epochs: int = 25) -> tuple[Path, str]:
     root.mkdir()
-    write_params(root / "params.yaml", {"data.name": "digits", "train.epochs": epochs, "train.seeds": [0],
-                                        "tracking.log_model": False})
+    write_params(
+        root / "params.yaml",
+        {"data.name": "digits", "train.epochs": epochs, "train.seeds": [0], "tracking.log_model": False},
+    )
     for args in (["download"], ["prepare"]):
         assert run(["convbench", *args], root).returncode == 0
     return root, f"sqlite:///{root / 'store.db'}"
@@ -98,7 +109,9 @@ def test_training_killed_mid_way_resumes_and_ends_identical(tmp_path: Path) -> N
     final, expected = (torch.load(p / paths.checkpoint("cnn", 0), weights_only=True) for p in (project, reference))
     assert all(torch.equal(final["state_dict"][k], expected["state_dict"][k]) for k in expected["state_dict"])
     timing = ["seconds", "elapsed_seconds"]
-    curves, expected_curves = (pd.read_csv(p / paths.curves("cnn", 0)).drop(columns=timing) for p in (project, reference))
+    curves, expected_curves = (
+        pd.read_csv(p / paths.curves("cnn", 0)).drop(columns=timing) for p in (project, reference)
+    )
     pd.testing.assert_frame_equal(curves, expected_curves)
     client = MlflowClient(store)
     (continued,) = client.search_runs([client.get_experiment_by_name("convbench-digits").experiment_id])
@@ -111,7 +124,19 @@ def test_torchrun_ddp_on_cpu_saves_one_checkpoint_and_logs_one_run(tmp_path: Pat
     single, single_store = _project(tmp_path / "single", epochs=6)
     assert run(["convbench", "train", "-m", "mlp", "-s", "0"], single, MLFLOW_TRACKING_URI=single_store).returncode == 0
     project, store = _project(tmp_path / "ddp", epochs=6)
-    command = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "pipeline", "train", "-m", "mlp", "-s", "0"]
+    command = [
+        str(BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pipeline",
+        "train",
+        "-m",
+        "mlp",
+        "-s",
+        "0",
+    ]
     result = run(command, project, MLFLOW_TRACKING_URI=store, OMP_NUM_THREADS="1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (project / "models").iterdir()) == ["mlp-s0.pt"], "rank 0 alone writes"

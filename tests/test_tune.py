@@ -41,13 +41,32 @@ from pipeline.stages.tune import (
 from tests.helpers import BIN, env, params_with, run, write_params
 
 # Tiny trials: digits, one or two epochs, one scoring seed; the space still holds the shared recipe (trial 0).
-TINY = {"data.name": "digits", "data.root": "data/raw", "train.epochs": 1, "train.seeds": [0], "train.device": "cpu",
-        "evaluate.min_run_time": 0.02, "evaluate.throughput_batch_sizes": [32], "evaluate.shifts": [0, 2],
-        "evaluate.noise_std": [0.0, 0.3], "report.bootstrap_resamples": 1000, "tracking.log_model": False,
-        "tune.trials": 4, "tune.seeds": [0], "tune.startup_trials": 2, "tune.space.epochs": [1, 2],
-        "tune.space.batch_size": [64, 128]}
-SHARED_POINT = {"lr": 0.003, "weight_decay": 0.0001, "label_smoothing": 0.1, "epochs": 1, "batch_size": 128,
-                "model.depth": 1}
+TINY = {
+    "data.name": "digits",
+    "data.root": "data/raw",
+    "train.epochs": 1,
+    "train.seeds": [0],
+    "train.device": "cpu",
+    "evaluate.min_run_time": 0.02,
+    "evaluate.throughput_batch_sizes": [32],
+    "evaluate.shifts": [0, 2],
+    "evaluate.noise_std": [0.0, 0.3],
+    "report.bootstrap_resamples": 1000,
+    "tracking.log_model": False,
+    "tune.trials": 4,
+    "tune.seeds": [0],
+    "tune.startup_trials": 2,
+    "tune.space.epochs": [1, 2],
+    "tune.space.batch_size": [64, 128],
+}
+SHARED_POINT = {
+    "lr": 0.003,
+    "weight_decay": 0.0001,
+    "label_smoothing": 0.1,
+    "epochs": 1,
+    "batch_size": 128,
+    "model.depth": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +92,19 @@ def tune_here(root: Path, model: str, **kwargs: object):
     params = validate_params(yaml.safe_load((root / "params.yaml").read_text()))
     with contextlib.chdir(root):
         prepared = load_prepared(paths.prepared_tensors("digits"), paths.prepared_manifest("digits"))
-        result = tune_model(params, model, prepared, paths.tuned_recipe(model), quiet=True, echo=lambda _line: None,
-                            **kwargs)
+        result = tune_model(
+            params, model, prepared, paths.tuned_recipe(model), quiet=True, echo=lambda _line: None, **kwargs
+        )
     return params, result, TunedRecipe.load(root / paths.tuned_recipe(model), model)
 
 
 def storage_trials(root: Path, model: str) -> list[tuple[int, str, float | None]]:
     """(number, state, value) of every trial in the model's study storage, read with plain SQLite."""
     with contextlib.closing(sqlite3.connect(root / paths.study_storage(model))) as db:
-        return db.execute("SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v "
-                          "ON v.trial_id = t.trial_id ORDER BY t.number").fetchall()
+        return db.execute(
+            "SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v "
+            "ON v.trial_id = t.trial_id ORDER BY t.number"
+        ).fetchall()
 
 
 def tune_runs(root: Path, model: str) -> tuple[list, list]:
@@ -90,13 +112,19 @@ def tune_runs(root: Path, model: str) -> tuple[list, list]:
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("convbench-digits")
     parents = client.search_runs([experiment.experiment_id], f"attributes.run_name = 'tune-{model}'")
-    children = [run for parent in parents for run in client.search_runs(
-        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=1000)]
+    children = [
+        run
+        for parent in parents
+        for run in client.search_runs(
+            [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=1000
+        )
+    ]
     return parents, children
 
 
 def test_a_study_gives_the_model_its_budget_with_the_shared_recipe_first_and_every_trial_in_mlflow(
-        prepared_project: Path, tmp_path: Path) -> None:
+    prepared_project: Path, tmp_path: Path
+) -> None:
     root = project_copy(prepared_project, tmp_path / "p", **{"tune.trials": 5, "tune.seeds": [0, 1]})
     params, result, tuned = tune_here(root, "mlp")
 
@@ -116,8 +144,9 @@ def test_a_study_gives_the_model_its_budget_with_the_shared_recipe_first_and_eve
     best_params = history[tuned.best.trial].params
     assert tuned.model_settings == {"depth": best_params["model.depth"]}
     assert tuned.architecture["depth"] == best_params["model.depth"], "the architecture is the best trial's"
-    assert {k: tuned.recipe[k] for k in ("lr", "epochs", "batch_size")} == \
-        {k: best_params[k] for k in ("lr", "epochs", "batch_size")}
+    assert {k: tuned.recipe[k] for k in ("lr", "epochs", "batch_size")} == {
+        k: best_params[k] for k in ("lr", "epochs", "batch_size")
+    }
     assert 0.0003 <= best_params["lr"] <= 0.03, "lr searched within tune.space.lr"
 
     parents, children = tune_runs(root, "mlp")
@@ -138,15 +167,23 @@ def test_a_study_gives_the_model_its_budget_with_the_shared_recipe_first_and_eve
         assert own.train.lr == tuned.recipe["lr"] and own.model["mlp"]["depth"] == tuned.model_settings["depth"]
         assert own.train.seeds == params.train.seeds
         more = validate_params(params_with({"tune.trials": 6}, yaml.safe_load((root / "params.yaml").read_text())))
-        with pytest.raises(ConvbenchError, match=r"tuned/mlp.yaml was tuned with 5 trials, but tune.trials is now 6; "
-                                                 r"run `convbench tune --model mlp`"):
+        with pytest.raises(
+            ConvbenchError,
+            match=r"tuned/mlp.yaml was tuned with 5 trials, but tune.trials is now 6; "
+            r"run `convbench tune --model mlp`",
+        ):
             recipes.params_for(more, "mlp", prepared.sha256)
 
 
-def test_tuning_results_do_not_change_when_the_test_labels_are_corrupted(prepared_project: Path, tmp_path: Path) -> None:
+def test_tuning_results_do_not_change_when_the_test_labels_are_corrupted(
+    prepared_project: Path, tmp_path: Path
+) -> None:
     clean = project_copy(prepared_project, tmp_path / "clean", **{"tune.trials": 3})
     corrupted = project_copy(prepared_project, tmp_path / "corrupted", **{"tune.trials": 3})
-    tensors_path, manifest_path = corrupted / paths.prepared_tensors("digits"), corrupted / paths.prepared_manifest("digits")
+    tensors_path, manifest_path = (
+        corrupted / paths.prepared_tensors("digits"),
+        corrupted / paths.prepared_manifest("digits"),
+    )
     tensors = torch.load(tensors_path, weights_only=True)
     tensors["test_y"] = (tensors["test_y"] + 1) % 10  # every test label wrong
     torch.save(tensors, tensors_path)
@@ -178,8 +215,9 @@ def test_a_trial_whose_loss_diverges_scores_zero_and_says_so(prepared_project: P
     assert study.trials[1].user_attrs == {"diverged": True} and "diverged" not in study.trials[0].user_attrs
 
 
-def test_a_worker_spec_holds_absolute_plain_values_a_spawned_worker_runs_from(prepared_project: Path,
-                                                                              tmp_path: Path) -> None:
+def test_a_worker_spec_holds_absolute_plain_values_a_spawned_worker_runs_from(
+    prepared_project: Path, tmp_path: Path
+) -> None:
     root = project_copy(prepared_project, tmp_path / "p", **{"tracking.uri": "sqlite:///mlflow.db"})  # relative
     params = validate_params(yaml.safe_load((root / "params.yaml").read_text()))
     with contextlib.chdir(root):
@@ -192,16 +230,20 @@ def test_a_worker_spec_holds_absolute_plain_values_a_spawned_worker_runs_from(pr
     assert storage == f"sqlite:///{project / 'studies' / 'mlp.db'}" and (project / "studies").is_dir()
     assert spec.params["tracking"]["uri"] == f"sqlite:///{project / 'mlflow.db'}"
     assert spec.params["data"]["root"] == str(project / "data" / "raw")
-    assert (spec.tensors, spec.manifest, spec.project) == (str(project / paths.prepared_tensors("digits")),
-                                                           str(project / paths.prepared_manifest("digits")), str(project))
+    assert (spec.tensors, spec.manifest, spec.project) == (
+        str(project / paths.prepared_tensors("digits")),
+        str(project / paths.prepared_manifest("digits")),
+        str(project),
+    )
     assert pickle.loads(pickle.dumps(spec)) == spec
 
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:  # started from elsewhere: the spec says where
         assert pool.submit(run_worker, replace(spec, n_trials=2, threads=1, seed=7)).result(timeout=240) == 2
     with contextlib.closing(sqlite3.connect(project / "studies" / "mlp.db")) as db:
-        rows = db.execute("SELECT t.state, v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
-                          "ORDER BY t.number").fetchall()
+        rows = db.execute(
+            "SELECT t.state, v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id ORDER BY t.number"
+        ).fetchall()
     assert [state for state, _value in rows] == ["COMPLETE", "COMPLETE"], "one tune seed: nothing to prune on"
     assert all(0 < value <= 1 for _state, value in rows), "each trial's validation accuracy is in the shared study"
 
@@ -210,8 +252,13 @@ def test_a_killed_tune_resumes_without_repeating_finished_trials(prepared_projec
     root = project_copy(prepared_project, tmp_path / "p", **{"tune.trials": 6})
     log = root / "killed.log"
     with open(log, "w") as handle:
-        tune = subprocess.Popen([str(BIN / "convbench"), "tune", "--model", "mlp"], cwd=root, env=env(),
-                                stdout=handle, stderr=subprocess.STDOUT)
+        tune = subprocess.Popen(
+            [str(BIN / "convbench"), "tune", "--model", "mlp"],
+            cwd=root,
+            env=env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 240
     while True:
         try:
@@ -231,7 +278,10 @@ def test_a_killed_tune_resumes_without_repeating_finished_trials(prepared_projec
     result = run(["convbench", "tune", "--model", "mlp"], root, timeout=300)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming study mlp-" in result.stdout and f"{len(finished_before)} of 6 trials already finished" in result.stdout
+    assert (
+        "resuming study mlp-" in result.stdout
+        and f"{len(finished_before)} of 6 trials already finished" in result.stdout
+    )
     after = storage_trials(root, "mlp")
     finished = {number: value for number, state, value in after if state in ("COMPLETE", "PRUNED")}
     assert len(finished) == 6, "the budget is met exactly"
@@ -263,14 +313,16 @@ def _score(scored: Scored | None) -> float:
     return scored.val_accuracy
 
 
-def test_workers_on_this_machine_share_one_study_and_the_report_shows_both_gaps(prepared_project: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_workers_on_this_machine_share_one_study_and_the_report_shows_both_gaps(
+    prepared_project: Path, tmp_path: Path
+) -> None:
     root = project_copy(prepared_project, tmp_path / "p")
     result = run(["convbench", "tune", "--workers", "2"], root, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     for model in ("cnn", "mlp"):
         assert sorted(s for _n, s, _v in storage_trials(root, model)) in (
-            sorted(["COMPLETE"] * k + ["PRUNED"] * (4 - k)) for k in range(1, 5))
+            sorted(["COMPLETE"] * k + ["PRUNED"] * (4 - k)) for k in range(1, 5)
+        )
         _parents, children = tune_runs(root, model)
         assert len(children) == 4
         assert len(_fanned_out_workers(children)) == 2, "two worker processes ran the trials after the shared recipe"
@@ -304,11 +356,15 @@ def test_tuning_off_writes_a_note_and_leaves_the_shared_recipe(prepared_project:
         assert recipes.params_for(params, "mlp", "any-sha") is params
 
 
-def test_a_study_runs_across_a_real_ray_head_and_every_trial_is_in_mlflow(prepared_project: Path, tmp_path: Path,
-                                                                         ray_head: str) -> None:
+def test_a_study_runs_across_a_real_ray_head_and_every_trial_is_in_mlflow(
+    prepared_project: Path, tmp_path: Path, ray_head: str
+) -> None:
     root = project_copy(prepared_project, tmp_path / "p")
-    result = run(["convbench", "tune", "--model", "mlp", "--backend", "ray", "--ray-address", ray_head, "--workers", "2"],
-                 root, timeout=400)
+    result = run(
+        ["convbench", "tune", "--model", "mlp", "--backend", "ray", "--ray-address", ray_head, "--workers", "2"],
+        root,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert f"2 Optuna worker(s) on Ray at {ray_head}" in result.stdout
     tuned = TunedRecipe.load(root / paths.tuned_recipe("mlp"), "mlp")

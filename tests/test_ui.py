@@ -40,8 +40,14 @@ def ui(workspace: Workspace, tmp_path: Path) -> Iterator[str]:
         port = free_port()
         log = tmp_path / f"ui-{attempt}.log"  # a file, not a pipe: the server's workers outlive it and keep pipes open
         with open(log, "w") as handle:
-            server = subprocess.Popen(["convbench", "ui", "--params", str(params), "--port", str(port), "--workers", "1"], cwd=tmp_path,
-                                      env=env(), stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True)
+            server = subprocess.Popen(
+                ["convbench", "ui", "--params", str(params), "--port", str(port), "--workers", "1"],
+                cwd=tmp_path,
+                env=env(),
+                stdout=subprocess.DEVNULL,
+                stderr=handle,
+                start_new_session=True,
+            )
         address = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while server.poll() is None and not answers(f"{address}/health") and time.monotonic() < deadline:
@@ -89,11 +95,14 @@ def test_ui_opens_on_training_runs_with_their_dataset_and_curves(workspace: Work
             datasets = page.locator("[role=gridcell][col-id='attributes.`Dataset`']").all_inner_texts()
             page.screenshot(path=str(SCREENSHOTS / "mlflow-runs.png"))
 
-            page.goto(f"{ui}/#/experiments/{experiment.experiment_id}/runs/{cnn.info.run_id}/model-metrics"
-                      f"?workflowType=machine_learning")
+            page.goto(
+                f"{ui}/#/experiments/{experiment.experiment_id}/runs/{cnn.info.run_id}/model-metrics"
+                f"?workflowType=machine_learning"
+            )
             page.get_by_placeholder("Search metric charts").fill("val_accuracy")
             chart = page.locator("[data-testid=experiment-view-compare-runs-card]").filter(
-                has=page.get_by_text("val_accuracy", exact=True))
+                has=page.get_by_text("val_accuracy", exact=True)
+            )
             chart.locator("path.js-line").first.wait_for()
             epochs_drawn = chart.locator("path.js-line").count()
             chart_text = chart.inner_text()

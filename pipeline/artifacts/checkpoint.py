@@ -56,10 +56,18 @@ class Checkpoint:
 
 def save(path: Path, checkpoint: Checkpoint) -> Path:
     """Write `checkpoint` atomically as plain tensors and values (loadable with weights_only=True)."""
-    payload = {"format": FORMAT, "config": checkpoint.config.to_dict(), "state_dict": checkpoint.state_dict,
-               "dataset": checkpoint.dataset, "dataset_sha256": checkpoint.dataset_sha256, "seed": checkpoint.seed,
-               "recipe": checkpoint.recipe, "train": dataclasses.asdict(checkpoint.train),
-               "mlflow_run_id": checkpoint.mlflow_run_id, "code_sha256": checkpoint.code_sha256}
+    payload = {
+        "format": FORMAT,
+        "config": checkpoint.config.to_dict(),
+        "state_dict": checkpoint.state_dict,
+        "dataset": checkpoint.dataset,
+        "dataset_sha256": checkpoint.dataset_sha256,
+        "seed": checkpoint.seed,
+        "recipe": checkpoint.recipe,
+        "train": dataclasses.asdict(checkpoint.train),
+        "mlflow_run_id": checkpoint.mlflow_run_id,
+        "code_sha256": checkpoint.code_sha256,
+    }
     return atomic.write_with(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -71,15 +79,27 @@ def load(path: Path, model_name: str | None = None) -> Checkpoint:
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ConvbenchError(f"{path} is not a loadable checkpoint ({type(exc).__name__}); run `convbench train` again") from None
+        raise ConvbenchError(
+            f"{path} is not a loadable checkpoint ({type(exc).__name__}); run `convbench train` again"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConvbenchError(f"{path} is not a convbench checkpoint (format {FORMAT}); run `convbench train` again")
     config = ModelConfig.from_dict(payload["config"])
     if model_name is not None and config.name != model_name:
-        raise ConvbenchError(f"{path} holds a '{config.name}' model, not '{model_name}'; run `convbench train --model {model_name}`")
-    return Checkpoint(config, payload["state_dict"], payload["dataset"], payload["dataset_sha256"], payload["seed"],
-                      payload["recipe"], TrainInfo(**payload["train"]), payload["mlflow_run_id"],
-                      payload.get("code_sha256", ""))
+        raise ConvbenchError(
+            f"{path} holds a '{config.name}' model, not '{model_name}'; run `convbench train --model {model_name}`"
+        )
+    return Checkpoint(
+        config,
+        payload["state_dict"],
+        payload["dataset"],
+        payload["dataset_sha256"],
+        payload["seed"],
+        payload["recipe"],
+        TrainInfo(**payload["train"]),
+        payload["mlflow_run_id"],
+        payload.get("code_sha256", ""),
+    )
 
 
 def restore(checkpoint: Checkpoint, path: Path) -> nn.Module:
@@ -95,8 +115,9 @@ def restore(checkpoint: Checkpoint, path: Path) -> nn.Module:
     return model
 
 
-def check_current(checkpoint: Checkpoint, path: Path, config: ModelConfig, dataset: str, dataset_sha256: str,
-                  recipe: dict[str, Any]) -> None:
+def check_current(
+    checkpoint: Checkpoint, path: Path, config: ModelConfig, dataset: str, dataset_sha256: str, recipe: dict[str, Any]
+) -> None:
     """Refuse a checkpoint trained on other data, as another architecture, or with another recipe than params now say."""
     cell = f"--model {config.name} --seed {checkpoint.seed}"
     if checkpoint.dataset_sha256 != dataset_sha256:
@@ -109,7 +130,9 @@ def check_current(checkpoint: Checkpoint, path: Path, config: ModelConfig, datas
             f"{path} holds a different {config.name} than params.yaml's model section now describes; "
             f"run `convbench train {cell}` (or `dvc repro`)"
         )
-    changed = sorted(key for key in set(recipe) | set(checkpoint.recipe) if recipe.get(key) != checkpoint.recipe.get(key))
+    changed = sorted(
+        key for key in set(recipe) | set(checkpoint.recipe) if recipe.get(key) != checkpoint.recipe.get(key)
+    )
     if changed:
         was = ", ".join(f"train.{key} {checkpoint.recipe.get(key)!r} -> {recipe.get(key)!r}" for key in changed)
         raise ConvbenchError(
@@ -148,6 +171,8 @@ def load_resume(path: Path, identity: dict[str, Any]) -> Resume | None:
 
 def save_resume(path: Path, state: TrainState, identity: dict[str, Any], mlflow_run_id: str | None) -> None:
     """Write the state after an epoch (weights, optimizer, schedule, generator, history) atomically."""
-    full = {key: getattr(state, key) for key in STATE_FIELDS} | {"history": [dataclasses.asdict(s) for s in state.history]}
+    full = {key: getattr(state, key) for key in STATE_FIELDS} | {
+        "history": [dataclasses.asdict(s) for s in state.history]
+    }
     full |= identity | {"format": FORMAT, "mlflow_run_id": mlflow_run_id}
     atomic.write_with(path, lambda tmp: torch.save(full, tmp))

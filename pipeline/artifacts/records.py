@@ -56,18 +56,24 @@ def parse(kind: type[R], content: Any, path: Path, redo: str) -> R:
     if not isinstance(content, dict):
         raise ConvbenchError(f"{path} holds a JSON {type(content).__name__}, not a {kind.__name__} record; {redo}")
     if content.get("format", 1) != kind.FORMAT:
-        raise ConvbenchError(f"{path} is a {kind.__name__} of format {content.get('format')}, not {kind.FORMAT}; {redo}")
+        raise ConvbenchError(
+            f"{path} is a {kind.__name__} of format {content.get('format')}, not {kind.FORMAT}; {redo}"
+        )
     try:
         return kind.model_validate(content)
     except ValidationError as exc:
         missing = [".".join(map(str, error["loc"])) for error in exc.errors() if error["type"] == "missing"]
         if missing:
             more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
-            raise ConvbenchError(f"{path} lacks {', '.join(map(repr, missing[:4]))}{more}, so it is not a "
-                                 f"{kind.__name__} record convbench wrote; {redo}") from None
+            raise ConvbenchError(
+                f"{path} lacks {', '.join(map(repr, missing[:4]))}{more}, so it is not a "
+                f"{kind.__name__} record convbench wrote; {redo}"
+            ) from None
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "the top level"
-        raise ConvbenchError(f"{path} is not a {kind.__name__} record ({where}: {error['msg'].lower()}); {redo}") from None
+        raise ConvbenchError(
+            f"{path} is not a {kind.__name__} record ({where}: {error['msg'].lower()}); {redo}"
+        ) from None
 
 
 # --- a cell's metrics (the evaluate stage) ------------------------------------------------------------------------------
@@ -133,13 +139,30 @@ class CellMetrics(Record):
 
     def scalars(self) -> dict[str, float]:
         """Every number as a flat MLflow metric ('peak_memory_mb.inference', 'robustness.shift.1', per class)."""
-        values = {key: float(getattr(self, key)) for key in (
-            "test_accuracy", "test_loss", "test_size", "final_val_accuracy", "epochs", "params", "trainable_params",
-            "flops_forward_per_image", "flops_train_step_per_image", "train_images_per_second", "train_seconds",
-            "seconds_to_final_accuracy", "train_batch_size")}
+        values = {
+            key: float(getattr(self, key))
+            for key in (
+                "test_accuracy",
+                "test_loss",
+                "test_size",
+                "final_val_accuracy",
+                "epochs",
+                "params",
+                "trainable_params",
+                "flops_forward_per_image",
+                "flops_train_step_per_image",
+                "train_images_per_second",
+                "train_seconds",
+                "seconds_to_final_accuracy",
+                "train_batch_size",
+            )
+        }
         values |= {f"peak_memory_mb.{k}": float(v) for k, v in self.peak_memory_mb.model_dump().items()}
-        values |= {f"robustness.{kind}.{level}": accuracy for kind in ("shift", "noise")
-                   for level, accuracy in self.robustness.levels(kind).items()}
+        values |= {
+            f"robustness.{kind}.{level}": accuracy
+            for kind in ("shift", "noise")
+            for level, accuracy in self.robustness.levels(kind).items()
+        }
         return values | {f"test_accuracy_class_{c}": a for c, a in self.per_class_accuracy.items()}
 
 
@@ -285,8 +308,9 @@ class Scored(BaseModel):
 class TunedRecipe(Record):
     """tuned/<model>.yaml: the model's best recipe after its tuning budget, or a note that it was not tuned."""
 
-    HEADER: ClassVar[str] = ("# written by `convbench tune`: this model's best recipe after its tuning budget "
-                             "(validation split only)\n")
+    HEADER: ClassVar[str] = (
+        "# written by `convbench tune`: this model's best recipe after its tuning budget (validation split only)\n"
+    )
     model: str
     tuned: bool
     trials: int
@@ -306,8 +330,11 @@ class TunedRecipe(Record):
 
     def save(self, path: Path) -> Path:
         """Write it atomically as YAML under a header that says what wrote it."""
-        content = self.model_dump(mode="json", exclude_defaults=True) | {"model": self.model, "tuned": self.tuned,
-                                                                         "trials": self.trials}
+        content = self.model_dump(mode="json", exclude_defaults=True) | {
+            "model": self.model,
+            "tuned": self.tuned,
+            "trials": self.trials,
+        }
         return atomic.write_text(path, self.HEADER + yaml.safe_dump(content, sort_keys=False))
 
     @classmethod

@@ -89,8 +89,13 @@ def model_params(params: Params, model: str, dataset_sha256: str) -> Params:
     return recipes.params_for(params, model, dataset_sha256)
 
 
-def resolve(params: Params, prepared: PreparedData, names: list[str] | None = None,
-            seeds: list[int] | None = None, tuned: bool = True) -> list[Cell]:
+def resolve(
+    params: Params,
+    prepared: PreparedData,
+    names: list[str] | None = None,
+    seeds: list[int] | None = None,
+    tuned: bool = True,
+) -> list[Cell]:
     """Every cell of `names` x `seeds` (default: models x train.seeds), each model resolved once for all its seeds.
 
     With `tuned` each model gets its own recipe (the tuned one when tune.trials > 0); without, every model gets
@@ -102,8 +107,11 @@ def resolve(params: Params, prepared: PreparedData, names: list[str] | None = No
     for name in params.models:
         own = model_params(params, name, prepared.sha256) if tuned else params
         resolved[name] = (own, models.resolve(own, prepared.input_shape, prepared.num_classes, [name])[name])
-    return [Cell(name, seed, *resolved[name]) for name in names or params.models
-            for seed in (params.train.seeds if seeds is None else seeds)]
+    return [
+        Cell(name, seed, *resolved[name])
+        for name in names or params.models
+        for seed in (params.train.seeds if seeds is None else seeds)
+    ]
 
 
 def one(params: Params, model: str, seed: int, prepared: PreparedData) -> Cell:

@@ -102,8 +102,13 @@ def _load_embedded(folder: Path) -> RawData:
         raise DataError(f"{path} is unreadable ({exc}); delete it and run `convbench download`") from None
     test_images = None if test[0] is None else test[0].astype(np.uint8)
     test_labels = None if test[1] is None else test[1].astype(np.int64)
-    return RawData(images=images.astype(np.uint8), labels=labels.astype(np.int64), classes=classes,
-                   test_images=test_images, test_labels=test_labels)
+    return RawData(
+        images=images.astype(np.uint8),
+        labels=labels.astype(np.int64),
+        classes=classes,
+        test_images=test_images,
+        test_labels=test_labels,
+    )
 
 
 def _mnist5k_arrays() -> RawData:
@@ -138,8 +143,13 @@ def _mnist1d_arrays() -> RawData:
         return np.clip(np.rint((values - low) / (high - low) * 255), 0, 255).astype(np.uint8)[:, None, :]
 
     classes = tuple(str(d) for d in range(10))
-    return RawData(quantize(x), generated["y"].astype(np.int64), classes,
-                   test_images=quantize(x_test), test_labels=generated["y_test"].astype(np.int64))
+    return RawData(
+        quantize(x),
+        generated["y"].astype(np.int64),
+        classes,
+        test_images=quantize(x_test),
+        test_labels=generated["y_test"].astype(np.int64),
+    )
 
 
 def _digits_arrays() -> RawData:
@@ -157,9 +167,7 @@ def _digits_arrays() -> RawData:
 def _torchvision_class(name: str):
     import torchvision.datasets as tvd
 
-    return {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST, "cifar10": tvd.CIFAR10}[
-        name
-    ]
+    return {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST, "cifar10": tvd.CIFAR10}[name]
 
 
 def _dataset_folder(name: str) -> str:
@@ -317,8 +325,10 @@ def record_in_place(name: str, folder: Path) -> Path | None:
                 digest.update(block)
         return digest.hexdigest()
 
-    manifest = {"torchvision_root": "..", "files": {str(p.relative_to(root)): {"bytes": p.stat().st_size,
-                                                                                "sha256": sha256(p)} for p in files}}
+    manifest = {
+        "torchvision_root": "..",
+        "files": {str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files},
+    }
     try:
         return atomic.write_json(folder / IN_PLACE_MANIFEST, manifest)
     except OSError:

@@ -17,12 +17,16 @@ class LocallyConnected(nn.Module):
     that position's own filter, so the geometry (kernel, padding, output size) is exactly a conv's.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, padding: int, spatial: tuple[int, ...]) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, padding: int, spatial: tuple[int, ...]
+    ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.kernel, self.padding = in_channels, out_channels, kernel, padding
         self.out_size = tuple(s + 2 * padding - kernel + 1 for s in spatial)
         if min(self.out_size) < 1:
-            raise ParamsError(f"a locally connected layer with kernel {kernel} does not fit inputs of size {list(spatial)}")
+            raise ParamsError(
+                f"a locally connected layer with kernel {kernel} does not fit inputs of size {list(spatial)}"
+            )
         fan_in = in_channels * kernel ** len(spatial)
         positions = math.prod(self.out_size)
         bound = 1 / math.sqrt(fan_in)  # nn.Conv's default initialisation, per position

@@ -230,8 +230,14 @@ class PairedCase:
         return [r / m for m, r in zip(self.seconds[model], self.seconds[reference])]
 
 
-def time_interleaved(work: dict[str, Callable[[], object]], name: str, items: int, rounds: int,
-                     min_sample_seconds: float, device: torch.device) -> PairedCase:
+def time_interleaved(
+    work: dict[str, Callable[[], object]],
+    name: str,
+    items: int,
+    rounds: int,
+    min_sample_seconds: float,
+    device: torch.device,
+) -> PairedCase:
     """Time every model's `work` round by round (A, B, C, then again, each round in rotated order), so that load
     and drift over the run fall on every model alike; each sample is the mean over enough calls to last
     `min_sample_seconds`, with a warm-up and a calibration of the call count per model before the first round."""

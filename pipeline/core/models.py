@@ -63,8 +63,15 @@ REGISTRY: dict[str, Architecture] = {}
 Builder = Callable[[dict[str, Any], tuple[int, ...], int], "nn.Module"]
 
 
-def register(name: str, label: str, settings: type[Settings], role: str = "", scalable: tuple[str, ...] = (),
-             matched: str | None = None, shape: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
+def register(
+    name: str,
+    label: str,
+    settings: type[Settings],
+    role: str = "",
+    scalable: tuple[str, ...] = (),
+    matched: str | None = None,
+    shape: tuple[str, ...] = (),
+) -> Callable[[Builder], Builder]:
     """Decorator: register `builder(settings, input_shape, num_classes) -> nn.Module` under `name`, with its knobs."""
 
     def wrap(builder: Builder) -> Builder:
@@ -128,6 +135,7 @@ class MNIST1DCNNSettings(Settings):
 def build_linear(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Logistic regression: Flatten, Linear."""
     from torch import nn
+
     return nn.Sequential(nn.Flatten(), nn.Linear(_product(input_shape), num_classes))
 
 
@@ -135,6 +143,7 @@ def build_linear(settings: dict[str, Any], input_shape: tuple[int, ...], num_cla
 def build_mlp(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Flatten, then `depth` Dense -> ReLU layers of `width` units and the class layer."""
     from torch import nn
+
     hidden = [settings["width"]] * settings["depth"]
     return nn.Sequential(nn.Flatten(), *_dense_stack(_product(input_shape), hidden, num_classes))
 
@@ -143,6 +152,7 @@ def build_mlp(settings: dict[str, Any], input_shape: tuple[int, ...], num_classe
 def build_cnn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Conv -> ReLU -> MaxPool blocks (run as Conv -> MaxPool -> ReLU), Flatten, Dense -> ReLU layers, class layer."""
     from torch import nn
+
     channels, *spatial = input_shape
     conv_cls, pool_cls = _conv_classes(len(spatial))
     layers: list[nn.Module] = []
@@ -164,6 +174,7 @@ def build_lcn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classe
     from torch import nn
 
     from pipeline.core.layers import LocallyConnected
+
     channels, *spatial = input_shape
     _conv, pool_cls = _conv_classes(len(spatial))
     layers: list[nn.Module] = []
@@ -177,7 +188,9 @@ def build_lcn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classe
             size = [s // block["pool"] for s in size]
         layers.append(nn.ReLU())
         channels = block["channels"]
-    return nn.Sequential(*layers, nn.Flatten(), *_dense_stack(channels * _product(size), settings["hidden"], num_classes))
+    return nn.Sequential(
+        *layers, nn.Flatten(), *_dense_stack(channels * _product(size), settings["hidden"], num_classes)
+    )
 
 
 @register("mnist1d_mlp", "MNIST-1D MLP", MNIST1DMLPSettings, role="dense", scalable=("width",))
@@ -186,15 +199,22 @@ def build_mnist1d_mlp(settings: dict[str, Any], input_shape: tuple[int, ...], nu
     from torch import nn
 
     from pipeline.core.layers import Residual
+
     width = settings["width"]
-    return nn.Sequential(nn.Flatten(), nn.Linear(_product(input_shape), width), nn.ReLU(),
-                         Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU())), nn.Linear(width, num_classes))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(_product(input_shape), width),
+        nn.ReLU(),
+        Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU())),
+        nn.Linear(width, num_classes),
+    )
 
 
 @register("mnist1d_cnn", "MNIST-1D CNN", MNIST1DCNNSettings, role="shared", scalable=("channels",))
 def build_mnist1d_cnn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """greydanus/mnist1d's CNN: three strided convs (k5, k3, k3; stride 2, padding 1), ReLU after each, no pooling."""
     from torch import nn
+
     in_channels, *spatial = input_shape
     conv_cls, _pool = _conv_classes(len(spatial))
     channels = settings["channels"]
@@ -223,14 +243,24 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a weights_only checkpoint or an MLflow param."""
-        return {"name": self.name, "arch": self.arch, "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes, "settings": self.settings}
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "settings": self.settings,
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """The inverse of to_dict."""
-        return cls(values["name"], values["arch"], tuple(values["input_shape"]), int(values["num_classes"]),
-                   dict(values["settings"]))
+        return cls(
+            values["name"],
+            values["arch"],
+            tuple(values["input_shape"]),
+            int(values["num_classes"]),
+            dict(values["settings"]),
+        )
 
     @property
     def label(self) -> str:
@@ -263,16 +293,19 @@ def check_model_section(params: Any, source: str = "params.yaml") -> None:
         if alias not in params.model and alias not in REGISTRY:
             raise ParamsError(
                 f"{source}: models: '{alias}' is not a registered model ({', '.join(REGISTRY)}); add "
-                f"model.{alias}: {{builder: \"package.module:function\"}} or model.{alias}: {{arch: NAME, ...}}"
+                f'model.{alias}: {{builder: "package.module:function"}} or model.{alias}: {{arch: NAME, ...}}'
             )
         if arch_of(alias, raw) not in REGISTRY and arch_of(alias, raw) != BUILDER_ARCH:
-            raise ParamsError(f"{source}: model.{alias}.arch: '{raw['arch']}' is not a registered model "
-                              f"({', '.join(REGISTRY)})")
+            raise ParamsError(
+                f"{source}: model.{alias}.arch: '{raw['arch']}' is not a registered model ({', '.join(REGISTRY)})"
+            )
     for alias in params.model:
         typed_settings(params, alias, source)
     if params.reference is not None and params.reference not in params.models:
-        raise ParamsError(f"{source}: reference: '{params.reference}' is not in models {params.models}; add it to "
-                          f"models or set reference to one of them (null: the first)")
+        raise ParamsError(
+            f"{source}: reference: '{params.reference}' is not in models {params.models}; add it to "
+            f"models or set reference to one of them (null: the first)"
+        )
 
 
 def typed_settings(params: Any, alias: str, source: str = "params.yaml") -> dict[str, Any]:
@@ -282,7 +315,7 @@ def typed_settings(params: Any, alias: str, source: str = "params.yaml") -> dict
     if arch == BUILDER_ARCH:
         builder = raw["builder"]
         if not isinstance(builder, str) or builder.count(":") != 1 or not all(builder.split(":")):
-            raise ParamsError(f"{source}: model.{alias}.builder: expected \"package.module:function\", got {builder!r}")
+            raise ParamsError(f'{source}: model.{alias}.builder: expected "package.module:function", got {builder!r}')
         return raw
     values = {k: v for k, v in raw.items() if k != "arch"}
     try:
@@ -302,8 +335,9 @@ def _describe(alias: str, schema: type[Settings], error: Any) -> str:
     return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 
-def resolve(params: Any, input_shape: tuple[int, ...], num_classes: int,
-            names: list[str] | None = None) -> dict[str, ModelConfig]:
+def resolve(
+    params: Any, input_shape: tuple[int, ...], num_classes: int, names: list[str] | None = None
+) -> dict[str, ModelConfig]:
     """Buildable configs of `names` (default: every model in params.models, in order) for this data.
 
     Models with match: params are sized against the reference; user builders are imported, built and run
@@ -328,8 +362,10 @@ def resolve(params: Any, input_shape: tuple[int, ...], num_classes: int,
             if "geometry" in settings:
                 source = config(settings["geometry"], (*stack, alias))
                 if "conv" not in source.settings:
-                    raise ParamsError(f"model.{alias}.geometry: '{settings['geometry']}' has no conv blocks to copy; "
-                                      f"name a model with conv and hidden settings (e.g. cnn)")
+                    raise ParamsError(
+                        f"model.{alias}.geometry: '{settings['geometry']}' has no conv blocks to copy; "
+                        f"name a model with conv and hidden settings (e.g. cnn)"
+                    )
                 settings = {**settings, "conv": source.settings["conv"], "hidden": source.settings["hidden"]}
             if "conv" in settings:
                 conv_output_size(list(shape), settings["conv"], alias)  # a clear message if the input is too small
@@ -360,8 +396,10 @@ def _import_builder(config: ModelConfig) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix, named in one line
-        raise ParamsError(f"model.{config.name}.builder: cannot import '{module_name}' ({type(exc).__name__}: "
-                          f"{_first_line(exc)}); {fix}") from None
+        raise ParamsError(
+            f"model.{config.name}.builder: cannot import '{module_name}' ({type(exc).__name__}: "
+            f"{_first_line(exc)}); {fix}"
+        ) from None
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ParamsError(f"model.{config.name}.builder: '{module_name}' has no function '{function_name}'; {fix}")
@@ -370,35 +408,45 @@ def _import_builder(config: ModelConfig) -> Callable[..., Any]:
 
 def _build_user_model(config: ModelConfig) -> nn.Module:
     from torch import nn
+
     builder = _import_builder(config)
     kwargs = {k: v for k, v in config.settings.items() if k != "builder"}
     try:
         module = builder(input_shape=config.input_shape, num_classes=config.num_classes, **kwargs)
     except Exception as exc:  # noqa: BLE001 - whatever the user's builder raises is theirs to fix, in one line
-        raise ParamsError(f"model.{config.name}: {config.settings['builder']} raised {type(exc).__name__}: "
-                          f"{_first_line(exc)}; fix the builder or its settings under model.{config.name}") from None
+        raise ParamsError(
+            f"model.{config.name}: {config.settings['builder']} raised {type(exc).__name__}: "
+            f"{_first_line(exc)}; fix the builder or its settings under model.{config.name}"
+        ) from None
     if not isinstance(module, nn.Module):
-        raise ParamsError(f"model.{config.name}: {config.settings['builder']} returned {type(module).__name__}, not a "
-                          f"torch.nn.Module; return the module")
+        raise ParamsError(
+            f"model.{config.name}: {config.settings['builder']} returned {type(module).__name__}, not a "
+            f"torch.nn.Module; return the module"
+        )
     return module
 
 
 def check_user_model(config: ModelConfig) -> None:
     """Build a user model and run one zero input through it: it must give (1, num_classes) logits."""
     import torch
+
     module = _build_user_model(config)
     example = torch.zeros((1, *config.input_shape))
     try:
         with torch.no_grad():
             out = module.eval()(example)
     except Exception as exc:  # noqa: BLE001 - whatever the user's forward raises is theirs to fix, in one line
-        raise ParamsError(f"model.{config.name}: the module from {config.settings['builder']} fails on an input of "
-                          f"shape {tuple(example.shape)} ({type(exc).__name__}: {_first_line(exc)}); make it accept "
-                          f"(batch, {', '.join(map(str, config.input_shape))})") from None
+        raise ParamsError(
+            f"model.{config.name}: the module from {config.settings['builder']} fails on an input of "
+            f"shape {tuple(example.shape)} ({type(exc).__name__}: {_first_line(exc)}); make it accept "
+            f"(batch, {', '.join(map(str, config.input_shape))})"
+        ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, config.num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ParamsError(f"model.{config.name}: the module from {config.settings['builder']} returns {got} for one "
-                          f"input; it must return logits of shape (batch, {config.num_classes})")
+        raise ParamsError(
+            f"model.{config.name}: the module from {config.settings['builder']} returns {got} for one "
+            f"input; it must return logits of shape (batch, {config.num_classes})"
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -416,8 +464,15 @@ def count_trainable(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def match_width(alias: str, arch: str, settings: dict[str, Any], shape: tuple[int, ...], num_classes: int,
-                target: int, reference: str) -> int:
+def match_width(
+    alias: str,
+    arch: str,
+    settings: dict[str, Any],
+    shape: tuple[int, ...],
+    num_classes: int,
+    target: int,
+    reference: str,
+) -> int:
     """The integer width whose parameter count is closest to `target`, within the model's tolerance.
 
     Counts come from building the module on the meta device (no memory), so any architecture that declares a
@@ -427,6 +482,7 @@ def match_width(alias: str, arch: str, settings: dict[str, Any], shape: tuple[in
 
     def params_at(width: int) -> int:
         import torch
+
         with torch.device("meta"):
             return count_params(REGISTRY[arch].build({**settings, knob: width}, shape, num_classes))
 
@@ -487,6 +543,7 @@ def ladder(configs: dict[str, ModelConfig]) -> Ladder | None:
 def _conv_classes(spatial_dims: int) -> tuple[type[nn.Module], type[nn.Module]]:
     """Conv and max-pool classes for 1-D or 2-D inputs."""
     from torch import nn
+
     if spatial_dims == 1:
         return nn.Conv1d, nn.MaxPool1d
     if spatial_dims == 2:
@@ -496,6 +553,7 @@ def _conv_classes(spatial_dims: int) -> tuple[type[nn.Module], type[nn.Module]]:
 
 def _dense_stack(features: int, hidden: list[int], num_classes: int) -> list[nn.Module]:
     from torch import nn
+
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(features, width), nn.ReLU()]
@@ -511,12 +569,18 @@ def _product(values: Any) -> int:
 def describe(config: ModelConfig) -> list[dict[str, Any]]:
     """One row per top-level layer of the built module: name, output shape (one input) and parameter count."""
     import torch
+
     model = build(config)
     rows: list[dict[str, Any]] = []
 
     def record(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        rows.append({"layer": _layer_name(module), "output_shape": "x".join(map(str, output.shape[1:])),
-                     "params": count_params(module)})
+        rows.append(
+            {
+                "layer": _layer_name(module),
+                "output_shape": "x".join(map(str, output.shape[1:])),
+                "params": count_params(module),
+            }
+        )
 
     children = list(model.children()) or [model]
     hooks = [layer.register_forward_hook(record) for layer in children]
@@ -536,18 +600,25 @@ def _layer_name(module: nn.Module) -> str:
     from torch import nn
 
     from pipeline.core.layers import LocallyConnected, Residual
+
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         kernel = "x".join(map(str, module.kernel_size))
         stride = f", stride {module.stride[0]}" if module.stride[0] != 1 else ""
-        return (f"{type(module).__name__}({module.in_channels}->{module.out_channels}, {kernel}, "
-                f"padding {module.padding[0]}{stride})")
+        return (
+            f"{type(module).__name__}({module.in_channels}->{module.out_channels}, {kernel}, "
+            f"padding {module.padding[0]}{stride})"
+        )
     if isinstance(module, LocallyConnected):
-        return f"LocallyConnected({module.in_channels}->{module.out_channels}, k{module.kernel}, padding {module.padding})"
+        return (
+            f"LocallyConnected({module.in_channels}->{module.out_channels}, k{module.kernel}, padding {module.padding})"
+        )
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
         return f"{type(module).__name__}({module.kernel_size})"
     if isinstance(module, nn.Linear):
         return f"Linear({module.in_features}->{module.out_features})"
     if isinstance(module, Residual):
-        inner = [_layer_name(layer) for layer in module.layer.children()] if isinstance(module.layer, nn.Sequential) else []
+        inner = (
+            [_layer_name(layer) for layer in module.layer.children()] if isinstance(module.layer, nn.Sequential) else []
+        )
         return f"Residual(x + {', '.join(inner) or type(module.layer).__name__})"
     return type(module).__name__

@@ -21,15 +21,22 @@ from pipeline.params import Params
 
 def write_not_tuned(model: str, out_path: Path) -> None:
     """With tune.trials 0 the stage still writes its output, so the pipeline's graph stays the same."""
-    TunedRecipe(model=model, tuned=False, trials=0, note="not tuned: tune.trials is 0, so every model trains with "
-                "the shared recipe (params.yaml train)").save(out_path)
+    TunedRecipe(
+        model=model,
+        tuned=False,
+        trials=0,
+        note="not tuned: tune.trials is 0, so every model trains with the shared recipe (params.yaml train)",
+    ).save(out_path)
 
 
 def fingerprint(params: Params, model: str) -> str:
     """A hash of every setting a model's tuning depends on, except the trial count and the data (checked apart)."""
     relevant = {
-        "model": model, "data": params.data.name, "settings": params.model.get(model) or {},
-        "reference": params.reference_model, "reference_settings": params.model.get(params.reference_model) or {},
+        "model": model,
+        "data": params.data.name,
+        "settings": params.model.get(model) or {},
+        "reference": params.reference_model,
+        "reference_settings": params.model.get(params.reference_model) or {},
         "shared": params.train.model_dump(mode="json", exclude={"seeds"}),
         "tune": params.tune.model_dump(mode="json", exclude={"trials", "shape"}),
         "shape": params.tune.shape.get(model, {}),
@@ -52,11 +59,14 @@ def tuned_for(params: Params, model: str, dataset_sha256: str | None = None) -> 
     if not tuned.tuned:
         raise ConvbenchError(f"{path} says '{model}' was not tuned, but tune.trials is {params.tune.trials}; {fix}")
     if tuned.trials != params.tune.trials:
-        raise ConvbenchError(f"{path} was tuned with {tuned.trials} trials, but tune.trials is now "
-                             f"{params.tune.trials}; {fix}")
+        raise ConvbenchError(
+            f"{path} was tuned with {tuned.trials} trials, but tune.trials is now {params.tune.trials}; {fix}"
+        )
     if tuned.fingerprint != fingerprint(params, model):
-        raise ConvbenchError(f"{path} was tuned for other settings than params.yaml now gives (search space, shared "
-                             f"recipe or model section); {fix}")
+        raise ConvbenchError(
+            f"{path} was tuned for other settings than params.yaml now gives (search space, shared "
+            f"recipe or model section); {fix}"
+        )
     if dataset_sha256 is not None and tuned.dataset_sha256 != dataset_sha256:
         raise ConvbenchError(f"{path} was tuned on other data than the prepared '{params.data.name}'; {fix}")
     return tuned

@@ -57,8 +57,9 @@ class ExecutionPlan:
 
     def autocast(self) -> torch.autocast:
         """The autocast context for forward passes (a no-op when running in float32)."""
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                              enabled=self.autocast_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        )
 
 
 def execution_plan(recipe: TrainParams, device: torch.device, input_shape: tuple[int, ...]) -> ExecutionPlan:
@@ -93,8 +94,9 @@ class Distributed:
 
 def distributed_from_env() -> Distributed:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; a plain `convbench train` is a world of one."""
-    return Distributed(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-                       int(os.environ.get("LOCAL_RANK", "0")))
+    return Distributed(
+        int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    )
 
 
 def start_distributed(dist: Distributed, device: torch.device) -> torch.device:
@@ -117,7 +119,9 @@ def place_model(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
     return model
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> torch.Tensor:
+def normalize(
+    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> torch.Tensor:
     """uint8 (N, C, ...) -> float32 on `device`, scaled to [0, 1] and standardised per channel."""
     shape = (1, len(mean)) + (1,) * (images.dim() - 2)
     x = images.to(device).float().div_(255.0)
@@ -127,7 +131,9 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, plan: ExecutionPlan | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int, plan: ExecutionPlan | None = None
+) -> torch.Tensor:
     """Float32 logits for every row of `x`, computed in eval mode in slices of `batch_size`."""
     model.eval()
     autocast = plan.autocast() if plan is not None else contextlib.nullcontext()
@@ -152,7 +158,9 @@ def inference_call(model: nn.Module, batch: torch.Tensor, plan: ExecutionPlan) -
     return call
 
 
-def train_step_call(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor, plan: ExecutionPlan) -> Callable[[], object]:
+def train_step_call(
+    model: nn.Module, batch: torch.Tensor, labels: torch.Tensor, plan: ExecutionPlan
+) -> Callable[[], object]:
     """One forward/backward/AdamW step on a copy of `model` (made now), so the trained weights stay untouched."""
     trainee = copy.deepcopy(model).train()
     optimizer = torch.optim.AdamW(trainee.parameters(), fused=plan.fused_optimizer or None)
@@ -204,8 +212,15 @@ class _Run:
 
     def state(self, epoch: int, model: nn.Module, history: list[EpochStats], train_seconds: float) -> TrainState:
         """Everything needed to continue after `epoch`."""
-        return TrainState(epoch, model.state_dict(), self.optimizer.state_dict(), self.scheduler.state_dict(),
-                          self.generator.get_state(), list(history), train_seconds)
+        return TrainState(
+            epoch,
+            model.state_dict(),
+            self.optimizer.state_dict(),
+            self.scheduler.state_dict(),
+            self.generator.get_state(),
+            list(history),
+            train_seconds,
+        )
 
     def restore(self, model: nn.Module, resume: TrainState) -> list[EpochStats]:
         """Continue from a saved state; returns the history so far."""
@@ -216,8 +231,9 @@ class _Run:
         return list(resume.history)
 
 
-def _start(model: nn.Module, recipe: TrainParams, seed: int, plan: ExecutionPlan, total_steps: int,
-           dist: Distributed) -> _Run:
+def _start(
+    model: nn.Module, recipe: TrainParams, seed: int, plan: ExecutionPlan, total_steps: int, dist: Distributed
+) -> _Run:
     """AdamW with the recipe's schedule and label-smoothed objective; compiled or DDP-wrapped as the plan says."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=plan.fused_optimizer or None
@@ -227,12 +243,18 @@ def _start(model: nn.Module, recipe: TrainParams, seed: int, plan: ExecutionPlan
     if dist.world_size > 1:
         device_ids = [dist.local_rank] if plan.device.type == "cuda" else None
         step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=device_ids)
-    return _Run(optimizer, scheduler, nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
-                torch.Generator().manual_seed(seed), step_model)  # type: ignore[arg-type]  # compiled: still a module
+    return _Run(
+        optimizer,
+        scheduler,
+        nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+        torch.Generator().manual_seed(seed),
+        step_model,  # type: ignore[arg-type]  # torch.compile's wrapper is still the module it compiled
+    )
 
 
-def _train_epoch(run: _Run, data: Split, batch_size: int, plan: ExecutionPlan,
-                 dist: Distributed) -> tuple[torch.Tensor, torch.Tensor]:
+def _train_epoch(
+    run: _Run, data: Split, batch_size: int, plan: ExecutionPlan, dist: Distributed
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over the shuffled training split in index-slice batches; the summed loss and correct count."""
     n_train = len(data)
     device = data.x.device
@@ -304,10 +326,14 @@ def fit(
             )
         val_logits = predict_logits(run.step_model, data.val.x, recipe.batch_size, plan)
         stats = EpochStats(
-            epoch=epoch, train_loss=train_loss, train_accuracy=correct.item() / n_train,
+            epoch=epoch,
+            train_loss=train_loss,
+            train_accuracy=correct.item() / n_train,
             val_loss=plain_loss(val_logits, data.val.y).item(),
             val_accuracy=(val_logits.argmax(1) == data.val.y).float().mean().item(),
-            lr=run.optimizer.param_groups[0]["lr"], seconds=seconds, elapsed_seconds=time.perf_counter() - started,
+            lr=run.optimizer.param_groups[0]["lr"],
+            seconds=seconds,
+            elapsed_seconds=time.perf_counter() - started,
         )
         history.append(stats)
         on_epoch(stats)
@@ -324,12 +350,14 @@ def seconds_to_final_accuracy(history: list[EpochStats]) -> float:
 
 def device_splits(prepared: PreparedData, device: torch.device, with_test: bool = False) -> Splits:
     """The prepared splits normalised on `device`; the test split only when asked (training never reads it)."""
+
     def move(split: Split) -> Split:
         return Split(normalize(split.x, prepared.mean, prepared.std, device), split.y.to(device))
 
     empty = Split(prepared.splits.test.x[:0].float().to(device), prepared.splits.test.y[:0].to(device))
-    return Splits(move(prepared.splits.train), move(prepared.splits.val),
-                  move(prepared.splits.test) if with_test else empty)
+    return Splits(
+        move(prepared.splits.train), move(prepared.splits.val), move(prepared.splits.test) if with_test else empty
+    )
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int, plan: ExecutionPlan | None = None) -> float:

@@ -81,8 +81,9 @@ def paired_bootstrap(
     2-D inputs are (runs, items), e.g. one row per seed: each item's difference is averaged over the runs
     first, so an image scored by three seeds is still one independent draw.
     """
-    return bootstrap_mean(np.asarray(a_correct, dtype=float) - np.asarray(b_correct, dtype=float),
-                          confidence, resamples, seed)
+    return bootstrap_mean(
+        np.asarray(a_correct, dtype=float) - np.asarray(b_correct, dtype=float), confidence, resamples, seed
+    )
 
 
 def bootstrap_mean(per_item: np.ndarray, confidence: float, resamples: int, seed: int) -> PairedDifference:
@@ -91,8 +92,13 @@ def bootstrap_mean(per_item: np.ndarray, confidence: float, resamples: int, seed
     if diff.ndim == 2:
         diff = diff.mean(axis=0)
     result = scipy_stats.bootstrap(
-        (diff,), np.mean, confidence_level=confidence, n_resamples=resamples, method="percentile",
-        rng=np.random.default_rng(seed), vectorized=True,
+        (diff,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
     )
     interval = result.confidence_interval
     return PairedDifference(float(diff.mean()), float(interval.low), float(interval.high), confidence, resamples)
@@ -127,6 +133,12 @@ def median_interval(values: np.ndarray | list[float], confidence: float, seed: i
     median = float(np.median(sample))
     if len(sample) < 3 or np.ptp(sample) == 0:
         return median, float(sample.min()), float(sample.max())
-    result = scipy_stats.bootstrap((sample,), np.median, confidence_level=confidence, n_resamples=2000,
-                                   method="percentile", rng=np.random.default_rng(seed))
+    result = scipy_stats.bootstrap(
+        (sample,),
+        np.median,
+        confidence_level=confidence,
+        n_resamples=2000,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return median, float(result.confidence_interval.low), float(result.confidence_interval.high)

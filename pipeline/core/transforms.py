@@ -51,6 +51,8 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
         return torch.arange(len(labels))
     rng = np.random.default_rng(seed)
     values = labels.cpu().numpy()
-    chosen = [rng.permutation(np.flatnonzero(values == c))[: max(1, round(fraction * int((values == c).sum())))]
-              for c in np.unique(values)]
+    chosen = [
+        rng.permutation(np.flatnonzero(values == c))[: max(1, round(fraction * int((values == c).sum())))]
+        for c in np.unique(values)
+    ]
     return torch.as_tensor(np.sort(np.concatenate(chosen)))

@@ -24,14 +24,22 @@ def select(params: Params, model: str | None, seed: int | None) -> tuple[list[st
     if model is not None and model not in params.models:
         raise ParamsError(f"--model {model}: not in models {params.models} of params.yaml; pick one of them or add it")
     if seed is not None and seed not in params.train.seeds:
-        raise ParamsError(f"--seed {seed}: not in train.seeds {params.train.seeds} of params.yaml; pick one of them "
-                          f"or add it there (a cell outside models x train.seeds would be removed by the next run)")
+        raise ParamsError(
+            f"--seed {seed}: not in train.seeds {params.train.seeds} of params.yaml; pick one of them "
+            f"or add it there (a cell outside models x train.seeds would be removed by the next run)"
+        )
     return ([model] if model is not None else None), ([seed] if seed is not None else None)
 
 
-def each_cell(stage: str, cells: list[Cell], picked: bool, is_current: Callable[[Cell], bool],
-              compute: Callable[[Cell], str], prune: Callable[[list[Cell]], list[Path]],
-              say: Callable[[str], None]) -> None:
+def each_cell(
+    stage: str,
+    cells: list[Cell],
+    picked: bool,
+    is_current: Callable[[Cell], bool],
+    compute: Callable[[Cell], str],
+    prune: Callable[[list[Cell]], list[Path]],
+    say: Callable[[str], None],
+) -> None:
     """Compute the cells; unless some were picked by hand, keep the current ones and remove cells no longer listed."""
     for cell in cells:
         if not picked and is_current(cell):

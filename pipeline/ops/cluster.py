@@ -18,8 +18,10 @@ def check_listening(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ConvbenchError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
-                             f"`ray start --head` or fix RAY_ADDRESS / --ray-address") from None
+        raise ConvbenchError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+            f"`ray start --head` or fix RAY_ADDRESS / --ray-address"
+        ) from None
 
 
 def is_local_address(address: str | None) -> bool:
@@ -39,6 +41,8 @@ def connect(address: str) -> ModuleType:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        raise ConvbenchError(f"cannot connect to the Ray cluster at {address} ({lines[-1] if lines else type(exc).__name__}); "
-                             f"start one with `ray start --head` or fix RAY_ADDRESS / --ray-address") from None
+        raise ConvbenchError(
+            f"cannot connect to the Ray cluster at {address} ({lines[-1] if lines else type(exc).__name__}); "
+            f"start one with `ray start --head` or fix RAY_ADDRESS / --ray-address"
+        ) from None
     return ray

@@ -53,7 +53,9 @@ def load_grid_file(path: Path) -> dict[str, list[Any]]:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ParamsError(f"{path}: not a valid YAML grid ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict) or not raw:
-        raise ParamsError(f"{path}: expected a mapping of dotted keys to lists of values, e.g. 'train.lr: [0.001, 0.003]'")
+        raise ParamsError(
+            f"{path}: expected a mapping of dotted keys to lists of values, e.g. 'train.lr: [0.001, 0.003]'"
+        )
     axes: dict[str, list[Any]] = {}
     for key, values in raw.items():
         values = values if isinstance(values, list) else [values]
@@ -86,7 +88,9 @@ def expand(raw_params: dict[str, Any], axes: dict[str, list[Any]], sweep_name: s
         tags = {f"tracking.tags.{SWEEP_TAG}": sweep_name, f"tracking.tags.{CELL_TAG}": name}
         raw = apply_settings(raw_params, {**settings, **tags}, f"{source}: sweep")
         _refuse_shadowed(raw, settings, source)
-        params = validate_params(raw, source=f"{source} with {' '.join(f'{k}={format_value(v)}' for k, v in settings.items())}")
+        params = validate_params(
+            raw, source=f"{source} with {' '.join(f'{k}={format_value(v)}' for k, v in settings.items())}"
+        )
         cells.append(SweepCell(name, settings, raw, params))
     return cells
 

@@ -48,8 +48,9 @@ Echo = Callable[[str], None]
 # --- DVC experiment queue -------------------------------------------------------------------------------------------
 
 
-def run_on_dvc_queue(cells: list[SweepCell], project: Path, jobs: int, tracking_uri: str, echo: Echo,
-                     poll_seconds: float = 2.0) -> list[CellOutcome]:
+def run_on_dvc_queue(
+    cells: list[SweepCell], project: Path, jobs: int, tracking_uri: str, echo: Echo, poll_seconds: float = 2.0
+) -> list[CellOutcome]:
     """Queue one `dvc exp run` per cell, start `jobs` queue workers, and wait until every cell has ended.
 
     Queued experiments run in temporary copies of the project, so the tracking URI is passed as an
@@ -60,9 +61,13 @@ def run_on_dvc_queue(cells: list[SweepCell], project: Path, jobs: int, tracking_
     try:
         for cell in cells:
             sets = [f"{key}={format_value(value)}" for key, value in cell.settings.items()]
-            sets += [f"++tracking.tags.{SWEEP_TAG}={cell.raw_params['tracking']['tags'][SWEEP_TAG]}",
-                     f"++tracking.tags.{CELL_TAG}={cell.name}"]
-            _dvc(["exp", "run", "--queue", "--name", cell.name, *(arg for s in sets for arg in ("-S", s))], project, env)
+            sets += [
+                f"++tracking.tags.{SWEEP_TAG}={cell.raw_params['tracking']['tags'][SWEEP_TAG]}",
+                f"++tracking.tags.{CELL_TAG}={cell.name}",
+            ]
+            _dvc(
+                ["exp", "run", "--queue", "--name", cell.name, *(arg for s in sets for arg in ("-S", s))], project, env
+            )
             queued.append(cell.name)
             echo(f"sweep: queued {cell.name}: {cell.describe()}")
     except ConvbenchError:
@@ -99,8 +104,14 @@ def _dvc(args: list[str], project: Path, env: dict[str, str]) -> str:
 def _start_queue_workers(project: Path, env: dict[str, str], jobs: int) -> None:
     """`dvc queue start`; its detached workers inherit our stdout/stderr, so those must not be pipes we wait on."""
     with tempfile.TemporaryFile("w+") as errors:
-        code = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=project, env=env,
-                              stdout=subprocess.DEVNULL, stderr=errors, stdin=subprocess.DEVNULL).returncode
+        code = subprocess.run(
+            ["dvc", "queue", "start", "--jobs", str(jobs)],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+        ).returncode
         if code != 0:
             errors.seek(0)
             raise ConvbenchError(f"`dvc queue start` failed: {_last_line(errors.read())}")
@@ -116,8 +127,9 @@ def _queue_states(project: Path, env: dict[str, str]) -> dict[str, str]:
     return states
 
 
-def _dvc_outcome(cell: SweepCell, status: str, shown: list[dict[str, Any]], project: Path,
-                 env: dict[str, str]) -> CellOutcome:
+def _dvc_outcome(
+    cell: SweepCell, status: str, shown: list[dict[str, Any]], project: Path, env: dict[str, str]
+) -> CellOutcome:
     """A finished cell's outcome: its test accuracies, or the error line its queue log ends with."""
     if status == "failed":
         logs = subprocess.run(["dvc", "queue", "logs", cell.name], cwd=project, env=env, capture_output=True, text=True)
@@ -142,8 +154,15 @@ def _accuracy_from_exp_show(shown: list[dict[str, Any]], experiment: str) -> dic
 # --- Ray ------------------------------------------------------------------------------------------------------------
 
 
-def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_per_trial: float,
-               gpus_per_trial: float, echo: Echo, tracking_uri: str | None = None) -> list[CellOutcome]:
+def run_on_ray(
+    cells: list[SweepCell],
+    project: Path,
+    address: str | None,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    echo: Echo,
+    tracking_uri: str | None = None,
+) -> list[CellOutcome]:
     """Run one Ray task (a trial) per cell on the cluster at `address` ($RAY_ADDRESS) and collect the outcomes.
 
     Trials run on whichever node Ray picks, so every path they get is absolute and every run logs to
@@ -151,17 +170,22 @@ def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_
     """
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
-        raise ConvbenchError("--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
-                             "--head`) or pass --ray-address")
+        raise ConvbenchError(
+            "--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
+            "--head`) or pass --ray-address"
+        )
     ray = connect(address)
     from ray.exceptions import RayError
 
     try:
         trial = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
         root = (project / SWEEPS_DIR).resolve()
-        pending = {trial.remote(cell.raw_params, str(root / cell.name.rsplit("-", 1)[0] / cell.name), cpus_per_trial,
-                                tracking_uri): cell
-                   for cell in cells}
+        pending = {
+            trial.remote(
+                cell.raw_params, str(root / cell.name.rsplit("-", 1)[0] / cell.name), cpus_per_trial, tracking_uri
+            ): cell
+            for cell in cells
+        }
         echo(f"sweep: submitted {len(cells)} trial(s) to Ray at {address}")
         outcomes: dict[str, CellOutcome] = {}
         waiting = list(pending)
@@ -170,7 +194,9 @@ def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_
             cell = pending[done[0]]
             try:
                 result = ray.get(done[0])
-                outcome = CellOutcome(cell.name, cell.describe(), result["status"], result["detail"], result["accuracy"])
+                outcome = CellOutcome(
+                    cell.name, cell.describe(), result["status"], result["detail"], result["accuracy"]
+                )
             except RayError as exc:
                 outcome = CellOutcome(cell.name, cell.describe(), "failed", _last_line(str(exc)), {})
             outcomes[cell.name] = outcome
@@ -180,7 +206,9 @@ def run_on_ray(cells: list[SweepCell], project: Path, address: str | None, cpus_
         ray.shutdown()
 
 
-def run_trial(raw_params: dict[str, Any], workdir: str, threads: float, tracking_uri: str | None = None) -> dict[str, Any]:
+def run_trial(
+    raw_params: dict[str, Any], workdir: str, threads: float, tracking_uri: str | None = None
+) -> dict[str, Any]:
     """One cell, on a Ray worker: write its params.yaml in `workdir` and run `convbench run` (every stage) there.
 
     The stages run in a subprocess, so a crash in one trial cannot take the worker down; their
@@ -193,12 +221,16 @@ def run_trial(raw_params: dict[str, Any], workdir: str, threads: float, tracking
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(max(1, int(threads)))}
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
-    done = subprocess.run([sys.executable, "-m", "pipeline", "run"], cwd=folder, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run"], cwd=folder, env=env, capture_output=True, text=True
+    )
     write_bytes(folder / "trial.log", (done.stdout + done.stderr).encode())
     if done.returncode != 0:
         return {"status": "failed", "detail": _error_line(done.stderr + done.stdout), "accuracy": {}}
-    accuracy = {path.stem: json.loads(path.read_text())["test_accuracy"]
-                for path in sorted((folder / paths.CELLS_DIR).glob("*.json"))}
+    accuracy = {
+        path.stem: json.loads(path.read_text())["test_accuracy"]
+        for path in sorted((folder / paths.CELLS_DIR).glob("*.json"))
+    }
     return {"status": "success", "detail": str(folder), "accuracy": accuracy}
 
 

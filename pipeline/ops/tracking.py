@@ -27,8 +27,12 @@ from typing import Any
 # MLflow's defaults retry a failing request 7 times with backoff up to 2 minutes, each waiting up to 120 s:
 # a dead server then holds a finished stage for many minutes. convbench gives up in seconds instead
 # (a user's own values of these variables win).
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 for _name, _value in HTTP_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 # MLflow prints "View run ... at http://user:password@host/..." when a run ends; convbench prints its own, redacted.
@@ -118,8 +122,21 @@ def git_commit(cwd: Path | None = None) -> str:
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(  # dvc.lock and metrics/ change with every run by design; they are not source changes
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock", ":(exclude)metrics"],
-            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)dvc.lock",
+                ":(exclude)metrics",
+            ],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -190,7 +207,9 @@ class RunLogger:
         """The queue a daemon thread writes from, in order (a daemon: a dead store cannot hold the process open)."""
         if self._queue is None:
             self._queue = queue.Queue()
-            threading.Thread(target=self._write_queued, args=(self._queue,), name="convbench-metrics", daemon=True).start()
+            threading.Thread(
+                target=self._write_queued, args=(self._queue,), name="convbench-metrics", daemon=True
+            ).start()
         return self._queue
 
     def _write_queued(self, batches: queue.Queue[list[Metric]]) -> None:
@@ -231,8 +250,11 @@ class RunLogger:
         """
         for run_id in child_run_ids:
             if self._call(_run_exists, self.client, run_id):
-                self._call(self.client.log_batch, run_id, tags=[RunTag("mlflow.parentRunId", self.run_id),
-                                                               RunTag("convbench.comparison_run", self.run_id)])
+                self._call(
+                    self.client.log_batch,
+                    run_id,
+                    tags=[RunTag("mlflow.parentRunId", self.run_id), RunTag("convbench.comparison_run", self.run_id)],
+                )
 
     def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
         """Record the data the run used as an MLflow dataset input (the runs table's Dataset column, `dataset.*` search).
@@ -240,7 +262,9 @@ class RunLogger:
         `digest` is cut to MLflow's 36-character limit (a sha256's first 36 hex digits); the run's own
         tags keep the whole hash. `source` is a local path, recorded as MLflow's "local" source type.
         """
-        dataset = Dataset(name=name, digest=digest[:MAX_DIGEST], source_type="local", source=json.dumps({"uri": source}))
+        dataset = Dataset(
+            name=name, digest=digest[:MAX_DIGEST], source_type="local", source=json.dumps({"uri": source})
+        )
         inputs = [DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, context)])]
 
         def log_inputs() -> None:
@@ -334,8 +358,9 @@ def run(
         yield UntrackedLogger()
         return
     all_tags = {"convbench.git_commit": git_commit(), **params.tags, **{k: str(v) for k, v in tags.items()}}
-    client, experiment, active, run_id = _start_run(uri, experiment_name(params, dataset), run_name, all_tags,
-                                                    resume_run_id)
+    client, experiment, active, run_id = _start_run(
+        uri, experiment_name(params, dataset), run_name, all_tags, resume_run_id
+    )
     logger = RunLogger(client, active.info.run_id)
     completed = False
     try:
@@ -359,8 +384,9 @@ def run(
     print(f"convbench: warning: {error}; tracking.required is false, so the stage succeeds", file=sys.stderr)
 
 
-def _start_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
-               resume_run_id: str | None) -> tuple[MlflowClient, Any, Any, str | None]:
+def _start_run(
+    uri: str, experiment: str, run_name: str, tags: dict[str, str], resume_run_id: str | None
+) -> tuple[MlflowClient, Any, Any, str | None]:
     """Start a new run (or resume `resume_run_id` if the store still has it) as MLflow's active run."""
     try:
         with _store_lock(uri):  # processes starting together must not both create the schema or the experiment
@@ -398,8 +424,9 @@ def _training_experiment(client: MlflowClient, name: str, attempts: int = 3) -> 
                 client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
             return experiment
         except MlflowException as exc:
-            if attempt + 1 == attempts or not any(key in str(exc) for key in ("UNIQUE constraint", "RESOURCE_ALREADY_EXISTS",
-                                                                               "already exists")):
+            if attempt + 1 == attempts or not any(
+                key in str(exc) for key in ("UNIQUE constraint", "RESOURCE_ALREADY_EXISTS", "already exists")
+            ):
                 raise
             time.sleep(0.5)
 
@@ -434,8 +461,9 @@ PARENT_TAG = "mlflow.parentRunId"
 
 
 @contextmanager
-def child_run(params: TrackingParams, dataset: str, run_name: str, parent_run_id: str | None,
-              tags: Mapping[str, Any]) -> Iterator[RunLogger]:
+def child_run(
+    params: TrackingParams, dataset: str, run_name: str, parent_run_id: str | None, tags: Mapping[str, Any]
+) -> Iterator[RunLogger]:
     """A run nested under `parent_run_id` (MLflow's parent tag), opened through the client alone.
 
     Unlike `run`, it never touches MLflow's process-wide active run, so a tuning trial can open one inside
@@ -445,15 +473,21 @@ def child_run(params: TrackingParams, dataset: str, run_name: str, parent_run_id
     if parent_run_id is None:  # the parent is untracked (tracking.required false and no server): so is the child
         yield UntrackedLogger()
         return
-    all_tags = {"convbench.git_commit": git_commit(), **params.tags, **{k: str(v) for k, v in tags.items()},
-                PARENT_TAG: parent_run_id}
+    all_tags = {
+        "convbench.git_commit": git_commit(),
+        **params.tags,
+        **{k: str(v) for k, v in tags.items()},
+        PARENT_TAG: parent_run_id,
+    }
     try:
         with _store_lock(uri):
             client = MlflowClient(uri)
             experiment = client.get_experiment_by_name(experiment_name(params, dataset))
             if experiment is None:
-                raise ConvbenchError(f"MLflow experiment '{experiment_name(params, dataset)}' is gone from "
-                                     f"'{redact(uri)}'; run `convbench tune` again")
+                raise ConvbenchError(
+                    f"MLflow experiment '{experiment_name(params, dataset)}' is gone from "
+                    f"'{redact(uri)}'; run `convbench tune` again"
+                )
             created = client.create_run(experiment.experiment_id, tags=all_tags, run_name=run_name)
     except MlflowException as exc:
         raise _tracking_error(uri, exc) from None
@@ -489,8 +523,17 @@ def child_runs(params: TrackingParams, dataset: str, parent_run_id: str) -> list
     if experiment is None:
         return []
     found = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=5000)
-    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "params": dict(r.data.params),
-             "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in found]
+    return [
+        {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+            "tags": dict(r.data.tags),
+        }
+        for r in found
+    ]
 
 
 def _terminate_quietly(client: MlflowClient, run_id: str, status: str) -> None:
@@ -574,17 +617,25 @@ def _tracking_error(uri: str, exc: BaseException, during: str | None = None) -> 
     store = sqlite_path(uri)
     lowered = reason.lower()
     if store is not None and "locked" in lowered:
-        problem = (f"MLflow store {store} is locked by another process ({reason}); wait for that process to finish "
-                   f"(or stop it) and run again")
+        problem = (
+            f"MLflow store {store} is locked by another process ({reason}); wait for that process to finish "
+            f"(or stop it) and run again"
+        )
     elif store is not None and ("not a database" in lowered or "malformed" in lowered):
-        problem = (f"MLflow store {store} is damaged ({reason}); move it aside (`mv {store} {store}.broken`) to "
-                   f"start a new store, or point tracking.uri / $MLFLOW_TRACKING_URI at a good one")
+        problem = (
+            f"MLflow store {store} is damaged ({reason}); move it aside (`mv {store} {store}.broken`) to "
+            f"start a new store, or point tracking.uri / $MLFLOW_TRACKING_URI at a good one"
+        )
     elif store is not None and ("unable to open" in lowered or "readonly" in lowered or "read-only" in lowered):
-        problem = (f"cannot write MLflow store {store} ({reason}); make sure its folder exists and is writable, or "
-                   f"point tracking.uri / $MLFLOW_TRACKING_URI elsewhere")
+        problem = (
+            f"cannot write MLflow store {store} ({reason}); make sure its folder exists and is writable, or "
+            f"point tracking.uri / $MLFLOW_TRACKING_URI elsewhere"
+        )
     elif during is None:
-        problem = (f"MLflow tracking at '{redact(uri)}' failed ({reason}); check tracking.uri in params.yaml or "
-                   f"$MLFLOW_TRACKING_URI")
+        problem = (
+            f"MLflow tracking at '{redact(uri)}' failed ({reason}); check tracking.uri in params.yaml or "
+            f"$MLFLOW_TRACKING_URI"
+        )
     else:
         problem = f"MLflow tracking at '{redact(uri)}' failed ({reason})"
     if during is None:

@@ -29,8 +29,9 @@ def accuracy_frame(comparison: Comparison, metrics: Sequence[CellMetrics]) -> pd
             "Model": [comparison.labels[m] for m in comparison.models],
             "Parameters": [f"{grouped[m][0].params:,}" for m in comparison.models],
             "Test accuracy (mean ± std)": [f"{i.mean:.4f} ± {i.std:.4f}" for i in intervals],
-            f"{level} CI (t, over seeds)": [f"[{i.low:.4f}, {i.high:.4f}]" if i.n > 1 else "n/a (1 seed)"
-                                            for i in intervals],
+            f"{level} CI (t, over seeds)": [
+                f"[{i.low:.4f}, {i.high:.4f}]" if i.n > 1 else "n/a (1 seed)" for i in intervals
+            ],
             "Seeds": [str(i.n) for i in intervals],
         }
     )
@@ -43,16 +44,20 @@ def pairs_frame(comparison: Comparison) -> pd.DataFrame:
     rows = []
     for model, test in comparison.pairs.items():
         d = test.difference
-        rows.append({
-            "Model": comparison.labels[model],
-            f"{ref} − model (points)": f"{d.difference * 100:+.2f}",
-            f"{level} paired-bootstrap CI": f"[{d.low * 100:+.2f}, {d.high * 100:+.2f}]",
-            "McNemar per seed (only ref right / only model right, p)": "; ".join(
-                f"{t.only_a_correct}/{t.only_b_correct}, p = {t.p_value:.2g}" for t in test.per_seed),
-            "p (Holm)": f"{test.p_holm:.2g}",
-            "Verdict": (f"**{ref} better**" if d.difference > 0 else f"**{comparison.labels[model]} better**")
-            if comparison.significant(model) else "not significant",
-        })
+        rows.append(
+            {
+                "Model": comparison.labels[model],
+                f"{ref} − model (points)": f"{d.difference * 100:+.2f}",
+                f"{level} paired-bootstrap CI": f"[{d.low * 100:+.2f}, {d.high * 100:+.2f}]",
+                "McNemar per seed (only ref right / only model right, p)": "; ".join(
+                    f"{t.only_a_correct}/{t.only_b_correct}, p = {t.p_value:.2g}" for t in test.per_seed
+                ),
+                "p (Holm)": f"{test.p_holm:.2g}",
+                "Verdict": (f"**{ref} better**" if d.difference > 0 else f"**{comparison.labels[model]} better**")
+                if comparison.significant(model)
+                else "not significant",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -72,12 +77,14 @@ def paired_sentence(comparison: Comparison) -> str:
 def blocks(inputs: ReportInputs) -> list[Block]:
     """The accuracy tables, how the pairs were tested, and the learning, confusion and misclassified figures."""
     comparison = inputs.comparison
-    return [Table(accuracy_frame(comparison, inputs.metrics), ("left", "right", "right", "right", "right")),
-            Table(pairs_frame(comparison), ("left", "right", "right", "left", "right", "left")),
-            Paragraph(paired_sentence(comparison)),
-            Figure(_learning_curves(inputs), "Learning curves: each seed faint, the mean over seeds bold."),
-            Figure(_confusion(inputs), "Confusion matrices on the test split, summed over seeds."),
-            Figure(_misclassified(inputs), "Test images each model gets wrong (seed 0).")]
+    return [
+        Table(accuracy_frame(comparison, inputs.metrics), ("left", "right", "right", "right", "right")),
+        Table(pairs_frame(comparison), ("left", "right", "right", "left", "right", "left")),
+        Paragraph(paired_sentence(comparison)),
+        Figure(_learning_curves(inputs), "Learning curves: each seed faint, the mean over seeds bold."),
+        Figure(_confusion(inputs), "Confusion matrices on the test split, summed over seeds."),
+        Figure(_misclassified(inputs), "Test images each model gets wrong (seed 0)."),
+    ]
 
 
 def _learning_curves(inputs: ReportInputs) -> Path:
@@ -89,10 +96,13 @@ def _learning_curves(inputs: ReportInputs) -> Path:
 def _confusion(inputs: ReportInputs) -> Path:
     """Each model's confusion matrix summed over its seeds."""
     grouped = by_model(inputs.metrics)
-    matrices = {inputs.labels[m]: np.sum([np.asarray(c.confusion_matrix) for c in grouped[m]], axis=0)
-                for m in inputs.comparison.models}
-    return draw.confusion_matrices(matrices, [str(c) for c in inputs.prepared.classes],
-                                   inputs.figures_dir / "confusion_matrices.png")
+    matrices = {
+        inputs.labels[m]: np.sum([np.asarray(c.confusion_matrix) for c in grouped[m]], axis=0)
+        for m in inputs.comparison.models
+    }
+    return draw.confusion_matrices(
+        matrices, [str(c) for c in inputs.prepared.classes], inputs.figures_dir / "confusion_matrices.png"
+    )
 
 
 def _misclassified(inputs: ReportInputs) -> Path:

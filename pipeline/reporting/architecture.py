@@ -34,8 +34,13 @@ def filter_blocks(inputs: ReportInputs) -> list[Block]:
     if figure is None:
         names = ", ".join(inputs.labels[m] for m in inputs.comparison.models)
         return [Paragraph(f"No model compared here ({names}) has a convolution, so there are no filters to show.")]
-    return [Figure(figure, "First-layer filters and the feature maps they produce for one test image (same grid "
-                           "position, same filter): each filter slides over the input to make one map.")]
+    return [
+        Figure(
+            figure,
+            "First-layer filters and the feature maps they produce for one test image (same grid "
+            "position, same filter): each filter slides over the input to make one map.",
+        )
+    ]
 
 
 def _filters(inputs: ReportInputs) -> Path | None:
@@ -47,8 +52,9 @@ def _filters(inputs: ReportInputs) -> Path | None:
         maps = first_conv_maps(module, image)
         if maps is not None:
             weights, feature_maps = maps
-            return draw.filters_and_feature_maps(weights.numpy(), image.numpy(), feature_maps.numpy(),
-                                                 inputs.figures_dir / "filters.png")
+            return draw.filters_and_feature_maps(
+                weights.numpy(), image.numpy(), feature_maps.numpy(), inputs.figures_dir / "filters.png"
+            )
     return None
 
 
@@ -62,22 +68,31 @@ def mermaid(labels: list[str]) -> str:
 
 def blocks(inputs: ReportInputs) -> list[Block]:
     """Every model's layers (read off the built module) as a table and a Mermaid flowchart, then one figure."""
-    out: list[Block] = [Paragraph(
-        "The default CNN is the explainer's Keras model (below) at this dataset's input size; convbench runs each "
-        "MaxPool before its ReLU, which gives identical outputs and gradients and is faster. A model with "
-        "`match: params` has its width solved so its parameter count matches the reference's. The tables and "
-        "diagrams are read off the built modules."
-    ), Code("python", KERAS_REFERENCE, collapsed="The reference Keras model")]
+    out: list[Block] = [
+        Paragraph(
+            "The default CNN is the explainer's Keras model (below) at this dataset's input size; convbench runs each "
+            "MaxPool before its ReLU, which gives identical outputs and gradients and is faster. A model with "
+            "`match: params` has its width solved so its parameter count matches the reference's. The tables and "
+            "diagrams are read off the built modules."
+        ),
+        Code("python", KERAS_REFERENCE, collapsed="The reference Keras model"),
+    ]
     flows = {}
     for model, config in inputs.configs.items():
         rows = models.describe(config)
-        table = pd.DataFrame({"Layer": [r["layer"] for r in rows], "Output shape": [r["output_shape"] for r in rows],
-                              "Parameters": [f"{r['params']:,}" for r in rows]})
+        table = pd.DataFrame(
+            {
+                "Layer": [r["layer"] for r in rows],
+                "Output shape": [r["output_shape"] for r in rows],
+                "Parameters": [f"{r['params']:,}" for r in rows],
+            }
+        )
         flows[inputs.labels[model]] = models.flow_labels(config)
-        out += [Paragraph(f"**{inputs.labels[model]}** (`{config.arch}`, {sum(r['params'] for r in rows):,} "
-                          "parameters)"),
-                Table(table, ("left", "right", "right")),
-                Code("mermaid", mermaid(flows[inputs.labels[model]]))]
+        out += [
+            Paragraph(f"**{inputs.labels[model]}** (`{config.arch}`, {sum(r['params'] for r in rows):,} parameters)"),
+            Table(table, ("left", "right", "right")),
+            Code("mermaid", mermaid(flows[inputs.labels[model]])),
+        ]
     diagram = draw.architecture_diagram(flows, inputs.figures_dir / "architectures.png")
     out.append(Figure(diagram, "Every architecture as a flowchart (the Mermaid diagrams above render on GitHub)."))
     return out

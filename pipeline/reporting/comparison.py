@@ -59,16 +59,38 @@ class Axis:
 
 AXES = (
     Axis("parameters", "Parameters", lambda m: m.params, "", higher_is_better=False, exact=True),
-    Axis("forward_flops_image", "Forward FLOPs / image", lambda m: m.flops_forward_per_image, "MFLOP", False,
-         exact=True, digits=2),
-    Axis("training_step_flops_image", "Training-step FLOPs / image", lambda m: m.flops_train_step_per_image, "MFLOP",
-         False, exact=True, digits=2),
-    Axis("time_to_final_accuracy", "Time to final accuracy", lambda m: m.seconds_to_final_accuracy, "s", False,
-         digits=1),
-    Axis("peak_memory_training_step", "Peak memory, training step", lambda m: m.peak_memory_mb.train_step, "MiB",
-         False, digits=1),
-    Axis("peak_memory_inference", "Peak memory, inference", lambda m: m.peak_memory_mb.inference, "MiB", False,
-         digits=1),
+    Axis(
+        "forward_flops_image",
+        "Forward FLOPs / image",
+        lambda m: m.flops_forward_per_image,
+        "MFLOP",
+        False,
+        exact=True,
+        digits=2,
+    ),
+    Axis(
+        "training_step_flops_image",
+        "Training-step FLOPs / image",
+        lambda m: m.flops_train_step_per_image,
+        "MFLOP",
+        False,
+        exact=True,
+        digits=2,
+    ),
+    Axis(
+        "time_to_final_accuracy", "Time to final accuracy", lambda m: m.seconds_to_final_accuracy, "s", False, digits=1
+    ),
+    Axis(
+        "peak_memory_training_step",
+        "Peak memory, training step",
+        lambda m: m.peak_memory_mb.train_step,
+        "MiB",
+        False,
+        digits=1,
+    ),
+    Axis(
+        "peak_memory_inference", "Peak memory, inference", lambda m: m.peak_memory_mb.inference, "MiB", False, digits=1
+    ),
 )
 SCALE = {"MFLOP": 1e-6, "%": 100.0}
 
@@ -127,11 +149,20 @@ def speed_cases(bench: BenchResult) -> list[SpeedCase]:
     for case, result in bench.by_case().items():
         spread = {m: s.relative_iqr for m, s in result.models.items()}
         samples = {m: list(s.samples) for m, s in result.models.items()}
-        cases.append(SpeedCase(case, {m: s.images_per_second for m, s in result.models.items()}, spread, samples,
-                               result.noisy))
+        cases.append(
+            SpeedCase(case, {m: s.images_per_second for m, s in result.models.items()}, spread, samples, result.noisy)
+        )
         if case == LATENCY:
-            cases.append(SpeedCase(case, {m: s.ms_per_call for m, s in result.models.items()}, spread, samples,
-                                   result.noisy, latency=True))
+            cases.append(
+                SpeedCase(
+                    case,
+                    {m: s.ms_per_call for m, s in result.models.items()},
+                    spread,
+                    samples,
+                    result.noisy,
+                    latency=True,
+                )
+            )
     return cases
 
 
@@ -200,8 +231,14 @@ class Comparison:
 
     def throughput(self, kind: str, batch: int | None = None) -> SpeedCase | None:
         """The first images/s case of `kind` (at `batch`, if given), or None when it was not timed."""
-        return next((c for c in self.speed if not c.latency and c.case.kind == kind
-                     and (batch is None or c.case.batch == batch)), None)
+        return next(
+            (
+                c
+                for c in self.speed
+                if not c.latency and c.case.kind == kind and (batch is None or c.case.batch == batch)
+            ),
+            None,
+        )
 
 
 def by_model(metrics: Sequence[CellMetrics]) -> dict[str, list[CellMetrics]]:
@@ -212,27 +249,50 @@ def by_model(metrics: Sequence[CellMetrics]) -> dict[str, list[CellMetrics]]:
     return grouped
 
 
-def compare(metrics: Sequence[CellMetrics], correctness: dict[str, np.ndarray], settings: ReportParams,
-            models: list[str], reference: str, labels: dict[str, str], speed: list[SpeedCase] | None = None,
-            rungs: Ladder | None = None) -> Comparison:
+def compare(
+    metrics: Sequence[CellMetrics],
+    correctness: dict[str, np.ndarray],
+    settings: ReportParams,
+    models: list[str],
+    reference: str,
+    labels: dict[str, str],
+    speed: list[SpeedCase] | None = None,
+    rungs: Ladder | None = None,
+) -> Comparison:
     """Intervals over seeds, the paired tests of the reference against every other model, the best model per axis."""
     grouped = by_model(metrics)
     accuracy = {m: t_interval([c.test_accuracy for c in grouped[m]], settings.confidence) for m in models}
     pairs = pair_tests(correctness, settings, reference, [m for m in models if m != reference])
     axes = [axis_result(axis, grouped, models, 1 - settings.confidence) for axis in AXES]
     ladder = ladder_steps(rungs, correctness, settings) if rungs is not None else None
-    return Comparison(models, labels, reference, accuracy, pairs, axes, settings.confidence, speed or [],
-                      settings.bootstrap_seed, ladder)
+    return Comparison(
+        models,
+        labels,
+        reference,
+        accuracy,
+        pairs,
+        axes,
+        settings.confidence,
+        speed or [],
+        settings.bootstrap_seed,
+        ladder,
+    )
 
 
-def pair_tests(correctness: dict[str, np.ndarray], settings: ReportParams, reference: str,
-               others: list[str]) -> dict[str, PairTest]:
+def pair_tests(
+    correctness: dict[str, np.ndarray], settings: ReportParams, reference: str, others: list[str]
+) -> dict[str, PairTest]:
     """Per other model: the paired bootstrap of the reference's lead, McNemar per seed, Holm across the pairs."""
     raw = {}
     for model in others:
         per_seed = [mcnemar(ref, other) for ref, other in zip(correctness[reference], correctness[model])]
-        difference = paired_bootstrap(correctness[reference], correctness[model], settings.confidence,
-                                      settings.bootstrap_resamples, settings.bootstrap_seed)
+        difference = paired_bootstrap(
+            correctness[reference],
+            correctness[model],
+            settings.confidence,
+            settings.bootstrap_resamples,
+            settings.bootstrap_seed,
+        )
         raw[model] = (difference, per_seed, max(test.p_value for test in per_seed))
     adjusted = holm([raw[m][2] for m in others]) if others else []
     return {m: PairTest(m, raw[m][0], raw[m][1], raw[m][2], p) for m, p in zip(others, adjusted)}
@@ -260,16 +320,28 @@ def axis_result(axis: Axis, grouped: dict[str, list[CellMetrics]], models: list[
 
 def ladder_steps(rungs: Ladder, correctness: dict[str, np.ndarray], settings: ReportParams) -> LadderResult:
     """Locality (local − dense) and weight sharing (shared − local), plus their contrast (sharing − locality)."""
+
     def gain(upper: str, lower: str) -> PairedDifference:
         """One step's paired gain, bootstrapped like every other pair of the report."""
-        return paired_bootstrap(correctness[upper], correctness[lower], settings.confidence,
-                                settings.bootstrap_resamples, settings.bootstrap_seed)
+        return paired_bootstrap(
+            correctness[upper],
+            correctness[lower],
+            settings.confidence,
+            settings.bootstrap_resamples,
+            settings.bootstrap_seed,
+        )
 
-    steps = [LadderStep("locality", rungs.dense, rungs.local, gain(rungs.local, rungs.dense)),
-             LadderStep("weight sharing", rungs.local, rungs.shared, gain(rungs.shared, rungs.local))]
+    steps = [
+        LadderStep("locality", rungs.dense, rungs.local, gain(rungs.local, rungs.dense)),
+        LadderStep("weight sharing", rungs.local, rungs.shared, gain(rungs.shared, rungs.local)),
+    ]
     as_float = {m: correctness[m].astype(float) for m in (rungs.dense, rungs.local, rungs.shared)}
-    contrast = bootstrap_mean(as_float[rungs.shared] - 2 * as_float[rungs.local] + as_float[rungs.dense],
-                              settings.confidence, settings.bootstrap_resamples, settings.bootstrap_seed)
+    contrast = bootstrap_mean(
+        as_float[rungs.shared] - 2 * as_float[rungs.local] + as_float[rungs.dense],
+        settings.confidence,
+        settings.bootstrap_resamples,
+        settings.bootstrap_seed,
+    )
     return LadderResult(rungs, steps, contrast)
 
 
@@ -277,19 +349,29 @@ def comparison_metrics(comparison: Comparison) -> dict[str, float]:
     """The comparison's headline numbers as flat MLflow metrics, named by model alias and axis key."""
     values: dict[str, float] = {}
     for model, interval in comparison.accuracy.items():
-        values |= {f"{model}_accuracy_mean": interval.mean, f"{model}_accuracy_std": interval.std,
-                   f"{model}_accuracy_ci_low": interval.low, f"{model}_accuracy_ci_high": interval.high}
+        values |= {
+            f"{model}_accuracy_mean": interval.mean,
+            f"{model}_accuracy_std": interval.std,
+            f"{model}_accuracy_ci_low": interval.low,
+            f"{model}_accuracy_ci_high": interval.high,
+        }
     for model, test in comparison.pairs.items():
-        values |= {f"{model}_lead_of_reference": test.difference.difference,
-                   f"{model}_lead_of_reference_ci_low": test.difference.low,
-                   f"{model}_lead_of_reference_ci_high": test.difference.high,
-                   f"{model}_mcnemar_p_max_over_seeds": test.p_value, f"{model}_mcnemar_p_holm": test.p_holm}
+        values |= {
+            f"{model}_lead_of_reference": test.difference.difference,
+            f"{model}_lead_of_reference_ci_low": test.difference.low,
+            f"{model}_lead_of_reference_ci_high": test.difference.high,
+            f"{model}_mcnemar_p_max_over_seeds": test.p_value,
+            f"{model}_mcnemar_p_holm": test.p_holm,
+        }
     for result in comparison.axes:
         values |= {f"{model}_{result.axis.key}": result.means[model] for model in comparison.models}
     if comparison.ladder is not None:
         for step in comparison.ladder.steps:
             key = step.name.replace(" ", "_")
-            values |= {f"ladder_{key}": step.gain.difference, f"ladder_{key}_ci_low": step.gain.low,
-                       f"ladder_{key}_ci_high": step.gain.high}
+            values |= {
+                f"ladder_{key}": step.gain.difference,
+                f"ladder_{key}_ci_low": step.gain.low,
+                f"ladder_{key}_ci_high": step.gain.high,
+            }
         values |= {"ladder_sharing_minus_locality": comparison.ladder.contrast.difference}
     return {k: float(v) for k, v in values.items() if not math.isnan(float(v))}

@@ -67,16 +67,21 @@ def _speed_row(comparison: Comparison, case: SpeedCase) -> list[str]:
         ratio, low, high = case.ratio(ranked[0], ranked[1], comparison.confidence, comparison.seed)
         interval = f"[{low:.2f}, {high:.2f}]"
         runner = f" than {comparison.labels[ranked[1]]}" if len(ranked) > 2 else ""
-        best = (f"**{comparison.labels[ranked[0]]}** ({ratio:.2f}x faster{runner}, per-round {interval})" if low > 1
-                else f"neither (per-round ratio {ratio:.2f} {interval} includes 1)")
+        best = (
+            f"**{comparison.labels[ranked[0]]}** ({ratio:.2f}x faster{runner}, per-round {interval})"
+            if low > 1
+            else f"neither (per-round ratio {ratio:.2f} {interval} includes 1)"
+        )
     return [f"{case.label} ({case.unit})", *cells, best]
 
 
 def method_sentence(inputs: ReportInputs) -> str:
     """How the rows were measured and when a model is named better, with each model's MFU."""
     bench, comparison = inputs.bench, inputs.comparison
-    mfu = "; ".join(f"{comparison.labels[m]} {bench.mfu[m].train:.1%} training, {bench.mfu[m].inference:.1%} inference"
-                    for m in comparison.models)
+    mfu = "; ".join(
+        f"{comparison.labels[m]} {bench.mfu[m].train:.1%} training, {bench.mfu[m].inference:.1%} inference"
+        for m in comparison.models
+    )
     return (
         f"Speed rows come from the bench stage: every model timed in one process, round by round ({bench.rounds} "
         f"rounds, each model in turn), so load and drift fall on all alike; each value is the median over rounds "
@@ -94,18 +99,29 @@ def method_sentence(inputs: ReportInputs) -> str:
 def blocks(inputs: ReportInputs) -> list[Block]:
     """The cost table, how it was measured, and the accuracy-vs-cost and throughput figures."""
     comparison = inputs.comparison
-    out: list[Block] = [Table(axes_frame(comparison), ("left",) + ("right",) * len(comparison.models) + ("left",)),
-                        Paragraph(method_sentence(inputs))]
+    out: list[Block] = [
+        Table(axes_frame(comparison), ("left",) + ("right",) * len(comparison.models) + ("left",)),
+        Paragraph(method_sentence(inputs)),
+    ]
     noisy = [case.label for case in comparison.speed if case.noisy and not case.latency]
     if noisy:
-        out.insert(0, Paragraph(
-            f"**Speed could not be measured cleanly**: other work competed for the cores during {', '.join(noisy)}, "
-            f"so those rows name no faster model; {FIX} (it re-times without retraining)."))
+        out.insert(
+            0,
+            Paragraph(
+                f"**Speed could not be measured cleanly**: other work competed for the cores during {', '.join(noisy)}, "
+                f"so those rows name no faster model; {FIX} (it re-times without retraining)."
+            ),
+        )
     if probes.varies_size(inputs.probes) or sizes_differ(inputs):
-        out.append(Figure(_accuracy_vs_cost(inputs), "Test accuracy against parameters and FLOPs (error bars: CI "
-                                                     "over seeds)."))
-    out.append(Figure(_throughput(inputs), "Inference throughput against batch size, timed side by side (band: range "
-                                           "over rounds)."))
+        out.append(
+            Figure(_accuracy_vs_cost(inputs), "Test accuracy against parameters and FLOPs (error bars: CI over seeds).")
+        )
+    out.append(
+        Figure(
+            _throughput(inputs),
+            "Inference throughput against batch size, timed side by side (band: range over rounds).",
+        )
+    )
     return out
 
 
@@ -118,21 +134,33 @@ def sizes_differ(inputs: ReportInputs) -> bool:
 def _accuracy_vs_cost(inputs: ReportInputs) -> Path:
     """Each model's accuracy against its parameters and FLOPs, plus every size a probe trained it at."""
     comparison, grouped = inputs.comparison, by_model(inputs.metrics)
-    points = pd.DataFrame([
-        {"model": comparison.labels[m], "params": grouped[m][0].params, "flops": grouped[m][0].flops_forward_per_image,
-         "accuracy": comparison.accuracy[m].mean, "ci_low": comparison.accuracy[m].low,
-         "ci_high": comparison.accuracy[m].high}
-        for m in comparison.models
-    ] + probes.sized_points(inputs)).drop_duplicates(subset=["model", "params"])
+    points = pd.DataFrame(
+        [
+            {
+                "model": comparison.labels[m],
+                "params": grouped[m][0].params,
+                "flops": grouped[m][0].flops_forward_per_image,
+                "accuracy": comparison.accuracy[m].mean,
+                "ci_low": comparison.accuracy[m].low,
+                "ci_high": comparison.accuracy[m].high,
+            }
+            for m in comparison.models
+        ]
+        + probes.sized_points(inputs)
+    ).drop_duplicates(subset=["model", "params"])
     return draw.accuracy_vs_cost(points, inputs.figures_dir / "accuracy_vs_cost.png")
 
 
 def _throughput(inputs: ReportInputs) -> Path:
     """Inference images/s of every round at every batch size."""
     comparison = inputs.comparison
-    throughput = pd.DataFrame([
-        {"model": comparison.labels[model], "batch_size": case.case.batch, "images_per_second": value}
-        for case in comparison.speed if case.case.kind == "inference" and not case.latency
-        for model in comparison.models for value in case.samples[model]
-    ])
+    throughput = pd.DataFrame(
+        [
+            {"model": comparison.labels[model], "batch_size": case.case.batch, "images_per_second": value}
+            for case in comparison.speed
+            if case.case.kind == "inference" and not case.latency
+            for model in comparison.models
+            for value in case.samples[model]
+        ]
+    )
     return draw.throughput_vs_batch(throughput, inputs.figures_dir / "throughput_vs_batch.png")

@@ -46,8 +46,12 @@ def save(figure: Figure, target: Path) -> Path:
 
 def learning_curves(curves: pd.DataFrame, target: Path) -> Path:
     """Train/val loss and accuracy per epoch for every model on shared axes: seeds faint, mean bold."""
-    panels = (("train_loss", "Training loss"), ("val_loss", "Validation loss"),
-              ("train_accuracy", "Training accuracy"), ("val_accuracy", "Validation accuracy"))
+    panels = (
+        ("train_loss", "Training loss"),
+        ("val_loss", "Validation loss"),
+        ("train_accuracy", "Training accuracy"),
+        ("val_accuracy", "Validation accuracy"),
+    )
     figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, constrained_layout=True)
     colors = palette(list(curves["model"]))
     for axis, (column, title) in zip(axes.flat, panels):
@@ -75,9 +79,18 @@ def accuracy_vs_cost(points: pd.DataFrame, target: Path) -> Path:
     for axis, column, title in ((axes[0], "params", "parameters"), (axes[1], "flops", "forward FLOPs per image")):
         for model, frame in points.dropna(subset=[column]).groupby("model", sort=False):
             frame = frame.sort_values(column)
-            error = np.nan_to_num(np.vstack([frame["accuracy"] - frame["ci_low"], frame["ci_high"] - frame["accuracy"]]))
-            axis.errorbar(frame[column], frame["accuracy"], yerr=error, marker="o", capsize=4,
-                          color=colors[str(model)], label=str(model))
+            error = np.nan_to_num(
+                np.vstack([frame["accuracy"] - frame["ci_low"], frame["ci_high"] - frame["accuracy"]])
+            )
+            axis.errorbar(
+                frame[column],
+                frame["accuracy"],
+                yerr=error,
+                marker="o",
+                capsize=4,
+                color=colors[str(model)],
+                label=str(model),
+            )
         axis.set(xscale="log", xlabel=title, ylabel="test accuracy", title=f"Accuracy vs {title}")
         axis.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 10k, 1M: readable on a log axis
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped the majors
@@ -103,14 +116,23 @@ def throughput_vs_batch(throughput: pd.DataFrame, target: Path) -> Path:
 
 def confusion_matrices(matrices: dict[str, np.ndarray], classes: Sequence[str], target: Path) -> Path:
     """Row-normalised confusion matrices side by side, counts written in each cell for up to 12 classes."""
-    figure, axes = plt.subplots(1, len(matrices), figsize=(5.5 * len(matrices), 5), constrained_layout=True, squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(matrices), figsize=(5.5 * len(matrices), 5), constrained_layout=True, squeeze=False
+    )
     for axis, (model, counts) in zip(axes[0], matrices.items()):
         rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
         axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         if len(classes) <= 12:
             for (row, col), count in np.ndenumerate(counts):
-                axis.text(col, row, str(int(count)), ha="center", va="center", fontsize=8,
-                          color="white" if rates[row, col] > 0.5 else "black")
+                axis.text(
+                    col,
+                    row,
+                    str(int(count)),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if rates[row, col] > 0.5 else "black",
+                )
         ticks = np.arange(len(classes))
         axis.set_xticks(ticks, classes, rotation=90 if max(map(len, classes)) > 2 else 0)
         axis.set_yticks(ticks, classes)
@@ -139,16 +161,25 @@ def filters_and_feature_maps(weights: np.ndarray, image: np.ndarray, maps: np.nd
     for tile in map_tiles:
         low, high = float(tile.min()), float(tile.max())
         maps_rgb.append(_colored((tile - low) / (high - low or 1.0), "viridis"))
-    figure, axes = plt.subplots(1, 3, figsize=(2.4 * columns + 2.5, 1.2 * rows + 1.0), constrained_layout=True,
-                                gridspec_kw={"width_ratios": [0.5 * columns / max(rows, 1), columns, columns]})
-    panels = ((_as_image(image), "input", "gray"), (_mosaic(filter_tiles, columns), "filters", None),
-              (_mosaic(maps_rgb, columns), "feature maps", None))
+    figure, axes = plt.subplots(
+        1,
+        3,
+        figsize=(2.4 * columns + 2.5, 1.2 * rows + 1.0),
+        constrained_layout=True,
+        gridspec_kw={"width_ratios": [0.5 * columns / max(rows, 1), columns, columns]},
+    )
+    panels = (
+        (_as_image(image), "input", "gray"),
+        (_mosaic(filter_tiles, columns), "filters", None),
+        (_mosaic(maps_rgb, columns), "feature maps", None),
+    )
     for axis, (picture, title, cmap) in zip(axes, panels):
         axis.imshow(picture, cmap=cmap)
         axis.set_title(title)
         axis.axis("off")
-    figure.suptitle(f"First-layer filters (red = positive weight) and the {count} feature maps they produce "
-                    "(same grid position)")
+    figure.suptitle(
+        f"First-layer filters (red = positive weight) and the {count} feature maps they produce (same grid position)"
+    )
     return save(figure, target)
 
 
@@ -169,15 +200,23 @@ def _mosaic(tiles: list[np.ndarray], columns: int, pad: int = 1) -> np.ndarray:
     sheet = np.ones((rows * (height + pad) - pad, columns * (width + pad) - pad, 3))
     for index, tile in enumerate(tiles):
         row, col = divmod(index, columns)
-        sheet[row * (height + pad):row * (height + pad) + height, col * (width + pad):col * (width + pad) + width] = tile
+        sheet[
+            row * (height + pad) : row * (height + pad) + height, col * (width + pad) : col * (width + pad) + width
+        ] = tile
     return sheet
 
 
-def misclassified(images: np.ndarray, labels: Sequence[str], predictions: dict[str, Sequence[str]], target: Path,
-                  per_model: int = 8) -> Path:
+def misclassified(
+    images: np.ndarray, labels: Sequence[str], predictions: dict[str, Sequence[str]], target: Path, per_model: int = 8
+) -> Path:
     """The first `per_model` test images each model gets wrong, titled 'true -> predicted'."""
-    figure, axes = plt.subplots(len(predictions), per_model, figsize=(1.5 * per_model, 1.9 * len(predictions)),
-                                constrained_layout=True, squeeze=False)
+    figure, axes = plt.subplots(
+        len(predictions),
+        per_model,
+        figsize=(1.5 * per_model, 1.9 * len(predictions)),
+        constrained_layout=True,
+        squeeze=False,
+    )
     for row, (model, predicted) in enumerate(predictions.items()):
         wrong = [i for i, (truth, guess) in enumerate(zip(labels, predicted)) if truth != guess][:per_model]
         for col, axis in enumerate(axes[row]):
@@ -186,16 +225,22 @@ def misclassified(images: np.ndarray, labels: Sequence[str], predictions: dict[s
                 index = wrong[col]
                 axis.imshow(_as_image(images[index]), cmap="gray")
                 axis.set_title(f"{labels[index]} → {predicted[index]}", fontsize=9, color="tab:red")
-        axes[row][0].text(-0.15, 0.5, model, transform=axes[row][0].transAxes,
-                          ha="right", va="center", fontsize=11, fontweight="bold")
+        axes[row][0].text(
+            -0.15, 0.5, model, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=11, fontweight="bold"
+        )
     figure.suptitle("Test images the models get wrong (true → predicted, seed 0)")
     return save(figure, target)
 
 
 def architecture_diagram(nodes: dict[str, list[str]], target: Path) -> Path:
     """Each model's layers as a top-down flowchart of boxes (the offline twin of the report's Mermaid)."""
-    figure, axes = plt.subplots(1, len(nodes), figsize=(4.2 * len(nodes), 0.9 * max(map(len, nodes.values())) + 0.8),
-                                constrained_layout=True, squeeze=False)
+    figure, axes = plt.subplots(
+        1,
+        len(nodes),
+        figsize=(4.2 * len(nodes), 0.9 * max(map(len, nodes.values())) + 0.8),
+        constrained_layout=True,
+        squeeze=False,
+    )
     colors = palette(list(nodes))
     for axis, (model, labels) in zip(axes[0], nodes.items()):
         axis.set_xlim(0, 1)
@@ -203,12 +248,26 @@ def architecture_diagram(nodes: dict[str, list[str]], target: Path) -> Path:
         axis.axis("off")
         axis.set_title(model, fontweight="bold")
         for index, label in enumerate(labels):
-            axis.text(0.5, -index, label, ha="center", va="center", fontsize=9,
-                      bbox={"boxstyle": "round,pad=0.4", "facecolor": matplotlib.colors.to_rgba(colors[model], 0.15),
-                            "edgecolor": colors[model]})
+            axis.text(
+                0.5,
+                -index,
+                label,
+                ha="center",
+                va="center",
+                fontsize=9,
+                bbox={
+                    "boxstyle": "round,pad=0.4",
+                    "facecolor": matplotlib.colors.to_rgba(colors[model], 0.15),
+                    "edgecolor": colors[model],
+                },
+            )
             if index:
-                axis.annotate("", xy=(0.5, -index + 0.3), xytext=(0.5, -index + 0.7),
-                              arrowprops={"arrowstyle": "->", "color": "black"})
+                axis.annotate(
+                    "",
+                    xy=(0.5, -index + 0.3),
+                    xytext=(0.5, -index + 0.7),
+                    arrowprops={"arrowstyle": "->", "color": "black"},
+                )
     return save(figure, target)
 
 
@@ -224,8 +283,10 @@ def _as_image(image: np.ndarray) -> np.ndarray:
 def robustness(shifts: pd.DataFrame, noise: pd.DataFrame, target: Path) -> Path:
     """Accuracy against shift and against noise per model (mean over seeds, bars for the CI)."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for axis, frame, xlabel, title in ((axes[0], shifts, "shift (pixels)", "Translation"),
-                                       (axes[1], noise, "noise std (pixel range = 1)", "Gaussian noise")):
+    for axis, frame, xlabel, title in (
+        (axes[0], shifts, "shift (pixels)", "Translation"),
+        (axes[1], noise, "noise std (pixel range = 1)", "Gaussian noise"),
+    ):
         _interval_lines(axis, frame, "level")
         axis.set(xlabel=xlabel, ylabel="test accuracy", title=title)
     return save(figure, target)
@@ -245,8 +306,9 @@ def _interval_lines(axis: plt.Axes, frame: pd.DataFrame, x: str) -> None:
     for model, rows in frame.groupby("model", sort=False):
         rows = rows.sort_values(x)
         error = np.nan_to_num(np.vstack([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]))
-        axis.errorbar(rows[x], rows["mean"], yerr=error, marker="o", capsize=4, color=colors[str(model)],
-                      label=str(model))
+        axis.errorbar(
+            rows[x], rows["mean"], yerr=error, marker="o", capsize=4, color=colors[str(model)], label=str(model)
+        )
     axis.grid(alpha=0.3, which="both")
     axis.legend()
 
@@ -262,8 +324,11 @@ def ladder(steps: pd.DataFrame, target: Path) -> Path:
     error = np.nan_to_num(np.vstack([steps["accuracy"] - steps["low"], steps["high"] - steps["accuracy"]]))
     left.bar(steps["label"], steps["accuracy"], yerr=error, capsize=5, color=[colors[m] for m in steps["label"]])
     low = float(np.nanmin(steps["low"].fillna(steps["accuracy"])))
-    left.set(ylabel="test accuracy", title="Accuracy of each rung (CI over seeds)",
-             ylim=(max(0.0, low - 0.05), min(1.0, float(np.nanmax(steps["high"].fillna(steps["accuracy"]))) + 0.02)))
+    left.set(
+        ylabel="test accuracy",
+        title="Accuracy of each rung (CI over seeds)",
+        ylim=(max(0.0, low - 0.05), min(1.0, float(np.nanmax(steps["high"].fillna(steps["accuracy"]))) + 0.02)),
+    )
     gains = steps.dropna(subset=["gain"])
     gain_error = np.vstack([gains["gain"] - gains["gain_low"], gains["gain_high"] - gains["gain"]])
     right.bar(gains["step"], gains["gain"], yerr=gain_error, capsize=5, color=[colors[m] for m in gains["label"]])
@@ -288,8 +353,11 @@ def tuning_progress(trials: pd.DataFrame, target: Path) -> Path:
         axis.scatter(rows["trial"], rows["val_accuracy"], color=color, alpha=0.35, s=18)
         axis.step(rows["trial"], rows["best_so_far"], where="post", color=color, linewidth=2.2, label=str(model))
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axis.set(xlabel="trial (0 = the shared recipe)", ylabel="validation accuracy",
-             title="Best validation accuracy so far (dots: each trial)")
+    axis.set(
+        xlabel="trial (0 = the shared recipe)",
+        ylabel="validation accuracy",
+        title="Best validation accuracy so far (dots: each trial)",
+    )
     axis.grid(alpha=0.3)
     axis.legend()
     return save(figure, target)

@@ -30,13 +30,17 @@ def ladder_blocks(ladder: LadderResult, comparison: Comparison, figure: Path) ->
     labels, rungs, steps = comparison.labels, ladder.rungs, ladder.steps
     level = f"{comparison.confidence:.0%}"
     total = sum(step.gain.difference for step in steps)
-    table = pd.DataFrame({
-        "Step": [step.name for step in steps],
-        "Models": [f"{labels[step.upper]} − {labels[step.lower]}" for step in steps],
-        "Accuracy gain (points)": [f"{step.gain.difference * 100:+.2f}" for step in steps],
-        f"{level} paired-bootstrap CI": [f"[{step.gain.low * 100:+.2f}, {step.gain.high * 100:+.2f}]" for step in steps],
-        "Share of the total": [f"{step.gain.difference / total:.0%}" if total > 0 else "n/a" for step in steps],
-    })
+    table = pd.DataFrame(
+        {
+            "Step": [step.name for step in steps],
+            "Models": [f"{labels[step.upper]} − {labels[step.lower]}" for step in steps],
+            "Accuracy gain (points)": [f"{step.gain.difference * 100:+.2f}" for step in steps],
+            f"{level} paired-bootstrap CI": [
+                f"[{step.gain.low * 100:+.2f}, {step.gain.high * 100:+.2f}]" for step in steps
+            ],
+            "Share of the total": [f"{step.gain.difference / total:.0%}" if total > 0 else "n/a" for step in steps],
+        }
+    )
     return [
         Paragraph(
             f"The {labels[rungs.dense]}, the {labels[rungs.local]} and the {labels[rungs.shared]} form a ladder: the "
@@ -60,21 +64,31 @@ def ladder_sentence(ladder: LadderResult, labels: dict[str, str]) -> str:
         """One step's gain with its interval, flagged when the interval includes zero."""
         g = step.gain
         sign = "" if g.low > 0 or g.high < 0 else ", an interval that includes zero"
-        return (f"{step.name} ({labels[step.upper]} − {labels[step.lower]}) {g.difference * 100:+.2f} points "
-                f"[{g.low * 100:+.2f}, {g.high * 100:+.2f}{sign}]")
+        return (
+            f"{step.name} ({labels[step.upper]} − {labels[step.lower]}) {g.difference * 100:+.2f} points "
+            f"[{g.low * 100:+.2f}, {g.high * 100:+.2f}{sign}]"
+        )
 
-    opening = (f"Of the {labels[ladder.rungs.shared]}'s {total * 100:+.2f}-point lead over the "
-               f"{labels[ladder.rungs.dense]}, {part(locality)} and {part(sharing)}.")
+    opening = (
+        f"Of the {labels[ladder.rungs.shared]}'s {total * 100:+.2f}-point lead over the "
+        f"{labels[ladder.rungs.dense]}, {part(locality)} and {part(sharing)}."
+    )
     if contrast.low > 0:
-        return (f"{opening} Weight sharing buys more than locality (their difference "
-                f"{contrast.difference * 100:+.2f} points, CI [{contrast.low * 100:+.2f}, {contrast.high * 100:+.2f}]).")
+        return (
+            f"{opening} Weight sharing buys more than locality (their difference "
+            f"{contrast.difference * 100:+.2f} points, CI [{contrast.low * 100:+.2f}, {contrast.high * 100:+.2f}])."
+        )
     if contrast.high < 0:
-        return (f"{opening} Locality buys more than weight sharing (their difference "
-                f"{-contrast.difference * 100:+.2f} points, CI [{-contrast.high * 100:+.2f}, "
-                f"{-contrast.low * 100:+.2f}]).")
-    return (f"{opening} Which part is larger cannot be told from these numbers (the difference between them, "
-            f"{contrast.difference * 100:+.2f} points for sharing minus locality, has a CI "
-            f"[{contrast.low * 100:+.2f}, {contrast.high * 100:+.2f}] that includes zero).")
+        return (
+            f"{opening} Locality buys more than weight sharing (their difference "
+            f"{-contrast.difference * 100:+.2f} points, CI [{-contrast.high * 100:+.2f}, "
+            f"{-contrast.low * 100:+.2f}])."
+        )
+    return (
+        f"{opening} Which part is larger cannot be told from these numbers (the difference between them, "
+        f"{contrast.difference * 100:+.2f} points for sharing minus locality, has a CI "
+        f"[{contrast.low * 100:+.2f}, {contrast.high * 100:+.2f}] that includes zero)."
+    )
 
 
 def _figure(ladder: LadderResult, comparison: Comparison, figures_dir: Path) -> Path:
@@ -85,12 +99,16 @@ def _figure(ladder: LadderResult, comparison: Comparison, figures_dir: Path) -> 
     def rung(model: str) -> dict[str, object]:
         """One bar of the figure: the rung's accuracy and the gain of the step that reached it."""
         step = gains.get(model)
-        return {"label": labels[model], "accuracy": comparison.accuracy[model].mean,
-                "low": comparison.accuracy[model].low, "high": comparison.accuracy[model].high,
-                "step": f"+{step.name}\n({labels[model]} − {labels[step.lower]})" if step else None,
-                "gain": step.gain.difference * 100 if step else np.nan,
-                "gain_low": step.gain.low * 100 if step else np.nan,
-                "gain_high": step.gain.high * 100 if step else np.nan}
+        return {
+            "label": labels[model],
+            "accuracy": comparison.accuracy[model].mean,
+            "low": comparison.accuracy[model].low,
+            "high": comparison.accuracy[model].high,
+            "step": f"+{step.name}\n({labels[model]} − {labels[step.lower]})" if step else None,
+            "gain": step.gain.difference * 100 if step else np.nan,
+            "gain_low": step.gain.low * 100 if step else np.nan,
+            "gain_high": step.gain.high * 100 if step else np.nan,
+        }
 
     frame = pd.DataFrame([rung(m) for m in (rungs.dense, rungs.local, rungs.shared)])
     return draw.ladder(frame, figures_dir / "ladder.png")

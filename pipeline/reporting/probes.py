@@ -67,8 +67,9 @@ def _probe_result(params: Params, name: str, dataset_sha256: str, required: bool
     result = records.load_json(ProbeResult, path, f"run `convbench probe {name}` again")
     if result.fingerprint != probe_fingerprint(params, name, dataset_sha256):
         if required:
-            raise ConvbenchError(f"{path} was made with other params or data; run `convbench probe {name}` "
-                                 "(or `dvc repro`)")
+            raise ConvbenchError(
+                f"{path} was made with other params or data; run `convbench probe {name}` (or `dvc repro`)"
+            )
         return None
     return result
 
@@ -107,8 +108,9 @@ def advantage_by_setting(rows: pd.DataFrame, confidence: float, cast: Cast) -> p
             row[f"params:{model}"] = int(frame.loc[frame["model"] == model, "params"].iloc[0])
         for model in cast.others:
             seeds = sorted(set(by_model[cast.reference].index) & set(by_model[model].index))
-            row[f"lead:{model}"] = t_interval([by_model[cast.reference][s] - by_model[model][s] for s in seeds],
-                                              confidence)
+            row[f"lead:{model}"] = t_interval(
+                [by_model[cast.reference][s] - by_model[model][s] for s in seeds], confidence
+            )
         out.append(row)
     return pd.DataFrame(out)
 
@@ -118,22 +120,40 @@ def _advantage_table(table: pd.DataFrame, setting_header: str, cast: Cast, with_
     frame = pd.DataFrame({setting_header: table["setting"].tolist()})
     if with_params:
         frame["Parameters (" + " / ".join(cast.labels[m] for m in cast.models) + ")"] = [
-            " / ".join(f"{row[f'params:{m}']:,}" for m in cast.models) for _, row in table.iterrows()]
+            " / ".join(f"{row[f'params:{m}']:,}" for m in cast.models) for _, row in table.iterrows()
+        ]
     for model in cast.models:
         frame[f"{cast.labels[model]} accuracy"] = [_accuracy_text(i) for i in table[model]]
     for model in cast.others:
         frame[f"{cast.labels[cast.reference]} − {cast.labels[model]} (points)"] = [
-            _interval_text(i) for i in table[f"lead:{model}"]]
+            _interval_text(i) for i in table[f"lead:{model}"]
+        ]
     return Table(frame, ("left",) + ("right",) * (len(frame.columns) - 1))
 
 
-def robustness_table(metrics: Iterable[CellMetrics], kind: Literal["shift", "noise"], confidence: float,
-                     cast: Cast) -> pd.DataFrame:
+def robustness_table(
+    metrics: Iterable[CellMetrics], kind: Literal["shift", "noise"], confidence: float, cast: Cast
+) -> pd.DataFrame:
     """Accuracy per model at each shift or noise level, with the reference's lead paired by seed."""
-    measured = sorted(((float(level), level, cell, accuracy) for cell in metrics
-                       for level, accuracy in cell.robustness.levels(kind).items()), key=lambda item: item[0])
-    rows = [{"setting": level, "value": value, "model": cell.model, "seed": cell.seed, "params": cell.params,
-             "test_accuracy": accuracy} for value, level, cell, accuracy in measured]  # levels in order
+    measured = sorted(
+        (
+            (float(level), level, cell, accuracy)
+            for cell in metrics
+            for level, accuracy in cell.robustness.levels(kind).items()
+        ),
+        key=lambda item: item[0],
+    )
+    rows = [
+        {
+            "setting": level,
+            "value": value,
+            "model": cell.model,
+            "seed": cell.seed,
+            "params": cell.params,
+            "test_accuracy": accuracy,
+        }
+        for value, level, cell, accuracy in measured
+    ]  # levels in order
     return advantage_by_setting(pd.DataFrame(rows), confidence, cast) if rows else pd.DataFrame()
 
 
@@ -143,8 +163,15 @@ def interval_points(table: pd.DataFrame, cast: Cast) -> pd.DataFrame:
     for _, row in table.iterrows():
         for model in cast.models:
             interval = row[model]
-            rows.append({"model": cast.labels[model], "level": row["value"], "mean": interval.mean,
-                         "low": interval.low, "high": interval.high})
+            rows.append(
+                {
+                    "model": cast.labels[model],
+                    "level": row["value"],
+                    "mean": interval.mean,
+                    "low": interval.low,
+                    "high": interval.high,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -160,8 +187,10 @@ def drop_claim(table: pd.DataFrame, claim: str, what: str, cast: Cast, other: st
     better = drops[cast.reference] < drops[other]
     held = "held" if better and last[lead].low > first[lead].mean else ("partly held" if better else "did not hold")
     ref, oth = cast.labels[cast.reference], cast.labels[other]
-    evidence = (f"at {what} {last['setting']} the {ref} loses {drops[cast.reference] * 100:.1f} points and the {oth} "
-                f"{drops[other] * 100:.1f}; the {ref}'s lead moves by {change * 100:+.1f} points")
+    evidence = (
+        f"at {what} {last['setting']} the {ref} loses {drops[cast.reference] * 100:.1f} points and the {oth} "
+        f"{drops[other] * 100:.1f}; the {ref}'s lead moves by {change * 100:+.1f} points"
+    )
     return Claim(f"{claim} than the {oth}", held, evidence)
 
 
@@ -181,11 +210,15 @@ def permutation_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
     else:
         held = "did not hold"
     ref, oth = cast.labels[cast.reference], cast.labels[other]
-    evidence = (f"{ref} − {oth} is {_interval_text(original)} points on the original images and "
-                f"{_interval_text(permuted)} on permuted ones: {owed * 100:+.2f} points"
-                + (f" ({share:.0%} of the lead)" if np.isfinite(share) else "") + " are owed to spatial structure")
-    return Claim(f"The {ref}'s lead over the {oth} comes from spatial structure (pixel permutation control)", held,
-                 evidence)
+    evidence = (
+        f"{ref} − {oth} is {_interval_text(original)} points on the original images and "
+        f"{_interval_text(permuted)} on permuted ones: {owed * 100:+.2f} points"
+        + (f" ({share:.0%} of the lead)" if np.isfinite(share) else "")
+        + " are owed to spatial structure"
+    )
+    return Claim(
+        f"The {ref}'s lead over the {oth} comes from spatial structure (pixel permutation control)", held, evidence
+    )
 
 
 def fraction_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
@@ -195,8 +228,10 @@ def fraction_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
     lead = f"lead:{other}"
     held = "held" if small[lead].mean > full[lead].mean else "did not hold"
     ref, oth = cast.labels[cast.reference], cast.labels[other]
-    evidence = (f"{ref} − {oth} is {_interval_text(small[lead])} points with {small['setting']} of the training "
-                f"set and {_interval_text(full[lead])} with {full['setting']}")
+    evidence = (
+        f"{ref} − {oth} is {_interval_text(small[lead])} points with {small['setting']} of the training "
+        f"set and {_interval_text(full[lead])} with {full['setting']}"
+    )
     return Claim(f"The {ref} is more data-efficient than the {oth}", held, evidence)
 
 
@@ -208,8 +243,10 @@ def size_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
     held = "held" if wins == len(table) else ("partly held" if wins else "did not hold")
     ref, oth = cast.labels[cast.reference], cast.labels[other]
     counts = table[f"params:{cast.reference}"]
-    evidence = (f"the {ref} is ahead at {wins} of {len(table)} sizes ({significant} with an interval above zero), "
-                f"from {counts.min():,} to {counts.max():,} parameters")
+    evidence = (
+        f"the {ref} is ahead at {wins} of {len(table)} sizes ({significant} with an interval above zero), "
+        f"from {counts.min():,} to {counts.max():,} parameters"
+    )
     return Claim(f"At every size the {ref} beats the {oth}", held, evidence)
 
 
@@ -242,15 +279,25 @@ WORDS: dict[str, ProbeWords] = {
     "permutation": ProbeWords(
         "**Pixel permutation.** Every model retrained on images whose pixels are shuffled by one fixed permutation. "
         "A fully-connected model cannot tell; a convolution loses its locality.",
-        "Images", permutation_claim),
+        "Images",
+        permutation_claim,
+    ),
     "fraction": ProbeWords(
         "**Data efficiency.** Every model retrained on a stratified share of the training split.",
-        "Training share", fraction_claim, ordered=True,
-        figure=ProbeFigure("data_efficiency.png", "Accuracy against the share of training data.", draw.fraction_curve)),
+        "Training share",
+        fraction_claim,
+        ordered=True,
+        figure=ProbeFigure("data_efficiency.png", "Accuracy against the share of training data.", draw.fraction_curve),
+    ),
     "size": ProbeWords(
         "**Size sweep.** Every built-in model's channels and widths scaled; size-matched models matched again at "
         "each scale.",
-        "Scale", size_claim, ordered=True, with_params=True, sizes=True),
+        "Scale",
+        size_claim,
+        ordered=True,
+        with_params=True,
+        sizes=True,
+    ),
 }
 
 
@@ -271,10 +318,20 @@ class Measured:
 
 
 ROBUSTNESS = (
-    Measured("shift", "**Translation.** Test images moved by k pixels (zero fill), averaged over directions.",
-             "Shift (pixels)", "more robust to translation", "shift"),
-    Measured("noise", "**Noise.** Additive Gaussian noise, std in units of the pixel range.", "Noise std",
-             "more robust to pixel noise", "noise std"),
+    Measured(
+        "shift",
+        "**Translation.** Test images moved by k pixels (zero fill), averaged over directions.",
+        "Shift (pixels)",
+        "more robust to translation",
+        "shift",
+    ),
+    Measured(
+        "noise",
+        "**Noise.** Additive Gaussian noise, std in units of the pixel range.",
+        "Noise std",
+        "more robust to pixel noise",
+        "noise std",
+    ),
 )
 ROBUSTNESS_FIGURE = "robustness"
 
@@ -288,15 +345,17 @@ def advantage(rows: pd.DataFrame, name: str, confidence: float, cast: Cast) -> p
     return table.sort_values("value") if words(name).ordered else table
 
 
-def probe_figures(metrics: Iterable[CellMetrics], probes: dict[str, pd.DataFrame], confidence: float, cast: Cast,
-                  figures_dir: Path) -> dict[str, Path]:
+def probe_figures(
+    metrics: Iterable[CellMetrics], probes: dict[str, pd.DataFrame], confidence: float, cast: Cast, figures_dir: Path
+) -> dict[str, Path]:
     """The robustness figure (when shift and noise were both measured) and each probe's own figure, by name."""
     metrics = list(metrics)
     out = {}
     shifts, noise = (robustness_table(metrics, kind, confidence, cast) for kind in ("shift", "noise"))
     if len(shifts) and len(noise):
-        out[ROBUSTNESS_FIGURE] = draw.robustness(interval_points(shifts, cast), interval_points(noise, cast),
-                                                 figures_dir / "robustness.png")
+        out[ROBUSTNESS_FIGURE] = draw.robustness(
+            interval_points(shifts, cast), interval_points(noise, cast), figures_dir / "robustness.png"
+        )
     for name, rows in probes.items():
         figure = words(name).figure
         if figure is not None:
@@ -305,16 +364,23 @@ def probe_figures(metrics: Iterable[CellMetrics], probes: dict[str, pd.DataFrame
     return out
 
 
-def probe_section(metrics: Iterable[CellMetrics], probes: dict[str, pd.DataFrame], confidence: float,
-                  figures: dict[str, Path], cast: Cast) -> Section:
+def probe_section(
+    metrics: Iterable[CellMetrics],
+    probes: dict[str, pd.DataFrame],
+    confidence: float,
+    figures: dict[str, Path],
+    cast: Cast,
+) -> Section:
     """The report section with every probe that ran, and the claims it tested."""
     metrics = list(metrics)
     ref = cast.labels[cast.reference]
-    blocks: list[Block] = [Paragraph(
-        f"Textbooks say CNNs win on images because of local filters, weight sharing and translation "
-        f"equivariance. These probes test what the {ref} (the reference) has over each other model on this dataset. "
-        f"Intervals are {confidence:.0%} t-intervals over seeds; each lead is paired by seed."
-    )]
+    blocks: list[Block] = [
+        Paragraph(
+            f"Textbooks say CNNs win on images because of local filters, weight sharing and translation "
+            f"equivariance. These probes test what the {ref} (the reference) has over each other model on this dataset. "
+            f"Intervals are {confidence:.0%} t-intervals over seeds; each lead is paired by seed."
+        )
+    ]
     claims: list[Claim] = []
     for measured in ROBUSTNESS:
         table = robustness_table(metrics, measured.kind, confidence, cast)
@@ -322,8 +388,9 @@ def probe_section(metrics: Iterable[CellMetrics], probes: dict[str, pd.DataFrame
             claims += [drop_claim(table, f"The {ref} is {measured.claim}", measured.what, cast, m) for m in cast.others]
             blocks += [Paragraph(measured.paragraph), _advantage_table(table, measured.setting_header, cast)]
     if ROBUSTNESS_FIGURE in figures:
-        blocks.append(Figure(figures[ROBUSTNESS_FIGURE], "Accuracy under translation and noise (mean over seeds, "
-                                                         "CI bars)."))
+        blocks.append(
+            Figure(figures[ROBUSTNESS_FIGURE], "Accuracy under translation and noise (mean over seeds, CI bars).")
+        )
     for name, rows in probes.items():
         said, table = words(name), advantage(rows, name, confidence, cast)
         if said.claim is not None:
@@ -332,8 +399,13 @@ def probe_section(metrics: Iterable[CellMetrics], probes: dict[str, pd.DataFrame
         if said.figure is not None and name in figures:
             blocks.append(Figure(figures[name], said.figure.caption))
     if claims:
-        summary = pd.DataFrame({"Claim": [c.claim for c in claims], "Verdict here": [f"**{c.held}**" for c in claims],
-                                "Evidence": [c.evidence for c in claims]})
+        summary = pd.DataFrame(
+            {
+                "Claim": [c.claim for c in claims],
+                "Verdict here": [f"**{c.held}**" for c in claims],
+                "Evidence": [c.evidence for c in claims],
+            }
+        )
         blocks.insert(1, Table(summary, ("left", "left", "left")))
     return Section(TITLE, blocks)
 
@@ -350,9 +422,18 @@ def sized_points(inputs: ReportInputs) -> list[dict[str, object]]:
     for name, rows in inputs.probes.items():
         if words(name).sizes:
             table = advantage(rows, name, inputs.confidence, inputs.cast)
-            points += [{"model": inputs.labels[m], "params": row[f"params:{m}"], "flops": np.nan,
-                        "accuracy": row[m].mean, "ci_low": row[m].low, "ci_high": row[m].high}
-                       for _, row in table.iterrows() for m in inputs.comparison.models]
+            points += [
+                {
+                    "model": inputs.labels[m],
+                    "params": row[f"params:{m}"],
+                    "flops": np.nan,
+                    "accuracy": row[m].mean,
+                    "ci_low": row[m].low,
+                    "ci_high": row[m].high,
+                }
+                for _, row in table.iterrows()
+                for m in inputs.comparison.models
+            ]
     return points
 
 

@@ -28,22 +28,30 @@ def blocks(inputs: ReportInputs) -> list[Block] | None:
         """A measured interval, or why there is none."""
         if interval is None:
             return "–" if ran else f"not run (probes.run: [{SHUFFLED[0]}])"
-        return f"{interval.mean:.3f} [{interval.low:.3f}, {interval.high:.3f}]" if interval.n > 1 else f"{interval.mean:.3f}"
+        return (
+            f"{interval.mean:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+            if interval.n > 1
+            else f"{interval.mean:.3f}"
+        )
 
     def shown(value: float | None) -> str:
         """A published number, or a dash where the source gives none."""
         return "–" if value is None else f"{value:.3f}"
 
-    table = pd.DataFrame({
-        "Model": [comparison.labels[m] for m in comparison.models],
-        "Published": [shown(published.accuracy.get(m)) for m in comparison.models],
-        f"Measured ({comparison.confidence:.0%} CI)": [measured(comparison.accuracy[m]) for m in comparison.models],
-        "Published, shuffled pixels": [shown(published.permuted.get(m)) for m in comparison.models],
-        "Measured, shuffled pixels": [measured(permuted.get(m)) for m in comparison.models],
-    })
+    table = pd.DataFrame(
+        {
+            "Model": [comparison.labels[m] for m in comparison.models],
+            "Published": [shown(published.accuracy.get(m)) for m in comparison.models],
+            f"Measured ({comparison.confidence:.0%} CI)": [measured(comparison.accuracy[m]) for m in comparison.models],
+            "Published, shuffled pixels": [shown(published.permuted.get(m)) for m in comparison.models],
+            "Measured, shuffled pixels": [measured(permuted.get(m)) for m in comparison.models],
+        }
+    )
     return [
-        Paragraph(f"Source: {published.source}. Measured: mean test accuracy over seeds {inputs.seeds} "
-                  f"with a t-interval; the shuffled row comes from the permutation probe (one fixed pixel shuffle)."),
+        Paragraph(
+            f"Source: {published.source}. Measured: mean test accuracy over seeds {inputs.seeds} "
+            f"with a t-interval; the shuffled row comes from the permutation probe (one fixed pixel shuffle)."
+        ),
         Table(table, ("left", "right", "right", "right", "right")),
     ]
 
@@ -55,5 +63,8 @@ def _shuffled(inputs: ReportInputs) -> dict[str, Interval]:
         return {}
     rows = inputs.probes[probe]
     rows = rows[rows["setting"] == setting]
-    return {m: t_interval(rows.loc[rows["model"] == m, "test_accuracy"].to_numpy(), inputs.confidence)
-            for m in inputs.comparison.models if (rows["model"] == m).any()}
+    return {
+        m: t_interval(rows.loc[rows["model"] == m, "test_accuracy"].to_numpy(), inputs.confidence)
+        for m in inputs.comparison.models
+        if (rows["model"] == m).any()
+    }

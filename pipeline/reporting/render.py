@@ -99,10 +99,23 @@ def to_html(document: Document) -> str:
             body.append(f"<h2>{_inline(section.title)}</h2>")
         body += [_html_block(block) for block in section.blocks]
     return "\n".join(
-        ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-         f"<title>{html.escape(_plain(document.title))}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", "<main>",
-         *body, "</main>", "</body>", "</html>", ""]
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(_plain(document.title))}</title>",
+            f"<style>{_CSS}</style>",
+            "</head>",
+            "<body>",
+            "<main>",
+            *body,
+            "</main>",
+            "</body>",
+            "</html>",
+            "",
+        ]
     )
 
 
@@ -121,8 +134,10 @@ def _html_block(block: Block) -> str:
     if isinstance(block, Figure):
         data = base64.b64encode(block.path.read_bytes()).decode("ascii")
         alt = html.escape(block.caption, quote=True)
-        return (f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
-                f"<figcaption>{_inline(block.caption)}</figcaption></figure>")
+        return (
+            f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+            f"<figcaption>{_inline(block.caption)}</figcaption></figure>"
+        )
     code = f'<pre><code class="language-{block.language}">{html.escape(block.text.rstrip())}</code></pre>'
     if block.collapsed:
         return f"<details><summary>{html.escape(block.collapsed)}</summary>{code}</details>"

@@ -34,22 +34,29 @@ def draw(tuned: dict[str, TunedRecipe], labels: dict[str, str], figures_dir: Pat
     """The best-so-far figure: every trial of every model's study."""
     from pipeline.reporting import figures
 
-    rows = [{"model": labels[model], "trial": row.trial, "val_accuracy": row.val_accuracy,
-             "best_so_far": row.best_so_far} for model, recipe in tuned.items() for row in recipe.history]
+    rows = [
+        {"model": labels[model], "trial": row.trial, "val_accuracy": row.val_accuracy, "best_so_far": row.best_so_far}
+        for model, recipe in tuned.items()
+        for row in recipe.history
+    ]
     return figures.tuning_progress(pd.DataFrame(rows), figures_dir / FIGURE)
 
 
 def _recipe(train: TrainParams) -> str:
     """A recipe's knobs in one phrase."""
-    return (f"lr {train.lr:.3g}, weight decay {train.weight_decay:.3g}, {train.epochs} epochs, batch "
-            f"{train.batch_size}, label smoothing {train.label_smoothing:.3g}")
+    return (
+        f"lr {train.lr:.3g}, weight decay {train.weight_decay:.3g}, {train.epochs} epochs, batch "
+        f"{train.batch_size}, label smoothing {train.label_smoothing:.3g}"
+    )
 
 
 def recipe_text(params: Params, trained: dict[str, TrainParams], labels: dict[str, str]) -> str:
     """The header's words on the recipe, from what each model's checkpoints were checked to be trained with."""
     first = next(iter(trained.values()))
     if params.tune.trials == 0:
-        return f"with the same recipe, as each checkpoint records it (AdamW, {first.schedule} schedule, {_recipe(first)})"
+        return (
+            f"with the same recipe, as each checkpoint records it (AdamW, {first.schedule} schedule, {_recipe(first)})"
+        )
     each = "; ".join(f"{labels[model]}: {_recipe(train)}" for model, train in trained.items())
     return f"each with its own recipe, as each checkpoint records it (AdamW, {first.schedule} schedule; {each})"
 
@@ -57,25 +64,35 @@ def recipe_text(params: Params, trained: dict[str, TrainParams], labels: dict[st
 def recipe_note(params: Params) -> str:
     """One sentence for the header: whether the recipe was shared or tuned per model, and with what budget."""
     if params.tune.trials == 0:
-        return ("The recipe was not tuned per model (tune.trials: 0): it is shared, and a shared recipe favours "
-                "whichever model it happens to suit.")
-    return (f"Each model's recipe is the best of the same budget of {params.tune.trials} Optuna trials per model, "
-            f"scored on the validation split only (see Tuning).")
+        return (
+            "The recipe was not tuned per model (tune.trials: 0): it is shared, and a shared recipe favours "
+            "whichever model it happens to suit."
+        )
+    return (
+        f"Each model's recipe is the best of the same budget of {params.tune.trials} Optuna trials per model, "
+        f"scored on the validation split only (see Tuning)."
+    )
 
 
 def verdict_source(params: Params) -> str:
     """Which recipe the verdict's numbers come from."""
     if params.tune.trials == 0:
-        return ("These numbers come from the shared recipe, not tuned per model (tune.trials: 0); set tune.trials to "
-                "give every model the same tuning budget.")
-    return (f"These numbers come from each model's tuned recipe (the best of {params.tune.trials} Optuna trials per "
-            f"model, scored on the validation split only), trained over the seeds {list(params.train.seeds)} and "
-            f"scored once on the test split.")
+        return (
+            "These numbers come from the shared recipe, not tuned per model (tune.trials: 0); set tune.trials to "
+            "give every model the same tuning budget."
+        )
+    return (
+        f"These numbers come from each model's tuned recipe (the best of {params.tune.trials} Optuna trials per "
+        f"model, scored on the validation split only), trained over the seeds {list(params.train.seeds)} and "
+        f"scored once on the test split."
+    )
 
 
-NOT_TUNED = ("Not tuned: every model trained with the shared recipe of params.yaml's `train` section (tune.trials: 0). "
-             "A shared recipe favours whichever model it happened to suit, so the gaps above may owe something to the "
-             "recipe. `dvc exp run -S tune.trials=20` gives every model the same budget of Optuna trials.")
+NOT_TUNED = (
+    "Not tuned: every model trained with the shared recipe of params.yaml's `train` section (tune.trials: 0). "
+    "A shared recipe favours whichever model it happened to suit, so the gaps above may owe something to the "
+    "recipe. `dvc exp run -S tune.trials=20` gives every model the same budget of Optuna trials."
+)
 
 
 def blocks(inputs: ReportInputs) -> list[Block]:
@@ -86,8 +103,9 @@ def blocks(inputs: ReportInputs) -> list[Block]:
     return tuning_blocks(inputs.params, inputs.comparison, inputs.tuned, figure)
 
 
-def tuning_blocks(params: Params, comparison: Comparison, tuned: dict[str, TunedRecipe],
-                  figure: Path | None = None) -> list[Block]:
+def tuning_blocks(
+    params: Params, comparison: Comparison, tuned: dict[str, TunedRecipe], figure: Path | None = None
+) -> list[Block]:
     """Budget, space, best recipes, the best-so-far figure, and the gaps before and after."""
     tune = params.tune
     budget = Paragraph(
@@ -97,19 +115,31 @@ def tuning_blocks(params: Params, comparison: Comparison, tuned: dict[str, Tuned
         f"over seeds {list(tune.seeds)}; the test split is never read while tuning. The chosen recipe is then trained "
         f"over seeds {list(params.train.seeds)} and scored on the test split like any other."
     )
-    out: list[Block] = [budget, Table(pd.DataFrame(space_rows(params, comparison.models)), ("left", "left")),
-                        Table(pd.DataFrame(best_rows(params, comparison, tuned)), ("left",) + ("right",) * 9)]
+    out: list[Block] = [
+        budget,
+        Table(pd.DataFrame(space_rows(params, comparison.models)), ("left", "left")),
+        Table(pd.DataFrame(best_rows(params, comparison, tuned)), ("left",) + ("right",) * 9),
+    ]
     if figure is not None:
-        out.append(Figure(figure, "Best validation accuracy so far against trial number, per model; a line still "
-                                  "rising at the end says the budget was not enough."))
+        out.append(
+            Figure(
+                figure,
+                "Best validation accuracy so far against trial number, per model; a line still "
+                "rising at the end says the budget was not enough.",
+            )
+        )
     gaps = gap_rows(comparison, tuned)
     if gaps:
         ref = comparison.labels[comparison.reference]
-        out += [Table(pd.DataFrame(gaps), ("left", "right", "right", "right", "right")), Paragraph(
-            f"The {ref}'s lead over each model in accuracy points. The shared and tuned validation gaps are measured "
-            f"alike (mean validation accuracy over the tune seeds, trial 0 against each study's best trial); the test "
-            f"gap is the report's paired comparison of the tuned recipes above. A gap that shrinks after tuning was "
-            f"partly owed to the shared recipe.")]
+        out += [
+            Table(pd.DataFrame(gaps), ("left", "right", "right", "right", "right")),
+            Paragraph(
+                f"The {ref}'s lead over each model in accuracy points. The shared and tuned validation gaps are measured "
+                f"alike (mean validation accuracy over the tune seeds, trial 0 against each study's best trial); the test "
+                f"gap is the report's paired comparison of the tuned recipes above. A gap that shrinks after tuning was "
+                f"partly owed to the shared recipe."
+            ),
+        ]
     return out
 
 
@@ -124,12 +154,18 @@ def space_rows(params: Params, models: list[str]) -> list[dict[str, str]]:
         elif isinstance(value, list):
             text = "one of " + ", ".join(map(str, value))
         else:
-            text = f"{'log-uniform' if knob in ('lr', 'weight_decay') else 'uniform'} in [{value.low:g}, {value.high:g}]"
+            text = (
+                f"{'log-uniform' if knob in ('lr', 'weight_decay') else 'uniform'} in [{value.low:g}, {value.high:g}]"
+            )
         rows.append({"Knob": knob, "Searched": text})
     for model in models:
         for key, choices in tune.shape.get(model, {}).items():
-            rows.append({"Knob": f"model.{model}.{key}",
-                         "Searched": "one of " + ", ".join(map(str, choices)) + " (width re-matched to the budget)"})
+            rows.append(
+                {
+                    "Knob": f"model.{model}.{key}",
+                    "Searched": "one of " + ", ".join(map(str, choices)) + " (width re-matched to the budget)",
+                }
+            )
     return rows
 
 
@@ -140,16 +176,20 @@ def best_rows(params: Params, comparison: Comparison, tuned: dict[str, TunedReci
         recipe = tuned[model]
         train = params.train.model_copy(update=recipe.recipe)
         trial = "–" if recipe.best is None else recipe.best.trial
-        rows.append({
-            "Model": comparison.labels[model],
-            "Best val accuracy (trial)": f"{_value(_score(recipe.best))} ({trial})",
-            "Shared recipe val accuracy": _value(_score(recipe.baseline)),
-            "lr": f"{train.lr:.3g}", "Weight decay": f"{train.weight_decay:.3g}",
-            "Label smoothing": f"{train.label_smoothing:.3g}", "Epochs": str(train.epochs),
-            "Batch": str(train.batch_size),
-            "Shape": ", ".join(f"{k} {v}" for k, v in recipe.model_settings.items()) or "–",
-            "Complete / pruned": f"{recipe.counts.get('complete', 0)} / {recipe.counts.get('pruned', 0)}",
-        })
+        rows.append(
+            {
+                "Model": comparison.labels[model],
+                "Best val accuracy (trial)": f"{_value(_score(recipe.best))} ({trial})",
+                "Shared recipe val accuracy": _value(_score(recipe.baseline)),
+                "lr": f"{train.lr:.3g}",
+                "Weight decay": f"{train.weight_decay:.3g}",
+                "Label smoothing": f"{train.label_smoothing:.3g}",
+                "Epochs": str(train.epochs),
+                "Batch": str(train.batch_size),
+                "Shape": ", ".join(f"{k} {v}" for k, v in recipe.model_settings.items()) or "–",
+                "Complete / pruned": f"{recipe.counts.get('complete', 0)} / {recipe.counts.get('pruned', 0)}",
+            }
+        )
     return rows
 
 
@@ -162,13 +202,15 @@ def gap_rows(comparison: Comparison, tuned: dict[str, TunedRecipe]) -> list[dict
         shared = _difference(_score(ref.baseline), _score(tuned[model].baseline))
         after = _difference(_score(ref.best), _score(tuned[model].best))
         d = test.difference
-        rows.append({
-            "Model": comparison.labels[model],
-            "Gap, shared recipe (val)": _points(shared),
-            "Gap, tuned (val)": _points(after),
-            "Change from tuning": _points(None if shared is None or after is None else after - shared),
-            f"Gap, tuned (test, {level} paired CI)": f"{d.difference * 100:+.2f} [{d.low * 100:+.2f}, {d.high * 100:+.2f}]",
-        })
+        rows.append(
+            {
+                "Model": comparison.labels[model],
+                "Gap, shared recipe (val)": _points(shared),
+                "Gap, tuned (val)": _points(after),
+                "Change from tuning": _points(None if shared is None or after is None else after - shared),
+                f"Gap, tuned (test, {level} paired CI)": f"{d.difference * 100:+.2f} [{d.low * 100:+.2f}, {d.high * 100:+.2f}]",
+            }
+        )
     return rows
 
 

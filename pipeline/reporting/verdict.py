@@ -54,13 +54,23 @@ def verdict(comparison: Comparison) -> str:
         label = comparison.labels[model]
         batch = "-" if largest is None else str(largest)
         speed = [
-            _speed_words(train_case, train_backed, "training step", label,
-                         f"it trains at {train_ratio:.2f}x the {label}'s speed"),
-            _speed_words(infer_case, infer_backed, f"inference speed (batch {batch})", label,
-                         f"runs inference at {infer_ratio:.2f}x its speed (batch {batch})"),
+            _speed_words(
+                train_case, train_backed, "training step", label, f"it trains at {train_ratio:.2f}x the {label}'s speed"
+            ),
+            _speed_words(
+                infer_case,
+                infer_backed,
+                f"inference speed (batch {batch})",
+                label,
+                f"runs inference at {infer_ratio:.2f}x its speed (batch {batch})",
+            ),
         ]
-        sentences += [accuracy, _cost_sentence(comparison, model), " and ".join(speed) + ".",
-                      _trade_off(comparison, winner, model, train_ratio, train_backed)]
+        sentences += [
+            accuracy,
+            _cost_sentence(comparison, model),
+            " and ".join(speed) + ".",
+            _trade_off(comparison, winner, model, train_ratio, train_backed),
+        ]
     return " ".join(sentence for sentence in sentences if sentence)
 
 
@@ -70,12 +80,16 @@ def _accuracy_sentence(comparison: Comparison, model: str) -> tuple[str, str | N
     ref_label, label = comparison.labels[ref], comparison.labels[model]
     a, b = comparison.accuracy[ref], comparison.accuracy[model]
     if not comparison.significant(model):
-        return (f"On accuracy the {ref_label} and the {label} are statistically indistinguishable: "
-                f"{ref_label} {a.mean:.2%} vs {label} {b.mean:.2%} (Holm-adjusted McNemar p = {test.p_holm:.2g})."), None
+        return (
+            f"On accuracy the {ref_label} and the {label} are statistically indistinguishable: "
+            f"{ref_label} {a.mean:.2%} vs {label} {b.mean:.2%} (Holm-adjusted McNemar p = {test.p_holm:.2g})."
+        ), None
     lead = test.difference.difference
     leader, trailer = (ref_label, label) if lead > 0 else (label, ref_label)
-    sentence = (f"The {leader} is more accurate than the {trailer} by {abs(lead) * 100:.2f} percentage points "
-                f"({ref_label} {a.mean:.2%} vs {label} {b.mean:.2%}, Holm-adjusted McNemar p = {test.p_holm:.2g}).")
+    sentence = (
+        f"The {leader} is more accurate than the {trailer} by {abs(lead) * 100:.2f} percentage points "
+        f"({ref_label} {a.mean:.2%} vs {label} {b.mean:.2%}, Holm-adjusted McNemar p = {test.p_holm:.2g})."
+    )
     return sentence, (ref if lead > 0 else model)
 
 
@@ -84,13 +98,20 @@ def _cost_sentence(comparison: Comparison, model: str) -> str:
     ref, label = comparison.reference, comparison.labels[model]
     parameters, flops = comparison.axis("parameters").means, comparison.axis("forward_flops_image").means
     params_ratio = parameters[ref] / parameters[model]
-    size = "the same parameter budget" if abs(params_ratio - 1) <= 0.01 else f"{params_ratio:.2f}x the {label}'s parameters"
-    return (f"With {size}, the {comparison.labels[ref]} spends {flops[ref] / flops[model]:.2f}x the {label}'s FLOPs "
-            f"per image;")
+    size = (
+        "the same parameter budget"
+        if abs(params_ratio - 1) <= 0.01
+        else f"{params_ratio:.2f}x the {label}'s parameters"
+    )
+    return (
+        f"With {size}, the {comparison.labels[ref]} spends {flops[ref] / flops[model]:.2f}x the {label}'s FLOPs "
+        f"per image;"
+    )
 
 
-def _speed_claim(comparison: Comparison, model: str, kind: str,
-                 batch: int | None = None) -> tuple[SpeedCase | None, float, bool]:
+def _speed_claim(
+    comparison: Comparison, model: str, kind: str, batch: int | None = None
+) -> tuple[SpeedCase | None, float, bool]:
     """The reference's speed over `model` in the first case of `kind`, and whether the per-round ratios back a
     difference (not noisy, interval excluding 1)."""
     case = comparison.throughput(kind, batch)

@@ -44,16 +44,21 @@ def summarize(case: PairedCase, reference: str, confidence: float, seed: int) ->
         samples = np.asarray(case.per_second(model))
         q1, q3 = np.percentile(samples, [25, 75])
         median = float(np.median(samples))
-        speeds[model] = ModelSpeed(images_per_second=median, relative_iqr=float((q3 - q1) / median),
-                                   ms_per_call=float(np.median(case.seconds[model]) * 1e3),
-                                   samples=[float(v) for v in samples])
+        speeds[model] = ModelSpeed(
+            images_per_second=median,
+            relative_iqr=float((q3 - q1) / median),
+            ms_per_call=float(np.median(case.seconds[model]) * 1e3),
+            samples=[float(v) for v in samples],
+        )
     ratios = {}
     for model in case.seconds:
         if model != reference:
             median, low, high = median_interval(case.ratios(model, reference), confidence, seed)
             ratios[model] = Ratio(median=median, low=low, high=high)
     noisy = bool(case.interference.noisy or max(s.relative_iqr for s in speeds.values()) > NOISY_SPREAD)
-    return CaseResult(items=case.items, interference=dataclasses.asdict(case.interference), models=speeds, ratios=ratios, noisy=noisy)
+    return CaseResult(
+        items=case.items, interference=dataclasses.asdict(case.interference), models=speeds, ratios=ratios, noisy=noisy
+    )
 
 
 def bench(params: Params, say: Callable[[str], None] = print) -> BenchResult:
@@ -68,35 +73,58 @@ def bench(params: Params, say: Callable[[str], None] = print) -> BenchResult:
     test_y = prepared.splits.test.y.to(device)
     timed = time_cases(params, trained, plan, test_x, test_y)
     reference = params.reference_model
-    cases = {case: summarize(paired, reference, params.report.confidence, params.report.bootstrap_seed)
-             for case, paired in timed.items()}
-    peak = matmul_flops_per_second(device, plan.autocast_dtype or torch.float32, MATMUL_SIZE[device.type],
-                                   params.evaluate.min_run_time)
+    cases = {
+        case: summarize(paired, reference, params.report.confidence, params.report.bootstrap_seed)
+        for case, paired in timed.items()
+    }
+    peak = matmul_flops_per_second(
+        device, plan.autocast_dtype or torch.float32, MATMUL_SIZE[device.type], params.evaluate.min_run_time
+    )
     flops = {name: count_flops(model, repeat_to(test_x, 8), repeat_to(test_y, 8)) for name, model in trained.items()}
     largest = BenchCase("inference", max(params.evaluate.throughput_batch_sizes))
     step = BenchCase("training_step", params.train.batch_size)
-    mfu = {name: Mfu(inference=flops[name].forward * cases[largest].models[name].images_per_second / peak,
-                     train=flops[name].train_step * cases[step].models[name].images_per_second / peak)
-           for name in trained}
+    mfu = {
+        name: Mfu(
+            inference=flops[name].forward * cases[largest].models[name].images_per_second / peak,
+            train=flops[name].train_step * cases[step].models[name].images_per_second / peak,
+        )
+        for name in trained
+    }
     noisy = [case.key for case, result in cases.items() if result.noisy]
-    result = BenchResult(dataset=prepared.name, models=list(params.models), reference=reference,
-                         rounds=params.evaluate.rounds, seconds_per_sample=params.evaluate.min_run_time,
-                         checkpoint_seed=seed, cases={case.key: value for case, value in cases.items()},
-                         matmul_flops_per_second=peak, mfu=mfu, noisy=noisy, fix=FIX if noisy else "",
-                         context=device_context(device, plan.dtype_name))
-    tags = {"convbench.kind": "bench", "convbench.dataset": prepared.name, "convbench.noisy": bool(noisy),
-            **{f"convbench.context.{key}": value for key, value in result.context.items()}}
+    result = BenchResult(
+        dataset=prepared.name,
+        models=list(params.models),
+        reference=reference,
+        rounds=params.evaluate.rounds,
+        seconds_per_sample=params.evaluate.min_run_time,
+        checkpoint_seed=seed,
+        cases={case.key: value for case, value in cases.items()},
+        matmul_flops_per_second=peak,
+        mfu=mfu,
+        noisy=noisy,
+        fix=FIX if noisy else "",
+        context=device_context(device, plan.dtype_name),
+    )
+    tags = {
+        "convbench.kind": "bench",
+        "convbench.dataset": prepared.name,
+        "convbench.noisy": bool(noisy),
+        **{f"convbench.context.{key}": value for key, value in result.context.items()},
+    }
     with tracking.run(params.tracking, prepared.name, "bench", tags) as logger:
         logger.log_metrics(bench_metrics(result))
         records.save_json(paths.bench(), result)
         logger.log_artifact(paths.bench(), "bench")
-    speeds = ", ".join(f"{model} {figures.images_per_second:,.0f} img/s" for model, figures in cases[largest].models.items())
+    speeds = ", ".join(
+        f"{model} {figures.images_per_second:,.0f} img/s" for model, figures in cases[largest].models.items()
+    )
     say(f"bench: {largest.key}: {speeds} -> {paths.bench()}")
     return result
 
 
-def time_cases(params: Params, trained: dict[str, nn.Module], plan: ExecutionPlan, test_x: torch.Tensor,
-               test_y: torch.Tensor) -> dict[BenchCase, PairedCase]:
+def time_cases(
+    params: Params, trained: dict[str, nn.Module], plan: ExecutionPlan, test_x: torch.Tensor, test_y: torch.Tensor
+) -> dict[BenchCase, PairedCase]:
     """Inference at each batch size and one training step at the recipe's batch, every model in turn each round."""
     settings = params.evaluate
     timed: dict[BenchCase, PairedCase] = {}
@@ -108,8 +136,9 @@ def time_cases(params: Params, trained: dict[str, nn.Module], plan: ExecutionPla
     case = BenchCase("training_step", params.train.batch_size)
     x, y = repeat_to(test_x, case.batch), repeat_to(test_y, case.batch)
     steps = {name: train_step_call(model, x, y, plan) for name, model in trained.items()}
-    timed[case] = time_interleaved(steps, "training_step", case.batch, settings.rounds, settings.min_run_time,
-                                   plan.device)
+    timed[case] = time_interleaved(
+        steps, "training_step", case.batch, settings.rounds, settings.min_run_time, plan.device
+    )
     return timed
 
 

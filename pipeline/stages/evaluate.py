@@ -51,8 +51,9 @@ class EvaluateResult:
     metrics: CellMetrics
 
 
-def evaluate(params: Params, model: str | None = None, seed: int | None = None,
-             say: Callable[[str], None] = print) -> list[EvaluateResult]:
+def evaluate(
+    params: Params, model: str | None = None, seed: int | None = None, say: Callable[[str], None] = print
+) -> list[EvaluateResult]:
     """Score the selected cells; without --model/--seed, keep current metrics and remove cells no longer listed."""
     picked = select(params, model, seed)
     prepared = cells.prepared_data(params)
@@ -62,11 +63,20 @@ def evaluate(params: Params, model: str | None = None, seed: int | None = None,
         result = evaluate_cell(cell, prepared)
         results.append(result)
         m = result.metrics
-        return (f"evaluate: {cell.name} test_accuracy {m.test_accuracy:.4f} params {m.params:,} "
-                f"forward {m.flops_forward_per_image / 1e6:.2f} MFLOP/image")
+        return (
+            f"evaluate: {cell.name} test_accuracy {m.test_accuracy:.4f} params {m.params:,} "
+            f"forward {m.flops_forward_per_image / 1e6:.2f} MFLOP/image"
+        )
 
-    each_cell("evaluate", cells.resolve(params, prepared, *picked), picked != (None, None),
-              lambda cell: is_current(cell, prepared), compute, prune, say)
+    each_cell(
+        "evaluate",
+        cells.resolve(params, prepared, *picked),
+        picked != (None, None),
+        lambda cell: is_current(cell, prepared),
+        compute,
+        prune,
+        say,
+    )
     return results
 
 
@@ -79,16 +89,20 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
 def source(cell: Cell, prepared: PreparedData) -> Source:
     """What a cell's metrics are computed from: the checkpoint's bytes, the test data, this code and its settings."""
     settings = cell.params.evaluate.model_dump(mode="json", include=EVALUATE_KEYS)
-    return Source(checkpoint_sha256=hashlib.sha256(cell.checkpoint_path.read_bytes()).hexdigest(),
-                  dataset_sha256=prepared.sha256, code_sha256=source_sha256("evaluate"),
-                  settings_sha256=hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest())
+    return Source(
+        checkpoint_sha256=hashlib.sha256(cell.checkpoint_path.read_bytes()).hexdigest(),
+        dataset_sha256=prepared.sha256,
+        code_sha256=source_sha256("evaluate"),
+        settings_sha256=hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest(),
+    )
 
 
 def is_current(cell: Cell, prepared: PreparedData) -> bool:
     """Whether the cell's metrics and predictions exist and were computed from exactly these inputs."""
     metrics_path = paths.metrics(cell.model, cell.seed)
-    if not (metrics_path.is_file() and paths.predictions(cell.model, cell.seed).is_file()
-            and cell.checkpoint_path.is_file()):
+    if not (
+        metrics_path.is_file() and paths.predictions(cell.model, cell.seed).is_file() and cell.checkpoint_path.is_file()
+    ):
         return False
     try:
         recorded = records.load_json(CellMetrics, metrics_path, "").source
@@ -100,8 +114,12 @@ def is_current(cell: Cell, prepared: PreparedData) -> bool:
 def prune(kept: list[Cell]) -> list[Path]:
     """Remove metrics and predictions of cells params.yaml no longer lists, so the stage's outputs are its cells."""
     keep = {path for c in kept for path in (paths.metrics(c.model, c.seed), paths.predictions(c.model, c.seed))}
-    stale = [path for folder, pattern in ((paths.CELLS_DIR, "*.json"), (paths.PREDICTIONS_DIR, "*.csv"))
-             for path in sorted(folder.glob(pattern)) if path not in keep]
+    stale = [
+        path
+        for folder, pattern in ((paths.CELLS_DIR, "*.json"), (paths.PREDICTIONS_DIR, "*.csv"))
+        for path in sorted(folder.glob(pattern))
+        if path not in keep
+    ]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -120,34 +138,63 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
     predictions = logits.argmax(1)
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
     per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
-    metrics = CellMetrics(**{
-        "model": cell.model, "seed": cell.seed, "dataset": prepared.name,
-        "test_accuracy": (predictions == test_y).double().mean().item(),
-        "test_loss": torch.nn.functional.cross_entropy(logits, test_y).item(),
-        "test_size": int(len(test_y)), "arch": checkpoint.config.arch,
-        "final_val_accuracy": checkpoint.train.final_val_accuracy, "epochs": checkpoint.train.epochs,
-        **measure_cost(model, plan, test_x, test_y, settings, checkpoint.train,
-                       json.dumps(checkpoint.config.to_dict(), sort_keys=True)),
-        "robustness": measure_robustness(model, plan, prepared, test_y, settings),
-        "per_class_accuracy": dict(zip(prepared.classes, per_class)),
-        "confusion_matrix": confusion.tolist(),
-        "context": device_context(device, plan.dtype_name),
-        "units": UNITS,
-        "source": source(cell, prepared),
-    })
-    table = pd.DataFrame({"label": [prepared.classes[i] for i in test_y.tolist()],
-                          "prediction": [prepared.classes[i] for i in predictions.tolist()]})
+    metrics = CellMetrics(
+        **{
+            "model": cell.model,
+            "seed": cell.seed,
+            "dataset": prepared.name,
+            "test_accuracy": (predictions == test_y).double().mean().item(),
+            "test_loss": torch.nn.functional.cross_entropy(logits, test_y).item(),
+            "test_size": int(len(test_y)),
+            "arch": checkpoint.config.arch,
+            "final_val_accuracy": checkpoint.train.final_val_accuracy,
+            "epochs": checkpoint.train.epochs,
+            **measure_cost(
+                model,
+                plan,
+                test_x,
+                test_y,
+                settings,
+                checkpoint.train,
+                json.dumps(checkpoint.config.to_dict(), sort_keys=True),
+            ),
+            "robustness": measure_robustness(model, plan, prepared, test_y, settings),
+            "per_class_accuracy": dict(zip(prepared.classes, per_class)),
+            "confusion_matrix": confusion.tolist(),
+            "context": device_context(device, plan.dtype_name),
+            "units": UNITS,
+            "source": source(cell, prepared),
+        }
+    )
+    table = pd.DataFrame(
+        {
+            "label": [prepared.classes[i] for i in test_y.tolist()],
+            "prediction": [prepared.classes[i] for i in predictions.tolist()],
+        }
+    )
     _write_and_log(cell, prepared, metrics, table, checkpoint.mlflow_run_id, model, confusion, test_x[:1])
     return EvaluateResult(paths.metrics(cell.model, cell.seed), metrics)
 
 
-def _write_and_log(cell: Cell, prepared: PreparedData, metrics: CellMetrics, table: pd.DataFrame,
-                   run_id: str | None, model: torch.nn.Module, confusion: torch.Tensor, image: torch.Tensor) -> None:
+def _write_and_log(
+    cell: Cell,
+    prepared: PreparedData,
+    metrics: CellMetrics,
+    table: pd.DataFrame,
+    run_id: str | None,
+    model: torch.nn.Module,
+    confusion: torch.Tensor,
+    image: torch.Tensor,
+) -> None:
     """Metrics and predictions into the cell's files and its training run (figures as run artifacts)."""
     metrics_path, predictions_path = paths.metrics(cell.model, cell.seed), paths.predictions(cell.model, cell.seed)
-    tags = {"convbench.kind": "train", "convbench.model": cell.model, "convbench.seed": cell.seed,
-            "convbench.dataset": prepared.name,
-            **{f"convbench.context.{key}": value for key, value in metrics.context.items()}}
+    tags = {
+        "convbench.kind": "train",
+        "convbench.model": cell.model,
+        "convbench.seed": cell.seed,
+        "convbench.dataset": prepared.name,
+        **{f"convbench.context.{key}": value for key, value in metrics.context.items()},
+    }
     with tracking.run(cell.params.tracking, prepared.name, cell.name, tags, run_id) as logger:
         logger.log_metrics(metrics.scalars())
         atomic.write_text(predictions_path, table.to_csv(index_label="index"))
@@ -157,30 +204,48 @@ def _write_and_log(cell: Cell, prepared: PreparedData, metrics: CellMetrics, tab
         _log_figures(logger, model, confusion.numpy(), prepared.classes, image, cell.model)
 
 
-def _log_figures(logger: tracking.RunLogger, model: torch.nn.Module, confusion: Any, classes: tuple[str, ...],
-                 image: torch.Tensor, model_name: str) -> None:
+def _log_figures(
+    logger: tracking.RunLogger,
+    model: torch.nn.Module,
+    confusion: Any,
+    classes: tuple[str, ...],
+    image: torch.Tensor,
+    model_name: str,
+) -> None:
     """The cell's confusion matrix (and, for convolutional models, its filters) as run artifacts."""
     from pipeline.reporting import figures
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        logger.log_artifact(figures.confusion_matrices({model_name: confusion}, [str(c) for c in classes],
-                                                       folder / "confusion_matrix.png"), "evaluation")
+        logger.log_artifact(
+            figures.confusion_matrices(
+                {model_name: confusion}, [str(c) for c in classes], folder / "confusion_matrix.png"
+            ),
+            "evaluation",
+        )
         first = first_conv_maps(model, image[0])
         if first is not None:
             weights, maps = first
-            logger.log_artifact(figures.filters_and_feature_maps(weights.numpy(), image[0].float().cpu().numpy(),
-                                                                 maps.numpy(), folder / "filters.png"), "evaluation")
+            logger.log_artifact(
+                figures.filters_and_feature_maps(
+                    weights.numpy(), image[0].float().cpu().numpy(), maps.numpy(), folder / "filters.png"
+                ),
+                "evaluation",
+            )
 
 
 _ARCHITECTURE_COST: dict[tuple[str, str, int, int], tuple[Any, dict[str, float]]] = {}
 EVALUATE_KEYS = {"batch_size", "throughput_batch_sizes", "shifts", "noise_std"}  # what scoring reads; not bench's keys
 UNITS = {
-    "test_accuracy": "fraction of test images", "test_loss": "cross-entropy (nats)",
-    "params": "count", "trainable_params": "count",
-    "flops_forward_per_image": "FLOP (multiply-add = 2)", "flops_train_step_per_image": "FLOP (forward + backward)",
+    "test_accuracy": "fraction of test images",
+    "test_loss": "cross-entropy (nats)",
+    "params": "count",
+    "trainable_params": "count",
+    "flops_forward_per_image": "FLOP (multiply-add = 2)",
+    "flops_train_step_per_image": "FLOP (forward + backward)",
     "train_images_per_second": "images/s over whole epochs (in the training process; see metrics/bench.json)",
-    "train_seconds": "s (training steps only)", "seconds_to_final_accuracy": "s wall (training + validation)",
+    "train_seconds": "s (training steps only)",
+    "seconds_to_final_accuracy": "s wall (training + validation)",
     "peak_memory_mb.*": "MiB of tensor memory at the peak (CUDA max_memory_allocated; CPU: torch.profiler memory events)",
     "robustness.shift.<k>": "test accuracy with images shifted by k pixels (mean over directions)",
     "robustness.noise.<std>": "test accuracy with Gaussian noise of that std (pixel range = 1)",
@@ -209,14 +274,18 @@ def measure_robustness(
     clean = normalized(raw)
     unmoved = accuracy(clean)  # shift 0 and noise 0 score these very images: computed once
     shifts = {
-        str(k): sum(accuracy(normalized(shift(raw, move))) for move in shift_directions(k, spatial)) / len(shift_directions(k, spatial))
-        if k else unmoved
+        str(k): sum(accuracy(normalized(shift(raw, move))) for move in shift_directions(k, spatial))
+        / len(shift_directions(k, spatial))
+        if k
+        else unmoved
         for k in settings.shifts
     }
     std = torch.tensor(prepared.std).view((1, -1) + (1,) * spatial)
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(clean.shape, generator=generator)
-    noisy = {f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std}
+    noisy = {
+        f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std
+    }
     return {"shift": shifts, "noise": noisy}
 
 
@@ -239,12 +308,15 @@ def measure_cost(
     if not architecture or key not in _ARCHITECTURE_COST:  # FLOPs and peak memory depend on the architecture only
         flops = count_flops(model, repeat_to(test_x, 8), repeat_to(test_y, 8))
         memory = {
-            "inference": peak_memory_bytes(lambda: inference_call(model, repeat_to(test_x, largest), plan)(),
-                                           plan.device) / 2**20,
+            "inference": peak_memory_bytes(
+                lambda: inference_call(model, repeat_to(test_x, largest), plan)(), plan.device
+            )
+            / 2**20,
             "train_step": peak_memory_bytes(
                 lambda: train_step_call(model, repeat_to(test_x, train_batch), repeat_to(test_y, train_batch), plan)(),
                 plan.device,
-            ) / 2**20,
+            )
+            / 2**20,
         }
         _ARCHITECTURE_COST[key] = (flops, memory)
     flops, memory = _ARCHITECTURE_COST[key]

@@ -71,8 +71,15 @@ def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_p
         fractions = (params.val_fraction, params.test_fraction)
         train_idx, val_idx, test_idx = stratified_split(raw.labels, fractions, params.split_seed)
         splits = {name: (raw.images[idx], raw.labels[idx]) for name, idx in zip(SPLITS, (train_idx, val_idx, test_idx))}
-    prepared = Splits(*(Split(torch.from_numpy(np.ascontiguousarray(splits[name][0], dtype=np.uint8)),
-                              torch.from_numpy(np.ascontiguousarray(splits[name][1], dtype=np.int64))) for name in SPLITS))
+    prepared = Splits(
+        *(
+            Split(
+                torch.from_numpy(np.ascontiguousarray(splits[name][0], dtype=np.uint8)),
+                torch.from_numpy(np.ascontiguousarray(splits[name][1], dtype=np.int64)),
+            )
+            for name in SPLITS
+        )
+    )
     tensors = prepared.tensors()
     train_pixels = prepared.train.x.double() / 255.0
     reduce_dims = [0, *range(2, train_pixels.dim())]
@@ -85,8 +92,9 @@ def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_p
         "classes": list(raw.classes),
         "input_shape": list(prepared.train.x.shape[1:]),
         "sizes": {name: len(getattr(prepared, name)) for name in SPLITS},
-        "class_counts": {name: np.bincount(getattr(prepared, name).y.numpy(), minlength=len(raw.classes)).tolist()
-                         for name in SPLITS},
+        "class_counts": {
+            name: np.bincount(getattr(prepared, name).y.numpy(), minlength=len(raw.classes)).tolist() for name in SPLITS
+        },
         "mean": mean,
         "std": std,
         "split_seed": params.split_seed,

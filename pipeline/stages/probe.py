@@ -35,8 +35,13 @@ def probe(params: Params, name: str, say: Callable[[str], None] = print) -> Prob
             row = probe_cell(cell, name, setting, data, prepared)
             rows.append(row)
             say(f"probe: {name}={row.setting} {cell.name} test_accuracy {row.test_accuracy:.4f}")
-    result = ProbeResult(probe=name, dataset=prepared.name, models=list(params.models),
-                         fingerprint=probe_fingerprint(params, name, prepared.sha256), rows=rows)
+    result = ProbeResult(
+        probe=name,
+        dataset=prepared.name,
+        models=list(params.models),
+        fingerprint=probe_fingerprint(params, name, prepared.sha256),
+        rows=rows,
+    )
     records.save_json(paths.probe(name), result)
     say(f"probe: {paths.probe(name)}")
     return result
@@ -54,16 +59,45 @@ def probe_cell(cell: Cell, name: str, setting: Setting, data: Splits, prepared: 
     plan = cell.plan(data.train.x.device, prepared.input_shape)
     torch.manual_seed(cell.seed)
     model = place_model(models.build(cell.config), plan)
-    tags = {"convbench.kind": "probe", "convbench.probe": name, "convbench.setting": setting.label,
-            "convbench.model": cell.model, "convbench.seed": cell.seed, "convbench.dataset": prepared.name}
+    tags = {
+        "convbench.kind": "probe",
+        "convbench.probe": name,
+        "convbench.setting": setting.label,
+        "convbench.model": cell.model,
+        "convbench.seed": cell.seed,
+        "convbench.dataset": prepared.name,
+    }
     with tracking.run(cell.params.tracking, prepared.name, f"{cell.name} {name}={setting.label}", tags) as logger:
-        logger.log_params({"probe": name, "setting": setting.label, "architecture": cell.config.to_dict(),
-                           "train_images": len(data.train)})
-        history, _seconds = fit(model, data, recipe, cell.seed, lambda stats: logger.log_metrics(
-            {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch,
-            synchronous=False), plan)
+        logger.log_params(
+            {
+                "probe": name,
+                "setting": setting.label,
+                "architecture": cell.config.to_dict(),
+                "train_images": len(data.train),
+            }
+        )
+        history, _seconds = fit(
+            model,
+            data,
+            recipe,
+            cell.seed,
+            lambda stats: logger.log_metrics(
+                {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"},
+                step=stats.epoch,
+                synchronous=False,
+            ),
+            plan,
+        )
         test_accuracy = accuracy(model, data.test, cell.params.evaluate.batch_size, plan)
         logger.log_metrics({"test_accuracy": test_accuracy})
-    return ProbeRow(probe=name, setting=setting.label, value=setting.value, model=cell.model, seed=cell.seed,
-                    params=models.count_params(model), train_images=len(data.train),
-                    final_val_accuracy=history[-1].val_accuracy, test_accuracy=test_accuracy)
+    return ProbeRow(
+        probe=name,
+        setting=setting.label,
+        value=setting.value,
+        model=cell.model,
+        seed=cell.seed,
+        params=models.count_params(model),
+        train_images=len(data.train),
+        final_val_accuracy=history[-1].val_accuracy,
+        test_accuracy=test_accuracy,
+    )

@@ -40,8 +40,9 @@ class ReportResult:
     comparison: Comparison
 
 
-def _cell_files(names: list[str], seeds: list[int], where: Callable[[str, int], Path],
-                stage: str) -> list[tuple[str, int, Path]]:
+def _cell_files(
+    names: list[str], seeds: list[int], where: Callable[[str, int], Path], stage: str
+) -> list[tuple[str, int, Path]]:
     """Every expected per-cell file; a missing one names the command that makes it."""
     found = [(model, seed, where(model, seed)) for model in names for seed in seeds]
     for model, seed, path in found:
@@ -85,11 +86,14 @@ def load_predictions(names: list[str], seeds: list[int]) -> dict[tuple[str, int]
     return frames
 
 
-def correctness(predictions: dict[tuple[str, int], pd.DataFrame], names: list[str],
-                seeds: list[int]) -> dict[str, np.ndarray]:
+def correctness(
+    predictions: dict[tuple[str, int], pd.DataFrame], names: list[str], seeds: list[int]
+) -> dict[str, np.ndarray]:
     """Per model, a (seeds, test images) boolean array of which test images each seed got right."""
-    return {m: np.stack([(predictions[(m, s)]["label"] == predictions[(m, s)]["prediction"]).to_numpy() for s in seeds])
-            for m in names}
+    return {
+        m: np.stack([(predictions[(m, s)]["label"] == predictions[(m, s)]["prediction"]).to_numpy() for s in seeds])
+        for m in names
+    }
 
 
 def load_bench(names: list[str], dataset: str) -> BenchResult:
@@ -99,8 +103,9 @@ def load_bench(names: list[str], dataset: str) -> BenchResult:
         raise ConvbenchError(f"{path} is missing; run `convbench bench` (or `dvc repro`)")
     bench = records.load_json(BenchResult, path, "run `convbench bench` again")
     if sorted(bench.models) != sorted(names) or bench.dataset != dataset:
-        raise ConvbenchError(f"{path} timed {bench.models} on '{bench.dataset}', not {names} on '{dataset}'; "
-                             "run `convbench bench`")
+        raise ConvbenchError(
+            f"{path} timed {bench.models} on '{bench.dataset}', not {names} on '{dataset}'; run `convbench bench`"
+        )
     return bench
 
 
@@ -116,13 +121,30 @@ def gather(params: Params, figures_dir: Path) -> ReportInputs:
     trained = {c.name: c.trained(prepared) for c in resolved}
     configs = {c.model: c.config for c in resolved}
     bench = load_bench(names, params.data.name)
-    comparison = compare(metrics, right, params.report, names, params.reference_model,
-                         {m: c.label for m, c in configs.items()}, speed_cases(bench), models.ladder(configs))
+    comparison = compare(
+        metrics,
+        right,
+        params.report,
+        names,
+        params.reference_model,
+        {m: c.label for m, c in configs.items()},
+        speed_cases(bench),
+        models.ladder(configs),
+    )
     return ReportInputs(
-        params=params, comparison=comparison, metrics=metrics, curves=curves,
-        predictions={m: predictions[(m, seeds[0])] for m in names}, bench=bench,
-        probes=load_probes(params, prepared.sha256), tuned=tuning.load(params, prepared.sha256), cells=resolved,
-        checkpoints=trained, prepared=prepared, commit=tracking.git_commit(), figures_dir=figures_dir,
+        params=params,
+        comparison=comparison,
+        metrics=metrics,
+        curves=curves,
+        predictions={m: predictions[(m, seeds[0])] for m in names},
+        bench=bench,
+        probes=load_probes(params, prepared.sha256),
+        tuned=tuning.load(params, prepared.sha256),
+        cells=resolved,
+        checkpoints=trained,
+        prepared=prepared,
+        commit=tracking.git_commit(),
+        figures_dir=figures_dir,
     )
 
 
@@ -147,8 +169,12 @@ def report(params: Params, markdown_path: Path, figures_dir: Path, html_path: Pa
 def _log(inputs: ReportInputs, documents: list[Path], figures: list[Path]) -> None:
     """The comparison MLflow run: headline metrics, the report files, and every cell's run nested under it."""
     params = inputs.params
-    tags = {"convbench.kind": "comparison", "convbench.dataset": params.data.name, "convbench.seeds": inputs.seeds,
-            "convbench.models": list(params.models)}
+    tags = {
+        "convbench.kind": "comparison",
+        "convbench.dataset": params.data.name,
+        "convbench.seeds": inputs.seeds,
+        "convbench.models": list(params.models),
+    }
     with tracking.run(params.tracking, params.data.name, "comparison", tags) as logger:
         logger.log_metrics(comparison_metrics(inputs.comparison))
         for document in documents:

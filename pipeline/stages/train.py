@@ -25,11 +25,12 @@ from pipeline.artifacts.code import source_sha256
 from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.cell import Cell
-from pipeline.core.data import PreparedData
+from pipeline.core.data import PreparedData, Splits
 from pipeline.core.measure import device_context
 from pipeline.core.runtime import (
     Distributed,
     EpochStats,
+    ExecutionPlan,
     TrainState,
     device_splits,
     distributed_from_env,
@@ -58,8 +59,9 @@ class TrainResult:
     seconds_to_final_accuracy: float
 
 
-def train(params: Params, model: str | None = None, seed: int | None = None,
-          say: Callable[[str], None] = print) -> list[TrainResult]:
+def train(
+    params: Params, model: str | None = None, seed: int | None = None, say: Callable[[str], None] = print
+) -> list[TrainResult]:
     """Train the selected cells; without --model/--seed, keep the current ones and remove cells no longer listed."""
     picked = select(params, model, seed)
     prepared = cells.prepared_data(params)
@@ -69,11 +71,20 @@ def train(params: Params, model: str | None = None, seed: int | None = None,
         with cell_lock(cell.model, cell.seed):
             result = train_cell(cell, prepared)
         results.append(result)
-        return (f"train: {cell.name} val_accuracy {result.history[-1].val_accuracy:.4f} "
-                f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}")
+        return (
+            f"train: {cell.name} val_accuracy {result.history[-1].val_accuracy:.4f} "
+            f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
+        )
 
-    each_cell("train", cells.resolve(params, prepared, *picked), picked != (None, None),
-              lambda cell: is_current(cell, prepared), compute, prune, say)
+    each_cell(
+        "train",
+        cells.resolve(params, prepared, *picked),
+        picked != (None, None),
+        lambda cell: is_current(cell, prepared),
+        compute,
+        prune,
+        say,
+    )
     return results
 
 
@@ -91,10 +102,17 @@ def is_current(cell: Cell, prepared: PreparedData) -> bool:
 
 def prune(kept: list[Cell]) -> list[Path]:
     """Remove checkpoints and curves of cells params.yaml no longer lists, so the stage's outputs are its cells."""
-    keep = {path for c in kept
-            for path in (c.checkpoint_path, paths.resume_state(c.model, c.seed), paths.curves(c.model, c.seed))}
-    stale = [path for folder, pattern in ((paths.MODELS_DIR, "*.pt"), (paths.CURVES_DIR, "*.csv"))
-             for path in sorted(folder.glob(pattern)) if path not in keep]
+    keep = {
+        path
+        for c in kept
+        for path in (c.checkpoint_path, paths.resume_state(c.model, c.seed), paths.curves(c.model, c.seed))
+    }
+    stale = [
+        path
+        for folder, pattern in ((paths.MODELS_DIR, "*.pt"), (paths.CURVES_DIR, "*.csv"))
+        for path in sorted(folder.glob(pattern))
+        if path not in keep
+    ]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -103,8 +121,12 @@ def prune(kept: list[Cell]) -> list[Path]:
 def _tags(cell: Cell, prepared: PreparedData, device: torch.device, dtype: str) -> dict[str, Any]:
     """What the cell's MLflow run is found by."""
     return {
-        "convbench.kind": "train", "convbench.model": cell.model, "convbench.arch": cell.config.arch,
-        "convbench.seed": cell.seed, "convbench.dataset": prepared.name, "convbench.dataset_sha256": prepared.sha256,
+        "convbench.kind": "train",
+        "convbench.model": cell.model,
+        "convbench.arch": cell.config.arch,
+        "convbench.seed": cell.seed,
+        "convbench.dataset": prepared.name,
+        "convbench.dataset_sha256": prepared.sha256,
         "convbench.recipe": "tuned" if cell.params.tune.trials else "shared",
         **{f"convbench.context.{key}": value for key, value in device_context(device, dtype).items()},
     }
@@ -125,45 +147,30 @@ def _epoch_metrics(stats: EpochStats) -> dict[str, float]:
 
 def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
     """Train one (model, seed) cell; log it to MLflow; write its checkpoint and curves atomically."""
-    recipe, seed = cell.params.train, cell.seed
     dist = distributed_from_env()
     device = start_distributed(dist, cell.device())
     plan = cell.plan(device, prepared.input_shape)
-    torch.manual_seed(seed)
+    torch.manual_seed(cell.seed)
     model = place_model(models.build(cell.config), plan)
     data = device_splits(prepared, device)
-    resume_path = paths.resume_state(cell.model, seed)
-    identity = {"config": cell.config.to_dict(), "dataset_sha256": prepared.sha256, "seed": seed, "recipe": cell.recipe}
+    resume_path = paths.resume_state(cell.model, cell.seed)
+    identity = {
+        "config": cell.config.to_dict(),
+        "dataset_sha256": prepared.sha256,
+        "seed": cell.seed,
+        "recipe": cell.recipe,
+    }
     resume = checkpoints.load_resume(resume_path, identity)
-    resume_run = resume.mlflow_run_id if resume else None
-    opened = (tracking.run(cell.params.tracking, prepared.name, cell.name, _tags(cell, prepared, device, plan.dtype_name),
-                           resume_run) if dist.is_main else contextlib.nullcontext(tracking.UntrackedLogger()))
-    with opened as logger:
-        if resume is None or logger.run_id != resume_run:
-            logger.log_params({"model": cell.model, "seed": seed, "params": models.count_params(model),
-                               "architecture": cell.config.to_dict(), "train": cell.recipe,
-                               "data": cell.params.data.model_dump(mode="json")})
-            logger.log_dataset(prepared.name, prepared.sha256, str(paths.prepared_tensors(prepared.name)), "train")
+    with _cell_run(cell, prepared, device, plan.dtype_name, dist, resume) as logger:
+        if resume is None or logger.run_id != resume.mlflow_run_id:
+            _log_start(logger, cell, prepared, model)
         if resume is not None and dist.is_main:
             _replay_queued_epochs(logger, resume)
 
         def save_state(state: TrainState) -> None:
             checkpoints.save_resume(resume_path, state, identity, logger.run_id)
 
-        done = resume.state.epoch if resume else 0
-        with EpochProgress(cell.name, recipe.epochs, done=done, quiet=not dist.is_main) as advance:
-
-            def on_epoch(stats: EpochStats) -> None:
-                logger.log_metrics(_epoch_metrics(stats), step=stats.epoch, synchronous=False)
-                advance(stats)
-
-            history, train_seconds = fit(model, data, recipe, seed, on_epoch, plan,
-                                         save_state if dist.is_main else None, resume.state if resume else None, dist)
-        result = TrainResult(cell, cell.checkpoint_path, paths.curves(cell.model, seed), None, history,
-                             recipe.epochs * len(data.train) / train_seconds, train_seconds,
-                             seconds_to_final_accuracy(history))
-        logger.log_metrics({"train_images_per_second": result.train_images_per_second,
-                            "train_seconds": train_seconds, "seconds_to_final_accuracy": result.seconds_to_final_accuracy})
+        result = _fit(cell, model, data, plan, dist, logger, save_state if dist.is_main else None, resume)
         if not dist.is_main:  # only rank 0 writes files and logs
             return result
         model = model.cpu().to(memory_format=torch.contiguous_format)
@@ -177,17 +184,117 @@ def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
     return result
 
 
-def _write_cell(cell: Cell, prepared: PreparedData, model: torch.nn.Module, result: TrainResult, dist: Distributed,
-                dtype: str, device: str, run_id: str | None) -> None:
+def _cell_run(
+    cell: Cell,
+    prepared: PreparedData,
+    device: torch.device,
+    dtype: str,
+    dist: Distributed,
+    resume: checkpoints.Resume | None,
+) -> contextlib.AbstractContextManager[tracking.RunLogger]:
+    """The cell's MLflow run (the interrupted one when resuming); other torchrun ranks log nothing."""
+    if not dist.is_main:
+        return contextlib.nullcontext(tracking.UntrackedLogger())
+    return tracking.run(
+        cell.params.tracking,
+        prepared.name,
+        cell.name,
+        _tags(cell, prepared, device, dtype),
+        resume.mlflow_run_id if resume else None,
+    )
+
+
+def _log_start(logger: tracking.RunLogger, cell: Cell, prepared: PreparedData, model: torch.nn.Module) -> None:
+    """What the run trains: the cell, its size, architecture, recipe, data settings and the dataset input."""
+    logger.log_params(
+        {
+            "model": cell.model,
+            "seed": cell.seed,
+            "params": models.count_params(model),
+            "architecture": cell.config.to_dict(),
+            "train": cell.recipe,
+            "data": cell.params.data.model_dump(mode="json"),
+        }
+    )
+    logger.log_dataset(prepared.name, prepared.sha256, str(paths.prepared_tensors(prepared.name)), "train")
+
+
+def _fit(
+    cell: Cell,
+    model: torch.nn.Module,
+    data: Splits,
+    plan: ExecutionPlan,
+    dist: Distributed,
+    logger: tracking.RunLogger,
+    save_state: Callable[[TrainState], None] | None,
+    resume: checkpoints.Resume | None,
+) -> TrainResult:
+    """The training loop with a progress bar, each epoch logged as it ends; the cell's speed logged at the end."""
+    recipe = cell.params.train
+    done = resume.state.epoch if resume else 0
+    with EpochProgress(cell.name, recipe.epochs, done=done, quiet=not dist.is_main) as advance:
+
+        def on_epoch(stats: EpochStats) -> None:
+            logger.log_metrics(_epoch_metrics(stats), step=stats.epoch, synchronous=False)
+            advance(stats)
+
+        history, seconds = fit(
+            model, data, recipe, cell.seed, on_epoch, plan, save_state, resume.state if resume else None, dist
+        )
+    result = TrainResult(
+        cell,
+        cell.checkpoint_path,
+        paths.curves(cell.model, cell.seed),
+        None,
+        history,
+        recipe.epochs * len(data.train) / seconds,
+        seconds,
+        seconds_to_final_accuracy(history),
+    )
+    logger.log_metrics(
+        {
+            "train_images_per_second": result.train_images_per_second,
+            "train_seconds": seconds,
+            "seconds_to_final_accuracy": result.seconds_to_final_accuracy,
+        }
+    )
+    return result
+
+
+def _write_cell(
+    cell: Cell,
+    prepared: PreparedData,
+    model: torch.nn.Module,
+    result: TrainResult,
+    dist: Distributed,
+    dtype: str,
+    device: str,
+    run_id: str | None,
+) -> None:
     """Curves and checkpoint as one set: both are written in full before either is renamed into place."""
     recipe = cell.params.train
     info = checkpoints.TrainInfo(
-        epochs=recipe.epochs, batch_size=recipe.batch_size, device=device, world_size=dist.world_size, dtype=dtype,
-        train_images_per_second=result.train_images_per_second, train_seconds=result.train_seconds,
-        seconds_to_final_accuracy=result.seconds_to_final_accuracy, final_val_accuracy=result.history[-1].val_accuracy,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        device=device,
+        world_size=dist.world_size,
+        dtype=dtype,
+        train_images_per_second=result.train_images_per_second,
+        train_seconds=result.train_seconds,
+        seconds_to_final_accuracy=result.seconds_to_final_accuracy,
+        final_val_accuracy=result.history[-1].val_accuracy,
     )
-    trained = checkpoints.Checkpoint(cell.config, model.state_dict(), prepared.name, prepared.sha256, cell.seed,
-                                     cell.recipe, info, run_id, source_sha256("train"))
+    trained = checkpoints.Checkpoint(
+        cell.config,
+        model.state_dict(),
+        prepared.name,
+        prepared.sha256,
+        cell.seed,
+        cell.recipe,
+        info,
+        run_id,
+        source_sha256("train"),
+    )
     with atomic.atomic_path(result.curves) as curves_tmp, atomic.atomic_path(result.checkpoint) as checkpoint_tmp:
         curves_tmp.write_text(pd.DataFrame([dataclasses.asdict(s) for s in result.history]).to_csv(index=False))
         checkpoints.save(checkpoint_tmp, trained)

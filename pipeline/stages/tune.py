@@ -80,14 +80,17 @@ def suggest(trial: optuna.Trial, params: Params, model: str) -> tuple[dict[str, 
         if bounds is not None:
             recipe[knob] = trial.suggest_float(knob, bounds.low, bounds.high, log=True)
     if space.label_smoothing is not None:
-        recipe["label_smoothing"] = trial.suggest_float("label_smoothing", space.label_smoothing.low,
-                                                        space.label_smoothing.high)
+        recipe["label_smoothing"] = trial.suggest_float(
+            "label_smoothing", space.label_smoothing.low, space.label_smoothing.high
+        )
     for knob in ("epochs", "batch_size"):
         choices = getattr(space, knob)
         if choices is not None:
             recipe[knob] = trial.suggest_categorical(knob, choices)
-    shape = {key: trial.suggest_categorical(f"{SHAPE_PREFIX}{key}", choices)
-             for key, choices in shape_space(params, model).items()}
+    shape = {
+        key: trial.suggest_categorical(f"{SHAPE_PREFIX}{key}", choices)
+        for key, choices in shape_space(params, model).items()
+    }
     return recipe, shape
 
 
@@ -114,8 +117,9 @@ def split_point(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
 # --- one trial ---------------------------------------------------------------------------------------------------------
 
 
-def trial_cell(params: Params, model: str, prepared: PreparedData, recipe: dict[str, Any], shape: dict[str, Any],
-               seed: int) -> Cell:
+def trial_cell(
+    params: Params, model: str, prepared: PreparedData, recipe: dict[str, Any], shape: dict[str, Any], seed: int
+) -> Cell:
     """A point of the space as a core.cell Cell, so a trial's model is resolved as every stage resolves one."""
     own = recipes.with_recipe(params, model, recipe, shape)
     return Cell(model, seed, own, models.resolve(own, prepared.input_shape, prepared.num_classes, [model])[model])
@@ -135,22 +139,40 @@ class Objective:
         seeds = list(self.params.tune.seeds)
         cell = trial_cell(self.params, self.model, self.prepared, recipe, shape, seeds[0])
         baseline = bool(trial.user_attrs.get("baseline"))
-        tags = {"convbench.kind": "tune-trial", "convbench.model": self.model, "convbench.trial": trial.number,
-                "convbench.study": trial.study.study_name, "convbench.dataset": self.prepared.name,
-                "convbench.baseline": baseline, "convbench.worker": f"{socket.gethostname()}:{os.getpid()}"}
+        tags = {
+            "convbench.kind": "tune-trial",
+            "convbench.model": self.model,
+            "convbench.trial": trial.number,
+            "convbench.study": trial.study.study_name,
+            "convbench.dataset": self.prepared.name,
+            "convbench.baseline": baseline,
+            "convbench.worker": f"{socket.gethostname()}:{os.getpid()}",
+        }
         scores: list[float] = []
         pruned = False
-        with tracking.child_run(self.params.tracking, self.prepared.name, f"tune-{self.model}-t{trial.number}",
-                                self.parent_run_id, tags) as logger:
+        with tracking.child_run(
+            self.params.tracking, self.prepared.name, f"tune-{self.model}-t{trial.number}", self.parent_run_id, tags
+        ) as logger:
             trial.set_user_attr("mlflow_run_id", logger.run_id)
             size = models.count_params(models.build(cell.config))
-            logger.log_params({"model": self.model, "trial": trial.number, "baseline": baseline, "seeds": seeds,
-                               **recipe, **{f"{SHAPE_PREFIX}{k}": v for k, v in shape.items()},
-                               "architecture": cell.config.settings, "parameters": size})
+            logger.log_params(
+                {
+                    "model": self.model,
+                    "trial": trial.number,
+                    "baseline": baseline,
+                    "seeds": seeds,
+                    **recipe,
+                    **{f"{SHAPE_PREFIX}{k}": v for k, v in shape.items()},
+                    "architecture": cell.config.settings,
+                    "parameters": size,
+                }
+            )
             for index, seed in enumerate(seeds):
                 scores.append(self.score(replace(cell, seed=seed), trial))
                 running = statistics.fmean(scores)
-                logger.log_metrics({f"val_accuracy_seed_{seed}": scores[-1], "val_accuracy_running": running}, step=index)
+                logger.log_metrics(
+                    {f"val_accuracy_seed_{seed}": scores[-1], "val_accuracy_running": running}, step=index
+                )
                 if not baseline and index < len(seeds) - 1:  # the shared recipe always runs to the end
                     trial.report(running, index)
                     if trial.should_prune():
@@ -195,7 +217,9 @@ def study_storage(storage: str | None, model: str) -> str:
 
 def study_name(params: Params, model: str, prepared: PreparedData) -> str:
     """The study of exactly these settings and this train/val data (the test split is not part of its identity)."""
-    seen = {f"{split}_{part}": getattr(getattr(prepared.splits, split), part) for split in ("train", "val") for part in "xy"}
+    seen = {
+        f"{split}_{part}": getattr(getattr(prepared.splits, split), part) for split in ("train", "val") for part in "xy"
+    }
     digest = hashlib.sha256((recipes.fingerprint(params, model) + tensors_sha256(seen)).encode()).hexdigest()
     return f"{model}-{digest[:16]}"
 
@@ -214,17 +238,23 @@ def open_study(storage: str, name: str, params: Params, seed: int) -> optuna.Stu
     """Create or load the study with a seeded TPE sampler and the configured pruner."""
     tune = params.tune
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune.startup_trials)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=0)
-              if tune.pruner == "median" else optuna.pruners.NopPruner())
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=0)
+        if tune.pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
     try:
         engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite:") else None
         rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine)
-        return optuna.create_study(storage=rdb, study_name=name, direction="maximize", sampler=sampler, pruner=pruner,
-                                   load_if_exists=True)
+        return optuna.create_study(
+            storage=rdb, study_name=name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
+        )
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy and Optuna raise many kinds for a bad URL
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConvbenchError(f"cannot open the study storage '{tracking.redact(storage)}' ({tracking.redact(first)}); "
-                             f"pass --storage sqlite:///PATH or a database URL every worker can reach") from None
+        raise ConvbenchError(
+            f"cannot open the study storage '{tracking.redact(storage)}' ({tracking.redact(first)}); "
+            f"pass --storage sqlite:///PATH or a database URL every worker can reach"
+        ) from None
 
 
 def quiet_optuna() -> None:
@@ -251,13 +281,21 @@ class WorkerSpec:
     die_with_parent: bool = False  # for a process on this machine: no orphan keeps training after a kill
 
     @classmethod
-    def of(cls, params: Params, model: str, prepared: PreparedData, storage: str, study: str,
-           parent_run_id: str | None) -> WorkerSpec:
+    def of(
+        cls, params: Params, model: str, prepared: PreparedData, storage: str, study: str, parent_run_id: str | None
+    ) -> WorkerSpec:
         """The spec of this study, every path and URI made absolute from the project folder (the working directory)."""
         project = Path.cwd().resolve()
-        return cls(portable(params, project), model, absolute_path(paths.prepared_tensors(prepared.name), project),
-                   absolute_path(paths.prepared_manifest(prepared.name), project), storage, study, parent_run_id,
-                   str(project))
+        return cls(
+            portable(params, project),
+            model,
+            absolute_path(paths.prepared_tensors(prepared.name), project),
+            absolute_path(paths.prepared_manifest(prepared.name), project),
+            storage,
+            study,
+            parent_run_id,
+            str(project),
+        )
 
 
 def portable(params: Params, project: Path) -> dict[str, Any]:
@@ -310,8 +348,15 @@ class Workers:
 # --- the stage ---------------------------------------------------------------------------------------------------------
 
 
-def tune(params: Params, model: str | None = None, workers: int = 1, ray_address: str | None = None,
-         cpus_per_worker: float = 1.0, storage: str | None = None, say: Echo = print) -> list[TuneResult]:
+def tune(
+    params: Params,
+    model: str | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    cpus_per_worker: float = 1.0,
+    storage: str | None = None,
+    say: Echo = print,
+) -> list[TuneResult]:
     """Give every model (or `model`) its tune.trials trials, locally or on the Ray cluster at `ray_address`."""
     from pipeline.core.cell import prepared_data
 
@@ -320,21 +365,33 @@ def tune(params: Params, model: str | None = None, workers: int = 1, ray_address
     prepared = prepared_data(params) if params.tune.trials else None
     results = []
     for name in [model] if model else params.models:
-        result = tune_model(params, name, prepared, paths.tuned_recipe(name), storage, workers, ray_address,
-                            cpus_per_worker, say)
+        result = tune_model(
+            params, name, prepared, paths.tuned_recipe(name), storage, workers, ray_address, cpus_per_worker, say
+        )
         results.append(result)
         if not result.tuned:
             say(f"tune: {name} not tuned (tune.trials is 0: the shared recipe) -> {result.path}")
             continue
         baseline = "n/a" if result.baseline_value is None else f"{result.baseline_value:.4f}"
-        say(f"tune: {name} best val_accuracy {result.best_value:.4f} (trial {result.best_trial} of "
-            f"{params.tune.trials}; shared recipe {baseline}; {result.ran} trial(s) run now) -> {result.path}")
+        say(
+            f"tune: {name} best val_accuracy {result.best_value:.4f} (trial {result.best_trial} of "
+            f"{params.tune.trials}; shared recipe {baseline}; {result.ran} trial(s) run now) -> {result.path}"
+        )
     return results
 
 
-def tune_model(params: Params, model: str, prepared: PreparedData | None, out_path: Path, storage: str | None = None,
-               workers: int = 1, ray_address: str | None = None, cpus_per_worker: float = 1.0,
-               echo: Echo = print, quiet: bool = False) -> TuneResult:
+def tune_model(
+    params: Params,
+    model: str,
+    prepared: PreparedData | None,
+    out_path: Path,
+    storage: str | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    cpus_per_worker: float = 1.0,
+    echo: Echo = print,
+    quiet: bool = False,
+) -> TuneResult:
     """Give `model` its tune.trials trials (resuming a killed run), then write its best recipe to `out_path`.
 
     `prepared` may be None only with tune.trials 0, where no data is read (the CLI then loads none).
@@ -350,10 +407,17 @@ def tune_model(params: Params, model: str, prepared: PreparedData | None, out_pa
     name = study_name(params, model, prepared)
     probe = open_study(storage, name, params, params.tune.sampler_seed)
     stale, finished_before = _resume(probe, model, params.tune.trials, echo)
-    tags = {"convbench.kind": "tune", "convbench.model": model, "convbench.dataset": prepared.name,
-            "convbench.dataset_sha256": prepared.sha256, "convbench.study": name}
+    tags = {
+        "convbench.kind": "tune",
+        "convbench.model": model,
+        "convbench.dataset": prepared.name,
+        "convbench.dataset_sha256": prepared.sha256,
+        "convbench.study": name,
+    }
     started = time.perf_counter()
-    with tracking.run(params.tracking, prepared.name, f"tune-{model}", tags, probe.user_attrs.get("mlflow_run_id")) as parent:
+    with tracking.run(
+        params.tracking, prepared.name, f"tune-{model}", tags, probe.user_attrs.get("mlflow_run_id")
+    ) as parent:
         if stale:  # their MLflow runs (if a trial got as far as opening one) end FAILED too
             tracking.fail_running_children(params.tracking, prepared.name, parent.run_id)
         _link_parent(parent, probe, params, model, storage)
@@ -365,8 +429,15 @@ def tune_model(params: Params, model: str, prepared: PreparedData | None, out_pa
         tuned.save(out_path)
         parent.log_artifact(out_path, "tuned")
     best, baseline = _scores(tuned)
-    return TuneResult(model, True, out_path, best_value=best.val_accuracy, best_trial=best.trial,
-                      baseline_value=baseline.val_accuracy, ran=ran)
+    return TuneResult(
+        model,
+        True,
+        out_path,
+        best_value=best.val_accuracy,
+        best_trial=best.trial,
+        baseline_value=baseline.val_accuracy,
+        ran=ran,
+    )
 
 
 def _resume(study: optuna.Study, model: str, trials: int, echo: Echo) -> tuple[bool, int]:
@@ -378,8 +449,10 @@ def _resume(study: optuna.Study, model: str, trials: int, echo: Echo) -> tuple[b
     if stale:
         echo(f"tune: {model}: {len(stale)} trial(s) a killed run left unfinished marked FAIL (not counted)")
     if finished:
-        echo(f"tune: {model}: resuming study {study.study_name}: {min(finished, trials)} of "
-             f"{trials} trials already finished")
+        echo(
+            f"tune: {model}: resuming study {study.study_name}: {min(finished, trials)} of "
+            f"{trials} trials already finished"
+        )
     return bool(stale), finished
 
 
@@ -388,13 +461,28 @@ def _link_parent(parent: tracking.RunLogger, study: optuna.Study, params: Params
     if study.user_attrs.get("mlflow_run_id") == parent.run_id:
         return
     study.set_user_attr("mlflow_run_id", parent.run_id)
-    parent.log_params({"model": model, "trials": params.tune.trials, "study": study.study_name,
-                       "storage": tracking.redact(storage), "tune": params.tune.model_dump(mode="json", exclude={"trials"}),
-                       "shared_recipe": params.train.model_dump(mode="json", exclude={"seeds"})})
+    parent.log_params(
+        {
+            "model": model,
+            "trials": params.tune.trials,
+            "study": study.study_name,
+            "storage": tracking.redact(storage),
+            "tune": params.tune.model_dump(mode="json", exclude={"trials"}),
+            "shared_recipe": params.train.model_dump(mode="json", exclude={"seeds"}),
+        }
+    )
 
 
-def _run_trials(spec: WorkerSpec, params: Params, prepared: PreparedData, probe: optuna.Study, finished_before: int,
-                workers: Workers, echo: Echo, quiet: bool) -> int:
+def _run_trials(
+    spec: WorkerSpec,
+    params: Params,
+    prepared: PreparedData,
+    probe: optuna.Study,
+    finished_before: int,
+    workers: Workers,
+    echo: Echo,
+    quiet: bool,
+) -> int:
     """Run what is left of the budget (the shared recipe first, here), the rest here or on workers; returns how many."""
     queued_or_done = probe.get_trials(deepcopy=False, states=(*FINISHED, TrialState.WAITING))
     if not any(t.user_attrs.get("baseline") for t in queued_or_done):
@@ -410,10 +498,14 @@ def _run_trials(spec: WorkerSpec, params: Params, prepared: PreparedData, probe:
             seed = sampler_seed(params.tune.sampler_seed, finished_before, 0)
             study = open_study(spec.storage, spec.study, params, seed)
             objective = Objective(params, spec.model, prepared, spec.parent_run_id)
-            study.optimize(objective, n_trials=here, gc_after_trial=False, callbacks=[lambda s, _t: progress.refresh(s)])
+            study.optimize(
+                objective, n_trials=here, gc_after_trial=False, callbacks=[lambda s, _t: progress.refresh(s)]
+            )
         finished = finished_before + here
-        specs = [replace(spec, n_trials=n, seed=sampler_seed(params.tune.sampler_seed, finished, index))
-                 for index, n in enumerate(shares(remaining - here, workers.count))]
+        specs = [
+            replace(spec, n_trials=n, seed=sampler_seed(params.tune.sampler_seed, finished, index))
+            for index, n in enumerate(shares(remaining - here, workers.count))
+        ]
         if specs and workers.address is not None:
             _on_ray(specs, workers.address, workers.cpus_each, probe, progress, echo)
         elif specs:
@@ -425,8 +517,13 @@ def _run_trials(spec: WorkerSpec, params: Params, prepared: PreparedData, probe:
 def _log_summary(parent: tracking.RunLogger, tuned: TunedRecipe, seconds: float) -> None:
     """The study's outcome on the tune-<model> run: best and shared-recipe scores, counts, best-so-far by trial."""
     best, baseline = _scores(tuned)
-    values = {"best_val_accuracy": best.val_accuracy, "shared_recipe_val_accuracy": baseline.val_accuracy,
-              "trials_complete": tuned.counts["complete"], "trials_pruned": tuned.counts["pruned"], "tune_seconds": seconds}
+    values = {
+        "best_val_accuracy": best.val_accuracy,
+        "shared_recipe_val_accuracy": baseline.val_accuracy,
+        "trials_complete": tuned.counts["complete"],
+        "trials_pruned": tuned.counts["pruned"],
+        "tune_seconds": seconds,
+    }
     parent.log_metrics({key: float(value) for key, value in values.items() if value is not None})
     for row in tuned.history:
         if row.best_so_far is not None:  # trials before the first complete one have no best yet
@@ -447,22 +544,29 @@ def summarize(params: Params, model: str, prepared: PreparedData, study: optuna.
         raise ConvbenchError(f"tune: {model}: no trial finished; see the errors above and run `convbench tune` again")
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
     if not complete:
-        raise ConvbenchError(f"tune: {model}: every trial was pruned; lower tune.startup_trials or set tune.pruner: none")
+        raise ConvbenchError(
+            f"tune: {model}: every trial was pruned; lower tune.startup_trials or set tune.pruner: none"
+        )
     best = max(complete, key=lambda t: (t.value, -t.number))
     baseline = next((t for t in finished if t.user_attrs.get("baseline")), None)
     recipe, shape = split_point(best.params)
     full_recipe = {knob: recipe.get(knob, getattr(params.train, knob)) for knob in RECIPE_KNOBS}
     config = trial_cell(params, model, prepared, full_recipe, shape, params.tune.seeds[0]).config
     return TunedRecipe(
-        model=model, tuned=True, trials=params.tune.trials,
+        model=model,
+        tuned=True,
+        trials=params.tune.trials,
         fingerprint=recipes.fingerprint(params, model),
-        dataset=prepared.name, dataset_sha256=prepared.sha256,
+        dataset=prepared.name,
+        dataset_sha256=prepared.sha256,
         study={"name": study.study_name, "storage": tracking.redact(storage)},
         scored_on={"split": "val", "seeds": list(params.tune.seeds), "score": "mean final validation accuracy"},
         counts={"complete": len(complete), "pruned": len(finished) - len(complete)},
         best=Scored(trial=finished.index(best), val_accuracy=best.value),
-        baseline=Scored(trial=finished.index(baseline) if baseline else None,
-                        val_accuracy=baseline.value if baseline and baseline.state == TrialState.COMPLETE else None),
+        baseline=Scored(
+            trial=finished.index(baseline) if baseline else None,
+            val_accuracy=baseline.value if baseline and baseline.state == TrialState.COMPLETE else None,
+        ),
         recipe=full_recipe,
         model_settings=shape,
         architecture={key: value for key, value in config.settings.items() if not isinstance(value, (list, dict))},
@@ -477,8 +581,16 @@ def _history(finished: list[FrozenTrial]) -> list[TrialRow]:
         value = trial.value if trial.state == TrialState.COMPLETE else _last_report(trial)
         if trial.state == TrialState.COMPLETE and value is not None:
             best_so_far = max(best_so_far, value)
-        rows.append(TrialRow(trial=index, number=trial.number, state=trial.state.name, val_accuracy=value,
-                             best_so_far=best_so_far if best_so_far > float("-inf") else None, params=dict(trial.params)))
+        rows.append(
+            TrialRow(
+                trial=index,
+                number=trial.number,
+                state=trial.state.name,
+                val_accuracy=value,
+                best_so_far=best_so_far if best_so_far > float("-inf") else None,
+                params=dict(trial.params),
+            )
+        )
     return rows
 
 
@@ -502,14 +614,22 @@ def _on_processes(specs: list[WorkerSpec], workers: int, study: optuna.Study, pr
                 future.result()  # a worker's error stops the stage with its own message
 
 
-def _on_ray(specs: list[WorkerSpec], address: str, cpus_per_worker: float, study: optuna.Study,
-            progress: TrialProgress, echo: Echo) -> None:
+def _on_ray(
+    specs: list[WorkerSpec],
+    address: str,
+    cpus_per_worker: float,
+    study: optuna.Study,
+    progress: TrialProgress,
+    echo: Echo,
+) -> None:
     """Optuna workers as Ray tasks on the cluster at `address`, sharing the study storage."""
     if not is_local_address(address):
         for what, url in (("study storage", specs[0].storage), ("tracking store", specs[0].params["tracking"]["uri"])):
             if url.startswith("sqlite:"):
-                echo(f"convbench: warning: workers on other Ray nodes cannot reach the {what} {tracking.redact(url)}; "
-                     f"use a database or server URL every node reaches")
+                echo(
+                    f"convbench: warning: workers on other Ray nodes cannot reach the {what} {tracking.redact(url)}; "
+                    f"use a database or server URL every node reaches"
+                )
     ray = connect(address)
     from ray.exceptions import RayError, RayTaskError
 
@@ -525,7 +645,9 @@ def _on_ray(specs: list[WorkerSpec], address: str, cpus_per_worker: float, study
                     ray.get(ref)
                 except RayTaskError as exc:
                     cause = exc.cause if isinstance(getattr(exc, "cause", None), ConvbenchError) else None
-                    raise ConvbenchError(str(cause) if cause else f"a tuning worker failed on Ray ({_last_line(str(exc))})") from None
+                    raise ConvbenchError(
+                        str(cause) if cause else f"a tuning worker failed on Ray ({_last_line(str(exc))})"
+                    ) from None
                 except RayError as exc:
                     raise ConvbenchError(f"a tuning worker failed on Ray ({_last_line(str(exc))})") from None
     finally:
@@ -543,8 +665,14 @@ class TrialProgress:
 
     def __init__(self, model: str, trials: int, quiet: bool = False) -> None:
         self.trials = trials
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), disable=quiet)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            disable=quiet,
+        )
         self.task = self.progress.add_task(f"tune {model}", total=trials, status="")
 
     def __enter__(self) -> TrialProgress:
