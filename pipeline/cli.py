@@ -22,7 +22,15 @@ import typer
 
 from pipeline.artifacts import paths
 from pipeline.core.probes import PROBES
-from pipeline.errors import ConvbenchError, ParamsError, os_error_line, redact, unexpected_line, without_credentials
+from pipeline.errors import (
+    ConvbenchError,
+    ParamsError,
+    os_error_line,
+    out_of_memory_line,
+    redact,
+    unexpected_line,
+    without_credentials,
+)
 from pipeline.params import Params, load_params
 
 if TYPE_CHECKING:
@@ -55,7 +63,8 @@ def _user_errors() -> Iterator[None]:
     under a file, no permission) names the path and the fix; anything else names a log with the traceback.
     Every line is redacted, so a password in a tracking URI never reaches the terminal.
     """
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stops = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]  # a closed terminal, a kill
+    previous = {stop: signal.signal(stop, _raise_interrupt) for stop in stops}
     try:
         yield
     except typer.Exit:
@@ -71,10 +80,11 @@ def _user_errors() -> Iterator[None]:
         typer.echo(f"convbench: error: {redact(os_error_line(exc, root))}", err=True)
         raise typer.Exit(1) from None
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback kept in a log
-        typer.echo(f"convbench: error: {unexpected_line(exc)}", err=True)
+        typer.echo(f"convbench: error: {out_of_memory_line(exc) or unexpected_line(exc)}", err=True)
         raise typer.Exit(1) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
 
 
 _active_params: Optional[Params] = None  # the params of the running command, to name the setting behind a path
@@ -85,9 +95,13 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def _stage(run: Callable[[Params], None], params_path: Path) -> None:
+    """Validate params, then run the stage in the project folder: the one holding the params file."""
     global _active_params
     with _user_errors():
         params = load_params(params_path)
+        project = Path(params_path).resolve().parent
+        if project != Path.cwd().resolve():
+            os.chdir(project)  # `-p ../params.yaml` from a subfolder writes into the project, not into the subfolder
         _active_params = params
         run(params)
 

@@ -34,9 +34,14 @@ class TrainingDiverged(ConvbenchError):
     """The training loss became non-finite: the recipe (usually its learning rate) does not suit the model."""
 
 
+SECRET_NAMES = r"[^=&#;\s/?]*(?:token|passw(?:or)?d|pwd|secret|key|auth|sig(?:nature)?|credential)[^=&#;\s/?]*"
+
+
 def redact(text: str) -> str:
-    """Hide the password or token in any 'scheme://user:secret@host' inside `text`."""
-    return re.sub(r"(//[^/:@\s]+):[^@/\s]+@", r"\1:***@", text)
+    """Hide every secret a URL inside `text` can carry: the password of 'user:secret@' (with or without a user
+    name) and the value of any query or fragment parameter named like one (?token=, &password=, #access_key=)."""
+    text = re.sub(r"(//[^/:@\s]*):[^@/\s]+@", r"\1:***@", text)
+    return re.sub(rf"([?&#;]{SECRET_NAMES}=)[^&#;\s'\"]+", r"\1***", text, flags=re.IGNORECASE)
 
 
 def without_credentials(url: str) -> str:
@@ -104,6 +109,24 @@ def _setting_for(path: Path, data_root: Path | None) -> str:
     except (ValueError, OSError, RuntimeError):
         return ""
     return f" (data.root in params.yaml is '{root}')"
+
+
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def out_of_memory_line(exc: BaseException) -> str | None:
+    """The line for an allocation the machine could not serve (torch's CPU or CUDA allocator, or Python's), or None."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or any(marker in text.lower() for marker in OUT_OF_MEMORY)
+    ):
+        return None
+    return (
+        f"out of memory ({text[:160] or type(exc).__name__}); lower train.batch_size, evaluate.batch_size or "
+        f"evaluate.throughput_batch_sizes, use smaller models, or run on a machine with more memory"
+    )
 
 
 def unexpected_line(exc: BaseException) -> str:

@@ -97,6 +97,7 @@ class ProbesParams(_Section):
 class PublishedParams(_Section):
     """Test accuracies a paper reports for these models, shown beside the measured ones."""
 
+    dataset: DatasetName  # the dataset the table describes: a report on another one must not show it
     source: Annotated[str, Field(min_length=1)]
     accuracy: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
     permuted: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
@@ -228,7 +229,18 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
     """Read and validate params.yaml; raise ParamsError with one line naming key, problem and fix."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if len(text) > MAX_PARAMS_BYTES:
+            raise ParamsError(
+                f"{path}: {len(text):,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,}); "
+                f"check that this is the right file"
+            )
+        if _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader)) > MAX_VALUES:
+            raise ParamsError(
+                f"{path}: its YAML aliases (&name / *name) expand to more than {MAX_VALUES:,} values; "
+                f"write the settings out without nested aliases"
+            )
+        raw = yaml.safe_load(text)
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found; run from the project root or pass --params PATH") from None
     except UnicodeDecodeError as exc:
@@ -238,6 +250,33 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
         where = f" line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
     return validate_params(raw, source=str(path))
+
+
+MAX_PARAMS_BYTES = 1 << 20
+MAX_VALUES = 100_000  # a params file holds a few hundred; aliases nested ten deep can make billions
+
+
+def _expanded_size(node: yaml.Node | None, counted: dict[int, int] | None = None) -> int:
+    """How many values the YAML node graph holds once its aliases are expanded (each shared node counted once
+    per use, computed once): a bound checked before anything builds or copies the expanded data."""
+    if node is None:
+        return 0
+    counted = {} if counted is None else counted
+    if id(node) not in counted:
+        counted[id(node)] = 0  # an alias cycle counts as nothing more
+        if isinstance(node, yaml.SequenceNode):
+            counted[id(node)] = 1 + sum(_expanded_size(item, counted) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            counted[id(node)] = 1 + sum(_expanded_size(k, counted) + _expanded_size(v, counted) for k, v in node.value)
+        else:
+            counted[id(node)] = 1
+    return min(counted[id(node)], MAX_VALUES + 1)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as an error line quotes it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...)"
 
 
 def validate_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -257,6 +296,12 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     from pipeline.core.models import check_model_section  # the registry knows each architecture's schema
 
     check_model_section(params, source)
+    published = params.report.published
+    if published is not None and published.dataset != params.data.name:
+        raise ParamsError(
+            f"{source}: report.published describes {published.dataset}, but data.name is "
+            f"{params.data.name}; set report.published: null, or data.name: {published.dataset}"
+        )
     check_tune_section(params, source)
     return params
 
@@ -380,7 +425,7 @@ def _describe(error: Any) -> str:
     message = error["msg"]
     if error["type"] == "value_error":
         message = message.removeprefix("Value error, ")
-    return f"{key}: {message} (got {error.get('input')!r})"
+    return f"{key}: {message} (got {_shown(error.get('input'))})"
 
 
 def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:

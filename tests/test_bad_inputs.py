@@ -7,6 +7,7 @@ Every case must fail the same way: a non-zero exit (2 for params errors), exactl
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import signal
 import sqlite3
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
 from tests.helpers import OFFLINE, env, free_port, run, write_params
-from tests.torchvision_files import make_cifar10, make_mnist_family
+from tests.torchvision_files import make_cifar10, make_mnist_family, write_idx
 
 TRAIN_CNN = ["convbench", "train", "-m", "cnn", "-s", "0"]
 EVALUATE_CNN = ["convbench", "evaluate", "-m", "cnn", "-s", "0"]
@@ -232,6 +235,50 @@ def ui_with(**overrides: Any) -> Callable[[Path], list[str]]:
         return ["convbench", "ui", "--port", str(free_port())]
 
     return setup
+
+
+def mnist_labels(split: str, labels: list[int] | None = None, count: int | None = None) -> Callable[[Path], list[str]]:
+    """torchvision-layout MNIST (60 train, 20 test images) whose `split` label file holds other labels, then prepare."""
+
+    def setup(root: Path) -> list[str]:
+        raw = make_mnist_family(root / "data" / "raw" / "mnist", "mnist")
+        size = {"train": 60, "t10k": 20}[split]
+        values = np.array(labels if labels is not None else np.arange(count or size) % 10, dtype=np.uint8)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", values)
+        write_params(root / "params.yaml", {"data.name": "mnist"}, edit_existing=True)
+        return PREPARE
+
+    return setup
+
+
+def tuned_without_recipe(root: Path) -> list[str]:
+    """tune.trials 2 and a tuned/cnn.yaml that fits params and data in every way but holds no recipe."""
+    from pipeline.core.recipes import fingerprint
+    from pipeline.params import load_params
+
+    write_params(root / "params.yaml", {"tune.trials": 2, "tune.space.epochs": [1, 2]}, edit_existing=True)
+    params = load_params(root / "params.yaml")
+    sha256 = json.loads((root / "data" / "prepared" / "digits.json").read_text())["sha256"]
+    (root / "tuned").mkdir(exist_ok=True)
+    content = {
+        "model": "cnn",
+        "tuned": True,
+        "trials": 2,
+        "fingerprint": fingerprint(params, "cnn"),
+        "dataset": "digits",
+        "dataset_sha256": sha256,
+    }
+    (root / "tuned" / "cnn.yaml").write_text(yaml.safe_dump(content))
+    return TRAIN_CNN
+
+
+ALIAS_BOMB = (
+    "".join(
+        f"{name}: &{name} [{', '.join([f'*{prev}'] * 10) if prev else ', '.join(['x'] * 10)}]\n"
+        for prev, name in zip(["", *"abcdefgh"], "abcdefghi")
+    )
+    + "data: *i\n"
+)
 
 
 SECRET = "s3cr3t-pw"
@@ -536,6 +583,73 @@ CASES = [
         ui_with(tracking__uri="sqlite:///"),
         1,
         ("tracking URI 'sqlite:///' names no database file",),
+    ),
+    # --- the third catalogue (issue 23): what used to give a wrong answer, a hang or a catch-all line -------
+    Case(
+        "idx-fewer-labels-than-images",
+        mnist_labels("train", count=50),
+        1,
+        ("mnist: 60 training images but 50 training labels", "delete them and run `convbench download`"),
+        OFFLINE,
+    ),
+    Case(
+        "idx-test-split-fewer-labels",
+        mnist_labels("t10k", count=15),
+        1,
+        ("mnist: 20 test images but 15 test labels",),
+        OFFLINE,
+    ),
+    Case(
+        "idx-label-out-of-range",
+        mnist_labels("train", labels=[200] + [i % 10 for i in range(59)]),
+        1,
+        ("mnist: training label 200 is outside the 10 classes (0..9)",),
+        OFFLINE,
+    ),
+    Case(
+        "tuned-recipe-removed",
+        tuned_without_recipe,
+        1,
+        (
+            "tuned/cnn.yaml: recipe lacks lr, weight_decay, label_smoothing, epochs, batch_size",
+            "run `convbench tune --model cnn`",
+        ),
+    ),
+    Case(
+        "published-table-of-another-dataset",
+        edit_params(report__published={"dataset": "mnist1d", "source": "a paper", "accuracy": {"cnn": 0.94}}),
+        2,
+        ("report.published describes mnist1d, but data.name is digits", "set report.published: null"),
+    ),
+    Case(
+        "seed-not-in-train-seeds",
+        lambda root: ["convbench", "train", "-m", "cnn", "-s", "7"],
+        2,
+        ("--seed 7: not in train.seeds [0] of params.yaml",),
+    ),
+    Case(
+        "yaml-alias-bomb",
+        with_file("params.yaml", ALIAS_BOMB, TRAIN_CNN),
+        2,
+        ("params.yaml: its YAML aliases (&name / *name) expand to more than 100,000 values",),
+    ),
+    Case(
+        "token-in-the-tracking-query-string",
+        edit_params(tracking__uri=f"http://127.0.0.1:9/?token={SECRET}"),
+        1,
+        ("MLflow tracking server 'http://127.0.0.1:9/?token=***' is unreachable",),
+    ),
+    Case(
+        "password-without-a-user-name",
+        edit_params(tracking__uri=f"http://:{SECRET}@127.0.0.1:9"),
+        1,
+        ("MLflow tracking server 'http://:***@127.0.0.1:9' is unreachable",),
+    ),
+    Case(
+        "password-in-the-study-storage-query",
+        tune_on(["--storage", f"postgresql://127.0.0.1:9/db?password={SECRET}"]),
+        1,
+        ("?password=***",),
     ),
 ]
 

@@ -124,7 +124,11 @@ def _first_run(store: str):
     return None
 
 
-def test_sigterm_mid_training_marks_the_run_failed_and_writes_no_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_mid_training_marks_the_run_failed_and_leaves_no_lock_or_checkpoint(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGTERM (a kill, a scheduler) and SIGHUP (a closed terminal or SSH session) end the stage like Ctrl-C."""
     write_params(tmp_path / "params.yaml", {"data.name": "digits", "train.epochs": 5000})
     store = f"sqlite:///{tmp_path / 'store.db'}"
     for args in (["download"], ["prepare"]):
@@ -142,7 +146,7 @@ def test_sigterm_mid_training_marks_the_run_failed_and_writes_no_checkpoint(tmp_
     )
     try:
         _wait_for(lambda: _first_run(store), 120, "the first logged epoch", process)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         _stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()

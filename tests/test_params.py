@@ -195,3 +195,9 @@ def test_tuning_on_with_the_default_space_is_valid_on_every_offline_dataset() ->
     for dataset in ("mnist5k", "digits", "mnist1d"):
         params = validate_params(params_with({"data.name": dataset, "tune.trials": 20}))
         assert params.tune.shape == {"mlp": {"depth": [1, 2, 3]}}
+
+
+def test_a_huge_bad_value_is_quoted_short() -> None:
+    with pytest.raises(ParamsError) as caught:
+        validate_params(params_with({"train.lr": "x" * 100_000}))
+    assert "train.lr:" in str(caught.value) and len(str(caught.value)) < 400

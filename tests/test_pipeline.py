@@ -225,6 +225,16 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     )
     assert cells_run(edited.stdout) == ({"cnn-s1", "mine-s1", "mlp-s1"}, {"cnn-s1", "mine-s1", "mlp-s1"})
 
+    (zoo / "my_zoo.py").write_text(ZOO + "\n# the user edits their own module (outside the project: not a DVC dep)\n")
+    stages = [
+        run(["convbench", stage], project, MLFLOW_TRACKING_URI="", PYTHONPATH=f"{zoo}:{project}")
+        for stage in ("train", "evaluate")
+    ]
+    assert all(done.returncode == 0 for done in stages), [done.stderr[-2000:] for done in stages]
+    assert cells_run(stages[0].stdout + stages[1].stdout) == ({"mine-s1"}, {"mine-s1"}), (
+        "the builder's source is part of its cells' identity: exactly those are computed again"
+    )
+
 
 def cells_run(stdout: str) -> tuple[set[str], set[str]]:
     """The cells the train and the evaluate stage computed (not the ones they kept as current)."""

@@ -18,7 +18,7 @@ from pipeline.core.probes import PROBES
 from pipeline.core.stats import t_interval
 from pipeline.errors import ConvbenchError
 from pipeline.params import ReportParams
-from pipeline.reporting.accuracy import pairs_frame
+from pipeline.reporting.accuracy import accuracy_frame, pairs_frame
 from pipeline.reporting.comparison import SpeedCase, compare
 from pipeline.reporting.cost import axes_frame
 from pipeline.reporting.verdict import verdict
@@ -426,3 +426,37 @@ def test_a_report_that_fails_leaves_the_previous_report_as_it_was(workspace: Wor
         assert [p.name for p in paths.report_markdown().parent.iterdir() if p.name.startswith(".")] == [], (
             "no staging left"
         )
+
+
+def test_a_report_over_one_model_says_there_is_nothing_to_compare_it_with() -> None:
+    alone = [m for m in _metrics(0.97, 0.95) if m.model == "cnn"]
+    speed = [
+        dataclasses.replace(
+            case, values={"cnn": case.values["cnn"]}, spread={"cnn": 0.003}, samples={"cnn": case.samples["cnn"]}
+        )
+        for case in _speed()
+    ]
+    comparison = compare(alone, {"cnn": _correctness(970, 950)["cnn"]}, SETTINGS, ["cnn"], "cnn", LABELS, speed)
+    said = verdict(comparison)
+    assert said.startswith("Only the CNN is in `models`, so there is nothing to compare it with: it scores 97.00%")
+    assert "nan" not in said and not comparison.pairs
+    one_seed = compare(
+        [m for m in alone if m.seed == 0],
+        {"cnn": _correctness(970, 950)["cnn"][:1]},
+        SETTINGS,
+        ["cnn"],
+        "cnn",
+        LABELS,
+        speed,
+    )
+    table = accuracy_frame(one_seed, [m for m in alone if m.seed == 0])
+    assert table["Test accuracy (mean ± std)"].tolist() == ["0.9690"], "one seed: no '± nan'"
+
+
+def test_every_model_gets_its_own_colour_however_many_there_are() -> None:
+    from pipeline.reporting.figures import palette
+
+    for count in (2, 10, 12, 20, 33):
+        colours = palette([f"model{i}" for i in range(count)])
+        assert len(set(colours.values())) == count, count
+    assert palette(["cnn", "mlp"]) == {"cnn": "C0", "mlp": "C1"}, "up to ten models keep matplotlib's tab10 order"

@@ -127,7 +127,8 @@ def check_current(
         )
     if checkpoint.config != config:
         raise ConvbenchError(
-            f"{path} holds a different {config.name} than params.yaml's model section now describes; "
+            f"{path} holds a different {config.name} than params.yaml's model section (or its builder's source) "
+            f"now describes; "
             f"run `convbench train {cell}` (or `dvc repro`)"
         )
     changed = sorted(

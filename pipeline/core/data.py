@@ -418,6 +418,29 @@ def _load_cifar10(folder: Path) -> RawData:
     )
 
 
+def check_consistent(raw: RawData, name: str, folder: Path) -> None:
+    """Images and labels belong together: as many of each, labels within the classes, more than one class.
+
+    Checked before anything is written, so a mismatched pair of files never turns into a smaller or wrong split.
+    """
+    fix = f"the files in {folder} do not belong together; delete them and run `convbench download` for '{name}'"
+    pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = [("training", raw.images, raw.labels)]
+    if raw.test_images is not None or raw.test_labels is not None:
+        pairs.append(("test", raw.test_images, raw.test_labels))
+    for split, images, labels in pairs:
+        if images is None or labels is None or len(images) != len(labels):
+            counts = [0 if images is None else len(images), 0 if labels is None else len(labels)]
+            raise DataError(f"{name}: {counts[0]:,} {split} images but {counts[1]:,} {split} labels; {fix}")
+        outside = labels[(labels < 0) | (labels >= len(raw.classes))]
+        if len(outside):
+            raise DataError(
+                f"{name}: {split} label {int(outside[0])} is outside the {len(raw.classes)} classes "
+                f"(0..{len(raw.classes) - 1}); {fix}"
+            )
+    if len(np.unique(raw.labels)) < 2:
+        raise DataError(f"{name}: every training image has the same label, so there is nothing to classify; {fix}")
+
+
 def check_files(name: str, folder: Path, verify: bool) -> None:
     """Raise DataError naming every missing or checksum-failing file of `name` under `folder`."""
     missing = spec(name).missing(folder, verify)

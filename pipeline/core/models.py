@@ -356,7 +356,9 @@ def resolve(
         arch = arch_of(alias, raw)
         settings = typed_settings(params, alias)
         if arch == BUILDER_ARCH:
-            result = ModelConfig(alias, arch, shape, num_classes, settings)
+            result = ModelConfig(
+                alias, arch, shape, num_classes, settings | {SOURCE_KEY: builder_source_sha256(alias, settings)}
+            )
             check_user_model(result)
         else:
             if "geometry" in settings:
@@ -387,6 +389,27 @@ def build(config: ModelConfig) -> nn.Module:
     return REGISTRY[config.arch].build(config.settings, config.input_shape, config.num_classes)
 
 
+SOURCE_KEY = "source_sha256"  # a user builder's module, hashed into its config: editing it retrains its cells
+
+
+def builder_source_sha256(alias: str, settings: dict[str, Any]) -> str:
+    """sha256 of the source file of a user builder's module ('' when it has none, e.g. a compiled extension)."""
+    import hashlib
+    import importlib.util
+
+    module_name = str(settings["builder"]).split(":")[0]
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        found = None
+    origin = getattr(found, "origin", None)
+    if origin is None or not Path(origin).is_file():
+        return ""  # an import failure is reported by check_user_model, with its fix
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()
+
+
 def _import_builder(config: ModelConfig) -> Callable[..., Any]:
     """The user's builder function; the project folder is importable like an installed package."""
     module_name, function_name = config.settings["builder"].split(":")
@@ -410,7 +433,7 @@ def _build_user_model(config: ModelConfig) -> nn.Module:
     from torch import nn
 
     builder = _import_builder(config)
-    kwargs = {k: v for k, v in config.settings.items() if k != "builder"}
+    kwargs = {k: v for k, v in config.settings.items() if k not in ("builder", SOURCE_KEY)}
     try:
         module = builder(input_shape=config.input_shape, num_classes=config.num_classes, **kwargs)
     except Exception as exc:  # noqa: BLE001 - whatever the user's builder raises is theirs to fix, in one line

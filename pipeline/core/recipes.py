@@ -15,8 +15,9 @@ from typing import Any
 
 from pipeline.artifacts import paths
 from pipeline.artifacts.records import TunedRecipe
+from pipeline.core.models import typed_settings
 from pipeline.errors import ConvbenchError
-from pipeline.params import Params
+from pipeline.params import RECIPE_KNOBS, Params, TrainParams
 
 
 def write_not_tuned(model: str, out_path: Path) -> None:
@@ -69,7 +70,32 @@ def tuned_for(params: Params, model: str, dataset_sha256: str | None = None) -> 
         )
     if dataset_sha256 is not None and tuned.dataset_sha256 != dataset_sha256:
         raise ConvbenchError(f"{path} was tuned on other data than the prepared '{params.data.name}'; {fix}")
+    check_recipe(params, model, tuned, path, fix)
     return tuned
+
+
+def check_recipe(params: Params, model: str, tuned: TunedRecipe, path: Path, fix: str) -> None:
+    """A tuned file's recipe holds every knob with a valid value, and its shape settings fit the model's schema:
+    otherwise the cell would train with something else than the file (and its 'tuned' tag) says."""
+    from pydantic import ValidationError
+
+    missing = [knob for knob in RECIPE_KNOBS if knob not in tuned.recipe]
+    if missing:
+        raise ConvbenchError(
+            f"{path}: recipe lacks {', '.join(missing)}, so '{model}' would not train with a tuned recipe; {fix} again"
+        )
+    try:
+        TrainParams.model_validate({**params.train.model_dump(), **tuned.recipe})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConvbenchError(
+            f"{path}: recipe.{'.'.join(map(str, error['loc']))}: {error['msg']} "
+            f"(got {error.get('input')!r}); {fix} again"
+        ) from None
+    try:
+        typed_settings(with_recipe(params, model, tuned.recipe, tuned.model_settings), model, str(path))
+    except ConvbenchError as exc:
+        raise ConvbenchError(f"{exc} (model_settings of a tuned recipe); {fix} again") from None
 
 
 def params_for(params: Params, model: str, dataset_sha256: str | None = None) -> Params:

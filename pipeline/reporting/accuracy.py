@@ -28,7 +28,9 @@ def accuracy_frame(comparison: Comparison, metrics: Sequence[CellMetrics]) -> pd
         {
             "Model": [comparison.labels[m] for m in comparison.models],
             "Parameters": [f"{grouped[m][0].params:,}" for m in comparison.models],
-            "Test accuracy (mean ± std)": [f"{i.mean:.4f} ± {i.std:.4f}" for i in intervals],
+            "Test accuracy (mean ± std)": [
+                f"{i.mean:.4f} ± {i.std:.4f}" if i.n > 1 else f"{i.mean:.4f}" for i in intervals
+            ],
             f"{level} CI (t, over seeds)": [
                 f"[{i.low:.4f}, {i.high:.4f}]" if i.n > 1 else "n/a (1 seed)" for i in intervals
             ],
@@ -77,10 +79,13 @@ def paired_sentence(comparison: Comparison) -> str:
 def blocks(inputs: ReportInputs) -> list[Block]:
     """The accuracy tables, how the pairs were tested, and the learning, confusion and misclassified figures."""
     comparison = inputs.comparison
-    return [
-        Table(accuracy_frame(comparison, inputs.metrics), ("left", "right", "right", "right", "right")),
+    paired: list[Block] = [
         Table(pairs_frame(comparison), ("left", "right", "right", "left", "right", "left")),
         Paragraph(paired_sentence(comparison)),
+    ]
+    return [
+        Table(accuracy_frame(comparison, inputs.metrics), ("left", "right", "right", "right", "right")),
+        *(paired if comparison.pairs else []),  # one model: no pair to test
         Figure(_learning_curves(inputs), "Learning curves: each seed faint, the mean over seeds bold."),
         Figure(_confusion(inputs), "Confusion matrices on the test split, summed over seeds."),
         Figure(_misclassified(inputs), "Test images each model gets wrong (seed 0)."),

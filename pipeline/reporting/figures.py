@@ -21,8 +21,16 @@ from pipeline.artifacts import atomic
 
 
 def palette(names: Sequence[str]) -> dict[str, str]:
-    """One tab10 colour per model, in the order the report lists them, so every figure colours a model alike."""
-    return {name: f"C{index % 10}" for index, name in enumerate(dict.fromkeys(names))}
+    """One distinct colour per model, in the order the report lists them, so every figure colours a model alike:
+    tab10 up to ten models, tab20 up to twenty, then evenly spaced hues of a perceptual colormap."""
+    unique = list(dict.fromkeys(names))
+    if len(unique) <= 10:
+        return {name: f"C{index}" for index, name in enumerate(unique)}
+    if len(unique) <= 20:
+        colors = [matplotlib.colormaps["tab20"](index) for index in range(len(unique))]
+    else:
+        colors = [matplotlib.colormaps["turbo"](0.05 + 0.9 * index / (len(unique) - 1)) for index in range(len(unique))]
+    return {name: matplotlib.colors.to_hex(color) for name, color in zip(unique, colors)}
 
 
 DPI = 110

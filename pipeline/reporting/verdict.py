@@ -45,6 +45,13 @@ def verdict_blocks(inputs: ReportInputs) -> list[Block]:
 
 def verdict(comparison: Comparison) -> str:
     """A plain-language paragraph generated from the numbers: accuracy first, then what it costs."""
+    if not comparison.pairs:
+        only, alone = comparison.labels[comparison.reference], comparison.accuracy[comparison.reference]
+        return (
+            f"Only the {only} is in `models`, so there is nothing to compare it with: it scores {alone.mean:.2%} "
+            f"test accuracy over {alone.n} seed(s). Add another model to `models` in params.yaml to ask what one "
+            f"architecture buys over another."
+        )
     largest = max((c.case.batch for c in comparison.speed if c.case.kind == "inference"), default=None)
     sentences = []
     for model in comparison.pairs:

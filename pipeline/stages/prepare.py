@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.artifacts import atomic
-from pipeline.core.data import SPLITS, Split, Splits, check_files, spec, tensors_sha256
+from pipeline.core.data import SPLITS, Split, Splits, check_consistent, check_files, spec, tensors_sha256
 from pipeline.errors import DataError
 from pipeline.params import DataParams
 
@@ -60,6 +60,7 @@ def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_p
     """Split the raw dataset, save uint8 tensors and a JSON manifest (both written atomically)."""
     check_files(params.name, raw_folder, params.verify_checksums)
     raw = spec(params.name).load(raw_folder)
+    check_consistent(raw, params.name, raw_folder)
     if raw.test_images is not None and raw.test_labels is not None:
         train_idx, val_idx, _ = stratified_split(raw.labels, (params.val_fraction, 0.0), params.split_seed)
         splits = {
