@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.artifacts import atomic, paths
+from pipeline.core import cell as cells
 from pipeline.errors import ConvbenchError, ParamsError
 
 if TYPE_CHECKING:
     from pipeline.core.cell import Cell
+    from pipeline.core.data import PreparedData
     from pipeline.params import Params
 
 
@@ -33,21 +35,27 @@ def select(params: Params, model: str | None, seed: int | None) -> tuple[list[st
 
 def each_cell(
     stage: str,
-    cells: list[Cell],
-    picked: bool,
-    is_current: Callable[[Cell], bool],
-    compute: Callable[[Cell], str],
+    params: Params,
+    model: str | None,
+    seed: int | None,
+    is_current: Callable[[Cell, PreparedData], bool],
+    compute: Callable[[Cell, PreparedData], str],
     prune: Callable[[list[Cell]], list[Path]],
     say: Callable[[str], None],
 ) -> None:
-    """Compute the cells; unless some were picked by hand, keep the current ones and remove cells no longer listed."""
-    for cell in cells:
-        if not picked and is_current(cell):
+    """Compute the cells --model/--seed pick (default: every cell); unless some were picked by hand, keep the
+    current ones and remove the files of cells no longer in models x train.seeds."""
+    names, seeds = select(params, model, seed)
+    prepared = cells.prepared_data(params)
+    chosen = cells.resolve(params, prepared, names, seeds)
+    picked = (names, seeds) != (None, None)
+    for cell in chosen:
+        if not picked and is_current(cell, prepared):
             say(f"{stage}: {cell.name} is current (same inputs and code): kept")
             continue
-        say(compute(cell))
+        say(compute(cell, prepared))
     if not picked:
-        for path in prune(cells):
+        for path in prune(chosen):
             say(f"{stage}: removed {path} (its cell is no longer in models x train.seeds)")
 
 

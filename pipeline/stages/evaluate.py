@@ -22,7 +22,6 @@ from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.artifacts.checkpoint import TrainInfo
 from pipeline.artifacts.code import source_sha256
 from pipeline.artifacts.records import CellMetrics, Source
-from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData
@@ -39,7 +38,7 @@ from pipeline.core.runtime import (
 from pipeline.core.transforms import shift, shift_directions
 from pipeline.errors import ConvbenchError
 from pipeline.ops import tracking
-from pipeline.ops.cells import each_cell, select
+from pipeline.ops.cells import each_cell
 from pipeline.params import EvaluateParams, Params
 
 
@@ -55,11 +54,9 @@ def evaluate(
     params: Params, model: str | None = None, seed: int | None = None, say: Callable[[str], None] = print
 ) -> list[EvaluateResult]:
     """Score the selected cells; without --model/--seed, keep current metrics and remove cells no longer listed."""
-    picked = select(params, model, seed)
-    prepared = cells.prepared_data(params)
     results: list[EvaluateResult] = []
 
-    def compute(cell: Cell) -> str:
+    def compute(cell: Cell, prepared: PreparedData) -> str:
         result = evaluate_cell(cell, prepared)
         results.append(result)
         m = result.metrics
@@ -68,15 +65,7 @@ def evaluate(
             f"forward {m.flops_forward_per_image / 1e6:.2f} MFLOP/image"
         )
 
-    each_cell(
-        "evaluate",
-        cells.resolve(params, prepared, *picked),
-        picked != (None, None),
-        lambda cell: is_current(cell, prepared),
-        compute,
-        prune,
-        say,
-    )
+    each_cell("evaluate", params, model, seed, is_current, compute, prune, say)
     return results
 
 

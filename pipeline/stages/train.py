@@ -17,12 +17,10 @@ from typing import Any
 
 import pandas as pd
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.artifacts import atomic, paths
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.artifacts.code import source_sha256
-from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData, Splits
@@ -40,8 +38,8 @@ from pipeline.core.runtime import (
     start_distributed,
 )
 from pipeline.errors import ConvbenchError
-from pipeline.ops import tracking
-from pipeline.ops.cells import cell_lock, each_cell, select
+from pipeline.ops import progress, tracking
+from pipeline.ops.cells import cell_lock, each_cell
 from pipeline.params import Params
 
 
@@ -63,11 +61,9 @@ def train(
     params: Params, model: str | None = None, seed: int | None = None, say: Callable[[str], None] = print
 ) -> list[TrainResult]:
     """Train the selected cells; without --model/--seed, keep the current ones and remove cells no longer listed."""
-    picked = select(params, model, seed)
-    prepared = cells.prepared_data(params)
     results: list[TrainResult] = []
 
-    def compute(cell: Cell) -> str:
+    def compute(cell: Cell, prepared: PreparedData) -> str:
         with cell_lock(cell.model, cell.seed):
             result = train_cell(cell, prepared)
         results.append(result)
@@ -76,15 +72,7 @@ def train(
             f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
         )
 
-    each_cell(
-        "train",
-        cells.resolve(params, prepared, *picked),
-        picked != (None, None),
-        lambda cell: is_current(cell, prepared),
-        compute,
-        prune,
-        say,
-    )
+    each_cell("train", params, model, seed, is_current, compute, prune, say)
     return results
 
 
@@ -304,14 +292,7 @@ class EpochProgress:
     """A rich progress bar over epochs that shows the latest validation accuracy."""
 
     def __init__(self, cell: str, epochs: int, done: int = 0, quiet: bool = False) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            disable=quiet,
-        )
+        self.progress = progress.bar(quiet)
         status = f"resumed after epoch {done}" if done else ""
         self.task = self.progress.add_task(f"train {cell}", total=epochs, completed=done, status=status)
 

@@ -35,7 +35,6 @@ from typing import Any
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.artifacts import paths
 from pipeline.artifacts.records import Scored, TrialRow, TunedRecipe
@@ -45,7 +44,7 @@ from pipeline.core.data import PreparedData, load_prepared, tensors_sha256
 from pipeline.core.measure import resolve_device
 from pipeline.core.runtime import device_splits, fit, place_model
 from pipeline.errors import ConvbenchError, TrainingDiverged
-from pipeline.ops import tracking
+from pipeline.ops import progress, tracking
 from pipeline.ops.cluster import check_listening, connect, is_local_address
 from pipeline.ops.uris import absolute_path, absolute_sqlite
 from pipeline.params import RECIPE_KNOBS, Params, validate_params
@@ -665,14 +664,7 @@ class TrialProgress:
 
     def __init__(self, model: str, trials: int, quiet: bool = False) -> None:
         self.trials = trials
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            disable=quiet,
-        )
+        self.progress = progress.bar(quiet)
         self.task = self.progress.add_task(f"tune {model}", total=trials, status="")
 
     def __enter__(self) -> TrialProgress:
