@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -171,7 +172,9 @@ def test_a_user_builder_from_any_module_is_built_and_checked(tmp_path: Path, mon
     configs = models.resolve(
         params(models=["cnn", "tiny"], **{"model.tiny": {"builder": "my_zoo:tiny", "hidden": 7}}), (1, 8, 8), 10
     )
-    assert configs["tiny"].arch == "builder" and configs["tiny"].settings == {"builder": "my_zoo:tiny", "hidden": 7}
+    source = hashlib.sha256((tmp_path / "my_zoo.py").read_bytes()).hexdigest()  # the module is part of the config
+    assert configs["tiny"].arch == "builder"
+    assert configs["tiny"].settings == {"builder": "my_zoo:tiny", "hidden": 7, "source_sha256": source}
     assert models.count_params(models.build(configs["tiny"])) == 64 * 7 + 7 + 7 * 10 + 10
     sys.modules.pop("my_zoo", None)
 
