@@ -26,6 +26,40 @@ def test_each_position_sees_only_its_own_filter() -> None:
     assert changed[0] and not changed[1:].any()
 
 
+def _einsum_reference(layer: LocallyConnected, x: torch.Tensor) -> torch.Tensor:
+    """The layer's first formulation: unfold's (N, C*k^d, positions) columns and one einsum."""
+    one_d = x.dim() == 3
+    images = x.unsqueeze(2) if one_d else x
+    kernel = (1, layer.kernel) if one_d else (layer.kernel, layer.kernel)
+    padding = (0, layer.padding) if one_d else (layer.padding, layer.padding)
+    columns = torch.nn.functional.unfold(images, kernel, padding=padding)
+    out = torch.einsum("ncp,poc->nop", columns, layer.weight) + layer.bias
+    return out.reshape(x.shape[0], layer.out_channels, *layer.out_size)
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "out_channels", "kernel", "padding", "spatial"),
+    [(3, 5, 3, 1, (7, 6)), (2, 4, 5, 2, (12,)), (1, 32, 3, 0, (10, 10))],
+    ids=["2d-padded", "1d-padded", "2d-cnn-block"],
+)
+def test_locally_connected_matches_the_einsum_formulation_and_its_gradients(
+    in_channels: int, out_channels: int, kernel: int, padding: int, spatial: tuple[int, ...]
+) -> None:
+    torch.manual_seed(0)
+    layer = LocallyConnected(in_channels, out_channels, kernel, padding, spatial).double()
+    with torch.no_grad():
+        layer.bias.normal_()  # a per-position bias that tells positions apart
+    x = torch.randn(4, in_channels, *spatial, dtype=torch.float64, requires_grad=True)
+    out, expected = layer(x), _einsum_reference(layer, x)
+    torch.testing.assert_close(out, expected)
+    upstream = torch.randn_like(expected)
+    inputs = (x, layer.weight, layer.bias)
+    grads = torch.autograd.grad(out, inputs, upstream)
+    expected_grads = torch.autograd.grad(expected, inputs, upstream)
+    for name, grad, want in zip(("input", "weight", "bias"), grads, expected_grads):
+        torch.testing.assert_close(grad, want, msg=lambda m, name=name: f"grad w.r.t. {name}: {m}")
+
+
 def test_a_kernel_larger_than_the_input_is_a_params_error() -> None:
     with pytest.raises(ParamsError, match=r"kernel 7 does not fit inputs of size \[5, 5\]"):
         LocallyConnected(1, 1, kernel=7, padding=0, spatial=(5, 5))
