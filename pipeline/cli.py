@@ -207,36 +207,70 @@ def _not_tuned(model: str, path: Path) -> str:
     return f"tune: {model} not tuned (tune.trials is 0: the shared recipe) -> {path}"
 
 
+WorkersOption = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1, help="Cells at once: worker processes here, each with its share of the cores (default: train.workers)."
+    ),
+]
+BackendOption = Annotated[
+    Optional[TuneBackend],
+    typer.Option(help="local: this machine; ray: one Ray task per cell (default: train.backend)."),
+]
+RayAddressOption = Annotated[Optional[str], typer.Option(help="ray backend: cluster address (default $RAY_ADDRESS).")]
+
+
+def _scheduled(params: Params, workers: Optional[int], backend: Optional[TuneBackend]) -> Params:
+    """params with --workers and --backend in place of train.workers and train.backend (neither is in any identity)."""
+    update = {k: v for k, v in (("workers", workers), ("backend", backend and backend.value)) if v is not None}
+    return params.model_copy(update={"train": params.train.model_copy(update=update)}) if update else params
+
+
 @app.command()
-def train(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
-    """Train every (model, seed) cell whose checkpoint is missing or stale, in one process (what `dvc repro` runs).
+def train(
+    params_path: ParamsPath = Path("params.yaml"),
+    model: ModelOption = None,
+    seed: SeedOption = None,
+    workers: WorkersOption = None,
+    backend: BackendOption = None,
+    ray_address: RayAddressOption = None,
+) -> None:
+    """Train every (model, seed) cell whose checkpoint is missing or stale (what `dvc repro` runs).
 
     A cell trained from exactly the data, model and recipe params.yaml now gives is kept; cells params.yaml no
-    longer lists are removed. --model and --seed pick cells and train them again, current or not.
+    longer lists are removed. --model and --seed pick cells and train them again, current or not. With
+    train.workers > 1 (or --workers) cells train in parallel processes; with --backend ray, as Ray tasks.
     """
-    _stage(lambda params: _train(params, model, seed), params_path)
+    _stage(lambda params: _train(_scheduled(params, workers, backend), model, seed, ray_address), params_path)
 
 
-def _train(params: Params, model: Optional[str], seed: Optional[int]) -> None:
+def _train(params: Params, model: Optional[str], seed: Optional[int], ray_address: Optional[str] = None) -> None:
     from pipeline.stages.train import train as run_train
 
-    run_train(params, model, seed, typer.echo)
+    run_train(params, model, seed, typer.echo, ray_address or os.environ.get("RAY_ADDRESS"))
 
 
 @app.command()
-def evaluate(params_path: ParamsPath = Path("params.yaml"), model: ModelOption = None, seed: SeedOption = None) -> None:
+def evaluate(
+    params_path: ParamsPath = Path("params.yaml"),
+    model: ModelOption = None,
+    seed: SeedOption = None,
+    workers: WorkersOption = None,
+    backend: BackendOption = None,
+    ray_address: RayAddressOption = None,
+) -> None:
     """Score every trained cell whose metrics are missing or stale on the test split; writes metrics/cells/<cell>.json.
 
     Metrics computed from the cell's current checkpoint with the current evaluate settings are kept; cells
     params.yaml no longer lists are removed. --model and --seed pick cells and score them again.
     """
-    _stage(lambda params: _evaluate(params, model, seed), params_path)
+    _stage(lambda params: _evaluate(_scheduled(params, workers, backend), model, seed, ray_address), params_path)
 
 
-def _evaluate(params: Params, model: Optional[str], seed: Optional[int]) -> None:
+def _evaluate(params: Params, model: Optional[str], seed: Optional[int], ray_address: Optional[str] = None) -> None:
     from pipeline.stages.evaluate import evaluate as run_evaluate
 
-    run_evaluate(params, model, seed, typer.echo)
+    run_evaluate(params, model, seed, typer.echo, ray_address or os.environ.get("RAY_ADDRESS"))
 
 
 @app.command(name="bench")

@@ -17,6 +17,7 @@ from pipeline.errors import ParamsError, allowed_keys, redact
 DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]  # a Literal built from the catalog's names
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
 PositiveInt = Annotated[int, Field(gt=0)]
+SCHEDULING = {"seeds", "workers", "backend", "threads"}  # train knobs that say where and when cells run, not how
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
@@ -57,6 +58,13 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"]
     precision: Literal["auto", "fp32", "bf16"]
     compile: bool
+    workers: PositiveInt = 1  # cells trained at once: processes on this machine, or Ray tasks in flight
+    backend: Literal["local", "ray"] = "local"
+    threads: PositiveInt | None = None  # intra-op threads per cell; None: chosen from what the cell computes
+
+    def recipe(self) -> dict[str, Any]:
+        """What a model is trained with: the section without the seed list and the knobs that only schedule cells."""
+        return self.model_dump(mode="json", exclude=SCHEDULING)
 
     @field_validator("seeds")
     @classmethod

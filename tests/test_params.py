@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipeline.errors import ParamsError
-from pipeline.params import TrainParams, load_params, validate_params
+from pipeline.params import SCHEDULING, TrainParams, load_params, validate_params
 from tests.helpers import ROOT, default_params, params_with
 
 
@@ -89,12 +89,13 @@ def test_not_a_mapping(tmp_path: Path) -> None:
         load_params(path)
 
 
-def test_dvc_tune_stage_tracks_every_recipe_key_but_seeds() -> None:
-    """dvc.yaml lists tune's train params one by one (so adding a seed tunes nothing again); none may be forgotten.
+def test_dvc_tune_stage_tracks_every_recipe_key_but_the_scheduling_ones() -> None:
+    """dvc.yaml lists tune's train params one by one (so adding a seed or a worker tunes nothing again); none may be
+    forgotten.
     train and evaluate track the whole section: a new seed is a new cell, and the stage keeps the current ones."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     tracked = {p.removeprefix("train.") for p in stages["tune"]["params"] if p.startswith("train.")}
-    assert tracked == set(TrainParams.model_fields) - {"seeds"}
+    assert tracked == set(TrainParams.model_fields) - SCHEDULING
     assert "train" in stages["train"]["params"] and "train" in stages["evaluate"]["params"]
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def recipe(train: TrainParams) -> dict[str, Any]:
     """The recipe a cell is trained with, as recorded in its checkpoint: the train section without the seed list."""
-    return train.model_dump(mode="json", exclude={"seeds"})
+    return train.recipe()
 
 
 @dataclass(frozen=True)

@@ -134,13 +134,16 @@ def peak_memory_bytes(work: Callable[[], object], device: torch.device) -> int:
     return int(peak)
 
 
-def device_context(device: torch.device, dtype: str) -> dict[str, str | int]:
-    """What every timing depends on: device and its name, dtype, threads, torch (and CUDA) version."""
+def device_context(
+    device: torch.device, dtype: str, threads: int | None = None, threads_reason: str | None = None
+) -> dict[str, str | int]:
+    """What every timing depends on: device and its name, dtype, threads (and why), torch (and CUDA) version."""
     context: dict[str, str | int] = {
         "device": str(device),
         "device_name": device_name(device),
         "dtype": dtype,
-        "threads": torch.get_num_threads(),
+        "threads": threads or torch.get_num_threads(),
+        **({"threads_reason": threads_reason} if threads_reason else {}),
         "cpu_count": os.cpu_count() or 0,
         "torch": torch.__version__,
     }

@@ -38,7 +38,7 @@ def fingerprint(params: Params, model: str) -> str:
         "settings": params.model.get(model) or {},
         "reference": params.reference_model,
         "reference_settings": params.model.get(params.reference_model) or {},
-        "shared": params.train.model_dump(mode="json", exclude={"seeds"}),
+        "shared": params.train.recipe(),
         "tune": params.tune.model_dump(mode="json", exclude={"trials", "shape"}),
         "shape": params.tune.shape.get(model, {}),
     }

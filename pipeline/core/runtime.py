@@ -13,8 +13,8 @@ import copy
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ class ExecutionPlan:
     channels_last: bool
     fused_optimizer: bool
     compile: bool
+    threads: Threads | None = None  # intra-op threads on CPU; None: chosen by `fit` from what the model computes
 
     @property
     def dtype_name(self) -> str:
@@ -76,6 +77,46 @@ def execution_plan(recipe: TrainParams, device: torch.device, input_shape: tuple
         fused_optimizer=device.type in ("cpu", "cuda"),
         compile=recipe.compile,
     )
+
+
+FLOPS_PER_THREAD = 50e6  # below this many FLOPs of a training step per thread, threads wait on each other more than
+# they compute: on 2 cores a second thread gains nothing at 8-19 MFLOP (MNIST-1D) and 1.5x at 360-630 (mnist5k)
+
+
+@dataclass(frozen=True)
+class Threads:
+    """How many intra-op threads a cell trains with, and why (recorded in its device context)."""
+
+    count: int
+    reason: str
+
+
+def choose_threads(
+    model: nn.Module, sample: torch.Tensor, labels: torch.Tensor, batch_size: int, override: int | None
+) -> Threads:
+    """train.threads when set; otherwise one thread per FLOPS_PER_THREAD of a training step, within this process's
+    share of the cores (torch's thread count: OMP_NUM_THREADS, or what a worker was given)."""
+    budget = torch.get_num_threads()
+    if override is not None:
+        return Threads(override, "train.threads")
+    from pipeline.core.measure import count_flops
+
+    with torch.random.fork_rng(devices=[]):  # a dropout in the counted pass must not move the training's RNG
+        step = count_flops(model, sample, labels).train_step * batch_size
+    count = max(1, min(budget, int(step // FLOPS_PER_THREAD)))
+    return Threads(count, f"auto: {step / 1e6:,.0f} MFLOP per training step, {budget} core(s) available")
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for the block (unchanged when None), restored after it."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -302,6 +343,31 @@ def fit(
     """
     dist = dist or Distributed(0, 1, 0)
     plan = plan or execution_plan(recipe, data.train.x.device, tuple(data.train.x.shape[1:]))
+    plan = with_threads(plan, model, data.train, recipe)
+    with intra_op_threads(plan.threads.count if plan.threads else None):
+        return _fit(model, data, recipe, seed, on_epoch, plan, save_state, resume, dist)
+
+
+def with_threads(plan: ExecutionPlan, model: nn.Module, train: Split, recipe: TrainParams) -> ExecutionPlan:
+    """The plan with its CPU thread count chosen (kept when already set; other devices keep torch's setting)."""
+    if plan.threads is not None or plan.device.type != "cpu":
+        return plan
+    sample = train.x[:2]
+    return replace(plan, threads=choose_threads(model, sample, train.y[:2], recipe.batch_size, recipe.threads))
+
+
+def _fit(
+    model: nn.Module,
+    data: Splits,
+    recipe: TrainParams,
+    seed: int,
+    on_epoch: Callable[[EpochStats], None],
+    plan: ExecutionPlan,
+    save_state: Callable[[TrainState], None] | None,
+    resume: TrainState | None,
+    dist: Distributed,
+) -> tuple[list[EpochStats], float]:
+    """`fit` with its plan and threads settled."""
     n_train = len(data.train)
     run = _start(model, recipe, seed, plan, recipe.epochs * -(-n_train // recipe.batch_size), dist)
     plain_loss = nn.CrossEntropyLoss()  # reported for validation, like the test loss

@@ -5,11 +5,15 @@ Nothing here changes a number, so none of it is in a cell's identity.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import atomic, paths
 from pipeline.core import cell as cells
@@ -18,7 +22,7 @@ from pipeline.errors import ConvbenchError, ParamsError
 if TYPE_CHECKING:
     from pipeline.core.cell import Cell
     from pipeline.core.data import PreparedData
-    from pipeline.params import Params
+    from pipeline.params import Params, TrainParams
 
 
 def select(params: Params, model: str | None, seed: int | None) -> tuple[list[str] | None, list[int] | None]:
@@ -42,21 +46,226 @@ def each_cell(
     compute: Callable[[Cell, PreparedData], str],
     prune: Callable[[list[Cell]], list[Path]],
     say: Callable[[str], None],
+    runner: Runner | None = None,
 ) -> None:
-    """Compute the cells --model/--seed pick (default: every cell); unless some were picked by hand, keep the
-    current ones and remove the files of cells no longer in models x train.seeds."""
+    """Compute the cells --model/--seed pick (default: every cell) with `runner`; unless some were picked by hand,
+    keep the current ones and remove the files of cells no longer in models x train.seeds."""
     names, seeds = select(params, model, seed)
     prepared = cells.prepared_data(params)
     chosen = cells.resolve(params, prepared, names, seeds)
     picked = (names, seeds) != (None, None)
+    todo = []
     for cell in chosen:
         if not picked and is_current(cell, prepared):
             say(f"{stage}: {cell.name} is current (same inputs and code): kept")
-            continue
-        say(compute(cell, prepared))
+        else:
+            todo.append(cell)
+    run_cells(stage, todo, prepared, compute, runner or Runner(), say)
     if not picked:
         for path in prune(chosen):
             say(f"{stage}: removed {path} (its cell is no longer in models x train.seeds)")
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Where a stage's cells run: one after another here, in `workers` processes here, or as Ray tasks."""
+
+    workers: int = 1
+    address: str | None = None  # a Ray cluster's address; None: this machine
+    threads: int | None = None  # intra-op threads per cell (train.threads); None: chosen per cell from its share
+
+    @classmethod
+    def of(cls, train: TrainParams, address: str | None = None) -> Runner:
+        """The runner train.workers, train.backend and train.threads ask for (backend ray needs `address`)."""
+        if train.backend == "ray" and not address:
+            raise ParamsError(
+                "train.backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start --head`) "
+                "or pass --ray-address"
+            )
+        return cls(train.workers, address if train.backend == "ray" else None, train.threads)
+
+    @property
+    def parallel(self) -> bool:
+        """Whether cells run outside this process."""
+        return self.address is not None or self.workers > 1
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """One cell for a worker process or a Ray task, as plain values, so it pickles to any process or node."""
+
+    compute: Callable[[Cell, PreparedData], str]  # a stage's module-level function, pickled by reference
+    params: dict[str, Any]  # params with absolute paths and tracking URI; the worker validates them again
+    model: str
+    seed: int
+    project: str  # absolute: the worker works there, as user builders import from the project folder
+    threads: int  # the cores this cell may use (its intra-op threads are chosen within them)
+    gpus: int = 0  # GPUs visible to a worker on this machine (one cell per GPU, round robin)
+    die_with_parent: bool = False  # a process on this machine: no orphan keeps training after a kill
+
+    @property
+    def name(self) -> str:
+        """'cnn-s0'."""
+        return paths.cell(self.model, self.seed)
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What a cell's worker gives back: the stage's line for it, or the one line saying why it failed."""
+
+    cell: str
+    line: str
+    failed: bool
+
+
+def portable(params: Params, project: Path) -> dict[str, Any]:
+    """params as plain values another process re-validates, with data.root and the tracking URI made absolute."""
+    from pipeline.ops import tracking
+    from pipeline.ops.uris import absolute_path, absolute_sqlite
+
+    raw = params.model_dump(mode="json")
+    raw["tracking"]["uri"] = absolute_sqlite(tracking.tracking_uri(params.tracking, project), project)
+    raw["data"]["root"] = absolute_path(raw["data"]["root"], project)
+    return raw
+
+
+def run_job(job: CellJob) -> CellOutcome:
+    """One cell in a worker: the stage's line, or its failure as one line (an exception may not pickle back)."""
+    if job.die_with_parent and sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphans after a kill
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # stop like the CLI: the cell's run ends FAILED, its lock goes
+        signal.signal(stop, _raise_interrupt)
+    import torch
+
+    from pipeline.errors import out_of_memory_line, unexpected_line
+    from pipeline.params import validate_params
+
+    torch.set_num_threads(max(1, job.threads))
+    try:
+        os.chdir(job.project)
+        params = validate_params(job.params, "params.yaml")
+        prepared = cells.prepared_data(params)
+        return CellOutcome(job.name, job.compute(cells.one(params, job.model, job.seed, prepared), prepared), False)
+    except ConvbenchError as exc:
+        return CellOutcome(job.name, str(exc), True)
+    except KeyboardInterrupt:
+        if job.die_with_parent:  # a pool worker: its cell's run is closed FAILED; leave rather than wait for more
+            os._exit(130)
+        return CellOutcome(job.name, "interrupted", True)
+    except Exception as exc:  # noqa: BLE001 - one line per failed cell; the traceback is kept in a log
+        return CellOutcome(job.name, out_of_memory_line(exc) or unexpected_line(exc), True)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _claim_gpu(slots: Any) -> None:
+    """A worker process's one GPU, taken from the shared queue before CUDA starts in it."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(slots.get())
+
+
+def run_cells(
+    stage: str,
+    todo: list[Cell],
+    prepared: PreparedData,
+    compute: Callable[[Cell, PreparedData], str],
+    runner: Runner,
+    say: Callable[[str], None],
+) -> None:
+    """Compute `todo` here one by one, or in parallel; in parallel every cell runs even when one fails, and the
+    failures are reported together in one line."""
+    if not runner.parallel or (len(todo) < 2 and runner.address is None):
+        for cell in todo:
+            say(compute(cell, prepared))
+        return
+    if not todo:
+        return
+    import torch
+
+    project = Path.cwd().resolve()
+    share = max(1, torch.get_num_threads() // min(runner.workers, len(todo))) if runner.address is None else 1
+    jobs = [
+        CellJob(compute, portable(c.params, project), c.model, c.seed, str(project), runner.threads or share)
+        for c in todo
+    ]
+    outcomes = _on_ray(stage, jobs, runner.address, say) if runner.address else _on_processes(jobs, runner, say)
+    failed = [o for o in outcomes if o.failed]
+    if failed:
+        done = len(outcomes) - len(failed)
+        raise ConvbenchError(
+            f"{stage}: {len(failed)} of {len(outcomes)} cell(s) failed ({done} finished): "
+            + "; ".join(f"{o.cell}: {o.line}" for o in failed)
+        )
+
+
+def _on_processes(jobs: list[CellJob], runner: Runner, say: Callable[[str], None]) -> list[CellOutcome]:
+    """The cells in `runner.workers` spawned processes here; one cell per GPU when the machine has several."""
+    import multiprocessing
+
+    import torch
+
+    context = multiprocessing.get_context("spawn")
+    gpus = torch.cuda.device_count() if jobs[0].params["train"]["device"] in ("auto", "cuda") else 0
+    workers = min(runner.workers, len(jobs))
+    slots: Any = None
+    if gpus > 1:
+        slots = context.Queue()
+        for index in range(workers):
+            slots.put(index % gpus)
+    outcomes: list[CellOutcome] = []
+    pool = context.Pool(workers, _claim_gpu if slots else None, (slots,) if slots else ())
+    try:
+        pending = [pool.apply_async(run_job, (replace(job, die_with_parent=True),)) for job in jobs]
+        for result in pending:
+            outcome = result.get()
+            outcomes.append(outcome)
+            if not outcome.failed:
+                say(outcome.line)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # SIGTERM each worker: its cell's run ends FAILED and its lock goes, its resume state stays
+        raise
+    finally:
+        pool.join()
+    return outcomes
+
+
+def _on_ray(stage: str, jobs: list[CellJob], address: str, say: Callable[[str], None]) -> list[CellOutcome]:
+    """Each cell as a Ray task reserving its threads' CPUs (and a GPU when train.device is cuda)."""
+    from pipeline.ops.cluster import connect
+
+    ray = connect(address)
+    from ray.exceptions import RayError
+
+    try:
+        refs: dict[Any, CellJob] = {}
+        pending: list[Any] = []
+        for job in jobs:
+            gpus = 1 if job.params["train"]["device"] == "cuda" else 0
+            task = ray.remote(num_cpus=job.threads, num_gpus=gpus, max_retries=0)(run_job)
+            refs[task.remote(job)] = job
+        pending = list(refs)
+        say(f"{stage}: {len(jobs)} cell(s) as Ray tasks at {address}")
+        outcomes = []
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    outcome = ray.get(ref)
+                except RayError as exc:
+                    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+                    outcome = CellOutcome(refs[ref].name, f"its Ray task failed ({lines[-1] if lines else exc})", True)
+                outcomes.append(outcome)
+                if not outcome.failed:
+                    say(outcome.line)
+        return outcomes
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)  # a KeyboardInterrupt in each task: its cell's run ends FAILED, its resume state stays
+        raise
+    finally:
+        ray.shutdown()
 
 
 @contextmanager

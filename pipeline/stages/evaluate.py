@@ -38,7 +38,7 @@ from pipeline.core.runtime import (
 from pipeline.core.transforms import shift, shift_directions
 from pipeline.errors import ConvbenchError
 from pipeline.ops import tracking
-from pipeline.ops.cells import each_cell
+from pipeline.ops.cells import Runner, each_cell
 from pipeline.params import EvaluateParams, Params
 
 
@@ -51,22 +51,26 @@ class EvaluateResult:
 
 
 def evaluate(
-    params: Params, model: str | None = None, seed: int | None = None, say: Callable[[str], None] = print
-) -> list[EvaluateResult]:
-    """Score the selected cells; without --model/--seed, keep current metrics and remove cells no longer listed."""
-    results: list[EvaluateResult] = []
+    params: Params,
+    model: str | None = None,
+    seed: int | None = None,
+    say: Callable[[str], None] = print,
+    ray_address: str | None = None,
+) -> None:
+    """Score the selected cells (in parallel as train.workers and train.backend say); without --model/--seed, keep
+    current metrics and remove cells no longer listed."""
+    each_cell(
+        "evaluate", params, model, seed, is_current, evaluate_one, prune, say, Runner.of(params.train, ray_address)
+    )
 
-    def compute(cell: Cell, prepared: PreparedData) -> str:
-        result = evaluate_cell(cell, prepared)
-        results.append(result)
-        m = result.metrics
-        return (
-            f"evaluate: {cell.name} test_accuracy {m.test_accuracy:.4f} params {m.params:,} "
-            f"forward {m.flops_forward_per_image / 1e6:.2f} MFLOP/image"
-        )
 
-    each_cell("evaluate", params, model, seed, is_current, compute, prune, say)
-    return results
+def evaluate_one(cell: Cell, prepared: PreparedData) -> str:
+    """Score one cell (here, or in a worker process or a Ray task); its line for the terminal."""
+    m = evaluate_cell(cell, prepared).metrics
+    return (
+        f"evaluate: {cell.name} test_accuracy {m.test_accuracy:.4f} params {m.params:,} "
+        f"forward {m.flops_forward_per_image / 1e6:.2f} MFLOP/image"
+    )
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Train stage: every (model, seed) cell with its own recipe, all in one process.
+"""Train stage: every (model, seed) cell with its own recipe, one after another or in parallel (train.workers).
 
 The loop itself lives in core/runtime.py and what a cell is in core/cell.py; this stage opens each cell's
 MLflow run, resumes an interrupted cell, and writes the checkpoint, the curves and the logged model. A cell
@@ -36,10 +36,11 @@ from pipeline.core.runtime import (
     place_model,
     seconds_to_final_accuracy,
     start_distributed,
+    with_threads,
 )
 from pipeline.errors import ConvbenchError
 from pipeline.ops import progress, tracking
-from pipeline.ops.cells import cell_lock, each_cell
+from pipeline.ops.cells import Runner, cell_lock, each_cell
 from pipeline.params import Params
 
 
@@ -58,22 +59,26 @@ class TrainResult:
 
 
 def train(
-    params: Params, model: str | None = None, seed: int | None = None, say: Callable[[str], None] = print
-) -> list[TrainResult]:
-    """Train the selected cells; without --model/--seed, keep the current ones and remove cells no longer listed."""
-    results: list[TrainResult] = []
+    params: Params,
+    model: str | None = None,
+    seed: int | None = None,
+    say: Callable[[str], None] = print,
+    ray_address: str | None = None,
+) -> None:
+    """Train the selected cells (in parallel with train.workers > 1 or train.backend ray); without --model/--seed,
+    keep the current ones and remove cells no longer listed."""
+    runner = Runner.of(params.train, ray_address)
+    each_cell("train", params, model, seed, is_current, train_one, prune, say, runner)
 
-    def compute(cell: Cell, prepared: PreparedData) -> str:
-        with cell_lock(cell.model, cell.seed):
-            result = train_cell(cell, prepared)
-        results.append(result)
-        return (
-            f"train: {cell.name} val_accuracy {result.history[-1].val_accuracy:.4f} "
-            f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
-        )
 
-    each_cell("train", params, model, seed, is_current, compute, prune, say)
-    return results
+def train_one(cell: Cell, prepared: PreparedData) -> str:
+    """Train one cell under its lock (here, or in a worker process or a Ray task); its line for the terminal."""
+    with cell_lock(cell.model, cell.seed):
+        result = train_cell(cell, prepared)
+    return (
+        f"train: {cell.name} val_accuracy {result.history[-1].val_accuracy:.4f} "
+        f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
+    )
 
 
 def is_current(cell: Cell, prepared: PreparedData) -> bool:
@@ -106,7 +111,7 @@ def prune(kept: list[Cell]) -> list[Path]:
     return stale
 
 
-def _tags(cell: Cell, prepared: PreparedData, device: torch.device, dtype: str) -> dict[str, Any]:
+def _tags(cell: Cell, prepared: PreparedData, device: torch.device, plan: ExecutionPlan) -> dict[str, Any]:
     """What the cell's MLflow run is found by."""
     return {
         "convbench.kind": "train",
@@ -116,8 +121,16 @@ def _tags(cell: Cell, prepared: PreparedData, device: torch.device, dtype: str) 
         "convbench.dataset": prepared.name,
         "convbench.dataset_sha256": prepared.sha256,
         "convbench.recipe": "tuned" if cell.params.tune.trials else "shared",
-        **{f"convbench.context.{key}": value for key, value in device_context(device, dtype).items()},
+        **{f"convbench.context.{key}": value for key, value in _context(device, plan).items()},
     }
+
+
+def _context(device: torch.device, plan: ExecutionPlan) -> dict[str, str | int]:
+    """The device context of the cell's training, with the threads it trains with and why."""
+    threads = plan.threads
+    if threads is None:
+        return device_context(device, plan.dtype_name)
+    return device_context(device, plan.dtype_name, threads.count, threads.reason)
 
 
 def _replay_queued_epochs(logger: tracking.RunLogger, resume: checkpoints.Resume) -> None:
@@ -141,6 +154,7 @@ def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
     torch.manual_seed(cell.seed)
     model = place_model(models.build(cell.config), plan)
     data = device_splits(prepared, device)
+    plan = with_threads(plan, model, data.train, cell.params.train)
     resume_path = paths.resume_state(cell.model, cell.seed)
     identity = {
         "config": cell.config.to_dict(),
@@ -149,7 +163,7 @@ def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
         "recipe": cell.recipe,
     }
     resume = checkpoints.load_resume(resume_path, identity)
-    with _cell_run(cell, prepared, device, plan.dtype_name, dist, resume) as logger:
+    with _cell_run(cell, prepared, device, plan, dist, resume) as logger:
         if resume is None or logger.run_id != resume.mlflow_run_id:
             _log_start(logger, cell, prepared, model)
         if resume is not None and dist.is_main:
@@ -176,7 +190,7 @@ def _cell_run(
     cell: Cell,
     prepared: PreparedData,
     device: torch.device,
-    dtype: str,
+    plan: ExecutionPlan,
     dist: Distributed,
     resume: checkpoints.Resume | None,
 ) -> contextlib.AbstractContextManager[tracking.RunLogger]:
@@ -187,7 +201,7 @@ def _cell_run(
         cell.params.tracking,
         prepared.name,
         cell.name,
-        _tags(cell, prepared, device, dtype),
+        _tags(cell, prepared, device, plan),
         resume.mlflow_run_id if resume else None,
     )
 

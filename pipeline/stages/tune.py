@@ -467,7 +467,7 @@ def _link_parent(parent: tracking.RunLogger, study: optuna.Study, params: Params
             "study": study.study_name,
             "storage": tracking.redact(storage),
             "tune": params.tune.model_dump(mode="json", exclude={"trials"}),
-            "shared_recipe": params.train.model_dump(mode="json", exclude={"seeds"}),
+            "shared_recipe": params.train.recipe(),
         }
     )
 
