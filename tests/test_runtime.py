@@ -97,3 +97,36 @@ def test_constant_schedule_keeps_the_learning_rate() -> None:
         scheduler.step()
         rates.append(optimizer.param_groups[0]["lr"])
     assert rates == [0.01] * 10
+
+
+def _threads_for(model: torch.nn.Module, shape: tuple[int, ...], batch: int, budget: int, override: int | None = None):
+    from pipeline.core.runtime import choose_threads, intra_op_threads
+
+    with intra_op_threads(budget):
+        return choose_threads(model, torch.randn(2, *shape), torch.tensor([0, 1]), batch, override)
+
+
+def test_a_tiny_model_trains_on_one_thread_and_a_large_one_on_its_share_of_the_cores() -> None:
+    tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    large = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10)
+    )
+    assert _threads_for(tiny, (1, 40), 100, budget=2).count == 1
+    chosen = _threads_for(large, (1, 28, 28), 128, budget=2)
+    assert chosen.count == 2 and "MFLOP per training step, 2 core(s) available" in chosen.reason
+    assert _threads_for(large, (1, 28, 28), 128, budget=1).count == 1, "never more than the process's share"
+    assert _threads_for(tiny, (1, 40), 100, budget=2, override=3).count == 3, "train.threads decides"
+
+
+def test_choosing_threads_leaves_the_thread_count_and_the_rng_as_they_were() -> None:
+    from pipeline.core.runtime import choose_threads, intra_op_threads
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(40, 10))
+    sample, labels = torch.randn(2, 1, 40), torch.tensor([0, 1])
+    with intra_op_threads(2):
+        torch.manual_seed(0)
+        choose_threads(model, sample, labels, 100, None)
+        after = torch.rand(3)
+        torch.manual_seed(0)
+        assert torch.equal(torch.rand(3), after), "the counted pass's dropout did not draw from the global RNG"
+        assert torch.get_num_threads() == 2

@@ -133,7 +133,7 @@ def run_job(job: CellJob) -> CellOutcome:
     """One cell in a worker: the stage's line, or its failure as one line (an exception may not pickle back)."""
     if job.die_with_parent and sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphans after a kill
-    for stop in (signal.SIGTERM, signal.SIGHUP):  # stop like the CLI: the cell's run ends FAILED, its lock goes
+    for stop in STOPS:  # stop like the CLI: the cell's run ends FAILED, its lock goes
         signal.signal(stop, _raise_interrupt)
     import torch
 
@@ -156,7 +156,14 @@ def run_job(job: CellJob) -> CellOutcome:
         return CellOutcome(job.name, out_of_memory_line(exc) or unexpected_line(exc), True)
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
+    """The first stop unwinds the cell; later ones (Ctrl-C reaches the whole group, then the parent's SIGTERM)
+    are ignored, so they cannot cut its cleanup short and leave a temporary file."""
+    for stop in STOPS:
+        signal.signal(stop, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -183,13 +190,17 @@ def run_cells(
         return
     import torch
 
+    todo = sorted(todo, key=lambda c: _cost(c, prepared), reverse=True)  # longest first: no long cell left alone last
     project = Path.cwd().resolve()
     share = max(1, torch.get_num_threads() // min(runner.workers, len(todo))) if runner.address is None else 1
     jobs = [
         CellJob(compute, portable(c.params, project), c.model, c.seed, str(project), runner.threads or share)
         for c in todo
     ]
-    outcomes = _on_ray(stage, jobs, runner.address, say) if runner.address else _on_processes(jobs, runner, say)
+    if runner.address:
+        outcomes = _on_ray(stage, jobs, runner.address, say)
+    else:
+        outcomes = _on_processes(todo, jobs, prepared, runner, say)
     failed = [o for o in outcomes if o.failed]
     if failed:
         done = len(outcomes) - len(failed)
@@ -199,36 +210,101 @@ def run_cells(
         )
 
 
-def _on_processes(jobs: list[CellJob], runner: Runner, say: Callable[[str], None]) -> list[CellOutcome]:
-    """The cells in `runner.workers` spawned processes here; one cell per GPU when the machine has several."""
+def _cost(cell: Cell, prepared: PreparedData) -> float:
+    """A cell's training FLOPs (one forward+backward per image per epoch), to start the longest cells first."""
+    from pipeline.core import models
+    from pipeline.core.measure import count_flops
+
+    sample = prepared.splits.train.x[:2].float()
+    flops = count_flops(models.build(cell.config), sample, prepared.splits.train.y[:2]).train_step
+    return flops * cell.params.train.epochs * len(prepared.splits.train)
+
+
+def _on_processes(
+    todo: list[Cell],
+    jobs: list[CellJob],
+    prepared: PreparedData,
+    runner: Runner,
+    say: Callable[[str], None],
+) -> list[CellOutcome]:
+    """This process trains cells itself while `workers - 1` spawned processes take the others, so the seconds a
+    new process spends importing torch and MLflow are not lost; one cell per GPU when the machine has several."""
     import multiprocessing
+    import threading
+    from collections import deque
 
     import torch
 
+    from pipeline.core.runtime import intra_op_threads
+
     context = multiprocessing.get_context("spawn")
     gpus = torch.cuda.device_count() if jobs[0].params["train"]["device"] in ("auto", "cuda") else 0
-    workers = min(runner.workers, len(jobs))
+    helpers = min(runner.workers, len(jobs)) - 1
     slots: Any = None
-    if gpus > 1:
+    if gpus > 1:  # this process keeps the first GPU
         slots = context.Queue()
-        for index in range(workers):
-            slots.put(index % gpus)
+        for index in range(helpers):
+            slots.put((index + 1) % gpus)
+    queue = deque(zip(todo, jobs))
     outcomes: list[CellOutcome] = []
-    pool = context.Pool(workers, _claim_gpu if slots else None, (slots,) if slots else ())
-    try:
-        pending = [pool.apply_async(run_job, (replace(job, die_with_parent=True),)) for job in jobs]
-        for result in pending:
-            outcome = result.get()
+    speaking = threading.Lock()
+    stop = threading.Event()
+
+    def record(outcome: CellOutcome) -> None:
+        with speaking:
             outcomes.append(outcome)
             if not outcome.failed:
                 say(outcome.line)
+
+    pool = context.Pool(helpers, _claim_gpu if slots else None, (slots,) if slots else ())
+
+    def feed() -> None:
+        while not stop.is_set() and queue:
+            try:
+                _, job = queue.popleft()
+            except IndexError:
+                return
+            result = pool.apply_async(run_job, (replace(job, die_with_parent=True),))
+            while not stop.is_set():
+                try:
+                    record(result.get(timeout=0.5))
+                    break
+                except multiprocessing.TimeoutError:
+                    continue
+
+    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(helpers)]
+    try:
+        for feeder in feeders:
+            feeder.start()
+        while queue:
+            try:
+                cell, job = queue.popleft()
+            except IndexError:
+                break
+            with intra_op_threads(job.threads):
+                record(_here(cell, job, prepared))
+        for feeder in feeders:
+            feeder.join()
         pool.close()
     except BaseException:
+        stop.set()
         pool.terminate()  # SIGTERM each worker: its cell's run ends FAILED and its lock goes, its resume state stays
         raise
     finally:
         pool.join()
     return outcomes
+
+
+def _here(cell: Cell, job: CellJob, prepared: PreparedData) -> CellOutcome:
+    """One cell in this process, its failure one line as in a worker (an interrupt stops everything)."""
+    from pipeline.errors import out_of_memory_line, unexpected_line
+
+    try:
+        return CellOutcome(job.name, job.compute(cell, prepared), False)
+    except ConvbenchError as exc:
+        return CellOutcome(job.name, str(exc), True)
+    except Exception as exc:  # noqa: BLE001 - one line per failed cell; the traceback is kept in a log
+        return CellOutcome(job.name, out_of_memory_line(exc) or unexpected_line(exc), True)
 
 
 def _on_ray(stage: str, jobs: list[CellJob], address: str, say: Callable[[str], None]) -> list[CellOutcome]:
