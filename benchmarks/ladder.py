@@ -6,7 +6,7 @@ each round's wall times, the median of the per-round ratios (workers 1 / workers
 `convbench bench` times every model side by side on the trained cells and the LCN/CNN training-step ratio is
 read from metrics/bench.json (the median of its per-round paired ratios).
 
-Run: python benchmarks/ladder.py [--rounds 3] [--epochs 2] [--dataset mnist5k]
+Run: python benchmarks/ladder.py [--rounds 3] [--epochs 3] [--dataset mnist5k]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def train_seconds(folder: Path, workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each trains the ladder twice)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per cell")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per cell")
     parser.add_argument("--dataset", default="mnist5k", help="data.name (an offline set)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ladder") as scratch:

@@ -460,3 +460,14 @@ def test_every_model_gets_its_own_colour_however_many_there_are() -> None:
         colours = palette([f"model{i}" for i in range(count)])
         assert len(set(colours.values())) == count, count
     assert palette(["cnn", "mlp"]) == {"cnn": "C0", "mlp": "C1"}, "up to ten models keep matplotlib's tab10 order"
+
+
+def test_beyond_ten_models_markers_tell_neighbouring_hues_apart() -> None:
+    from pipeline.reporting.figures import markers, palette
+
+    names = [f"model{i}" for i in range(33)]
+    style = {name: (palette(names)[name], markers(names)[name]) for name in names}
+    assert len(set(markers(names).values())) > 1 and len(set(style.values())) == 33
+    neighbours = [(markers(names)[a], markers(names)[b]) for a, b in zip(names, names[1:])]
+    assert all(left != right for left, right in neighbours), "adjacent hues never share a marker"
+    assert set(markers(["cnn", "mlp"]).values()) == {"o"}, "up to ten models keep their circles"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import atomic, paths
 from pipeline.core import cell as cells
-from pipeline.errors import ConvbenchError, ParamsError
+from pipeline.errors import ConvbenchError, ParamsError, redact
 
 if TYPE_CHECKING:
     from pipeline.core.cell import Cell
@@ -322,7 +322,7 @@ def _on_ray(stage: str, jobs: list[CellJob], address: str, say: Callable[[str], 
             task = ray.remote(num_cpus=job.threads, num_gpus=gpus, max_retries=0)(run_job)
             refs[task.remote(job)] = job
         pending = list(refs)
-        say(f"{stage}: {len(jobs)} cell(s) as Ray tasks at {address}")
+        say(f"{stage}: {len(jobs)} cell(s) as Ray tasks at {redact(address)}")
         outcomes = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

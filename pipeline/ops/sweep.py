@@ -22,7 +22,7 @@ import yaml
 
 from pipeline.artifacts import paths
 from pipeline.artifacts.atomic import write_bytes
-from pipeline.errors import ConvbenchError
+from pipeline.errors import ConvbenchError, redact
 from pipeline.ops.cluster import connect
 from pipeline.ops.grid import CELL_TAG, SWEEP_TAG, SweepCell, format_value
 from pipeline.ops.uris import absolute_path
@@ -186,7 +186,7 @@ def run_on_ray(
             ): cell
             for cell in cells
         }
-        echo(f"sweep: submitted {len(cells)} trial(s) to Ray at {address}")
+        echo(f"sweep: submitted {len(cells)} trial(s) to Ray at {redact(address)}")
         outcomes: dict[str, CellOutcome] = {}
         waiting = list(pending)
         while waiting:

@@ -33,6 +33,17 @@ def palette(names: Sequence[str]) -> dict[str, str]:
     return {name: matplotlib.colors.to_hex(color) for name, color in zip(unique, colors)}
 
 
+MARKERS = "os^Dv<>PX*"
+
+
+def markers(names: Sequence[str]) -> dict[str, str]:
+    """A marker per model: circles up to ten models; beyond, shapes cycle too, as neighbouring hues look alike."""
+    unique = list(dict.fromkeys(names))
+    if len(unique) <= 10:
+        return {name: "o" for name in unique}
+    return {name: MARKERS[index % len(MARKERS)] for index, name in enumerate(unique)}
+
+
 DPI = 110
 
 
@@ -94,7 +105,7 @@ def accuracy_vs_cost(points: pd.DataFrame, target: Path) -> Path:
                 frame[column],
                 frame["accuracy"],
                 yerr=error,
-                marker="o",
+                marker=markers(list(points["model"]))[str(model)],
                 capsize=4,
                 color=colors[str(model)],
                 label=str(model),
@@ -110,11 +121,11 @@ def accuracy_vs_cost(points: pd.DataFrame, target: Path) -> Path:
 def throughput_vs_batch(throughput: pd.DataFrame, target: Path) -> Path:
     """Inference images/s against batch size (log-log): median over timing rounds, band from min to max."""
     figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
-    colors = palette(list(throughput["model"]))
+    colors, shapes = palette(list(throughput["model"])), markers(list(throughput["model"]))
     for model, frame in throughput.groupby("model", sort=False):
         stats = frame.groupby("batch_size")["images_per_second"].agg(["median", "min", "max"])
         color = colors[str(model)]
-        axis.plot(stats.index, stats["median"], marker="o", color=color, label=str(model))
+        axis.plot(stats.index, stats["median"], marker=shapes[str(model)], color=color, label=str(model))
         axis.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
     axis.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images / s", title="Inference throughput")
     axis.grid(alpha=0.3, which="both")
@@ -310,12 +321,18 @@ def fraction_curve(points: pd.DataFrame, target: Path) -> Path:
 
 def _interval_lines(axis: plt.Axes, frame: pd.DataFrame, x: str) -> None:
     """One line per model with CI error bars, coloured as in every other figure."""
-    colors = palette(list(frame["model"]))
+    colors, shapes = palette(list(frame["model"])), markers(list(frame["model"]))
     for model, rows in frame.groupby("model", sort=False):
         rows = rows.sort_values(x)
         error = np.nan_to_num(np.vstack([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]))
         axis.errorbar(
-            rows[x], rows["mean"], yerr=error, marker="o", capsize=4, color=colors[str(model)], label=str(model)
+            rows[x],
+            rows["mean"],
+            yerr=error,
+            marker=shapes[str(model)],
+            capsize=4,
+            color=colors[str(model)],
+            label=str(model),
         )
     axis.grid(alpha=0.3, which="both")
     axis.legend()

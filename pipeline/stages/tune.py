@@ -635,7 +635,7 @@ def _on_ray(
     try:
         task = ray.remote(num_cpus=cpus_per_worker, max_retries=0)(run_worker)
         refs = [task.remote(replace(spec, threads=max(1, int(cpus_per_worker)))) for spec in specs]
-        echo(f"tune: {specs[0].model}: {len(refs)} Optuna worker(s) on Ray at {address}")
+        echo(f"tune: {specs[0].model}: {len(refs)} Optuna worker(s) on Ray at {tracking.redact(address)}")
         while refs:
             done, refs = ray.wait(refs, num_returns=1, timeout=1.0)
             progress.refresh(study)
