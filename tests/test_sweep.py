@@ -147,3 +147,14 @@ def test_dvc_queue_sweep_runs_cells_as_experiments_and_reports_the_failed_one(tm
         "logged to the project's store"
     )
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_dvc_remote_url_in_a_failed_trial_line_is_redacted() -> None:
+    from pipeline.ops.sweep import _error_line
+
+    output = (
+        "ERROR: failed to push data to the cloud - https://alice:hunter2@dvc.example.com/store?token=abc unreachable"
+    )
+    line = _error_line(output)
+    assert "hunter2" not in line and "abc unreachable" not in line and "alice:***@dvc.example.com" in line
+    assert _error_line("convbench: error: no server at http://:pw@host/") == "no server at http://:***@host/"

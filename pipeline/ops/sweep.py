@@ -224,7 +224,7 @@ def run_trial(
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", "run"], cwd=folder, env=env, capture_output=True, text=True
     )
-    write_bytes(folder / "trial.log", (done.stdout + done.stderr).encode())
+    write_bytes(folder / "trial.log", redact(done.stdout + done.stderr).encode())  # DVC and MLflow may echo URLs
     if done.returncode != 0:
         return {"status": "failed", "detail": _error_line(done.stderr + done.stdout), "accuracy": {}}
     accuracy = {
@@ -248,10 +248,10 @@ def trial_params(cell: SweepCell, project: Path) -> SweepCell:
 def _error_line(output: str) -> str:
     """The 'convbench: error: ...' line of a stage's output, else its last line."""
     errors = [line for line in output.splitlines() if line.startswith("convbench: error:")]
-    return errors[-1].removeprefix("convbench: error: ") if errors else _last_line(output)
+    return redact(errors[-1].removeprefix("convbench: error: ") if errors else _last_line(output))
 
 
 def _last_line(text: str) -> str:
     """The last non-blank line of a tool's output: the part that says what went wrong."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
+    return redact(lines[-1]) if lines else "no output"
