@@ -63,7 +63,8 @@ def _user_errors() -> Iterator[None]:
     under a file, no permission) names the path and the fix; anything else names a log with the traceback.
     Every line is redacted, so a password in a tracking URI never reaches the terminal.
     """
-    stops = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]  # a closed terminal, a kill
+    # a kill, a closed terminal, and Ctrl-C even when the launching process left SIGINT ignored (as pytest-xdist does)
+    stops = [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
     previous = {stop: signal.signal(stop, _raise_interrupt) for stop in stops}
     try:
         yield
