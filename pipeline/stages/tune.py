@@ -45,6 +45,7 @@ from pipeline.core.measure import resolve_device
 from pipeline.core.runtime import device_splits, fit, place_model
 from pipeline.errors import ConvbenchError, TrainingDiverged
 from pipeline.ops import progress, tracking
+from pipeline.ops.cells import portable
 from pipeline.ops.cluster import check_listening, connect, is_local_address
 from pipeline.ops.uris import absolute_path, absolute_sqlite
 from pipeline.params import RECIPE_KNOBS, Params, validate_params
@@ -295,14 +296,6 @@ class WorkerSpec:
             parent_run_id,
             str(project),
         )
-
-
-def portable(params: Params, project: Path) -> dict[str, Any]:
-    """params as plain values another process re-validates, with data.root and the tracking URI made absolute."""
-    raw = params.model_dump(mode="json")
-    raw["tracking"]["uri"] = absolute_sqlite(tracking.tracking_uri(params.tracking, project), project)
-    raw["data"]["root"] = absolute_path(raw["data"]["root"], project)
-    return raw
 
 
 def run_worker(spec: WorkerSpec) -> int:
