@@ -190,7 +190,8 @@ def run_cells(
         return
     import torch
 
-    todo = sorted(todo, key=lambda c: _cost(c, prepared), reverse=True)  # longest first: no long cell left alone last
+    costs = {c.model: _cost(c, prepared) for c in todo}  # a model's seeds cost alike: one count per model
+    todo = sorted(todo, key=lambda c: costs[c.model], reverse=True)  # longest first: no long cell left alone last
     project = Path.cwd().resolve()
     share = max(1, torch.get_num_threads() // min(runner.workers, len(todo))) if runner.address is None else 1
     jobs = [
