@@ -83,6 +83,22 @@ class EvaluateParams(_Section):
     noise_std: Annotated[list[Annotated[float, Field(ge=0.0)]], Field(min_length=1)]
 
 
+class AugmentParams(_Section):
+    """The augmentation probe: random translations of the training images, and horizontal flips where they fit."""
+
+    shifts: Annotated[list[Annotated[int, Field(ge=0, le=32)]], Field(min_length=2)]  # one setting per largest shift
+    flips: bool | Literal["auto"]  # auto: only for datasets whose classes survive a mirror (not digits)
+
+    @field_validator("shifts")
+    @classmethod
+    def _baseline_included(cls, shifts: list[int]) -> list[int]:
+        if 0 not in shifts:
+            raise ValueError(
+                f"must include 0 (the unaugmented baseline every other setting is compared with), got {shifts}"
+            )
+        return sorted(_require_unique(shifts, "probes.augment.shifts"))
+
+
 class ProbesParams(_Section):
     """Inductive-bias probes that retrain every model (translation and noise are measured by evaluate)."""
 
@@ -90,6 +106,7 @@ class ProbesParams(_Section):
     permutation_seed: Seed
     fractions: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]], Field(min_length=1)]
     width_scales: Annotated[list[Annotated[float, Field(gt=0.0, le=16.0)]], Field(min_length=1)]
+    augment: AugmentParams
 
     @field_validator("run")
     @classmethod
@@ -448,4 +465,8 @@ def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:
         "evaluate_batch": params.evaluate.batch_size,
         "probes": params.probes.model_dump(exclude={"run"}),
     }
+    from pipeline.core.probes import PROBES  # the registry loads no torch
+
+    if probe in PROBES and PROBES[probe].shifted:
+        relevant["evaluate_shifts"] = params.evaluate.shifts
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()

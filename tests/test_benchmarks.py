@@ -34,3 +34,14 @@ def test_train_loop_benchmark_prints_one_ratio_line_per_model() -> None:
         assert abs(ours / theirs - ratio) <= 0.01 + 0.02 * ratio
         (overhead,) = [row for row in lines if row.startswith(f"{model} tracking overhead ")]
         assert re.fullmatch(rf"{model} tracking overhead [\d.]+ ms per epoch = [\d.]+% of an epoch", overhead)
+
+
+def test_augment_benchmark_prints_its_share_of_a_training_step() -> None:
+    result = run(
+        [sys.executable, str(ROOT / "benchmarks" / "augment.py"), "--rounds", "1", "--min-run-time", "0.05"], cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    shares = re.findall(
+        r"^augment shift ±\d+(?: \+ flips)?: [\d.]+ ms = ([\d.]+)% of a training step", result.stdout, re.M
+    )
+    assert len(shares) == 2 and all(0 < float(share) < 100 for share in shares), result.stdout

@@ -157,3 +157,87 @@ def test_fraction_and_size_probes_reach_the_report_section_and_figures(tmp_path:
     assert "**held**" in rows["The CNN is more data-efficient than the MLP"]
     assert "**held**" in rows["At every size the CNN beats the MLP"]
     assert "Parameters (CNN / MLP)" in text and "](data_efficiency.png)" in text
+
+
+def _augment_rows(gaps: dict[str, list[float]], values: list[int]) -> pd.DataFrame:
+    """Augment-probe rows: the CNN at 0.9, each other model `gaps[model][i]` behind it at shift i, two seeds."""
+    rows = []
+    for index, value in enumerate(values):
+        for seed, jitter in ((0, -0.002), (1, 0.002)):
+            for model in ("cnn", *gaps):
+                accuracy = 0.9 + jitter - (gaps[model][index] if model != "cnn" else 0.0)
+                rows.append(
+                    {
+                        "probe": "augment",
+                        "setting": f"±{value}" if value else "none",
+                        "value": float(value),
+                        "model": model,
+                        "seed": seed,
+                        "params": 1000,
+                        "test_accuracy": accuracy,
+                        "shifted": {"0": accuracy, "2": accuracy - 0.3 + 0.05 * value},
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_augment_claim_says_whether_the_gap_closed() -> None:
+    from pipeline.reporting.probes import augment_claim
+
+    cast = Cast(["cnn", "lcn", "mlp"], {"cnn": "CNN", "lcn": "LCN", "mlp": "MLP"}, "cnn")
+    rows = _augment_rows({"lcn": [0.05, 0.04, 0.04], "mlp": [0.08, 0.03, -0.01]}, [0, 1, 3])
+    table = advantage_by_setting(rows, 0.95, cast).sort_values("value")
+    closed, partly = augment_claim(table, cast, "mlp"), augment_claim(table, cast, "lcn")
+    assert closed.held == "held" and "with shifts ±3" in closed.evidence and "+8.00" in closed.evidence
+    assert partly.held == "partly held" and "20% of it closed" in partly.evidence
+    wider = advantage_by_setting(
+        _augment_rows({"lcn": [0.05, 0.06, 0.07]}, [0, 1, 3]), 0.95, cast.__class__(["cnn", "lcn"], cast.labels, "cnn")
+    )
+    assert augment_claim(wider, Cast(["cnn", "lcn"], cast.labels, "cnn"), "lcn").held == "did not hold"
+
+
+def test_augment_section_holds_the_table_figures_ladder_and_robustness(tmp_path: Path) -> None:
+    from pipeline.core.models import Ladder
+    from pipeline.reporting.probes import ProbeView, probe_figures
+
+    cast = Cast(["mlp", "lcn", "cnn"], {"cnn": "CNN", "lcn": "LCN", "mlp": "MLP"}, "cnn")
+    probes = {"augment": _augment_rows({"lcn": [0.05, 0.04], "mlp": [0.08, 0.03]}, [0, 2])}
+    drawn = probe_figures([], probes, 0.95, cast, tmp_path)
+    view = ProbeView(0.95, cast, Ladder("mlp", "lcn", "cnn"), tmp_path, tuned=True)
+    text = to_markdown(Document("t", [probe_section([], probes, 0.95, drawn, cast, view)]), tmp_path)
+    assert "](augment.png)" in text and "](augment_robustness.png)" in text
+    assert (tmp_path / "augment_robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| Augmentation closes the MLP's gap to the CNN | **partly held**" in text
+    assert "Without augmentation locality +3.00 points and weight sharing +5.00 points" in text
+    assert "with shifts ±2, locality -1.00 points and weight sharing +4.00 points" in text
+    cells = " ".join(text.split())
+    assert "| MLP | with shifts ±2 | 0.8700 [0.8446, 0.8954] | 0.6700" in cells and "| MLP | unaugmented |" in cells
+    assert "searched on unaugmented images only" in text
+
+
+def test_augment_probe_trains_on_digits_and_records_shifted_accuracy(workspace: Workspace, tmp_path: Path) -> None:
+    from pipeline.stages.probe import probe
+
+    params = workspace.params.model_copy(
+        update={
+            "train": workspace.params.train.model_copy(update={"seeds": [0], "epochs": 2}),
+            "probes": workspace.params.probes.model_copy(
+                update={
+                    "run": ["augment"],
+                    "augment": workspace.params.probes.augment.model_copy(update={"shifts": [0, 1]}),
+                }
+            ),
+        }
+    )
+    with contextlib.chdir(workspace.root):
+        try:
+            result = probe(params, "augment", say=lambda line: None)
+            manifest = json.loads(paths.prepared_manifest("digits").read_text())
+            loaded = load_probes(params, manifest["sha256"])
+        finally:
+            paths.probe("augment").unlink(missing_ok=True)  # the shared workspace's other tests never see it
+    assert {(r.setting, r.model) for r in result.rows} == {(s, m) for s in ("none", "±1") for m in ("cnn", "mlp")}
+    assert all(set(r.shifted) == {str(k) for k in params.evaluate.shifts} for r in result.rows)
+    unaugmented = [r for r in result.rows if r.setting == "none"]
+    assert all(r.shifted["0"] == pytest.approx(r.test_accuracy) for r in unaugmented)
+    assert "augment" in loaded and len(loaded["augment"]) == 4

@@ -130,3 +130,40 @@ def test_choosing_threads_leaves_the_thread_count_and_the_rng_as_they_were() -> 
         torch.manual_seed(0)
         assert torch.equal(torch.rand(3), after), "the counted pass's dropout did not draw from the global RNG"
         assert torch.get_num_threads() == 2
+
+
+def test_augmentation_changes_only_training_batches_and_repeats_with_its_seed(workspace: Workspace) -> None:
+    from pipeline.core.data import Splits
+    from pipeline.core.transforms import Augment
+
+    prepared, data = _splits(workspace)
+    data = device_splits(prepared, torch.device("cpu"), with_test=True)
+    config = models.resolve(workspace.params, prepared.input_shape, prepared.num_classes)["mlp"]
+    recipe = workspace.params.train.model_copy(update={"epochs": 2})
+    augment = Augment(2, False, (-prepared.mean[0] / prepared.std[0],))
+
+    def train(splits: Splits, augmentation) -> tuple[list, list[torch.Tensor], dict]:
+        batches: list[torch.Tensor] = []
+
+        def recorded(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            out = augmentation(batch, generator) if augmentation else batch
+            batches.append(out.clone())
+            return out
+
+        torch.manual_seed(3)
+        model = models.build(config)
+        history, _seconds = fit(model, splits, recipe, 3, lambda stats: None, augment=recorded)
+        return [(s.train_loss, s.train_accuracy) for s in history], batches, model.state_dict()
+
+    losses, batches, state = train(data, augment)
+    corrupted = Splits(
+        data.train,
+        type(data.val)(torch.randn_like(data.val.x), data.val.y.flip(0)),
+        type(data.test)(torch.randn_like(data.test.x), data.test.y.flip(0)),
+    )
+    losses_c, batches_c, state_c = train(corrupted, augment)
+    assert losses == losses_c and all(torch.equal(a, b) for a, b in zip(batches, batches_c))
+    assert all(torch.equal(state[k], state_c[k]) for k in state), "validation and test images never reach training"
+    _, plain, _ = train(data, None)
+    assert len(plain) == len(batches) and not torch.equal(plain[0], batches[0]), "the training batches are augmented"
+    assert len(batches) == 2 * -(-len(data.train) // recipe.batch_size)

@@ -51,3 +51,38 @@ def test_fraction_subset_is_stratified_and_repeatable() -> None:
     assert torch.equal(chosen, chosen.sort().values)
     assert torch.equal(stratified_subset(labels, 1.0, seed=0), torch.arange(100))
     assert set(torch.unique(labels[stratified_subset(labels, 0.01, seed=0)]).tolist()) == {0, 1, 2}
+
+
+def test_translate_moves_each_image_by_its_own_offset_within_the_range() -> None:
+    from pipeline.core.transforms import translate
+
+    images = torch.rand(64, 2, 6, 5) + 1.0  # no zeros, so a filled pixel is told from a moved one
+    fill = (-0.5, 0.25)
+    moved = translate(images, 2, fill, torch.Generator().manual_seed(0))
+    fill_value = torch.tensor(fill).view(1, 2, 1, 1)
+    offsets_seen = set()
+    for image, out in zip(images, moved):
+        matches = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.allclose(shift(image[None] - fill_value, (dy, dx)) + fill_value, out[None])
+        ]
+        assert len(matches) == 1, "every image is one of its shifted copies, shifted-in pixels at the fill"
+        offsets_seen.add(matches[0])
+    assert len(offsets_seen) > 10, "offsets are drawn per image, not once per batch"
+    again = translate(images, 2, fill, torch.Generator().manual_seed(0))
+    assert torch.equal(moved, again), "the same generator seed gives the same batch"
+    signal = translate(torch.rand(8, 1, 10) + 1.0, 3, (0.0,), torch.Generator().manual_seed(1))
+    assert signal.shape == (8, 1, 10) and (signal == 0).any(), "1-D signals are moved along their length"
+
+
+def test_augment_flips_about_half_the_batch_and_only_when_asked() -> None:
+    from pipeline.core.transforms import Augment
+
+    images = torch.rand(200, 1, 4, 4)
+    flipped = Augment(0, True, (0.0,))(images, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(out, image.flip(-1)) for image, out in zip(images, flipped)]
+    kept = [torch.equal(out, image) for image, out in zip(images, flipped)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 60 < sum(mirrored) < 140
+    assert torch.equal(Augment(0, False, (0.0,))(images, torch.Generator()), images)

@@ -164,7 +164,11 @@ def load_resume(path: Path, identity: dict[str, Any]) -> Resume | None:
         if any(payload.get(key) != value for key, value in identity.items()):
             return None
         history = [EpochStats(**stats) for stats in payload["history"]]
-        state = TrainState(**{key: payload[key] for key in STATE_FIELDS}, history=history)
+        state = TrainState(
+            **{key: payload[key] for key in STATE_FIELDS},
+            history=history,
+            augment_generator=payload.get("augment_generator"),
+        )
     except Exception:  # noqa: BLE001 - an unreadable or foreign resume file only costs a fresh start
         return None
     return Resume(state, payload.get("mlflow_run_id"))
@@ -173,7 +177,8 @@ def load_resume(path: Path, identity: dict[str, Any]) -> Resume | None:
 def save_resume(path: Path, state: TrainState, identity: dict[str, Any], mlflow_run_id: str | None) -> None:
     """Write the state after an epoch (weights, optimizer, schedule, generator, history) atomically."""
     full = {key: getattr(state, key) for key in STATE_FIELDS} | {
-        "history": [dataclasses.asdict(s) for s in state.history]
+        "history": [dataclasses.asdict(s) for s in state.history],
+        "augment_generator": state.augment_generator,
     }
     full |= identity | {"format": FORMAT, "mlflow_run_id": mlflow_run_id}
     atomic.write_with(path, lambda tmp: torch.save(full, tmp))

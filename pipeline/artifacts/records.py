@@ -270,6 +270,7 @@ class ProbeRow(BaseModel):
     train_images: int
     final_val_accuracy: float
     test_accuracy: float
+    shifted: dict[str, float] = {}  # test accuracy at each of evaluate.shifts, for probes that measure it
 
 
 class ProbeResult(Record):

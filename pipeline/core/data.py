@@ -53,12 +53,14 @@ class DatasetSpec:
     """How one catalog entry is fetched into, checked in, and read from its folder.
 
     Embedded datasets come from installed packages, so fetching them is cheap and always redone.
+    `mirrorable`: a horizontally flipped image keeps its class (photos), so the augmentation probe may flip it.
     """
 
     embedded: bool
     fetch: Callable[[Path, bool], None]
     missing: Callable[[Path, bool], list[Path]]
     load: Callable[[Path], RawData]
+    mirrorable: bool = False
 
 
 def spec(name: str) -> DatasetSpec:
@@ -459,7 +461,9 @@ CATALOG: dict[str, DatasetSpec] = {
         name: DatasetSpec(False, _fetch_torchvision(name), _missing_torchvision(name), _load_mnist_family(name))
         for name in ("mnist", "fashion_mnist", "kmnist")
     },
-    "cifar10": DatasetSpec(False, _fetch_torchvision("cifar10"), _missing_torchvision("cifar10"), _load_cifar10),
+    "cifar10": DatasetSpec(
+        False, _fetch_torchvision("cifar10"), _missing_torchvision("cifar10"), _load_cifar10, mirrorable=True
+    ),
 }
 DATASET_NAMES = tuple(CATALOG)
 OFFLINE_DATASETS = tuple(name for name, entry in CATALOG.items() if entry.embedded)

@@ -1,7 +1,8 @@
 """The retraining probes, one registry entry each: a name and the settings it trains every model at.
 
 Translation and noise only change the test images, so the evaluate stage measures them for every cell.
-A probe here changes what is trained (the images, how many of them, the models' sizes), so the probe stage
+A probe here changes what is trained (the images, how many of them, how each batch is augmented, the models'
+sizes), so the probe stage
 retrains every (setting, model, seed). Its words (table, claim, figure) live in reporting/probes.py under
 the same name. Importing this module loads no torch, so params validation can list the names.
 """
@@ -16,36 +17,43 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core import models
 
 if TYPE_CHECKING:
-    from pipeline.core.data import Splits
+    from pipeline.core.data import PreparedData, Splits
+    from pipeline.core.transforms import Augment
     from pipeline.params import Params
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One point of a probe: its label and how it changes the data and the models."""
+    """One point of a probe: its label and how it changes the data, the training batches and the models."""
 
     label: str
     value: float
     transform: Callable[[Splits], Splits]
     params: Params
+    augment: Augment | None = None  # applied to every training batch (never to validation or test images)
+
+
+SettingsOf = Callable[["Params", "PreparedData"], list[Setting]]
 
 
 @dataclass(frozen=True)
 class Probe:
-    """A registered probe: its name and every setting it trains at, the unchanged baseline included."""
+    """A registered probe: its name, every setting it trains at (the unchanged baseline included), and whether
+    each cell's test accuracy is also measured under the evaluate stage's shifts (evaluate.shifts)."""
 
     name: str
-    settings: Callable[[Params, tuple[int, ...]], list[Setting]]
+    settings: SettingsOf
+    shifted: bool = False
 
 
 PROBES: dict[str, Probe] = {}
 
 
-def register(name: str) -> Callable[[Callable[[Params, tuple[int, ...]], list[Setting]]], Callable[..., list[Setting]]]:
-    """Decorator: register `settings(params, input_shape) -> [Setting, ...]` as the probe `name`."""
+def register(name: str, shifted: bool = False) -> Callable[[SettingsOf], SettingsOf]:
+    """Decorator: register `settings(params, prepared) -> [Setting, ...]` as the probe `name`."""
 
-    def wrap(settings: Callable[[Params, tuple[int, ...]], list[Setting]]) -> Callable[..., list[Setting]]:
-        PROBES[name] = Probe(name, settings)
+    def wrap(settings: SettingsOf) -> SettingsOf:
+        PROBES[name] = Probe(name, settings, shifted)
         return settings
 
     return wrap
@@ -57,12 +65,12 @@ def unchanged(data: Splits) -> Splits:
 
 
 @register("permutation")
-def permutation_settings(params: Params, input_shape: tuple[int, ...]) -> list[Setting]:
+def permutation_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     """The original images and the same images under one fixed pixel permutation (train, val and test alike)."""
     from pipeline.core.data import Split, Splits
     from pipeline.core.transforms import permutation, permute_pixels
 
-    order = permutation(tuple(input_shape[1:]), params.probes.permutation_seed)
+    order = permutation(tuple(prepared.input_shape[1:]), params.probes.permutation_seed)
 
     def permute(data: Splits) -> Splits:
         return Splits(*(Split(permute_pixels(split.x, order), split.y) for split in (data.train, data.val, data.test)))
@@ -71,7 +79,7 @@ def permutation_settings(params: Params, input_shape: tuple[int, ...]) -> list[S
 
 
 @register("fraction")
-def fraction_settings(params: Params, input_shape: tuple[int, ...]) -> list[Setting]:
+def fraction_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     """A stratified share of the training split at each of probes.fractions (validation and test unchanged)."""
     from pipeline.core.data import Split
     from pipeline.core.transforms import stratified_subset
@@ -87,9 +95,31 @@ def fraction_settings(params: Params, input_shape: tuple[int, ...]) -> list[Sett
 
 
 @register("size")
-def size_settings(params: Params, input_shape: tuple[int, ...]) -> list[Setting]:
+def size_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     """Every built-in model scaled by each of probes.width_scales; size-matched models matched again."""
     return [Setting(f"x{s:g}", s, unchanged, scaled_params(params, s)) for s in params.probes.width_scales]
+
+
+@register("augment", shifted=True)
+def augment_settings(params: Params, prepared: PreparedData) -> list[Setting]:
+    """Training batches randomly translated by up to each of probes.augment.shifts pixels (0: unaugmented),
+    and mirrored too where probes.augment.flips (auto: the dataset's classes survive a mirror) says so."""
+    from pipeline.core.data import CATALOG
+    from pipeline.core.transforms import Augment
+
+    flips = params.probes.augment.flips
+    flip = CATALOG[prepared.name].mirrorable if flips == "auto" and prepared.name in CATALOG else flips is True
+    fill = tuple(-mean / std for mean, std in zip(prepared.mean, prepared.std))  # a zero pixel, normalised
+    return [
+        Setting(
+            f"±{k}" + (" + flips" if flip else "") if k else "none",
+            float(k),
+            unchanged,
+            params,
+            Augment(k, flip, fill) if k else None,
+        )
+        for k in params.probes.augment.shifts
+    ]
 
 
 def scaled(settings: Any, scale: float, keys: tuple[str, ...]) -> Any:

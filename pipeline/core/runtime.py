@@ -25,6 +25,8 @@ from pipeline.core.measure import Stopwatch
 from pipeline.errors import TrainingDiverged
 from pipeline.params import TrainParams
 
+Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # a training batch -> its augmented copy
+
 
 @dataclass(frozen=True)
 class EpochStats:
@@ -239,17 +241,21 @@ class TrainState:
     generator: torch.Tensor
     history: list[EpochStats]
     train_seconds: float
+    augment_generator: torch.Tensor | None = None  # the augmentation's draws so far, when the run augments
 
 
 @dataclass
 class _Run:
-    """What one training run steps: the optimizer, its schedule, the objective and the shuffling generator."""
+    """What one training run steps: the optimizer, its schedule, the objective, the shuffling generator and the
+    batch augmentation with its own generator (on the data's device), when there is one."""
 
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_fn: nn.Module
     generator: torch.Generator
     step_model: nn.Module
+    augment: Augmentation | None = None
+    augment_generator: torch.Generator | None = None
 
     def state(self, epoch: int, model: nn.Module, history: list[EpochStats], train_seconds: float) -> TrainState:
         """Everything needed to continue after `epoch`."""
@@ -261,6 +267,7 @@ class _Run:
             self.generator.get_state(),
             list(history),
             train_seconds,
+            self.augment_generator.get_state() if self.augment_generator is not None else None,
         )
 
     def restore(self, model: nn.Module, resume: TrainState) -> list[EpochStats]:
@@ -269,11 +276,19 @@ class _Run:
         self.optimizer.load_state_dict(resume.optimizer)
         self.scheduler.load_state_dict(resume.scheduler)
         self.generator.set_state(resume.generator)
+        if self.augment_generator is not None and resume.augment_generator is not None:
+            self.augment_generator.set_state(resume.augment_generator)
         return list(resume.history)
 
 
 def _start(
-    model: nn.Module, recipe: TrainParams, seed: int, plan: ExecutionPlan, total_steps: int, dist: Distributed
+    model: nn.Module,
+    recipe: TrainParams,
+    seed: int,
+    plan: ExecutionPlan,
+    total_steps: int,
+    dist: Distributed,
+    augment: Augmentation | None = None,
 ) -> _Run:
     """AdamW with the recipe's schedule and label-smoothed objective; compiled or DDP-wrapped as the plan says."""
     optimizer = torch.optim.AdamW(
@@ -290,6 +305,8 @@ def _start(
         nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
         torch.Generator().manual_seed(seed),
         step_model,  # type: ignore[arg-type]  # torch.compile's wrapper is still the module it compiled
+        augment,
+        torch.Generator(device=plan.device).manual_seed(seed) if augment is not None else None,
     )
 
 
@@ -307,6 +324,8 @@ def _train_epoch(
             continue  # a last batch too small to give every rank a sample is skipped by all ranks alike
         index = order[start : start + batch_size][dist.rank :: dist.world_size]
         xb, yb = data.x[index], data.y[index]
+        if run.augment is not None and run.augment_generator is not None:
+            xb = run.augment(xb, run.augment_generator)
         with plan.autocast():
             logits = run.step_model(xb)
             loss = run.loss_fn(logits.float(), yb)
@@ -332,6 +351,7 @@ def fit(
     save_state: Callable[[TrainState], None] | None = None,
     resume: TrainState | None = None,
     dist: Distributed | None = None,
+    augment: Augmentation | None = None,
 ) -> tuple[list[EpochStats], float]:
     """Train with AdamW for recipe.epochs; returns the per-epoch history and the seconds spent training.
 
@@ -340,12 +360,14 @@ def fit(
     shuffling generator, history); passing that back as `resume` continues bit for bit on CPU.
     A non-finite training loss stops with TrainingDiverged naming the epoch. Under torchrun each rank
     takes its share of every global batch (batch_size stays the global batch) and DDP averages gradients.
+    `augment(batch, generator)` changes each training batch (never the validation or test images), drawing
+    from a generator of its own seeded with `seed`.
     """
     dist = dist or Distributed(0, 1, 0)
     plan = plan or execution_plan(recipe, data.train.x.device, tuple(data.train.x.shape[1:]))
     plan = with_threads(plan, model, data.train, recipe)
     with intra_op_threads(plan.threads.count if plan.threads else None):
-        return _fit(model, data, recipe, seed, on_epoch, plan, save_state, resume, dist)
+        return _fit(model, data, recipe, seed, on_epoch, plan, save_state, resume, dist, augment)
 
 
 def with_threads(plan: ExecutionPlan, model: nn.Module, train: Split, recipe: TrainParams) -> ExecutionPlan:
@@ -366,10 +388,11 @@ def _fit(
     save_state: Callable[[TrainState], None] | None,
     resume: TrainState | None,
     dist: Distributed,
+    augment: Augmentation | None,
 ) -> tuple[list[EpochStats], float]:
     """`fit` with its plan and threads settled."""
     n_train = len(data.train)
-    run = _start(model, recipe, seed, plan, recipe.epochs * -(-n_train // recipe.batch_size), dist)
+    run = _start(model, recipe, seed, plan, recipe.epochs * -(-n_train // recipe.batch_size), dist, augment)
     plain_loss = nn.CrossEntropyLoss()  # reported for validation, like the test loss
     stopwatch = Stopwatch(data.train.x.device)
     history: list[EpochStats] = []
@@ -424,6 +447,27 @@ def device_splits(prepared: PreparedData, device: torch.device, with_test: bool 
     return Splits(
         move(prepared.splits.train), move(prepared.splits.val), move(prepared.splits.test) if with_test else empty
     )
+
+
+def shift_accuracies(
+    model: nn.Module, prepared: PreparedData, shifts: list[int], batch_size: int, plan: ExecutionPlan
+) -> dict[str, float]:
+    """Test accuracy with the raw test images moved by each k of `shifts` pixels (zero fill), averaged over every
+    axis-aligned direction; the translation probe of the evaluate stage and of models trained with augmentation."""
+    from pipeline.core.transforms import shift, shift_directions
+
+    raw, labels = prepared.splits.test.x, prepared.splits.test.y.to(plan.device)
+    spatial = raw.dim() - 2
+
+    def score(images: torch.Tensor) -> float:
+        x = normalize(images, prepared.mean, prepared.std, torch.device("cpu")).to(plan.device)
+        return (predict_logits(model, x, batch_size, plan).argmax(1) == labels).double().mean().item()
+
+    return {
+        str(k): sum(score(shift(raw, move)) for move in shift_directions(k, spatial))
+        / len(shift_directions(k, spatial))
+        for k in shifts
+    }
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int, plan: ExecutionPlan | None = None) -> float:

@@ -1,6 +1,8 @@
-"""What the probes do to images: shift them, shuffle their pixels, or keep a stratified share of them."""
+"""What the probes do to images: shift them, shuffle their pixels, keep a stratified share, or augment batches."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,3 +58,50 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
         for c in np.unique(values)
     ]
     return torch.as_tensor(np.sort(np.concatenate(chosen)))
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random translations by up to `max_shift` pixels per spatial axis and optional horizontal flips.
+
+    It runs on whole training batches where they already are (on the device, after normalisation), drawing
+    from the training run's own generator, so a cell's augmented batches are the same on every run.
+    `fill` is what a zero pixel becomes once normalised, per channel: shifted-in pixels are zeros, as in
+    the evaluate stage's translation probe.
+    """
+
+    max_shift: int
+    flip: bool
+    fill: tuple[float, ...]
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batch translated (each image by its own offsets) and, when asked, half of it mirrored."""
+        if self.max_shift:
+            images = translate(images, self.max_shift, self.fill, generator)
+        if self.flip:
+            mirror = torch.rand(len(images), generator=generator, device=images.device) < 0.5
+            images = torch.where(mirror.view((-1,) + (1,) * (images.dim() - 1)), images.flip(-1), images)
+        return images
+
+
+def translate(
+    images: torch.Tensor, max_shift: int, fill: tuple[float, ...], generator: torch.Generator
+) -> torch.Tensor:
+    """Move every (N, C, *spatial) image by its own random offset in [-max_shift, max_shift] per axis.
+
+    One pad and one gather per spatial axis for the whole batch (no per-image Python); shifted-in pixels take
+    `fill` (per channel). Offsets are drawn axis by axis from `generator`, which must live on the images' device.
+    """
+    n, channels, *spatial = images.shape
+    fill_value = torch.tensor(fill, dtype=images.dtype, device=images.device).view((1, channels) + (1,) * len(spatial))
+    moved = torch.nn.functional.pad(images - fill_value, [max_shift, max_shift] * len(spatial))
+    for axis, size in enumerate(spatial):
+        dim = 2 + axis
+        offsets = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator, device=images.device)
+        source = torch.arange(size, device=images.device) + max_shift - offsets[:, None]  # output i reads i - offset
+        view = [n] + [1] * (moved.dim() - 1)
+        view[dim] = size
+        shape = list(moved.shape)
+        shape[dim] = size
+        moved = moved.gather(dim, source.view(view).expand(shape))
+    return moved + fill_value

@@ -319,6 +319,44 @@ def fraction_curve(points: pd.DataFrame, target: Path) -> Path:
     return save(figure, target)
 
 
+def augment_curve(points: pd.DataFrame, target: Path) -> Path:
+    """Accuracy against the largest training shift of the augmentation (0: none), mean over seeds with CI bars."""
+    figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    _interval_lines(axis, points, "level")
+    axis.set(xlabel="largest random training shift (pixels; 0 = no augmentation)", ylabel="test accuracy")
+    axis.set_title("Accuracy with translation augmentation")
+    axis.set_xticks(sorted(points["level"].unique()))
+    return save(figure, target)
+
+
+def augmented_robustness(points: pd.DataFrame, target: Path) -> Path:
+    """Accuracy against test-time shift per model, trained without (dashed) and with augmentation (solid).
+
+    `points` has model, trained (how it was trained, the unaugmented setting first), level, mean, low, high.
+    """
+    figure, axis = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    models = list(dict.fromkeys(points["model"]))
+    colors, shapes = palette(models), markers(models)
+    trainings = list(dict.fromkeys(points["trained"]))
+    for (model, trained), rows in points.groupby(["model", "trained"], sort=False):
+        rows = rows.sort_values("level")
+        error = np.nan_to_num(np.vstack([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]))
+        axis.errorbar(
+            rows["level"],
+            rows["mean"],
+            yerr=error,
+            marker=shapes[str(model)],
+            capsize=3,
+            color=colors[str(model)],
+            linestyle="--" if trained == trainings[0] else "-",
+            label=f"{model}, trained {trained}",
+        )
+    axis.set(xlabel="test shift (pixels)", ylabel="test accuracy", title="Translation robustness after augmentation")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    return save(figure, target)
+
+
 def _interval_lines(axis: plt.Axes, frame: pd.DataFrame, x: str) -> None:
     """One line per model with CI error bars, coloured as in every other figure."""
     colors, shapes = palette(list(frame["model"])), markers(list(frame["model"]))

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from pipeline.artifacts import paths, records
 from pipeline.artifacts.records import CellMetrics, ProbeResult, ProbeRow
+from pipeline.core.models import Ladder
 from pipeline.core.probes import PROBES
 from pipeline.core.stats import Interval, t_interval
 from pipeline.errors import ConvbenchError
@@ -250,6 +251,140 @@ def size_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
     return Claim(f"At every size the {ref} beats the {oth}", held, evidence)
 
 
+def augment_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
+    """Does training on translated images close `other`'s gap to the reference (both augmented alike)?
+
+    The augmented setting compared is the one where the gap is smallest (the most favourable to the claim), so
+    "did not hold" means no strength tried closed it. Held: that gap is at most zero, or its interval reaches
+    zero and it is at most half the unaugmented gap; partly held: it shrank; did not hold: it did not.
+    """
+    lead = f"lead:{other}"
+    ordered = table.sort_values("value")
+    base = ordered.iloc[0]
+    best = min((row for _, row in ordered.iloc[1:].iterrows()), key=lambda row: row[lead].mean)
+    before, after = base[lead], best[lead]
+    if before.mean <= 0:
+        held = "not tested"
+    elif after.mean <= 0 or (after.n > 1 and after.low <= 0 and after.mean <= before.mean / 2):
+        held = "held"
+    else:
+        held = "partly held" if after.mean < before.mean else "did not hold"
+    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    closed = (before.mean - after.mean) / before.mean if before.mean > 0 else float("nan")
+    evidence = (
+        f"{ref} − {oth} is {_interval_text(before)} points without augmentation and {_interval_text(after)} with "
+        f"shifts {best['setting']} (the smallest gap of the strengths tried)"
+        + (f", {closed:.0%} of it closed" if np.isfinite(closed) else "")
+        + f"; the {oth} trained so reaches {best[other].mean:.4f}, the unaugmented {ref} {base[cast.reference].mean:.4f}"
+    )
+    return Claim(f"Augmentation closes the {oth}'s gap to the {ref}", held, evidence)
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """What a probe's extra blocks read besides its rows: the cast, the ladder, where figures go, tuning."""
+
+    confidence: float
+    cast: Cast
+    rungs: Ladder | None = None
+    figures_dir: Path | None = None  # None: no extra figures (a section built without a report)
+    tuned: bool = False  # tuning is on; probes still train every setting with the shared recipe
+
+
+def augment_blocks(rows: pd.DataFrame, view: ProbeView) -> list[Block]:
+    """The ladder split at each augmentation strength, and the translation robustness it buys."""
+    out: list[Block] = []
+    if view.tuned:
+        out.append(
+            Paragraph(
+                "Tuning is on, and it searched on unaugmented images only: every strength here trains with the "
+                "shared `train` recipe, the same for every model, so setting none is not the tuned comparison."
+            )
+        )
+    cast, rungs = view.cast, view.rungs
+    if rungs is not None and {rungs.dense, rungs.local, rungs.shared} <= set(cast.models):
+        out += augment_ladder(rows, rungs, view)
+    out += augment_robustness(rows, view)
+    return out
+
+
+def augment_ladder(rows: pd.DataFrame, rungs: Ladder, view: ProbeView) -> list[Block]:
+    """Locality and weight sharing's gains at each strength, paired by seed, and what augmentation did to them."""
+    labels = view.cast.labels
+    steps = (("Locality", rungs.local, rungs.dense), ("Weight sharing", rungs.shared, rungs.local))
+    split: list[dict[str, Any]] = []
+    for (setting, value), frame in rows.groupby(["setting", "value"], sort=False):
+        accuracy = {m: frame[frame["model"] == m].set_index("seed")["test_accuracy"] for m in labels}
+        gains = {}
+        for name, upper, lower in steps:
+            seeds = sorted(set(accuracy[upper].index) & set(accuracy[lower].index))
+            gains[name] = t_interval([accuracy[upper][s] - accuracy[lower][s] for s in seeds], view.confidence)
+        split.append({"setting": setting, "value": value, **gains})
+    split.sort(key=lambda row: float(row["value"]))
+    frame = pd.DataFrame({"Largest training shift": [row["setting"] for row in split]})
+    for name, upper, lower in steps:
+        frame[f"{name}: {labels[upper]} − {labels[lower]} (points)"] = [_interval_text(row[name]) for row in split]
+    first, last = split[0], split[-1]
+
+    def said(row: dict[str, Any]) -> str:
+        return " and ".join(f"{name.lower()} {row[name].mean * 100:+.2f} points" for name, _, _ in steps)
+
+    return [
+        Paragraph(
+            f"**The ladder under augmentation.** Each step's gain at each strength, paired by seed. Without "
+            f"augmentation {said(first)}; with shifts {last['setting']}, {said(last)}."
+        ),
+        Table(frame, ("left", "right", "right")),
+    ]
+
+
+def augment_robustness(rows: pd.DataFrame, view: ProbeView) -> list[Block]:
+    """Each model's test accuracy under translation, trained without and with the strongest augmentation."""
+    measured = rows[rows["shifted"].map(bool)]
+    if measured.empty:
+        return []
+    values = sorted(measured["value"].unique())
+    points = []
+    for value in (values[0], values[-1]):
+        at = measured[measured["value"] == value]
+        trained = "unaugmented" if value == values[0] else f"with shifts {at['setting'].iloc[0]}"
+        for model in view.cast.models:
+            by_shift = pd.DataFrame(list(at[at["model"] == model]["shifted"]))
+            for level in sorted(by_shift.columns, key=float):
+                interval = t_interval(by_shift[level].to_numpy(), view.confidence)
+                points.append(
+                    {
+                        "model": view.cast.labels[model],
+                        "trained": trained,
+                        "level": float(level),
+                        "mean": interval.mean,
+                        "low": interval.low,
+                        "high": interval.high,
+                        "text": _accuracy_text(interval),
+                    }
+                )
+    frame = pd.DataFrame(points)
+    levels = list(dict.fromkeys(frame["level"]))
+    shown = frame.pivot_table(index=["model", "trained"], columns="level", values="text", aggfunc="first", sort=False)
+    table = pd.DataFrame({"Model": [m for m, _ in shown.index], "Trained": [t for _, t in shown.index]})
+    for level in levels:
+        table[f"test shift {level:g}"] = list(shown[level])
+    blocks: list[Block] = [
+        Paragraph(
+            "**Translation robustness after augmentation.** Test accuracy with the test images moved by k pixels "
+            "(the evaluate stage's probe, averaged over directions), for each model trained without and with the "
+            "strongest augmentation."
+        ),
+        Table(table, ("left", "left") + ("right",) * len(levels)),
+    ]
+    if view.figures_dir is not None:
+        path = draw.augmented_robustness(frame.drop(columns="text"), view.figures_dir / "augment_robustness.png")
+        blocks.append(
+            Figure(path, "Accuracy under test-time shifts, trained unaugmented (dashed) and augmented (solid).")
+        )
+    return blocks
+
+
 # --- the registries -----------------------------------------------------------------------------------------------------
 
 
@@ -273,6 +408,7 @@ class ProbeWords:
     with_params: bool = False  # the table shows each model's parameter count at each setting
     sizes: bool = False  # the settings change model sizes: its points join the accuracy-vs-cost figure
     figure: ProbeFigure | None = None
+    extra: Callable[[pd.DataFrame, ProbeView], list[Block]] | None = None  # (rows, view): blocks after the table
 
 
 WORDS: dict[str, ProbeWords] = {
@@ -297,6 +433,20 @@ WORDS: dict[str, ProbeWords] = {
         ordered=True,
         with_params=True,
         sizes=True,
+    ),
+    "augment": ProbeWords(
+        "**Augmentation.** Every model retrained with each training image moved by its own random offset of up to "
+        "k pixels along each axis (zero fill), drawn anew every batch; validation and test images are never "
+        "augmented. Can data teach what the architecture builds in? Lin, Memisevic and Konda (2015) lifted a "
+        "fully-connected net on CIFAR-10 from about 70% to 78% with deformations; Pogodin et al. (2021) found that "
+        "translations help locally connected networks but do not remove their gap to convolutions. A gap counts as "
+        "closed when, at the strength where it is smallest, it is at most zero, or its interval reaches zero and it "
+        "is at most half the unaugmented gap.",
+        "Largest training shift (pixels)",
+        augment_claim,
+        ordered=True,
+        figure=ProbeFigure("augment.png", "Accuracy against the augmentation's largest shift.", draw.augment_curve),
+        extra=augment_blocks,
     ),
 }
 
@@ -370,8 +520,10 @@ def probe_section(
     confidence: float,
     figures: dict[str, Path],
     cast: Cast,
+    view: ProbeView | None = None,
 ) -> Section:
     """The report section with every probe that ran, and the claims it tested."""
+    view = view or ProbeView(confidence, cast)
     metrics = list(metrics)
     ref = cast.labels[cast.reference]
     blocks: list[Block] = [
@@ -398,6 +550,8 @@ def probe_section(
         blocks += [Paragraph(said.paragraph), _advantage_table(table, said.setting_header, cast, said.with_params)]
         if said.figure is not None and name in figures:
             blocks.append(Figure(figures[name], said.figure.caption))
+        if said.extra is not None:
+            blocks += said.extra(rows, view)
     if claims:
         summary = pd.DataFrame(
             {
@@ -413,7 +567,15 @@ def probe_section(
 def blocks(inputs: ReportInputs) -> list[Block]:
     """The probe section of the report: its figures drawn under the report's figures folder, then its blocks."""
     drawn = probe_figures(inputs.metrics, inputs.probes, inputs.confidence, inputs.cast, inputs.figures_dir)
-    return probe_section(inputs.metrics, inputs.probes, inputs.confidence, drawn, inputs.cast).blocks
+    ladder = inputs.comparison.ladder
+    view = ProbeView(
+        inputs.confidence,
+        inputs.cast,
+        ladder.rungs if ladder is not None else None,
+        inputs.figures_dir,
+        tuned=inputs.tuned is not None,
+    )
+    return probe_section(inputs.metrics, inputs.probes, inputs.confidence, drawn, inputs.cast, view).blocks
 
 
 def sized_points(inputs: ReportInputs) -> list[dict[str, object]]:

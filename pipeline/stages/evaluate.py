@@ -33,9 +33,9 @@ from pipeline.core.runtime import (
     place_model,
     predict_logits,
     repeat_to,
+    shift_accuracies,
     train_step_call,
 )
-from pipeline.core.transforms import shift, shift_directions
 from pipeline.errors import ConvbenchError
 from pipeline.ops import tracking
 from pipeline.ops.cells import Runner, each_cell
@@ -265,14 +265,8 @@ def measure_robustness(
         return normalize(images, prepared.mean, prepared.std, torch.device("cpu"))
 
     clean = normalized(raw)
-    unmoved = accuracy(clean)  # shift 0 and noise 0 score these very images: computed once
-    shifts = {
-        str(k): sum(accuracy(normalized(shift(raw, move))) for move in shift_directions(k, spatial))
-        / len(shift_directions(k, spatial))
-        if k
-        else unmoved
-        for k in settings.shifts
-    }
+    unmoved = accuracy(clean)  # noise 0 scores these very images: computed once
+    shifts = shift_accuracies(model, prepared, settings.shifts, settings.batch_size, plan)
     std = torch.tensor(prepared.std).view((1, -1) + (1,) * spatial)
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(clean.shape, generator=generator)

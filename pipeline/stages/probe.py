@@ -19,7 +19,7 @@ from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData, Splits
 from pipeline.core.probes import PROBES, Setting
-from pipeline.core.runtime import accuracy, device_splits, fit, place_model
+from pipeline.core.runtime import accuracy, device_splits, fit, place_model, shift_accuracies
 from pipeline.ops import tracking
 from pipeline.params import Params, probe_fingerprint
 
@@ -29,10 +29,11 @@ def probe(params: Params, name: str, say: Callable[[str], None] = print) -> Prob
     prepared = cells.prepared_data(params)
     base = device_splits(prepared, _device(params), with_test=True)
     rows: list[ProbeRow] = []
-    for setting in PROBES[name].settings(params, prepared.input_shape):
+    shifts = params.evaluate.shifts if PROBES[name].shifted else []
+    for setting in PROBES[name].settings(params, prepared):
         data = setting.transform(base)
         for cell in cells.resolve(setting.params, prepared, tuned=False):
-            row = probe_cell(cell, name, setting, data, prepared)
+            row = probe_cell(cell, name, setting, data, prepared, shifts)
             rows.append(row)
             say(f"probe: {name}={row.setting} {cell.name} test_accuracy {row.test_accuracy:.4f}")
     result = ProbeResult(
@@ -53,8 +54,11 @@ def _device(params: Params) -> torch.device:
     return resolve_device(params.train.device)
 
 
-def probe_cell(cell: Cell, name: str, setting: Setting, data: Splits, prepared: PreparedData) -> ProbeRow:
-    """One (setting, model, seed): trained from its seed on the setting's data, tested, logged as one MLflow run."""
+def probe_cell(
+    cell: Cell, name: str, setting: Setting, data: Splits, prepared: PreparedData, shifts: list[int] | None = None
+) -> ProbeRow:
+    """One (setting, model, seed): trained from its seed on the setting's data (its batches augmented when the
+    setting says so), tested (also under each of `shifts` pixels of translation), logged as one MLflow run."""
     recipe = cell.params.train
     plan = cell.plan(data.train.x.device, prepared.input_shape)
     torch.manual_seed(cell.seed)
@@ -87,9 +91,12 @@ def probe_cell(cell: Cell, name: str, setting: Setting, data: Splits, prepared: 
                 synchronous=False,
             ),
             plan,
+            augment=setting.augment,
         )
-        test_accuracy = accuracy(model, data.test, cell.params.evaluate.batch_size, plan)
-        logger.log_metrics({"test_accuracy": test_accuracy})
+        batch = cell.params.evaluate.batch_size
+        test_accuracy = accuracy(model, data.test, batch, plan)
+        shifted = shift_accuracies(model, prepared, shifts, batch, plan) if shifts else {}
+        logger.log_metrics({"test_accuracy": test_accuracy} | {f"robustness.shift.{k}": v for k, v in shifted.items()})
     return ProbeRow(
         probe=name,
         setting=setting.label,
@@ -100,4 +107,5 @@ def probe_cell(cell: Cell, name: str, setting: Setting, data: Splits, prepared: 
         train_images=len(data.train),
         final_val_accuracy=history[-1].val_accuracy,
         test_accuracy=test_accuracy,
+        shifted=shifted,
     )
