@@ -449,25 +449,17 @@ def device_splits(prepared: PreparedData, device: torch.device, with_test: bool 
     )
 
 
-def shift_accuracies(
-    model: nn.Module, prepared: PreparedData, shifts: list[int], batch_size: int, plan: ExecutionPlan
-) -> dict[str, float]:
-    """Test accuracy with the raw test images moved by each k of `shifts` pixels (zero fill), averaged over every
-    axis-aligned direction; the translation probe of the evaluate stage and of models trained with augmentation."""
-    from pipeline.core.transforms import shift, shift_directions
-
-    raw, labels = prepared.splits.test.x, prepared.splits.test.y.to(plan.device)
-    spatial = raw.dim() - 2
+def raw_test_scorer(
+    model: nn.Module, prepared: PreparedData, batch_size: int, plan: ExecutionPlan
+) -> Callable[[torch.Tensor], float]:
+    """Accuracy on the test labels of raw uint8 images shaped like the test split (say, shifted copies of it)."""
+    labels = prepared.splits.test.y.to(plan.device)
 
     def score(images: torch.Tensor) -> float:
         x = normalize(images, prepared.mean, prepared.std, torch.device("cpu")).to(plan.device)
         return (predict_logits(model, x, batch_size, plan).argmax(1) == labels).double().mean().item()
 
-    return {
-        str(k): sum(score(shift(raw, move)) for move in shift_directions(k, spatial))
-        / len(shift_directions(k, spatial))
-        for k in shifts
-    }
+    return score
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int, plan: ExecutionPlan | None = None) -> float:

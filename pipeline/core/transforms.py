@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,18 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
         for c in np.unique(values)
     ]
     return torch.as_tensor(np.sort(np.concatenate(chosen)))
+
+
+def shift_accuracies(score: Callable[[torch.Tensor], float], raw: torch.Tensor, shifts: list[int]) -> dict[str, float]:
+    """Accuracy (as `score` gives it for raw uint8 test images) with the images moved by each k of `shifts` pixels,
+    zero fill, averaged over every axis-aligned direction: the translation probe of the evaluate stage and of the
+    models the augment probe trains."""
+    spatial = raw.dim() - 2
+    return {
+        str(k): sum(score(shift(raw, move)) for move in shift_directions(k, spatial))
+        / len(shift_directions(k, spatial))
+        for k in shifts
+    }
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,11 @@ from pipeline.core.runtime import (
     normalize,
     place_model,
     predict_logits,
+    raw_test_scorer,
     repeat_to,
-    shift_accuracies,
     train_step_call,
 )
+from pipeline.core.transforms import shift_accuracies
 from pipeline.errors import ConvbenchError
 from pipeline.ops import tracking
 from pipeline.ops.cells import Runner, each_cell
@@ -266,7 +267,7 @@ def measure_robustness(
 
     clean = normalized(raw)
     unmoved = accuracy(clean)  # noise 0 scores these very images: computed once
-    shifts = shift_accuracies(model, prepared, settings.shifts, settings.batch_size, plan)
+    shifts = shift_accuracies(raw_test_scorer(model, prepared, settings.batch_size, plan), raw, settings.shifts)
     std = torch.tensor(prepared.std).view((1, -1) + (1,) * spatial)
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(clean.shape, generator=generator)

@@ -19,7 +19,8 @@ from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData, Splits
 from pipeline.core.probes import PROBES, Setting
-from pipeline.core.runtime import accuracy, device_splits, fit, place_model, shift_accuracies
+from pipeline.core.runtime import accuracy, device_splits, fit, place_model, raw_test_scorer
+from pipeline.core.transforms import shift_accuracies
 from pipeline.ops import tracking
 from pipeline.params import Params, probe_fingerprint
 
@@ -95,7 +96,8 @@ def probe_cell(
         )
         batch = cell.params.evaluate.batch_size
         test_accuracy = accuracy(model, data.test, batch, plan)
-        shifted = shift_accuracies(model, prepared, shifts, batch, plan) if shifts else {}
+        score = raw_test_scorer(model, prepared, batch, plan)
+        shifted = shift_accuracies(score, prepared.splits.test.x, shifts) if shifts else {}
         logger.log_metrics({"test_accuracy": test_accuracy} | {f"robustness.shift.{k}": v for k, v in shifted.items()})
     return ProbeRow(
         probe=name,
