@@ -87,15 +87,13 @@ class AugmentParams(_Section):
     """The augmentation probe: random translations of the training images, and horizontal flips where they fit."""
 
     shifts: Annotated[list[Annotated[int, Field(ge=0, le=32)]], Field(min_length=2)]  # one setting per largest shift
-    flips: bool | Literal["auto"]  # auto: only for datasets whose classes survive a mirror (not digits)
+    flips: Literal["auto", True, False]  # auto: only for datasets whose classes survive a mirror (not digits)
 
     @field_validator("shifts")
     @classmethod
     def _baseline_included(cls, shifts: list[int]) -> list[int]:
         if 0 not in shifts:
-            raise ValueError(
-                f"must include 0 (the unaugmented baseline every other setting is compared with), got {shifts}"
-            )
+            raise ValueError("must include 0 (the unaugmented baseline every other setting is compared with)")
         return sorted(_require_unique(shifts, "probes.augment.shifts"))
 
 

@@ -32,6 +32,15 @@ def test_default_params_file_is_valid() -> None:
         ({"train.schedule": "linear"}, "train.schedule: Input should be 'onecycle', 'cosine' or 'constant'"),
         ({"train.epochs": "ten"}, "train.epochs: Input should be a valid integer"),
         ({"data.val_fraction": 0.7}, "data.val_fraction: Input should be less than 0.5"),
+        (
+            {"probes.augment.shifts": [1, 2]},
+            "probes.augment.shifts: must include 0 (the unaugmented baseline every other setting is compared with) (got [1, 2])",
+        ),
+        ({"probes.augment.shifts": [0, 2, 2]}, "probes.augment.shifts: probes.augment.shifts must be unique"),
+        (
+            {"probes.augment.flips": "sometimes"},
+            "probes.augment.flips: Input should be 'auto', True or False (got 'sometimes')",
+        ),
     ],
 )
 def test_bad_values_name_key_and_allowed_values(overrides: dict, expected: str) -> None:

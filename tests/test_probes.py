@@ -241,3 +241,21 @@ def test_augment_probe_trains_on_digits_and_records_shifted_accuracy(workspace: 
     unaugmented = [r for r in result.rows if r.setting == "none"]
     assert all(r.shifted["0"] == pytest.approx(r.test_accuracy) for r in unaugmented)
     assert "augment" in loaded and len(loaded["augment"]) == 4
+
+
+def test_augment_settings_flip_only_datasets_whose_classes_survive_a_mirror() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.core.probes import augment_settings
+
+    params = validate_params(params_with({}))
+    digits = SimpleNamespace(name="mnist5k", mean=(0.13,), std=(0.31,))
+    photos = SimpleNamespace(name="cifar10", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    plain = augment_settings(params, digits)  # only name, mean and std are read
+    assert [s.label for s in plain] == ["none", "±1", "±2", "±3"] and plain[0].augment is None
+    assert plain[3].augment is not None and plain[3].augment.max_shift == 3 and not plain[3].augment.flip
+    assert plain[3].augment.fill == pytest.approx((-0.13 / 0.31,)), "shifted-in pixels are zeros once normalised"
+    mirrored = augment_settings(params, photos)  # only name, mean and std are read
+    assert [s.label for s in mirrored][1:] == ["±1 + flips", "±2 + flips", "±3 + flips"]
+    forced = validate_params(params_with({"probes.augment.flips": True}))
+    assert all(s.augment.flip for s in augment_settings(forced, digits)[1:])
