@@ -29,8 +29,8 @@ lint: $(STAMP)  ## ruff (lint and format) and mypy, as configured in pyproject.t
 	ruff format --check pipeline tests benchmarks
 	mypy
 
-test: lint  ## lint, then the test suite, one test file per worker (TEST_WORKERS=1 runs it serially)
-	pytest -n $(TEST_WORKERS) --dist loadfile
+test: lint  ## lint, then the test suite, one test file per worker (TEST_WORKERS=1 runs it serially); lists the 15 slowest
+	pytest -n $(TEST_WORKERS) --dist loadfile --durations 15
 
 ui: $(STAMP)  ## browse the runs: MLflow UI on the project's store, bound to 127.0.0.1
 	convbench ui --host 127.0.0.1 --port $(UI_PORT)
