@@ -11,7 +11,6 @@ Run: python benchmarks/augment.py [--rounds 7] [--min-run-time 0.3]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -22,9 +21,8 @@ from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.artifacts import paths
+from benchmarks.train_loop import load_dataset
 from pipeline.core import models
-from pipeline.core.data import load_prepared
 from pipeline.core.runtime import (
     device_splits,
     execution_plan,
@@ -35,8 +33,6 @@ from pipeline.core.runtime import (
 )
 from pipeline.core.transforms import Augment
 from pipeline.params import load_params
-from pipeline.stages.download import download
-from pipeline.stages.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,12 +49,8 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timed calls per sample")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
-    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
-        raw = paths.raw_dir(Path("raw"), params.data.name)
-        download(params.data.model_copy(update={"root": Path("raw")}), raw)
-        tensors, manifest = paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name)
-        prepare(params.data, raw, tensors, manifest)
-        prepared = load_prepared(tensors, manifest)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = load_dataset(params, Path(scratch))
     device = torch.device("cpu")
     data = device_splits(prepared, device)
     batch_size = params.train.batch_size

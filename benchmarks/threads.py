@@ -26,13 +26,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.artifacts import paths
+from benchmarks.train_loop import load_dataset
 from pipeline.core import models
-from pipeline.core.data import Splits, load_prepared
+from pipeline.core.data import Splits
 from pipeline.core.runtime import device_splits, execution_plan, fit, intra_op_threads, place_model, with_threads
 from pipeline.params import Params, load_params
-from pipeline.stages.download import download
-from pipeline.stages.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,12 +79,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="training steps per timing")
     args = parser.parse_args()
     params = load_params(ROOT / "presets" / "mnist1d-paper.yaml")
-    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
-        raw = paths.raw_dir(Path("raw"), params.data.name)
-        download(params.data.model_copy(update={"root": Path("raw")}), raw)
-        tensors, manifest = paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name)
-        prepare(params.data, raw, tensors, manifest)
-        prepared = load_prepared(tensors, manifest)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = load_dataset(params, Path(scratch))
     device = torch.device("cpu")
     data = device_splits(prepared, device)
     configs = models.resolve(params, prepared.input_shape, prepared.num_classes)
