@@ -58,7 +58,7 @@ def test_translate_moves_each_image_by_its_own_offset_within_the_range() -> None
 
     images = torch.rand(64, 2, 6, 5) + 1.0  # no zeros, so a filled pixel is told from a moved one
     fill = (-0.5, 0.25)
-    moved = translate(images, 2, fill, torch.Generator().manual_seed(0))
+    moved = translate(images, 2, torch.tensor(fill), torch.Generator().manual_seed(0))
     fill_value = torch.tensor(fill).view(1, 2, 1, 1)
     offsets_seen = set()
     for image, out in zip(images, moved):
@@ -71,9 +71,9 @@ def test_translate_moves_each_image_by_its_own_offset_within_the_range() -> None
         assert len(matches) == 1, "every image is one of its shifted copies, shifted-in pixels at the fill"
         offsets_seen.add(matches[0])
     assert len(offsets_seen) > 10, "offsets are drawn per image, not once per batch"
-    again = translate(images, 2, fill, torch.Generator().manual_seed(0))
+    again = translate(images, 2, torch.tensor(fill), torch.Generator().manual_seed(0))
     assert torch.equal(moved, again), "the same generator seed gives the same batch"
-    signal = translate(torch.rand(8, 1, 10) + 1.0, 3, (0.0,), torch.Generator().manual_seed(1))
+    signal = translate(torch.rand(8, 1, 10) + 1.0, 3, torch.zeros(1), torch.Generator().manual_seed(1))
     assert signal.shape == (8, 1, 10) and (signal == 0).any(), "1-D signals are moved along their length"
 
 

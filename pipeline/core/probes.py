@@ -2,8 +2,7 @@
 
 Translation and noise only change the test images, so the evaluate stage measures them for every cell.
 A probe here changes what is trained (the images, how many of them, how each batch is augmented, the models'
-sizes), so the probe stage
-retrains every (setting, model, seed). Its words (table, claim, figure) live in reporting/probes.py under
+sizes), so the probe stage retrains every (setting, model, seed). Its words (table, claim, figure) live in reporting/probes.py under
 the same name. Importing this module loads no torch, so params validation can list the names.
 """
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -86,27 +86,31 @@ class Augment:
     max_shift: int
     flip: bool
     fill: tuple[float, ...]
+    _fills: dict[tuple[torch.device, torch.dtype], torch.Tensor] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )  # `fill` as a tensor where the batches are, made once: no host-to-device copy per training step
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The batch translated (each image by its own offsets) and, when asked, half of it mirrored."""
         if self.max_shift:
-            images = translate(images, self.max_shift, self.fill, generator)
+            key = (images.device, images.dtype)
+            if key not in self._fills:
+                self._fills[key] = torch.tensor(self.fill, dtype=images.dtype, device=images.device)
+            images = translate(images, self.max_shift, self._fills[key], generator)
         if self.flip:
             mirror = torch.rand(len(images), generator=generator, device=images.device) < 0.5
             images = torch.where(mirror.view((-1,) + (1,) * (images.dim() - 1)), images.flip(-1), images)
         return images
 
 
-def translate(
-    images: torch.Tensor, max_shift: int, fill: tuple[float, ...], generator: torch.Generator
-) -> torch.Tensor:
+def translate(images: torch.Tensor, max_shift: int, fill: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Move every (N, C, *spatial) image by its own random offset in [-max_shift, max_shift] per axis.
 
     One pad and one gather per spatial axis for the whole batch (no per-image Python); shifted-in pixels take
-    `fill` (per channel). Offsets are drawn axis by axis from `generator`, which must live on the images' device.
+    `fill` (one value per channel, on the images' device). Offsets are drawn axis by axis from `generator`, which must live on the images' device.
     """
     n, channels, *spatial = images.shape
-    fill_value = torch.tensor(fill, dtype=images.dtype, device=images.device).view((1, channels) + (1,) * len(spatial))
+    fill_value = fill.view((1, channels) + (1,) * len(spatial))
     moved = torch.nn.functional.pad(images - fill_value, [max_shift, max_shift] * len(spatial))
     for axis, size in enumerate(spatial):
         dim = 2 + axis
