@@ -128,11 +128,10 @@ def tracking_overhead(model: nn.Module, data: Splits, params: Params, store: Pat
 def load_dataset(params: Params, workdir: Path) -> PreparedData:
     """Download (embedded sets need no network) and prepare the dataset in a scratch folder."""
     with contextlib.chdir(workdir):
-        raw = paths.raw_dir(Path("raw"), params.data.name)
-        download(params.data.model_copy(update={"root": Path("raw")}), raw)
-        tensors, manifest = paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name)
-        prepare(params.data, raw, tensors, manifest)
-        return load_prepared(tensors, manifest)
+        local = params.model_copy(update={"data": params.data.model_copy(update={"root": Path("raw")})})
+        download(local)
+        prepare(local)
+        return load_prepared(paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name))
 
 
 def main() -> None:

@@ -109,16 +109,19 @@ def _stage(run: Callable[[Params], None], params_path: Path) -> None:
 
 @app.command()
 def download(params_path: ParamsPath = Path("params.yaml")) -> None:
-    """Put data.name's raw files under data.root/<name>/ (network only if files are missing)."""
+    """Put data.name's raw files under data.root/<name>/ (network only if files are missing) and list them."""
     _stage(_download, params_path)
 
 
 def _download(params: Params) -> None:
     from pipeline.stages.download import download as run_download
 
-    result = run_download(params.data, paths.raw_dir(params.data.root, params.data.name))
-    state = "downloaded" if result.fetched else "already present"
-    typer.echo(f"download: {result.dataset} {state} in {result.folder}")
+    result = run_download(params)
+    state = "written" if result.fetched else "present"
+    typer.echo(
+        f"download: {result.dataset}: {result.files:,} file(s) {state} in {result.folder}, "
+        f"listed in {paths.source_manifest(result.dataset)}"
+    )
 
 
 @app.command()
@@ -131,9 +134,7 @@ def _prepare(params: Params) -> None:
     from pipeline.stages.prepare import prepare as run_prepare
 
     name = params.data.name
-    result = run_prepare(
-        params.data, paths.raw_dir(params.data.root, name), paths.prepared_tensors(name), paths.prepared_manifest(name)
-    )
+    result = run_prepare(params)
     sizes = ", ".join(f"{k} {v:,}" for k, v in result.sizes.items())
     typer.echo(f"prepare: {name} -> {result.tensors_path} ({sizes}; sha256 {result.sha256[:12]})")
 

@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.core.data import DATASET_NAMES
 from pipeline.errors import ParamsError, allowed_keys, redact
 
-DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]  # a Literal built from the catalog's names
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
 PositiveInt = Annotated[int, Field(gt=0)]
 SCHEDULING = {"seeds", "workers", "backend", "threads"}  # train knobs that say where and when cells run, not how
@@ -37,12 +46,38 @@ class _Section(BaseModel):
 class DataParams(_Section):
     """Which dataset, where its raw files live, and how it is split."""
 
-    name: DatasetName
+    name: Annotated[str, Field(min_length=1)]  # a built-in dataset or an alias under `dataset` (checked in Params)
     root: Path
     val_fraction: Fraction
     test_fraction: Fraction
     split_seed: Seed
     verify_checksums: bool
+    max_memory: ByteSize = ByteSize(4 * 2**30)  # the most a dataset may take as prepared uint8 images
+
+
+class UserDataset(_Section):
+    """A dataset of the user's own, read where it lives: an image folder (ImageFolder layout) or an .npz file."""
+
+    format: Literal["imagefolder", "npz"]
+    path: Path  # the folder (one subfolder per class, or train/ val/ test/ of those), or the .npz file
+    image_size: tuple[PositiveInt, PositiveInt] | None = None  # [H, W] every image is resized to; null: their own
+    channels: Literal[1, 3] | None = None  # 1 (gray) or 3 (RGB) every image is converted to; null: their own
+    resize: Literal["bilinear", "bicubic", "nearest", "box", "lanczos"] = "bilinear"  # Pillow's resampling
+    layout: Literal["NHWC", "NCHW"] | None = None  # npz: how a 4-D x is laid out, where its shape does not say
+    test_path: Path | None = None  # npz: a second file (x, y) holding the test split
+    classes: Annotated[list[str], Field(min_length=2)] | None = None  # npz: names of labels 0..K-1
+    mirrorable: bool = False  # a mirrored image keeps its class, so probes.augment.flips: auto flips it
+
+    @model_validator(mode="after")
+    def _npz_only(self) -> UserDataset:
+        if self.format == "imagefolder":
+            for key in ("layout", "test_path", "classes"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key} is for format npz; an image folder names its classes by subfolder and holds its "
+                        f"test split in test/"
+                    )
+        return self
 
 
 class TrainParams(_Section):
@@ -120,7 +155,7 @@ class ProbesParams(_Section):
 class PublishedParams(_Section):
     """Test accuracies a paper reports for these models, shown beside the measured ones."""
 
-    dataset: DatasetName  # the dataset the table describes: a report on another one must not show it
+    dataset: str  # the dataset the table describes: a report on another one must not show it
     source: Annotated[str, Field(min_length=1)]
     accuracy: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
     permuted: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
@@ -216,6 +251,7 @@ class TrackingParams(_Section):
 
 
 ModelAlias = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")]
+DatasetAlias = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
 
 
 class Params(_Section):
@@ -226,6 +262,7 @@ class Params(_Section):
     """
 
     data: DataParams
+    dataset: dict[DatasetAlias, UserDataset] = {}  # the user's own datasets, selected by data.name as built-ins are
     models: Annotated[list[ModelAlias], Field(min_length=1)]
     reference: ModelAlias | None = None
     model: dict[ModelAlias, dict[str, Any]] = {}
@@ -235,7 +272,7 @@ class Params(_Section):
     report: ReportParams
     tune: TuneParams
     tracking: TrackingParams
-    overrides: dict[DatasetName, dict[str, Any]]
+    overrides: dict[str, dict[str, Any]]
 
     @field_validator("models")
     @classmethod
@@ -316,6 +353,7 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise ParamsError(f"{source}: {problems}") from None
+    check_dataset_names(params, source)
     from pipeline.core.models import check_model_section  # the registry knows each architecture's schema
 
     check_model_section(params, source)
@@ -327,6 +365,26 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
         )
     check_tune_section(params, source)
     return params
+
+
+def check_dataset_names(params: Params, source: str = "params.yaml") -> None:
+    """data.name, overrides and published tables name a built-in dataset or one declared under `dataset`."""
+    shadowing = [alias for alias in params.dataset if alias in DATASET_NAMES]
+    if shadowing:
+        raise ParamsError(
+            f"{source}: dataset.{shadowing[0]}: '{shadowing[0]}' is a built-in dataset's name; give yours another name"
+        )
+    known = [*DATASET_NAMES, *params.dataset]
+    named = [("data.name", params.data.name), *((f"overrides.{name}", name) for name in params.overrides)]
+    if params.report.published is not None:
+        named.append(("report.published.dataset", params.report.published.dataset))
+    for key, name in named:
+        if name not in known:
+            raise ParamsError(
+                f"{source}: {key}: unknown dataset '{name}'; built-in: {', '.join(DATASET_NAMES)}"
+                + (f"; yours: {', '.join(params.dataset)}" if params.dataset else "")
+                + f"; or declare your own as dataset.{name}: {{format: imagefolder, path: /your/images}}"
+            )
 
 
 RECIPE_KNOBS = ("lr", "weight_decay", "label_smoothing", "epochs", "batch_size")
@@ -404,7 +462,7 @@ def _with_overrides(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if not isinstance(overrides, dict) or not isinstance(overrides.get(dataset), dict):
         return raw
     for dotted in overrides[dataset]:
-        if str(dotted).split(".")[0] in ("overrides", "data"):
+        if str(dotted).split(".")[0] in ("overrides", "data", "dataset"):
             raise ParamsError(
                 f"{source}: overrides.{dataset}: '{dotted}' is not a setting that can be overridden; use a dotted "
                 f"path to an existing key outside data and overrides, e.g. train.epochs"

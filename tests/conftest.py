@@ -59,14 +59,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("workspace")
     params = tiny_params(root)
     with contextlib.chdir(root):
-        name = params.data.name
-        download(params.data, paths.raw_dir(params.data.root, name))
-        prepare(
-            params.data,
-            paths.raw_dir(params.data.root, name),
-            paths.prepared_tensors(name),
-            paths.prepared_manifest(name),
-        )
+        download(params)
+        prepare(params)
         train(params)
         evaluate(params)
         bench(params)

@@ -326,7 +326,7 @@ CASES = [
         "unknown-dataset",
         edit_params(data__name="imagenet"),
         2,
-        ("data.name: Input should be 'mnist5k', 'digits'", "(got 'imagenet')"),
+        ("data.name: unknown dataset 'imagenet'; built-in: mnist5k, digits", "declare your own as dataset.imagenet:"),
     ),
     Case(
         "image-smaller-than-receptive-field",

@@ -40,7 +40,10 @@ def test_help_describes_every_stage_and_option(tmp_path: Path) -> None:
     [
         (lambda p: p["train"].update(epoch=3), "unknown key 'train.epoch'; allowed keys here: seeds, epochs"),
         (lambda p: p["train"].update(epochs=-1), "train.epochs: Input should be greater than 0 (got -1)"),
-        (lambda p: p["data"].update(name="nope"), "data.name: Input should be 'mnist5k', 'digits', 'mnist1d', 'mnist'"),
+        (
+            lambda p: p["data"].update(name="nope"),
+            "data.name: unknown dataset 'nope'; built-in: mnist5k, digits, mnist1d, mnist",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["download", "train"])

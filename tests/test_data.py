@@ -69,7 +69,7 @@ def test_missing_idx_files_are_named(tmp_path: Path) -> None:
     (raw / "t10k-labels-idx1-ubyte").unlink()
     assert data.spec("mnist").missing(tmp_path, True) == [raw / "t10k-labels-idx1-ubyte"]
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte; run `convbench download`"):
-        data.check_files("mnist", tmp_path, True)
+        data.check_files("mnist", data.spec("mnist"), tmp_path, True)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "magic"])
@@ -100,7 +100,7 @@ def test_cifar10_checksums_are_torchvisions(tmp_path: Path) -> None:
     missing = data.spec("cifar10").missing(tmp_path, True)
     assert base / "data_batch_1" in missing and base / "batches.meta" in missing
     with pytest.raises(DataError, match="missing or failing checksum: .*data_batch_1"):
-        data.check_files("cifar10", tmp_path, True)
+        data.check_files("cifar10", data.spec("cifar10"), tmp_path, True)
 
 
 class _Exploit:

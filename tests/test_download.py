@@ -10,43 +10,49 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts import paths
-from pipeline.core import data
 from pipeline.errors import DataError
-from pipeline.params import validate_params
+from pipeline.params import Params, validate_params
 from pipeline.stages.download import download
 from tests.helpers import OFFLINE, copy_project, params_with, run
 from tests.torchvision_files import make_cifar10, make_mnist_family
 
 
-def data_params(name: str, root: Path):
-    return validate_params(params_with({"data.name": name, "data.root": str(root)})).data
+def data_params(name: str, root: Path) -> Params:
+    return validate_params(params_with({"data.name": name, "data.root": str(root)}))
 
 
-def test_embedded_dataset_is_rewritten_with_the_same_arrays(tmp_path: Path) -> None:
-    folder = tmp_path / "mnist5k"
-    first = download(data_params("mnist5k", tmp_path), folder)
-    before = np.load(folder / "images.npz")["images"]
-    second = download(data_params("mnist5k", tmp_path), folder)
-    assert first.fetched and second.fetched
-    assert np.array_equal(np.load(folder / "images.npz")["images"], before)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["images.npz", "mnist5k"]
+def test_embedded_dataset_is_rewritten_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc repro` runs download every time: equal bytes keep its output, so nothing after it re-runs."""
+    monkeypatch.chdir(tmp_path)
+    folder = paths.raw_dir(Path("data/raw"), "mnist5k")
+    first = download(data_params("mnist5k", Path("data/raw")))
+    before = (folder / "images.npz").read_bytes()
+    listed = paths.source_manifest("mnist5k").read_text()
+    second = download(data_params("mnist5k", Path("data/raw")))
+    assert first.fetched and second.fetched and first.files == 1
+    assert (folder / "images.npz").read_bytes() == before and paths.source_manifest("mnist5k").read_text() == listed
+    assert np.load(folder / "images.npz")["images"].shape == (5000, 1, 28, 28)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["images.npz", "source.json"]
 
 
-def test_present_torchvision_files_need_no_network(tmp_path: Path) -> None:
-    folder = tmp_path / "kmnist"
-    make_mnist_family(folder, "kmnist")
-    result = download(data_params("kmnist", tmp_path), folder)
-    assert not result.fetched
+def test_present_torchvision_files_need_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    make_mnist_family(tmp_path / "raw" / "kmnist", "kmnist")
+    result = download(data_params("kmnist", tmp_path / "raw"))
+    assert not result.fetched and result.folder == tmp_path / "raw" / "kmnist"
+    listed = json.loads(paths.source_manifest("kmnist").read_text())["files"]
+    assert sorted(listed) == sorted(f"KMNIST/raw/{n}" for n in IDX_FILES), "listed relative to their folder"
 
 
 def test_offline_without_files_names_files_place_and_offline_sets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)
-    folder = tmp_path / "mnist"
+    folder = tmp_path / "raw" / "mnist"
     with pytest.raises(DataError) as caught:
-        download(data_params("mnist", tmp_path), folder)
+        download(data_params("mnist", tmp_path / "raw"))
     message = str(caught.value)
     assert message.startswith("dataset 'mnist' could not be downloaded")
     assert str(folder / "MNIST" / "raw" / "train-images-idx3-ubyte") in message
@@ -59,58 +65,49 @@ def test_offline_without_files_names_files_place_and_offline_sets(
     assert leftovers == [], f"a failed download left files behind: {leftovers}"
 
 
+IDX_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+
+
 def test_torchvision_root_is_read_in_place_and_only_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in OFFLINE.items():  # the files are there, so no network is needed
         monkeypatch.setenv(key, value)
-    make_mnist_family(tmp_path, "fashion_mnist")  # <root>/FashionMNIST/raw/..., as torchvision writes it
-    make_cifar10(tmp_path)  # another dataset in the same root: not listed, not copied
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    folder = tmp_path / "fashion_mnist"
-    result = download(data_params("fashion_mnist", tmp_path), folder)
-    assert not result.fetched and result.folder == tmp_path
-    assert {p: p.stat().st_mtime_ns for p in before} == before, "the user's files are left as they are"
-    written = {p for p in tmp_path.rglob("*") if p.is_file()} - set(before)
-    assert written == {folder / data.IN_PLACE_MANIFEST}, "nothing is copied; DVC's output gets only the list"
-    listed = json.loads((folder / data.IN_PLACE_MANIFEST).read_text())["files"]
-    assert sorted(listed) == sorted(
-        f"FashionMNIST/raw/{n}"
-        for n in (
-            "t10k-images-idx3-ubyte",
-            "t10k-labels-idx1-ubyte",
-            "train-images-idx3-ubyte",
-            "train-labels-idx1-ubyte",
-        )
+    shared, project = tmp_path / "datasets", tmp_path / "project"
+    make_mnist_family(shared, "fashion_mnist")  # <root>/FashionMNIST/raw/..., as torchvision writes it
+    make_cifar10(shared)  # another dataset in the same root: not listed, not copied
+    before = {p: p.stat().st_mtime_ns for p in shared.rglob("*") if p.is_file()}
+    project.mkdir()
+    monkeypatch.chdir(project)
+    result = download(data_params("fashion_mnist", shared))
+    assert not result.fetched and result.folder == shared
+    assert {p: p.stat().st_mtime_ns for p in shared.rglob("*") if p.is_file()} == before, (
+        "the user's files as they were"
     )
-    assert listed["FashionMNIST/raw/t10k-labels-idx1-ubyte"]["bytes"] == 8 + 20
+    written = {p for p in project.rglob("*") if p.is_file()}
+    assert written == {project / paths.source_manifest("fashion_mnist")}, "nothing is copied; only the list"
+    listed = json.loads(paths.source_manifest("fashion_mnist").read_text())
+    assert listed["source"] == str(shared)
+    assert sorted(listed["files"]) == sorted(f"FashionMNIST/raw/{n}" for n in IDX_FILES)
+    assert listed["files"]["FashionMNIST/raw/t10k-labels-idx1-ubyte"]["bytes"] == 8 + 20
 
 
-def test_convbench_layout_writes_no_list(tmp_path: Path) -> None:
-    folder = tmp_path / "kmnist"
-    make_mnist_family(folder, "kmnist")
-    make_mnist_family(tmp_path, "kmnist", seed=1)  # a torchvision root beside it: convbench's own folder wins
-    result = download(data_params("kmnist", tmp_path), folder)
-    assert result.folder == folder and not (folder / data.IN_PLACE_MANIFEST).exists()
-
-
-def test_dvc_repro_reads_a_torchvision_root_offline_without_copying(tmp_path: Path) -> None:
-    """`data.root` at a folder laid out as torchvision writes it; DVC 3 needs it inside the project."""
-    project = copy_project(tmp_path / "project", **{"data.name": "mnist", "data.root": "torchvision"})
-    make_mnist_family(project / "torchvision", "mnist", train=200, test=50)
-    images = project / "torchvision" / "MNIST" / "raw" / "train-images-idx3-ubyte"
-    before = {p: p.stat().st_mtime_ns for p in (project / "torchvision").rglob("*") if p.is_file()}
+def test_dvc_repro_reads_a_torchvision_root_outside_the_project_offline_without_copying(tmp_path: Path) -> None:
+    """`data.root` at a folder outside the project, laid out as torchvision writes it (DVC 3 cannot track it)."""
+    shared = tmp_path / "datasets"
+    make_mnist_family(shared, "mnist", train=200, test=50)
+    project = copy_project(tmp_path / "project", **{"data.name": "mnist", "data.root": str(shared)})
+    images = shared / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    before = {p: p.stat().st_mtime_ns for p in shared.rglob("*") if p.is_file()}
     # download and prepare are the stages that read data.root; the rest read data/prepared (test_pipeline runs
     # them all), and running them here would add a minute on the 2-core machine
     result = run(["dvc", "repro", "prepare"], project, **OFFLINE)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert set(re.findall(r"Running stage '([^']+)'", result.stdout)) == {"download", "prepare"}
-    assert "download: mnist already present in torchvision" in result.stdout
-    after = {p for p in (project / "torchvision").rglob("*") if p.is_file()}
-    added = {project / "torchvision" / "mnist" / data.IN_PLACE_MANIFEST, project / "torchvision" / ".gitignore"}
-    assert after - set(before) == added, "only the list, and DVC's .gitignore entry for it"
-    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert f"download: mnist: 4 file(s) present in {shared}" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in shared.rglob("*") if p.is_file()} == before, "nothing added or touched"
     cached = [p for p in (project / ".dvc" / "cache").rglob("*") if p.is_file()]
     assert images.stat().st_size not in {p.stat().st_size for p in cached}, "DVC's cache holds no copy of the images"
     manifest = json.loads((project / paths.prepared_manifest("mnist")).read_text())
     assert manifest["sizes"] == {"train": 180, "val": 20, "test": 50}, "prepared from the 200 + 50 files in place"
     again = run(["dvc", "repro", "prepare"], project, **OFFLINE)
-    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout[-2000:]
+    assert again.returncode == 0, again.stdout[-2000:]
+    assert set(re.findall(r"Running stage '([^']+)'", again.stdout)) == {"download"}, "the list is the same"

@@ -28,7 +28,7 @@ def test_default_params_file_is_valid() -> None:
         ({"train.lr": 0}, "train.lr: Input should be greater than 0"),
         ({"train.seeds": []}, "train.seeds: List should have at least 1 item"),
         ({"train.seeds": [1, 1]}, "train.seeds: seeds must be unique"),
-        ({"data.name": "nope"}, "data.name: Input should be 'mnist5k', 'digits'"),
+        ({"data.name": "nope"}, "data.name: unknown dataset 'nope'; built-in: mnist5k, digits"),
         ({"train.schedule": "linear"}, "train.schedule: Input should be 'onecycle', 'cosine' or 'constant'"),
         ({"train.epochs": "ten"}, "train.epochs: Input should be a valid integer"),
         ({"data.val_fraction": 0.7}, "data.val_fraction: Input should be less than 0.5"),
@@ -76,7 +76,7 @@ def test_unknown_section_and_missing_key() -> None:
     with pytest.raises(ParamsError) as caught:
         validate_params(raw)
     assert (
-        "unknown key 'extra'; allowed keys here: data, models, reference, model, train, evaluate, probes, report, tune, tracking"
+        "unknown key 'extra'; allowed keys here: data, dataset, models, reference, model, train, evaluate, probes, report, tune, tracking"
         in str(caught.value)
     )
     assert "missing key 'train.epochs'" in str(caught.value)
@@ -94,7 +94,9 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 def test_not_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump([1, 2]))
-    with pytest.raises(ParamsError, match="expected a mapping with sections data, models, reference, model, train"):
+    with pytest.raises(
+        ParamsError, match="expected a mapping with sections data, dataset, models, reference, model, train"
+    ):
         load_params(path)
 
 

@@ -15,7 +15,7 @@ def test_dvc_outputs_are_the_paths_the_stages_write() -> None:
     params = load_params(ROOT / "params.yaml")
     name = params.data.name
     expected = {
-        "download": {str(paths.raw_dir(params.data.root, name))},
+        "download": {str(paths.source_dir(name))},  # the list of the raw files, wherever they live
         "prepare": {str(paths.prepared_tensors(name)), str(paths.prepared_manifest(name))},
         "report": {str(paths.report_markdown()), str(paths.report_html()), str(paths.figures_dir())},
         "bench": {str(paths.bench())},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.artifacts import paths
 from pipeline.core.data import load_prepared
 from pipeline.errors import DataError
 from pipeline.params import validate_params
@@ -40,11 +42,11 @@ def test_split_too_small_to_stratify_is_a_clear_error() -> None:
 @pytest.fixture(scope="module")
 def mnist5k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("prepare")
-    params = validate_params(params_with({"data.root": str(root / "raw")})).data
-    download(params, root / "raw" / "mnist5k")
-    tensors, manifest = root / "mnist5k.pt", root / "mnist5k.json"
-    prepare(params, root / "raw" / "mnist5k", tensors, manifest)
-    return tensors, manifest
+    params = validate_params(params_with({"data.root": str(root / "raw")}))
+    with contextlib.chdir(root):
+        download(params)
+        prepare(params)
+    return root / paths.prepared_tensors("mnist5k"), root / paths.prepared_manifest("mnist5k")
 
 
 def test_mnist5k_prepared_balanced_with_train_only_statistics(mnist5k: tuple[Path, Path]) -> None:
@@ -75,9 +77,10 @@ def test_tampered_tensors_are_refused(mnist5k: tuple[Path, Path], tmp_path: Path
         load_prepared(truncated, manifest_path)
 
 
-def test_official_test_split_is_kept(tmp_path: Path) -> None:
+def test_official_test_split_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     make_mnist_family(tmp_path / "mnist", "mnist", train=100, test=30)
-    params = validate_params(params_with({"data.name": "mnist", "data.root": str(tmp_path)})).data
-    result = prepare(params, tmp_path / "mnist", tmp_path / "p.pt", tmp_path / "p.json")
+    params = validate_params(params_with({"data.name": "mnist", "data.root": str(tmp_path)}))
+    result = prepare(params)
     assert result.sizes == {"train": 90, "val": 10, "test": 30}
-    assert json.loads((tmp_path / "p.json").read_text())["official_test_split"] is True
+    assert json.loads(result.manifest_path.read_text())["official_test_split"] is True

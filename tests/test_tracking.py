@@ -154,13 +154,8 @@ def _server_project(tmp_path: Path, **overrides: object) -> Path:
     )
     params = load_params(project / "params.yaml")
     with contextlib.chdir(project):  # the real stage functions, in-process: the CLI runs below are what is tested
-        download(params.data, paths.raw_dir(params.data.root, "digits"))
-        prepare(
-            params.data,
-            paths.raw_dir(params.data.root, "digits"),
-            paths.prepared_tensors("digits"),
-            paths.prepared_manifest("digits"),
-        )
+        download(params)
+        prepare(params)
     return project
 
 
@@ -236,7 +231,7 @@ def test_cell_runs_record_their_dataset_as_an_mlflow_input(workspace: Workspace)
         (used,) = cell.inputs.dataset_inputs
         assert (used.dataset.name, used.dataset.digest) == ("digits", sha256[:36])
         assert (
-            json.loads(used.dataset.source) == {"uri": "data/prepared/digits.pt"}
+            json.loads(used.dataset.source) == {"uri": str(workspace.root / "data" / "raw" / "digits")}
             and used.dataset.source_type == "local"
         )
         assert {t.key: t.value for t in used.tags} == {"mlflow.data.context": "train"}

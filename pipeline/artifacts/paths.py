@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+SOURCES_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
@@ -18,6 +19,16 @@ TUNED_DIR = Path("tuned")
 def raw_dir(root: Path, dataset: str) -> Path:
     """Folder holding one dataset's raw files (torchvision's `root` for torchvision sets)."""
     return Path(root) / dataset
+
+
+def source_dir(dataset: str) -> Path:
+    """The download stage's DVC output, always inside the project: the raw files themselves when they live there."""
+    return SOURCES_DIR / dataset
+
+
+def source_manifest(dataset: str) -> Path:
+    """Every raw file of one dataset, wherever it lives, with its size and sha256 (what prepare's identity follows)."""
+    return source_dir(dataset) / "source.json"
 
 
 def prepared_tensors(dataset: str) -> Path:

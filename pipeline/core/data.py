@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 
 EMBEDDED_FILE = "images.npz"
 SPLITS = ("train", "val", "test")
-# Written to <root>/<name>/ when a torchvision set is read in place from <root>: that folder is the download
-# stage's DVC output, and DVC 3 needs it to exist (and caches what is in it, so not the images themselves).
-IN_PLACE_MANIFEST = "torchvision-root.json"
 
 
 @dataclass(frozen=True)
@@ -46,13 +43,17 @@ class RawData:
     classes: tuple[str, ...]
     test_images: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+    val_images: np.ndarray | None = None  # a user's own validation split; else prepare holds out data.val_fraction
+    val_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How one catalog entry is fetched into, checked in, and read from its folder.
+    """How one dataset is fetched into, checked in, listed and read from its folder.
 
+    `folder` is convbench's `<data.root>/<name>`; a user's dataset ignores it and reads its own path.
     Embedded datasets come from installed packages, so fetching them is cheap and always redone.
+    `files` are every raw file `load` reads; `source` is the folder (or file) they are listed relative to.
     `mirrorable`: a horizontally flipped image keeps its class (photos), so the augmentation probe may flip it.
     """
 
@@ -60,11 +61,13 @@ class DatasetSpec:
     fetch: Callable[[Path, bool], None]
     missing: Callable[[Path, bool], list[Path]]
     load: Callable[[Path], RawData]
+    files: Callable[[Path], list[Path]]
+    source: Callable[[Path], Path]
     mirrorable: bool = False
 
 
 def spec(name: str) -> DatasetSpec:
-    """Look up a dataset by name; params validation has already rejected unknown names."""
+    """Look up a built-in dataset by name."""
     return CATALOG[name]
 
 
@@ -79,11 +82,25 @@ def _fetch_embedded(loader: Callable[[], RawData]):
         arrays = {"images": raw.images, "labels": raw.labels, "classes": np.array(raw.classes)}
         if raw.test_images is not None and raw.test_labels is not None:
             arrays |= {"test_images": raw.test_images, "test_labels": raw.test_labels}
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
-        atomic.write_bytes(folder / EMBEDDED_FILE, buffer.getvalue())
+        atomic.write_bytes(folder / EMBEDDED_FILE, npz_bytes(arrays))
 
     return fetch
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz archive whose bytes depend only on the arrays (np.savez stamps the time into it).
+
+    The download stage runs on every `dvc repro`; equal bytes keep its output, and so prepare, unchanged.
+    """
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for key, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(entry, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _missing_embedded(folder: Path, verify: bool) -> list[Path]:
@@ -304,37 +321,32 @@ def _offline_message(name: str, folder: Path, verify: bool, exc: Exception) -> s
     )
 
 
-def record_in_place(name: str, folder: Path) -> Path | None:
-    """When `name` is read in place from a torchvision root, list its files in `<folder>/torchvision-root.json`.
+def file_sha256(path: Path) -> str:
+    """sha256 of one file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    `folder` (<data.root>/<name>) is the download stage's DVC output, so it must exist, and what it holds is
-    what DVC hashes for the prepare stage: each file's path, size and sha256. DVC cannot see the files
-    themselves, so after replacing them `dvc repro -f download` rewrites the list (prepare re-runs if it
-    changed). Returns None in convbench's own layout, and when the folder cannot be written (a read-only
-    shared root, used without DVC).
+
+def source_manifest(name: str, dataset: DatasetSpec, folder: Path) -> dict:
+    """Every raw file `dataset` reads, with its size and sha256, relative to where they live.
+
+    Written by the download stage into its DVC output (always inside the project), so DVC sees an edit, an
+    added or a removed file wherever the files are (outside the project included) and re-runs prepare.
     """
-    import hashlib
+    source = dataset.source(folder)
+    files = sorted(dataset.files(folder))
 
-    if spec(name).embedded or torchvision_root(name, folder) == folder:
-        return None
-    root = folder.parent
-    files = sorted(p for p in (root / _dataset_folder(name)).rglob("*") if p.is_file())
+    def key(path: Path) -> str:
+        return str(path.relative_to(source)) if path.is_relative_to(source) else str(path)
 
-    def sha256(path: Path) -> str:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-
-    manifest = {
-        "torchvision_root": "..",
-        "files": {str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files},
+    return {
+        "dataset": name,
+        "source": str(source),
+        "files": {key(p): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files},
     }
-    try:
-        return atomic.write_json(folder / IN_PLACE_MANIFEST, manifest)
-    except OSError:
-        return None
 
 
 def _load_mnist_family(name: str) -> Callable[[Path], RawData]:
@@ -420,13 +432,15 @@ def _load_cifar10(folder: Path) -> RawData:
     )
 
 
-def check_consistent(raw: RawData, name: str, folder: Path) -> None:
+def check_consistent(raw: RawData, name: str, folder: Path, fix: str | None = None) -> None:
     """Images and labels belong together: as many of each, labels within the classes, more than one class.
 
     Checked before anything is written, so a mismatched pair of files never turns into a smaller or wrong split.
     """
-    fix = f"the files in {folder} do not belong together; delete them and run `convbench download` for '{name}'"
+    fix = fix or f"the files in {folder} do not belong together; delete them and run `convbench download` for '{name}'"
     pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = [("training", raw.images, raw.labels)]
+    if raw.val_images is not None or raw.val_labels is not None:
+        pairs.append(("validation", raw.val_images, raw.val_labels))
     if raw.test_images is not None or raw.test_labels is not None:
         pairs.append(("test", raw.test_images, raw.test_labels))
     for split, images, labels in pairs:
@@ -443,9 +457,9 @@ def check_consistent(raw: RawData, name: str, folder: Path) -> None:
         raise DataError(f"{name}: every training image has the same label, so there is nothing to classify; {fix}")
 
 
-def check_files(name: str, folder: Path, verify: bool) -> None:
+def check_files(name: str, dataset: DatasetSpec, folder: Path, verify: bool) -> None:
     """Raise DataError naming every missing or checksum-failing file of `name` under `folder`."""
-    missing = spec(name).missing(folder, verify)
+    missing = dataset.missing(folder, verify)
     if missing:
         raise DataError(
             f"dataset '{name}' is incomplete in {folder}: missing or failing checksum: "
@@ -453,17 +467,30 @@ def check_files(name: str, folder: Path, verify: bool) -> None:
         )
 
 
+def _embedded(loader: Callable[[], RawData]) -> DatasetSpec:
+    return DatasetSpec(
+        True, _fetch_embedded(loader), _missing_embedded, _load_embedded, lambda f: [f / EMBEDDED_FILE], lambda f: f
+    )
+
+
+def _torchvision(name: str, load: Callable[[Path], RawData], mirrorable: bool = False) -> DatasetSpec:
+    def files(folder: Path) -> list[Path]:
+        return [p for p, _md5 in _cifar_files(folder)] if name == "cifar10" else _idx_files(name, folder)
+
+    def source(folder: Path) -> Path:
+        return torchvision_root(name, folder)
+
+    return DatasetSpec(
+        False, _fetch_torchvision(name), _missing_torchvision(name), load, files, source, mirrorable=mirrorable
+    )
+
+
 CATALOG: dict[str, DatasetSpec] = {
-    "mnist5k": DatasetSpec(True, _fetch_embedded(_mnist5k_arrays), _missing_embedded, _load_embedded),
-    "digits": DatasetSpec(True, _fetch_embedded(_digits_arrays), _missing_embedded, _load_embedded),
-    "mnist1d": DatasetSpec(True, _fetch_embedded(_mnist1d_arrays), _missing_embedded, _load_embedded),
-    **{
-        name: DatasetSpec(False, _fetch_torchvision(name), _missing_torchvision(name), _load_mnist_family(name))
-        for name in ("mnist", "fashion_mnist", "kmnist")
-    },
-    "cifar10": DatasetSpec(
-        False, _fetch_torchvision("cifar10"), _missing_torchvision("cifar10"), _load_cifar10, mirrorable=True
-    ),
+    "mnist5k": _embedded(_mnist5k_arrays),
+    "digits": _embedded(_digits_arrays),
+    "mnist1d": _embedded(_mnist1d_arrays),
+    **{name: _torchvision(name, _load_mnist_family(name)) for name in ("mnist", "fashion_mnist", "kmnist")},
+    "cifar10": _torchvision("cifar10", _load_cifar10, mirrorable=True),
 }
 DATASET_NAMES = tuple(CATALOG)
 OFFLINE_DATASETS = tuple(name for name, entry in CATALOG.items() if entry.embedded)
@@ -511,6 +538,7 @@ class PreparedData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     sha256: str
+    source: str = ""  # where the raw data was read (a folder or file), as params.yaml names it
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -560,4 +588,5 @@ def load_prepared(tensors_path: Path, manifest_path: Path) -> PreparedData:
         mean=tuple(manifest["mean"]),
         std=tuple(manifest["std"]),
         sha256=manifest["sha256"],
+        source=str(manifest.get("source", "")),
     )

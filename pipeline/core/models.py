@@ -537,7 +537,7 @@ def conv_output_size(input_shape: list[int], conv: list[dict[str, int]], alias: 
             raise ParamsError(
                 f"model.{alias}.conv.{index}: input of size {'x'.join(map(str, input_shape[1:]))} is too small for "
                 f"the conv blocks (kernel {block['kernel']}, pool {block['pool']}); use smaller kernels, "
-                f"padding, fewer blocks, or pool: 1"
+                f"padding, fewer blocks, or pool: 1, or larger images (dataset.<name>.image_size for your own data)"
             )
     return size
 

@@ -119,14 +119,13 @@ class CellOutcome:
 
 
 def portable(params: Params, project: Path) -> dict[str, Any]:
-    """params as plain values another process re-validates, with data.root and the tracking URI made absolute."""
+    """params as plain values another process re-validates, with data paths and the tracking URI made absolute."""
     from pipeline.ops import tracking
-    from pipeline.ops.uris import absolute_path, absolute_sqlite
+    from pipeline.ops.uris import absolute_data, absolute_sqlite
 
     raw = params.model_dump(mode="json")
     raw["tracking"]["uri"] = absolute_sqlite(tracking.tracking_uri(params.tracking, project), project)
-    raw["data"]["root"] = absolute_path(raw["data"]["root"], project)
-    return raw
+    return absolute_data(raw, project)
 
 
 def run_job(job: CellJob) -> CellOutcome:

@@ -25,7 +25,7 @@ from pipeline.artifacts.atomic import write_bytes
 from pipeline.errors import ConvbenchError, redact
 from pipeline.ops.cluster import connect
 from pipeline.ops.grid import CELL_TAG, SWEEP_TAG, SweepCell, format_value
-from pipeline.ops.uris import absolute_path
+from pipeline.ops.uris import absolute_data
 
 DVC_DONE = {"Success": "success", "Failed": "failed"}
 SWEEPS_DIR = Path("sweeps")
@@ -238,9 +238,8 @@ def run_trial(
 
 
 def trial_params(cell: SweepCell, project: Path) -> SweepCell:
-    """The cell with an absolute data.root and no tracking URI of its own (run_trial passes it in the environment)."""
-    raw = json.loads(json.dumps(cell.raw_params, default=str))
-    raw["data"]["root"] = absolute_path(raw["data"]["root"], project)
+    """The cell with absolute data paths and no tracking URI of its own (run_trial passes it in the environment)."""
+    raw = absolute_data(json.loads(json.dumps(cell.raw_params, default=str)), project)
     raw["tracking"]["uri"] = None
     return SweepCell(cell.name, cell.settings, raw, cell.params)
 

@@ -8,6 +8,7 @@ path operations: nothing here opens a store.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 SQLITE = "sqlite:///"
 
@@ -30,3 +31,13 @@ def absolute_path(path: str | Path, project: Path) -> str:
     """`path` as an absolute path string, a relative one taken from `project`."""
     given = Path(path)
     return str(given if given.is_absolute() else (project / given).resolve())
+
+
+def absolute_data(raw: dict[str, Any], project: Path) -> dict[str, Any]:
+    """Plain params with data.root and every dataset.<alias> path made absolute (changed in place, returned)."""
+    raw["data"]["root"] = absolute_path(raw["data"]["root"], project)
+    for entry in (raw.get("dataset") or {}).values():
+        for key in ("path", "test_path"):
+            if entry.get(key) is not None:
+                entry[key] = absolute_path(entry[key], project)
+    return raw

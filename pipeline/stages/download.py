@@ -1,10 +1,11 @@
-"""Download stage: put a dataset's raw files under <root>/<name>/, touching the network only if needed.
+"""Download stage: make the dataset's raw files available, then list them in the stage's DVC output.
 
-A torchvision set may instead be read in place from <root> itself, laid out as torchvision writes it
-(<root>/MNIST/raw/..., <root>/cifar-10-batches-py/...). Nothing is copied then: <root>/<name>/, the stage's DVC
-output, only gets a small manifest of those files (data.IN_PLACE_MANIFEST, with their sha256), so DVC has an
-output to cache and to hash for prepare. DVC 3 refuses outputs outside the project, so under `dvc repro`
-data.root must be a folder inside it (in either layout); `convbench download`/`run`/`sweep` take any folder.
+Built-in sets go to <data.root>/<name>/ (torchvision's layout for torchvision sets, touching the network only when
+files are missing). A torchvision set may instead be read in place from <data.root> itself, as torchvision writes
+it (<root>/MNIST/raw/...), and a user's own dataset (`dataset.<name>`) is read where its path says. Nothing is
+copied: the stage's DVC output, data/raw/<name>/ inside the project, gets `source.json`, every raw file with its
+size and sha256. dvc.yaml marks the stage always changed, so each `dvc repro` lists the files again and prepare
+re-runs exactly when one was edited, added or removed, wherever they live (outside the project included).
 """
 
 from __future__ import annotations
@@ -12,33 +13,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.data import check_files, record_in_place, spec, torchvision_root
-from pipeline.params import DataParams
+from pipeline.artifacts import atomic, paths
+from pipeline.core.data import check_files, source_manifest
+from pipeline.core.sources import dataset_spec
+from pipeline.params import Params
 
 
 @dataclass(frozen=True)
 class DownloadResult:
-    """Where the dataset's files are and whether this call had to fetch them."""
+    """Where the dataset's files are, how many, and whether this call had to fetch them."""
 
     dataset: str
     folder: Path
+    files: int
     fetched: bool
 
 
-def download(params: DataParams, folder: Path) -> DownloadResult:
-    """Fetch `params.name` into `folder`; torchvision sets only if files are missing or fail checksums.
+def download(params: Params) -> DownloadResult:
+    """Fetch data.name into data.root/<name>/ where needed, and write the list of its files into data/raw/<name>/.
 
-    Embedded sets are always rewritten: it is cheap, and a change to their conversion code then shows.
-    `folder` in the result is where the files are: the torchvision root when they are read in place.
+    Embedded sets are always rewritten (cheap, byte for byte the same unless their conversion code changed);
+    torchvision sets only if files are missing or fail checksums; a user's dataset is only checked and listed.
     """
-    dataset = spec(params.name)
-    if dataset.embedded:
-        dataset.fetch(folder, params.verify_checksums)
-        check_files(params.name, folder, params.verify_checksums)
-        return DownloadResult(params.name, folder, fetched=True)
-    fetched = bool(dataset.missing(folder, params.verify_checksums))
+    name, verify = params.data.name, params.data.verify_checksums
+    folder = paths.raw_dir(params.data.root, name)
+    dataset = dataset_spec(params)
+    fetched = dataset.embedded or bool(dataset.missing(folder, verify))
     if fetched:
-        dataset.fetch(folder, params.verify_checksums)
-        check_files(params.name, folder, params.verify_checksums)
-    record_in_place(params.name, folder)
-    return DownloadResult(params.name, torchvision_root(params.name, folder), fetched=fetched)
+        dataset.fetch(folder, verify)
+    check_files(name, dataset, folder, verify)
+    manifest = source_manifest(name, dataset, folder)
+    atomic.write_json(paths.source_manifest(name), manifest)
+    return DownloadResult(name, dataset.source(folder), len(manifest["files"]), fetched=fetched)

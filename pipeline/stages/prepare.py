@@ -1,4 +1,8 @@
-"""Prepare stage: a stratified, shuffled, seeded train/val/test split saved once as uint8 tensors."""
+"""Prepare stage: a stratified, shuffled, seeded train/val/test split saved once as uint8 tensors.
+
+A split the dataset brings itself (an official test set, a user's val/ or test/ folder) is kept as it is; the
+others are held out of the training images by data.val_fraction and data.test_fraction.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.artifacts import atomic
-from pipeline.core.data import SPLITS, Split, Splits, check_consistent, check_files, spec, tensors_sha256
+from pipeline.artifacts import atomic, paths
+from pipeline.core.data import (
+    SPLITS,
+    RawData,
+    Split,
+    Splits,
+    check_consistent,
+    check_files,
+    tensors_sha256,
+)
+from pipeline.core.sources import dataset_spec
 from pipeline.errors import DataError
-from pipeline.params import DataParams
+from pipeline.params import Params
 
 
 @dataclass(frozen=True)
@@ -29,78 +42,98 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of (train, val, test), each stratified by label and shuffled with `seed`.
 
-    `fractions` are the val and test shares of `labels`; test may be 0 when an official test split exists.
+    `fractions` are the val and test shares of `labels`; either may be 0 when the dataset brings that split.
     """
     from sklearn.model_selection import train_test_split
 
     val_fraction, test_fraction = fractions
     indices = np.arange(len(labels))
-    test = np.array([], dtype=np.int64)
+    val = test = np.array([], dtype=np.int64)
     try:
         if test_fraction > 0:
             indices, test = train_test_split(
                 indices, test_size=test_fraction, stratify=labels, random_state=seed, shuffle=True
             )
-        train, val = train_test_split(
-            indices,
-            test_size=val_fraction / (1.0 - test_fraction),
-            stratify=labels[indices],
-            random_state=seed + 1,
-            shuffle=True,
-        )
+        if val_fraction > 0:
+            indices, val = train_test_split(
+                indices,
+                test_size=val_fraction / (1.0 - test_fraction),
+                stratify=labels[indices],
+                random_state=seed + 1,
+                shuffle=True,
+            )
     except ValueError as exc:
         raise DataError(
             f"cannot split {len(labels)} images stratified into val {val_fraction} / test {test_fraction} ({exc}); "
             f"use a larger dataset or larger data.val_fraction / data.test_fraction"
         ) from None
-    return np.sort(train), np.sort(val), np.sort(test)
+    return np.sort(indices), np.sort(val), np.sort(test)
 
 
-def prepare(params: DataParams, raw_folder: Path, tensors_path: Path, manifest_path: Path) -> PrepareResult:
-    """Split the raw dataset, save uint8 tensors and a JSON manifest (both written atomically)."""
-    check_files(params.name, raw_folder, params.verify_checksums)
-    raw = spec(params.name).load(raw_folder)
-    check_consistent(raw, params.name, raw_folder)
-    if raw.test_images is not None and raw.test_labels is not None:
-        train_idx, val_idx, _ = stratified_split(raw.labels, (params.val_fraction, 0.0), params.split_seed)
-        splits = {
-            "train": (raw.images[train_idx], raw.labels[train_idx]),
-            "val": (raw.images[val_idx], raw.labels[val_idx]),
-            "test": (raw.test_images, raw.test_labels),
-        }
-    else:
-        fractions = (params.val_fraction, params.test_fraction)
-        train_idx, val_idx, test_idx = stratified_split(raw.labels, fractions, params.split_seed)
-        splits = {name: (raw.images[idx], raw.labels[idx]) for name, idx in zip(SPLITS, (train_idx, val_idx, test_idx))}
-    prepared = Splits(
+def split(raw: RawData, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """The dataset's own val and test splits where it has them; the rest held out of its training images."""
+    given = {"val": (raw.val_images, raw.val_labels), "test": (raw.test_images, raw.test_labels)}
+    fractions = (
+        0.0 if raw.val_images is not None else val_fraction,
+        0.0 if raw.test_images is not None else test_fraction,
+    )
+    indices = dict(zip(SPLITS, stratified_split(raw.labels, fractions, seed)))
+    parts = {
+        name: (raw.images[indices[name]], raw.labels[indices[name]])
+        if name == "train" or given[name][0] is None
+        else given[name]
+        for name in SPLITS
+    }
+    return Splits(
         *(
             Split(
-                torch.from_numpy(np.ascontiguousarray(splits[name][0], dtype=np.uint8)),
-                torch.from_numpy(np.ascontiguousarray(splits[name][1], dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(parts[name][0], dtype=np.uint8)),
+                torch.from_numpy(np.ascontiguousarray(parts[name][1], dtype=np.int64)),
             )
             for name in SPLITS
         )
     )
+
+
+def prepare(params: Params) -> PrepareResult:
+    """Split the raw dataset, save uint8 tensors and a JSON manifest (both written atomically)."""
+    data, name = params.data, params.data.name
+    folder = paths.raw_dir(data.root, name)
+    dataset = dataset_spec(params)
+    check_files(name, dataset, folder, data.verify_checksums)
+    raw = dataset.load(folder)
+    declared = params.dataset.get(name)
+    source = dataset.source(folder) if declared is None or declared.format == "imagefolder" else Path(declared.path)
+    fix = None if declared is None else f"fix the labels in {source}"
+    check_consistent(raw, name, folder, fix)
+    prepared = split(raw, data.val_fraction, data.test_fraction, data.split_seed)
+    for part in SPLITS:
+        if len(getattr(prepared, part)) == 0:
+            raise DataError(f"{name}: the {part} split is empty; add images to it or remove its folder")
     tensors = prepared.tensors()
     train_pixels = prepared.train.x.double() / 255.0
     reduce_dims = [0, *range(2, train_pixels.dim())]
     mean = train_pixels.mean(dim=reduce_dims).tolist()
     std = train_pixels.std(dim=reduce_dims).clamp_min(1e-6).tolist()
     digest = tensors_sha256(tensors)
+    tensors_path, manifest_path = paths.prepared_tensors(name), paths.prepared_manifest(name)
     atomic.write_with(tensors_path, lambda tmp: torch.save(tensors, tmp))
+    sizes = {part: len(getattr(prepared, part)) for part in SPLITS}
     manifest = {
-        "dataset": params.name,
+        "dataset": name,
+        "source": str(source),
+        "declared": None if declared is None else declared.model_dump(mode="json"),
         "classes": list(raw.classes),
         "input_shape": list(prepared.train.x.shape[1:]),
-        "sizes": {name: len(getattr(prepared, name)) for name in SPLITS},
+        "sizes": sizes,
         "class_counts": {
-            name: np.bincount(getattr(prepared, name).y.numpy(), minlength=len(raw.classes)).tolist() for name in SPLITS
+            part: np.bincount(getattr(prepared, part).y.numpy(), minlength=len(raw.classes)).tolist() for part in SPLITS
         },
         "mean": mean,
         "std": std,
-        "split_seed": params.split_seed,
+        "split_seed": data.split_seed,
         "official_test_split": raw.test_images is not None,
         "sha256": digest,
     }
     atomic.write_json(manifest_path, manifest)
-    return PrepareResult(tensors_path, manifest_path, manifest["sizes"], digest)
+    return PrepareResult(tensors_path, manifest_path, sizes, digest)

@@ -218,7 +218,8 @@ def _log_start(logger: tracking.RunLogger, cell: Cell, prepared: PreparedData, m
             "data": cell.params.data.model_dump(mode="json"),
         }
     )
-    logger.log_dataset(prepared.name, prepared.sha256, str(paths.prepared_tensors(prepared.name)), "train")
+    source = str(Path(prepared.source).resolve()) if prepared.source else str(paths.prepared_tensors(prepared.name))
+    logger.log_dataset(prepared.name, prepared.sha256, source, "train")
 
 
 def _fit(
