@@ -1,7 +1,7 @@
 """Where the selected dataset comes from: the catalog's built-ins, or a user's own image folder or NumPy arrays.
 
 A user's dataset is declared under `dataset.<alias>` in params.yaml and chosen by data.name like a built-in.
-Both kinds become the same `RawData`: the catalog's datasets give: uint8 (N, C, H, W) images (or (N, 1, L) signals),
+It becomes the same `RawData` the catalog's datasets give: uint8 (N, C, H, W) images (or (N, 1, L) signals),
 int64 labels and class names, with the user's own val and test splits where they exist. Every problem with the
 data stops with one line naming the file and the fix, before anything is decoded where that is possible.
 An image folder is laid out as torchvision's ImageFolder (`<path>/<class>/<image>`), or already split into
@@ -46,16 +46,10 @@ def _user_spec(alias: str, entry: UserDataset, max_memory: int) -> DatasetSpec:
     """A dataset the user declared: nothing to fetch, its files read where they are."""
 
     def files(folder: Path) -> list[Path]:
-        if entry.format == "npz":
-            return npz_files(entry)
-        return list_folder(entry, alias).files()
+        return declared_paths(entry) if entry.format == "npz" else list_folder(entry, alias).files()
 
     def missing(folder: Path, verify: bool) -> list[Path]:
-        return [
-            path
-            for path in [Path(entry.path), *([Path(entry.test_path)] if entry.test_path else [])]
-            if not path.exists()
-        ]
+        return [path for path in declared_paths(entry) if not path.exists()]
 
     def fetch(folder: Path, verify: bool) -> None:
         absent = missing(folder, verify)
@@ -271,8 +265,8 @@ def load_folder(entry: UserDataset, alias: str, max_memory: int) -> RawData:
 # --- NumPy arrays ----------------------------------------------------------------------------------------------------
 
 
-def npz_files(entry: UserDataset) -> list[Path]:
-    """The .npz file, and the test split's own file where one is declared."""
+def declared_paths(entry: UserDataset) -> list[Path]:
+    """The .npz file (or the image folder), and the test split's own file where one is declared."""
     return [Path(entry.path), *([Path(entry.test_path)] if entry.test_path else [])]
 
 

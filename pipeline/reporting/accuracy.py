@@ -63,6 +63,18 @@ def pairs_frame(comparison: Comparison) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def per_class_frame(inputs: ReportInputs) -> pd.DataFrame:
+    """Each class's test accuracy (its recall) per model, from the confusion matrices summed over seeds."""
+    grouped = by_model(inputs.metrics)
+    columns = {}
+    for model in inputs.comparison.models:
+        matrix = np.sum([np.asarray(c.confusion_matrix) for c in grouped[model]], axis=0)
+        recall = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+        columns[inputs.labels[model]] = [f"{r:.3f}" for r in recall]
+    support = np.asarray(grouped[inputs.comparison.models[0]][0].confusion_matrix).sum(axis=1)
+    return pd.DataFrame({"Class": [str(c) for c in inputs.prepared.classes], "Test images": support, **columns})
+
+
 def paired_sentence(comparison: Comparison) -> str:
     """How the paired comparisons above were made, in one paragraph."""
     d = next(iter(comparison.pairs.values())).difference if comparison.pairs else None
@@ -87,6 +99,8 @@ def blocks(inputs: ReportInputs) -> list[Block]:
         Table(accuracy_frame(comparison, inputs.metrics), ("left", "right", "right", "right", "right")),
         *(paired if comparison.pairs else []),  # one model: no pair to test
         Figure(_learning_curves(inputs), "Learning curves: each seed faint, the mean over seeds bold."),
+        Paragraph("Test accuracy per class (the share of each class's test images classified as it, over all seeds):"),
+        Table(per_class_frame(inputs), ("left", *("right",) * (len(inputs.comparison.models) + 1))),
         Figure(_confusion(inputs), "Confusion matrices on the test split, summed over seeds."),
         Figure(_misclassified(inputs), "Test images each model gets wrong (seed 0)."),
     ]
