@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from tests.helpers import OFFLINE, env, free_port, run, write_params
+from tests.image_files import pattern_images, write_image_folder
 from tests.torchvision_files import make_cifar10, make_mnist_family, write_idx
 
 TRAIN_CNN = ["convbench", "train", "-m", "cnn", "-s", "0"]
@@ -279,6 +280,116 @@ ALIAS_BOMB = (
     )
     + "data: *i\n"
 )
+
+
+# --- the user's own data (issue 20): declared as dataset.pets, kept beside the project folder, never inside it ---
+
+DOWNLOAD = ["convbench", "download"]
+USER = "pets"  # the alias every user-data case declares under `dataset` and selects with data.name
+
+
+def user_data(
+    make: Callable[[Path], Path], args: list[str], settings: dict[str, Any] | None = None, **declared: Any
+) -> Callable[[Path], list[str]]:
+    """Make the user's data with `make` in a folder beside the project, declare it as dataset.pets (its path plus
+    `declared`, format imagefolder unless given), select it (plus dotted `settings`), then run `args`."""
+
+    def setup(root: Path) -> list[str]:
+        path = make(root.parent / "user-data")
+        entry = {"format": "imagefolder", "path": str(path), **declared}
+        overrides = {"data.name": USER, "dataset": {USER: entry}, **(settings or {})}
+        write_params(root / "params.yaml", overrides, edit_existing=True)
+        return args
+
+    return setup
+
+
+def user_data_prepared(make: Callable[[Path], Path], args: list[str], **declared: Any) -> Callable[[Path], list[str]]:
+    """As user_data, but `convbench download` and `convbench prepare` run first and must succeed."""
+    declare = user_data(make, args, **declared)
+
+    def setup(root: Path) -> list[str]:
+        command = declare(root)
+        for stage in (DOWNLOAD, PREPARE):
+            result = run(stage, root, timeout=300, **OFFLINE)
+            assert result.returncode == 0, f"setup `{' '.join(stage)}` failed:\n{result.stderr}"
+        return command
+
+    return setup
+
+
+def save_png(path: Path, size: int, channels: int) -> None:
+    """One plain PNG of `size`x`size` pixels, gray (channels 1) or RGB."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L" if channels == 1 else "RGB", (size, size), 128).save(path)
+
+
+def image_folder(
+    *damage: Callable[[Path], None], names: tuple[str, ...] = ("cat", "dog"), per_class: int = 3, size: int = 8
+) -> Callable[[Path], Path]:
+    """A tiny grayscale ImageFolder (`<folder>/<class>/<i>.png`, with a .DS_Store and Thumbs.db), then `damage`."""
+
+    def make(base: Path) -> Path:
+        folder = write_image_folder(base / USER, list(names), per_class, size, channels=1)
+        for step in damage:
+            step(folder)
+        return folder
+
+    return make
+
+
+def cut_in_half(relative: str) -> Callable[[Path], None]:
+    """Keep only the first half of the image at `relative` (its header reads, its pixels do not)."""
+
+    def damage(folder: Path) -> None:
+        path = folder / relative
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    return damage
+
+
+def put(relative: str, content: bytes | None = None, size: int = 8, channels: int = 1) -> Callable[[Path], None]:
+    """Write `content` at `relative`, or a PNG of `size` and `channels` when no content is given."""
+
+    def damage(folder: Path) -> None:
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            save_png(path, size, channels)
+        else:
+            path.write_bytes(content)
+
+    return damage
+
+
+def empty_folder(relative: str) -> Callable[[Path], None]:
+    """Make an empty folder at `relative` (a class folder whose images were never copied in)."""
+
+    def damage(folder: Path) -> None:
+        (folder / relative).mkdir(parents=True)
+
+    return damage
+
+
+def no_such_path(base: Path) -> Path:
+    """Make nothing: dataset.pets.path names a folder that is not there."""
+    return base / "no-such-folder"
+
+
+NPZ_X, NPZ_Y = pattern_images(classes=2, per_class=3, size=6, channels=1)  # (6, 6, 6, 1): NHWC by its shape
+
+
+def npz_file(**arrays: np.ndarray) -> Callable[[Path], Path]:
+    """`<base>/pets.npz` holding exactly `arrays`."""
+
+    def make(base: Path) -> Path:
+        base.mkdir(parents=True, exist_ok=True)
+        np.savez(base / f"{USER}.npz", **arrays)
+        return base / f"{USER}.npz"
+
+    return make
 
 
 SECRET = "s3cr3t-pw"
@@ -651,7 +762,152 @@ CASES = [
         1,
         ("?password=***",),
     ),
+    # --- the fourth catalogue (issue 20): the user's own data, in a folder outside the project -----------------
+    Case(
+        "user-image-truncated",
+        user_data(image_folder(cut_in_half("dog/00004.png")), PREPARE),
+        1,
+        ("user-data/pets/dog/00004.png cannot be read as an image", "replace or delete it"),
+        OFFLINE,
+    ),
+    Case(
+        "user-class-folder-empty",
+        user_data(image_folder(empty_folder("fish")), DOWNLOAD),
+        1,
+        ("dataset.pets: the class folder", "user-data/pets/fish holds no images", "add images or remove the folder"),
+        OFFLINE,
+    ),
+    Case(
+        "user-single-class-folder",
+        user_data(image_folder(names=("cat",)), DOWNLOAD),
+        1,
+        ("dataset.pets:", "user-data/pets has one class (cat)", "a classifier needs at least two class folders"),
+        OFFLINE,
+    ),
+    Case(
+        "user-file-not-an-image",
+        user_data(image_folder(put("cat/notes.txt", b"label me later\n")), DOWNLOAD),
+        1,
+        ("dataset.pets:", "user-data/pets/cat/notes.txt is not an image", "move it out of the class folders"),
+        OFFLINE,
+    ),
+    Case(
+        "user-png-that-is-text",
+        user_data(image_folder(put("dog/zz-readme.png", b"not a picture at all\n")), PREPARE),
+        1,
+        ("user-data/pets/dog/zz-readme.png cannot be read as an image", "replace or delete it"),
+        OFFLINE,
+    ),
+    Case(
+        "user-npz-label-outside-declared-classes",
+        user_data(npz_file(x=NPZ_X, y=np.array([0, 0, 1, 1, 5, 1])), PREPARE, format="npz", classes=["a", "b"]),
+        1,
+        ("pets: training label 5 is outside the 2 classes (0..1)", "fix the labels in", "user-data/pets.npz"),
+        OFFLINE,
+    ),
+    Case(
+        "user-npz-labels-wrong-length",
+        user_data(npz_file(x=NPZ_X, y=NPZ_Y[:5]), PREPARE, format="npz"),
+        1,
+        ("dataset.pets:", "user-data/pets.npz (y) holds labels of shape (5,) for 6 images", "one integer label per"),
+        OFFLINE,
+    ),
+    Case(
+        "user-npz-without-x",
+        user_data(npz_file(images=NPZ_X, y=NPZ_Y), PREPARE, format="npz"),
+        1,
+        ("dataset.pets.path:", "user-data/pets.npz has arrays images, y but no x", "save the images as x"),
+        OFFLINE,
+    ),
+    Case(
+        "user-mixed-channel-counts",
+        user_data(image_folder(put("dog/zz-colour.png", channels=3)), PREPARE),
+        1,
+        (
+            "dataset.pets:",
+            "user-data/pets/dog/zz-colour.png is colour but the first image is grayscale",
+            "set dataset.pets.channels: 1 or 3",
+        ),
+        OFFLINE,
+    ),
+    Case(
+        "user-mixed-image-sizes",
+        user_data(image_folder(put("dog/zz-small.png", size=6)), PREPARE),
+        1,
+        (
+            "dataset.pets:",
+            "user-data/pets/dog/zz-small.png is 6x6 but the first image is 8x8",
+            "set dataset.pets.image_size: [H, W]",
+        ),
+        OFFLINE,
+    ),
+    Case(
+        "user-folder-over-max-memory-before-decoding",
+        user_data(
+            image_folder(put("dog/zz-broken.png", b"\x89PNG\r\n\x1a\n broken")),  # would fail once decoded
+            PREPARE,
+            {"data.max_memory": 1000},
+            channels=3,
+        ),
+        1,
+        ("dataset.pets: 7 images of 3x8x8", "more than data.max_memory", "raise data.max_memory"),
+        OFFLINE,
+        absent=(SECRET, "cannot be read"),
+    ),
+    Case(
+        "user-images-smaller-than-the-cnn-takes",
+        user_data_prepared(image_folder(per_class=10, size=2), TRAIN_CNN),
+        2,
+        (
+            "model.cnn.conv.0: input of size 2x2 is too small for the conv blocks (kernel 3, pool 2)",
+            "or larger images (dataset.<name>.image_size for your own data)",
+        ),
+        OFFLINE,
+    ),
+    Case(
+        "user-path-does-not-exist",
+        user_data(no_such_path, DOWNLOAD),
+        1,
+        ("dataset.pets:", "user-data/no-such-folder does not exist", "point dataset.pets.path at your image folder"),
+        OFFLINE,
+    ),
+    Case(
+        "user-npz-ambiguous-layout",
+        user_data(npz_file(x=np.zeros((4, 3, 5, 3), np.uint8), y=np.array([0, 1, 0, 1])), PREPARE, format="npz"),
+        1,
+        ("dataset.pets:", "(x) has shape (4, 3, 5, 3)", "set dataset.pets.layout: NHWC or NCHW"),
+        OFFLINE,
+    ),
+    Case(
+        "user-alias-shadows-a-built-in",
+        edit_params(dataset={"mnist": {"format": "imagefolder", "path": "/datasets/mnist"}}),
+        2,
+        ("dataset.mnist: 'mnist' is a built-in dataset's name", "give yours another name"),
+    ),
 ]
+
+
+def test_stray_files_beside_user_images_are_ignored(project: Path) -> None:
+    """What file managers and tools leave in an image folder (.DS_Store, Thumbs.db, hidden folders) is not data."""
+    folder = write_image_folder(project.parent / "user-data" / USER, ["cat", "dog"], per_class=10, size=4, channels=1)
+    for stray in (".cache/thumbnails/00000.png", "dog/.cache/index.bin", "dog/.DS_Store", "dog/Thumbs.db"):
+        (folder / stray).parent.mkdir(parents=True, exist_ok=True)
+        (folder / stray).write_bytes(b"\0not an image")
+    entry = {"format": "imagefolder", "path": str(folder)}
+    write_params(project / "params.yaml", {"data.name": USER, "dataset": {USER: entry}}, edit_existing=True)
+
+    for stage in (DOWNLOAD, PREPARE):
+        result = run(stage, project, timeout=300, **OFFLINE)
+        assert result.returncode == 0, f"`{' '.join(stage)}` failed:\n{result.stderr}"
+
+    listed = json.loads((project / "data" / "raw" / USER / "source.json").read_text())["files"]
+    assert sorted(listed) == [
+        f"{name}/{index:05d}.png" for name, first in (("cat", 0), ("dog", 10)) for index in range(first, first + 10)
+    ]
+    manifest = json.loads((project / "data" / "prepared" / f"{USER}.json").read_text())
+    assert manifest["classes"] == ["cat", "dog"]
+    assert manifest["input_shape"] == [1, 4, 4]
+    assert sum(manifest["sizes"].values()) == 20
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int, int, str]]:

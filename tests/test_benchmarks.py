@@ -45,3 +45,15 @@ def test_augment_benchmark_prints_its_share_of_a_training_step() -> None:
         r"^augment shift ±\d+(?: \+ flips)?: [\d.]+ ms = ([\d.]+)% of a training step", result.stdout, re.M
     )
     assert len(shares) == 2 and all(0 < float(share) < 100 for share in shares), result.stdout
+
+
+def test_prepare_benchmark_prints_images_per_second_per_variant() -> None:
+    result = run(
+        [sys.executable, str(ROOT / "benchmarks" / "prepare.py"), "--images", "300", "--rounds", "1"], cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    for variant in ("load_folder", "Pillow serial", "torchvision serial"):
+        match = re.search(rf"^{variant} +median ([\d,]+) images/s \(rounds [\d,]+-[\d,]+\)$", result.stdout, re.M)
+        assert match and float(match.group(1).replace(",", "")) > 0, result.stdout
+    assert re.search(r"^round 1: load_folder [\d,]+ images/s, ", result.stdout, re.M), result.stdout
+    assert re.search(r"^goal: at least 10,000 images/s .*: (met|not met) ", result.stdout, re.M), result.stdout
