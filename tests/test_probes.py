@@ -259,3 +259,7 @@ def test_augment_settings_flip_only_datasets_whose_classes_survive_a_mirror() ->
     assert [s.label for s in mirrored][1:] == ["±1 + flips", "±2 + flips", "±3 + flips"]
     forced = validate_params(params_with({"probes.augment.flips": True}))
     assert all(s.augment.flip for s in augment_settings(forced, digits)[1:])
+    yours = params_with({})
+    yours["dataset"] = {"pets": {"format": "imagefolder", "path": "/datasets/pets", "mirrorable": True}}
+    pets = SimpleNamespace(name="pets", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert all(s.augment.flip for s in augment_settings(validate_params(yours), pets)[1:]), "a user's photos say so"

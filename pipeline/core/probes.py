@@ -107,7 +107,7 @@ def augment_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     from pipeline.core.transforms import Augment
 
     flips = params.probes.augment.flips
-    flip = dataset_spec(params).mirrorable if flips == "auto" else flips is True
+    flip = dataset_spec(params, prepared.name).mirrorable if flips == "auto" else flips is True
     fill = tuple(-mean / std for mean, std in zip(prepared.mean, prepared.std))  # a zero pixel, normalised
     return [
         Setting(

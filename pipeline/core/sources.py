@@ -35,9 +35,9 @@ SERIAL_BELOW = 2_000  # images decoded in this process: below this, starting wor
 CHUNK = 256  # images per task sent to a worker
 
 
-def dataset_spec(params: Params) -> DatasetSpec:
-    """The selected dataset: a user's own declared under `dataset.<name>`, else the catalog's entry."""
-    name = params.data.name
+def dataset_spec(params: Params, name: str | None = None) -> DatasetSpec:
+    """The dataset `name` (default: data.name): a user's own declared under `dataset.<name>`, else the catalog's."""
+    name = name or params.data.name
     entry = params.dataset.get(name)
     return spec(name) if entry is None else _user_spec(name, entry, int(params.data.max_memory))
 
