@@ -795,7 +795,10 @@ CASES = [
         "user-png-that-is-text",
         user_data(image_folder(put("dog/zz-readme.png", b"not a picture at all\n")), PREPARE),
         1,
-        ("user-data/pets/dog/zz-readme.png cannot be read as an image", "replace or delete it"),
+        (
+            "user-data/pets/dog/zz-readme.png cannot be read as an image (not in a format Pillow reads)",
+            "replace or delete it",
+        ),
         OFFLINE,
     ),
     Case(

@@ -154,7 +154,7 @@ def _natural_channels(mode: str) -> int:
     return 1 if mode in GRAY_MODES else 3
 
 
-def _decode_one(path: Path, decoding: Decoding) -> np.ndarray:
+def _decode_one(path: Path, decoding: Decoding, alias: str) -> np.ndarray:
     """One image as (C, H, W) uint8, or DataError naming it."""
     from PIL import Image
 
@@ -166,15 +166,22 @@ def _decode_one(path: Path, decoding: Decoding) -> np.ndarray:
                 image = image.resize(decoding.size[::-1], getattr(Image.Resampling, decoding.resample.upper()))
             array = np.asarray(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path} cannot be read as an image ({exc}); replace or delete it") from None
+        raise DataError(_unreadable(alias, path, exc)) from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _unreadable(alias: str, path: Path, exc: Exception) -> str:
+    from PIL import UnidentifiedImageError
+
+    reason = "not in a format Pillow reads" if isinstance(exc, UnidentifiedImageError) else str(exc)
+    return f"dataset.{alias}: {path} cannot be read as an image ({reason}); replace or delete it"
 
 
 def _decode_chunk(paths: list[Path], decoding: Decoding, shape: tuple[int, int, int], alias: str) -> np.ndarray:
     """A chunk of images into one (n, C, H, W) array; an image of another size or channel count stops it."""
     out = np.empty((len(paths), *shape), dtype=np.uint8)
     for index, path in enumerate(paths):
-        array = _decode_one(path, decoding)
+        array = _decode_one(path, decoding, alias)
         if array.shape != shape:
             raise DataError(_mismatch(alias, path, array.shape, shape))
         out[index] = array
@@ -204,7 +211,7 @@ def decode(paths: list[Path], decoding: Decoding, alias: str, processes: int | N
 
     The first image fixes what was not declared (channels, size); the others must agree.
     """
-    first = _decode_one(paths[0], decoding)
+    first = _decode_one(paths[0], decoding, alias)
     shape = (first.shape[0], *(decoding.size or first.shape[1:]))
     processes = processes or min(os.cpu_count() or 1, 8)
     if len(paths) < SERIAL_BELOW or processes == 1:
@@ -222,12 +229,15 @@ def _repeat(count: int, *values: object) -> list[list[object]]:
 
 def check_memory(alias: str, count: int, shape: tuple[int, ...], limit: int) -> None:
     """Stop before decoding when the prepared uint8 images would not fit in data.max_memory."""
+    from pydantic import ByteSize
+
     needed = count * int(np.prod(shape))
     if needed > limit:
         raise DataError(
-            f"dataset.{alias}: {count:,} images of {'x'.join(map(str, shape))} need {needed / 2**30:.2f} GiB as uint8 "
-            f"(and about 4x that as float32 while training), more than data.max_memory ({limit / 2**30:.2f} GiB); "
-            f"set a smaller dataset.{alias}.image_size, use fewer images, or raise data.max_memory"
+            f"dataset.{alias}: {count:,} images of {'x'.join(map(str, shape))} need "
+            f"{ByteSize(needed).human_readable()} as uint8 (and about 4x that as float32 while training), more than "
+            f"data.max_memory ({ByteSize(limit).human_readable()}); set a smaller dataset.{alias}.image_size, use "
+            f"fewer images, or raise data.max_memory"
         )
 
 
@@ -243,7 +253,7 @@ def load_folder(entry: UserDataset, alias: str, max_memory: int) -> RawData:
             width, height = image.size
             channels = decoding.channels or _natural_channels(image.mode)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{paths[0]} cannot be read as an image ({exc}); replace or delete it") from None
+        raise DataError(_unreadable(alias, paths[0], exc)) from None
     check_memory(alias, len(paths), (channels, *(decoding.size or (height, width))), max_memory)
     images = decode(paths, decoding, alias)
     labels = np.array([label for entries in listing.splits.values() for _, label in entries], dtype=np.int64)
