@@ -80,6 +80,19 @@ def test_images_are_resized_and_converted_as_declared_the_way_pillow_does(tmp_pa
     assert any(np.array_equal(image[0], expected) for image in every), "the BMP, converted and resized by Pillow"
 
 
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bits_not_clipped(tmp_path: Path) -> None:
+    """Microscopy and medical PNGs are often 16-bit; Pillow's convert("L") would turn most of them white."""
+    folder = tmp_path / "deep"
+    for label, level in (("dark", 1000), ("bright", 60000)):
+        (folder / label).mkdir(parents=True)
+        for index in range(10):
+            Image.fromarray(np.full((6, 6), level + index, np.uint16)).save(folder / label / f"{index}.png")
+    assert Image.open(folder / "dark" / "0.png").mode.startswith("I;16"), "the files really are 16-bit"
+    prepared = prepared_in(tmp_path / "project", declared("deep", tmp_path, format="imagefolder", path=str(folder)))
+    every = np.concatenate([getattr(prepared.splits, n).x.numpy() for n in ("train", "val", "test")])
+    assert sorted(np.unique(every).tolist()) == [4, 233], "1000..1009 and 60000..60009, divided by 257"
+
+
 def test_decoding_in_worker_processes_gives_the_same_array(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = write_image_folder(tmp_path / "many", ["a", "b", "c"], 300, 9)
     files = sources.list_folder(UserDataset(format="imagefolder", path=folder), "many").files()

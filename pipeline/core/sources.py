@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,15 @@ from pipeline.core.data import DatasetSpec, RawData, spec
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from pipeline.params import Params, UserDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 IGNORED = {"Thumbs.db", "desktop.ini", "__MACOSX"}  # what file managers leave, besides hidden names (.DS_Store)
 SPLIT_FOLDERS = ("train", "val", "test")
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "La"}
+SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
+GRAY_MODES = {"1", "L", "LA", "La", "I", "F", *SIXTEEN_BIT}
 SERIAL_BELOW = 2_000  # images decoded in this process: below this, starting workers costs more than it saves
 CHUNK = 256  # images per task sent to a worker
 
@@ -160,14 +162,25 @@ def _decode_one(path: Path, decoding: Decoding, alias: str) -> np.ndarray:
 
     try:
         with Image.open(path) as opened:
-            channels = decoding.channels or _natural_channels(opened.mode)
-            image = opened.convert("L" if channels == 1 else "RGB")
+            image = _eight_bit(opened)
+            target = "L" if (decoding.channels or _natural_channels(image.mode)) == 1 else "RGB"
+            image = image if image.mode == target else image.convert(target)
             if decoding.size is not None and image.size != decoding.size[::-1]:
                 image = image.resize(decoding.size[::-1], getattr(Image.Resampling, decoding.resample.upper()))
             array = np.asarray(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(_unreadable(alias, path, exc)) from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image scaled to 8 bits (Pillow's convert("L") would clip it to white), others as they are."""
+    from PIL import Image
+
+    if image.mode not in SIXTEEN_BIT:
+        return image
+    wide = np.asarray(image).astype(np.uint32)
+    return Image.fromarray(((wide + 128) // 257).astype(np.uint8))
 
 
 def _unreadable(alias: str, path: Path, exc: Exception) -> str:
@@ -177,15 +190,19 @@ def _unreadable(alias: str, path: Path, exc: Exception) -> str:
     return f"dataset.{alias}: {path} cannot be read as an image ({reason}); replace or delete it"
 
 
-def _decode_chunk(paths: list[Path], decoding: Decoding, shape: tuple[int, int, int], alias: str) -> np.ndarray:
-    """A chunk of images into one (n, C, H, W) array; an image of another size or channel count stops it."""
-    out = np.empty((len(paths), *shape), dtype=np.uint8)
+def _decode_into(out: np.ndarray, paths: list[Path], decoding: Decoding, alias: str) -> np.ndarray:
+    """Decode `paths` into `out` (n, C, H, W); an image of another size or channel count stops it."""
     for index, path in enumerate(paths):
         array = _decode_one(path, decoding, alias)
-        if array.shape != shape:
-            raise DataError(_mismatch(alias, path, array.shape, shape))
+        if array.shape != out.shape[1:]:
+            raise DataError(_mismatch(alias, path, array.shape, out.shape[1:]))
         out[index] = array
     return out
+
+
+def _decode_chunk(paths: list[Path], decoding: Decoding, shape: tuple[int, ...], alias: str) -> np.ndarray:
+    """A worker's task: a chunk of images as one new array."""
+    return _decode_into(np.empty((len(paths), *shape), dtype=np.uint8), paths, decoding, alias)
 
 
 def _mismatch(alias: str, path: Path, got: tuple[int, ...], want: tuple[int, ...]) -> str:
@@ -201,30 +218,25 @@ def _mismatch(alias: str, path: Path, got: tuple[int, ...], want: tuple[int, ...
     )
 
 
-def _chunks(paths: list[Path]) -> Iterator[list[Path]]:
-    for start in range(0, len(paths), CHUNK):
-        yield paths[start : start + CHUNK]
-
-
 def decode(paths: list[Path], decoding: Decoding, alias: str, processes: int | None = None) -> np.ndarray:
     """Every image in `paths` as one (N, C, H, W) uint8 array, decoded by `processes` forked workers.
 
-    The first image fixes what was not declared (channels, size); the others must agree.
+    The first image fixes what was not declared (channels, size); the others must agree. Each worker's chunk is
+    copied into the one output array as it arrives, so memory holds the result plus a few chunks.
     """
     first = _decode_one(paths[0], decoding, alias)
-    shape = (first.shape[0], *(decoding.size or first.shape[1:]))
-    processes = processes or min(os.cpu_count() or 1, 8)
+    out = np.empty((len(paths), first.shape[0], *(decoding.size or first.shape[1:])), dtype=np.uint8)
+    processes = processes or len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
     if len(paths) < SERIAL_BELOW or processes == 1:
-        return np.concatenate([_decode_chunk(chunk, decoding, shape, alias) for chunk in _chunks(paths)])
-    context = multiprocessing.get_context("fork")  # as torch's DataLoader workers: nothing to import again
+        return _decode_into(out, paths, decoding, alias)
+    starts = range(0, len(paths), CHUNK)
+    chunks = [paths[start : start + CHUNK] for start in starts]
+    context = multiprocessing.get_context("fork")  # as torch's DataLoader workers: nothing is imported again
     with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        parts = pool.map(_decode_chunk, _chunks(paths), *_repeat(len(paths), decoding, shape, alias))
-        return np.concatenate(list(parts))
-
-
-def _repeat(count: int, *values: object) -> list[list[object]]:
-    tasks = (count + CHUNK - 1) // CHUNK
-    return [[value] * tasks for value in values]
+        same = [[value] * len(chunks) for value in (decoding, out.shape[1:], alias)]
+        for start, part in zip(starts, pool.map(_decode_chunk, chunks, *same)):
+            out[start : start + len(part)] = part
+    return out
 
 
 def check_memory(alias: str, count: int, shape: tuple[int, ...], limit: int) -> None:
@@ -241,7 +253,7 @@ def check_memory(alias: str, count: int, shape: tuple[int, ...], limit: int) -> 
         )
 
 
-def load_folder(entry: UserDataset, alias: str, max_memory: int) -> RawData:
+def load_folder(entry: UserDataset, alias: str, max_memory: int, processes: int | None = None) -> RawData:
     """An ImageFolder dataset as RawData; the memory bound is checked from the first image before decoding."""
     from PIL import Image
 
@@ -255,7 +267,7 @@ def load_folder(entry: UserDataset, alias: str, max_memory: int) -> RawData:
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(_unreadable(alias, paths[0], exc)) from None
     check_memory(alias, len(paths), (channels, *(decoding.size or (height, width))), max_memory)
-    images = decode(paths, decoding, alias)
+    images = decode(paths, decoding, alias, processes)
     labels = np.array([label for entries in listing.splits.values() for _, label in entries], dtype=np.int64)
     bounds = np.cumsum([0, *(len(entries) for entries in listing.splits.values())])
     parts = {split: slice(bounds[i], bounds[i + 1]) for i, split in enumerate(listing.splits)}
