@@ -871,7 +871,7 @@ CASES = [
         "user-path-does-not-exist",
         user_data(no_such_path, DOWNLOAD),
         1,
-        ("dataset.pets:", "user-data/no-such-folder does not exist", "point dataset.pets.path at your image folder"),
+        ("dataset.pets.path:", "user-data/no-such-folder does not exist", "point it at your image folder"),
         OFFLINE,
     ),
     Case(

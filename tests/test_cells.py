@@ -175,7 +175,9 @@ def test_a_failed_cell_names_itself_and_the_others_finish(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_two_worker_train_ends_in_seconds_with_every_run_failed(tmp_path: Path, stop: signal.Signals) -> None:
-    root = _prepared(tmp_path / "p", **{"train.epochs": 40, "train.workers": 2})
+    # cells long enough that two are always in flight once the worker has started (~7 s of imports): at 40 epochs a
+    # fast machine trained the parent's cells to the end before the worker's first one began, and nothing was stopped
+    root = _prepared(tmp_path / "p", **{"train.epochs": 400, "train.workers": 2})
     parent = subprocess.Popen(
         ["convbench", "train"], cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ def test_embedded_dataset_is_rewritten_byte_for_byte(tmp_path: Path, monkeypatch
     assert first.fetched and second.fetched and first.files == 1
     assert (folder / "images.npz").read_bytes() == before and paths.source_manifest("mnist5k").read_text() == listed
     assert np.load(folder / "images.npz")["images"].shape == (5000, 1, 28, 28)
+    with zipfile.ZipFile(folder / "images.npz") as archive:  # no time, no OS in it: the same bytes on every machine
+        assert {(i.date_time, i.create_system) for i in archive.infolist()} == {((1980, 1, 1, 0, 0, 0), 3)}
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["images.npz", "source.json"]
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from pipeline.artifacts import paths
 from pipeline.core import sources
 from pipeline.core.data import PreparedData, load_prepared
+from pipeline.errors import DataError
 from pipeline.params import Params, UserDataset, validate_params
 from pipeline.stages.download import download
 from pipeline.stages.prepare import prepare
@@ -61,13 +62,24 @@ def test_a_presplit_folder_keeps_its_own_val_and_test_images(tmp_path: Path) -> 
     folder = write_image_folder(tmp_path / "pets", ["cat", "dog"], 0, 10, splits={"train": 6, "val": 2, "test": 3})
     prepared = prepared_in(tmp_path / "project", declared("pets", tmp_path, format="imagefolder", path=str(folder)))
     assert [len(getattr(prepared.splits, n)) for n in ("train", "val", "test")] == [12, 4, 6]
-    test_images = np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "test" / "cat").glob("*.png"))])
-    assert np.array_equal(prepared.splits.test.x[:3].numpy().transpose(0, 2, 3, 1), test_images), "test/ kept as is"
+    test_images = np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "test" / "dog").glob("*.png"))])
+    assert np.array_equal(prepared.splits.test.x[3:].numpy().transpose(0, 2, 3, 1), test_images), "test/ kept as is"
+    assert prepared.splits.test.y.tolist() == [0, 0, 0, 1, 1, 1] and prepared.splits.val.y.tolist() == [0, 0, 1, 1]
+
+
+def test_a_presplit_folder_may_call_its_validation_split_valid_but_holds_nothing_else(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "pets", ["cat", "dog"], 0, 10, splits={"train": 6, "valid": 2, "test": 3})
+    prepared = prepared_in(tmp_path / "project", declared("pets", tmp_path, format="imagefolder", path=str(folder)))
+    assert prepared.classes == ("cat", "dog") and len(prepared.splits.val) == 4, "valid/ is the validation split"
+    (folder / "extras" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"has folder\(s\) extras beside its split folders"):
+        prepared_in(tmp_path / "project", declared("pets", tmp_path, format="imagefolder", path=str(folder)))
 
 
 def test_images_are_resized_and_converted_as_declared_the_way_pillow_does(tmp_path: Path) -> None:
     folder = write_image_folder(tmp_path / "mixed", ["a", "b"], 12, 20)
-    Image.fromarray(np.full((31, 17, 3), 200, np.uint8)).save(folder / "a" / "odd-size.bmp")
+    gradient = np.stack([*np.meshgrid(np.arange(17) * 15, np.arange(31) * 8), np.full((31, 17), 90)], axis=-1)
+    Image.fromarray(gradient.astype(np.uint8)).save(folder / "a" / "odd-size.bmp")
     params = declared(
         "mixed", tmp_path, format="imagefolder", path=str(folder), image_size=[8, 6], channels=1, resize="bicubic"
     )
@@ -127,6 +139,40 @@ def test_npz_layouts_become_uint8_channels_first(
     expected = np.rint(channels_first[:8].astype(np.float64) * 255).astype(np.uint8).reshape(8, -1)
     assert np.array_equal(prepared.splits.test.x.numpy().reshape(8, -1), expected), "x_test kept, scaled to 0..255"
     assert prepared.classes == ("a", "b", "c", "d") and len(prepared.splits.train) + len(prepared.splits.val) == 40
+    assert prepared.splits.test.y.tolist() == y[:8].tolist(), "y_test stays with x_test"
+
+
+def test_npz_colour_converted_to_gray_equals_pillows_and_labels_may_be_a_column(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (30, 6, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "rgb.npz", x=rgb, y=(np.arange(30) % 3)[:, None])  # labels as a (N, 1) column
+    prepared = prepared_in(
+        tmp_path / "project", declared("rgb", tmp_path, format="npz", path=str(tmp_path / "rgb.npz"), channels=1)
+    )
+    every = {tuple(image.ravel()) for n in ("train", "val", "test") for image in getattr(prepared.splits, n).x.numpy()}
+    assert every == {tuple(np.asarray(Image.fromarray(image).convert("L")).ravel()) for image in rgb}
+
+
+def test_an_npz_test_file_without_x_is_one_line_not_a_silently_smaller_train_split(tmp_path: Path) -> None:
+    x, y = pattern_images(3, 10, 8, 1)
+    np.savez(tmp_path / "main.npz", x=x, y=y)
+    np.savez(tmp_path / "test.npz", x_test=x[:3], y_test=y[:3])
+    params = declared(
+        "cells", tmp_path, format="npz", path=str(tmp_path / "main.npz"), test_path=str(tmp_path / "test.npz")
+    )
+    with pytest.raises(DataError, match=r"test.npz has no x \(it holds x_test, y_test\)"):
+        prepared_in(tmp_path / "project", params)
+
+
+def test_a_dataset_moved_away_after_download_is_named_at_prepare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_image_folder(tmp_path / "pets", ["cat", "dog"], 10, 8)
+    params = declared("pets", tmp_path, format="imagefolder", path=str(folder))
+    prepared_in(tmp_path / "project", params)
+    folder.rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "project")
+    with pytest.raises(DataError, match=rf"dataset.pets.path: {folder} does not exist; point it at your image folder"):
+        prepare(params)
 
 
 def pipeline_run(project: Path) -> set[str]:

@@ -17,7 +17,7 @@ import pickle
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,8 @@ from pipeline.errors import DataError
 
 if TYPE_CHECKING:
     import torch
+
+    from pipeline.params import UserDataset
 
 EMBEDDED_FILE = "images.npz"
 SPLITS = ("train", "val", "test")
@@ -71,6 +73,11 @@ def spec(name: str) -> DatasetSpec:
     return CATALOG[name]
 
 
+def mirrorable(name: str, declared: Mapping[str, UserDataset]) -> bool:
+    """Whether a mirrored image of dataset `name` keeps its class: the user's word for their own, else the catalog's."""
+    return declared[name].mirrorable if name in declared else CATALOG[name].mirrorable
+
+
 # --- embedded datasets: shipped inside installed packages, written once as npz ---------------
 
 
@@ -98,6 +105,7 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for key, array in arrays.items():
             entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.create_system, entry.external_attr = 3, 0o644 << 16  # the same bytes on every OS
             with archive.open(entry, "w", force_zip64=True) as handle:
                 np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
     return buffer.getvalue()
@@ -338,9 +346,10 @@ def source_manifest(name: str, dataset: DatasetSpec, folder: Path) -> dict:
     """
     source = dataset.source(folder)
     files = sorted(dataset.files(folder))
+    base = source.parent if source.is_file() else source
 
     def key(path: Path) -> str:
-        return str(path.relative_to(source)) if path.is_relative_to(source) else str(path)
+        return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
     return {
         "dataset": name,
@@ -538,7 +547,6 @@ class PreparedData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     sha256: str
-    source: str = ""  # where the raw data was read (a folder or file), as params.yaml names it
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -588,5 +596,4 @@ def load_prepared(tensors_path: Path, manifest_path: Path) -> PreparedData:
         mean=tuple(manifest["mean"]),
         std=tuple(manifest["std"]),
         sha256=manifest["sha256"],
-        source=str(manifest.get("source", "")),
     )

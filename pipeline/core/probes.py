@@ -103,11 +103,11 @@ def size_settings(params: Params, prepared: PreparedData) -> list[Setting]:
 def augment_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     """Training batches randomly translated by up to each of probes.augment.shifts pixels (0: unaugmented),
     and mirrored too where probes.augment.flips (auto: the dataset's classes survive a mirror) says so."""
-    from pipeline.core.sources import dataset_spec
+    from pipeline.core.data import mirrorable
     from pipeline.core.transforms import Augment
 
     flips = params.probes.augment.flips
-    flip = dataset_spec(params, prepared.name).mirrorable if flips == "auto" else flips is True
+    flip = mirrorable(prepared.name, params.dataset) if flips == "auto" else flips is True
     fill = tuple(-mean / std for mean, std in zip(prepared.mean, prepared.std))  # a zero pixel, normalised
     return [
         Setting(

@@ -11,6 +11,7 @@ forked processes (benchmarks/prepare.py measures it against torchvision.io).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -31,42 +32,41 @@ if TYPE_CHECKING:
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 IGNORED = {"Thumbs.db", "desktop.ini", "__MACOSX"}  # what file managers leave, besides hidden names (.DS_Store)
 SPLIT_FOLDERS = ("train", "val", "test")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
-GRAY_MODES = {"1", "L", "LA", "La", "I", "F", *SIXTEEN_BIT}
+GRAY_MODES = {"1", "L", "LA", "La", *SIXTEEN_BIT}
 SERIAL_BELOW = 2_000  # images decoded in this process: below this, starting workers costs more than it saves
 CHUNK = 256  # images per task sent to a worker
 
 
-def dataset_spec(params: Params, name: str | None = None) -> DatasetSpec:
-    """The dataset `name` (default: data.name): a user's own declared under `dataset.<name>`, else the catalog's."""
-    name = name or params.data.name
+def dataset_spec(params: Params) -> DatasetSpec:
+    """The selected dataset: a user's own declared under `dataset.<name>`, else the catalog's entry."""
+    name = params.data.name
     entry = params.dataset.get(name)
     return spec(name) if entry is None else _user_spec(name, entry, int(params.data.max_memory))
 
 
 def _user_spec(alias: str, entry: UserDataset, max_memory: int) -> DatasetSpec:
-    """A dataset the user declared: nothing to fetch, its files read where they are."""
+    """A dataset the user declared: nothing to fetch, its files read where they are; a missing one is one line."""
 
     def files(folder: Path) -> list[Path]:
         return declared_paths(entry) if entry.format == "npz" else list_folder(entry, alias).files()
 
     def missing(folder: Path, verify: bool) -> list[Path]:
-        return [path for path in declared_paths(entry) if not path.exists()]
+        for key, path in (("path", entry.path), ("test_path", entry.test_path)):
+            if path is not None and not Path(path).exists():
+                what = ".npz file" if entry.format == "npz" else "image folder (one subfolder per class)"
+                raise DataError(f"dataset.{alias}.{key}: {path} does not exist; point it at your {what}")
+        return []
 
     def fetch(folder: Path, verify: bool) -> None:
-        absent = missing(folder, verify)
-        if absent:
-            raise DataError(
-                f"dataset.{alias}: {absent[0]} does not exist; point dataset.{alias}.path at your "
-                f"{'.npz file' if entry.format == 'npz' else 'image folder (one subfolder per class)'}"
-            )
+        missing(folder, verify)
 
     def load(folder: Path) -> RawData:
         read = load_npz if entry.format == "npz" else load_folder
         return read(entry, alias, max_memory)
 
-    source = Path(entry.path).parent if entry.format == "npz" else Path(entry.path)
-    return DatasetSpec(False, fetch, missing, load, files, lambda folder: source, mirrorable=entry.mirrorable)
+    return DatasetSpec(False, fetch, missing, load, files, lambda folder: Path(entry.path), mirrorable=entry.mirrorable)
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,28 @@ def _class_images(folder: Path, alias: str) -> list[Path]:
     return images
 
 
+def _split_folders(root: Path, alias: str) -> dict[str, Path]:
+    """{'train': root} for a flat folder; {'train': root/train, 'val': root/val, ...} for one already split.
+
+    A folder with any split folder at its top must hold nothing but split folders, so that a stray folder beside
+    train/ never turns the splits into classes.
+    """
+    top = [p for p in _entries(root) if p.is_dir()]
+    named = {p.name: SPLIT_NAMES[p.name.lower()] for p in top if p.name.lower() in SPLIT_NAMES}
+    if not named:
+        return {"train": root}
+    others = [p.name for p in top if p.name not in named]
+    if others or "train" not in named.values() or len(set(named.values())) < len(named):
+        problem = f"folder(s) {', '.join(others)} beside" if others else "no single train/ among"
+        raise DataError(
+            f"dataset.{alias}: {root} has {problem} its split folders {', '.join(named)}; a split folder dataset "
+            f"holds only train/ (and optionally val/ and test/), each with one subfolder per class"
+        )
+    return {
+        split: root / name for split in SPLIT_FOLDERS for name, named_split in named.items() if named_split == split
+    }
+
+
 def list_folder(entry: UserDataset, alias: str) -> Listing:
     """The classes and image files of an ImageFolder dataset, flat or split into train/ (val/, test/)."""
     root = Path(entry.path)
@@ -117,9 +139,7 @@ def list_folder(entry: UserDataset, alias: str) -> Listing:
         raise DataError(
             f"dataset.{alias}.path: {root} {what}; point it at a folder with one subfolder of images per class"
         )
-    top = [p for p in _entries(root) if p.is_dir()]
-    presplit = (root / "train").is_dir() and all(p.name in SPLIT_FOLDERS for p in top)
-    folders = {name: root / name for name in SPLIT_FOLDERS if (root / name).is_dir()} if presplit else {"train": root}
+    folders = _split_folders(root, alias)
     classes = tuple(p.name for p in _entries(folders["train"]) if p.is_dir())
     if not classes:
         raise DataError(
@@ -174,9 +194,12 @@ def _decode_one(path: Path, decoding: Decoding, alias: str) -> np.ndarray:
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """A 16-bit grayscale image scaled to 8 bits (Pillow's convert("L") would clip it to white), others as they are."""
+    """A 16-bit grayscale image scaled to 8 bits (Pillow's convert("L") would clip it to white), others as they are;
+    32-bit pixels have no one range to scale from, so they are refused."""
     from PIL import Image
 
+    if image.mode in ("I", "F"):
+        raise ValueError(f"32-bit {'integer' if image.mode == 'I' else 'float'} pixels; save it with 8 or 16 bits")
     if image.mode not in SIXTEEN_BIT:
         return image
     wide = np.asarray(image).astype(np.uint32)
@@ -222,11 +245,11 @@ def decode(paths: list[Path], decoding: Decoding, alias: str, processes: int | N
     """Every image in `paths` as one (N, C, H, W) uint8 array, decoded by `processes` forked workers.
 
     The first image fixes what was not declared (channels, size); the others must agree. Each worker's chunk is
-    copied into the one output array as it arrives, so memory holds the result plus a few chunks.
+    copied into the one output array as it arrives, so memory holds the result plus the chunks not yet copied.
     """
     first = _decode_one(paths[0], decoding, alias)
     out = np.empty((len(paths), first.shape[0], *(decoding.size or first.shape[1:])), dtype=np.uint8)
-    processes = processes or len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
+    processes = processes or _cores()
     if len(paths) < SERIAL_BELOW or processes == 1:
         return _decode_into(out, paths, decoding, alias)
     starts = range(0, len(paths), CHUNK)
@@ -237,6 +260,11 @@ def decode(paths: list[Path], decoding: Decoding, alias: str, processes: int | N
         for start, part in zip(starts, pool.map(_decode_chunk, chunks, *same)):
             out[start : start + len(part)] = part
     return out
+
+
+def _cores() -> int:
+    """The cores this process may use (its affinity, under a container's or pytest worker's limits), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def check_memory(alias: str, count: int, shape: tuple[int, ...], limit: int) -> None:
@@ -264,7 +292,7 @@ def load_folder(entry: UserDataset, alias: str, max_memory: int, processes: int 
         with Image.open(paths[0]) as image:
             width, height = image.size
             channels = decoding.channels or _natural_channels(image.mode)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(_unreadable(alias, paths[0], exc)) from None
     check_memory(alias, len(paths), (channels, *(decoding.size or (height, width))), max_memory)
     images = decode(paths, decoding, alias, processes)
@@ -292,21 +320,28 @@ def declared_paths(entry: UserDataset) -> list[Path]:
     return [Path(entry.path), *([Path(entry.test_path)] if entry.test_path else [])]
 
 
-def _read_npz(path: Path, alias: str, key: str) -> dict[str, np.ndarray]:
+def _open_npz(path: Path, alias: str, key: str) -> np.lib.npyio.NpzFile:
+    """The archive, whose arrays are read only when asked for."""
     if not path.is_file():
         what = "is a folder" if path.exists() else "does not exist"
         raise DataError(f"dataset.{alias}.{key}: {path} {what}; point it at an .npz file with arrays x and y")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(
             f"dataset.{alias}.{key}: {path} is not a readable .npz file ({exc}); save it with numpy.savez"
         ) from None
 
 
-def _as_images(x: np.ndarray, entry: UserDataset, alias: str, where: str) -> np.ndarray:
-    """`x` as uint8 (N, C, H, W), or (N, 1, L) for signals, converted to the declared channels and size."""
+def _read(archive: np.lib.npyio.NpzFile, key: str, alias: str, where: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"dataset.{alias}: {where} ({key}) cannot be read ({exc}); save the file again") from None
+
+
+def _channels_first(x: np.ndarray, entry: UserDataset, alias: str, where: str) -> np.ndarray:
+    """`x` as (N, C, H, W), or (N, 1, L) for signals; a view, nothing converted yet."""
     if x.ndim == 4:
         layout = entry.layout or _guess_layout(x.shape, alias, where)
         x = x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
@@ -316,23 +351,38 @@ def _as_images(x: np.ndarray, entry: UserDataset, alias: str, where: str) -> np.
         raise DataError(
             f"dataset.{alias}: {where} has shape {x.shape}; expected (N, L), (N, H, W), (N, H, W, C) or (N, C, H, W)"
         )
-    x = _as_uint8(x, alias, where)
+    if len(x) == 0:
+        raise DataError(f"dataset.{alias}: {where} holds no images; save at least one per class")
     if x.shape[1] not in (1, 3, 4):
         raise DataError(f"dataset.{alias}: {where} has {x.shape[1]} channels; convbench reads 1 (gray), 3 or 4 (RGBA)")
     if x.shape[1] == 4 and entry.channels is None:
         raise DataError(f"dataset.{alias}: {where} has 4 channels (RGBA); set dataset.{alias}.channels: 3 or 1")
-    channels = entry.channels or x.shape[1]
-    x = x[:, :3]
-    if channels == 1 and x.shape[1] == 3:  # ITU-R 601 luma, as Pillow's convert("L")
-        x = ((x[:, 0:1] * 299 + x[:, 1:2] * 587 + x[:, 2:3] * 114 + 500) // 1000).astype(np.uint8)
-    elif channels == 3 and x.shape[1] == 1:
-        x = np.repeat(x, 3, axis=1)
-    if entry.image_size is not None:
-        if x.ndim != 4:
-            raise DataError(f"dataset.{alias}.image_size: {where} holds 1-D signals; remove image_size")
-        if tuple(x.shape[2:]) != entry.image_size:
-            x = _resize(x, entry.image_size, entry.resize)
-    return np.ascontiguousarray(x)
+    if entry.image_size is not None and x.ndim != 4:
+        raise DataError(f"dataset.{alias}.image_size: {where} holds 1-D signals; remove image_size")
+    return x
+
+
+def _target_shape(x: np.ndarray, entry: UserDataset) -> tuple[int, ...]:
+    """One image's shape once converted: the declared channels and size, else its own."""
+    return (entry.channels or min(x.shape[1], 3), *(entry.image_size or x.shape[2:]))
+
+
+def _as_images(x: np.ndarray, entry: UserDataset, alias: str, where: str) -> np.ndarray:
+    """Channels-first `x` as uint8, converted to the declared channels and size, a chunk of images at a time."""
+    out = np.empty((len(x), *_target_shape(x, entry)), dtype=np.uint8)
+    scale = _scale(x, alias, where)
+    for start in range(0, len(x), CHUNK):
+        chunk = _as_uint8(x[start : start + CHUNK], scale)[:, :3]
+        if out.shape[1] == 1 and chunk.shape[1] == 3:  # Pillow's convert("L"): ITU-R 601 luma in 16-bit fixed point
+            wide = chunk.astype(np.uint32)
+            weighted = wide[:, 0:1] * 19595 + wide[:, 1:2] * 38470 + wide[:, 2:3] * 7471
+            chunk = ((weighted + 0x8000) >> 16).astype(np.uint8)
+        elif out.shape[1] == 3 and chunk.shape[1] == 1:
+            chunk = np.repeat(chunk, 3, axis=1)
+        if chunk.shape[2:] != out.shape[2:]:
+            chunk = _resize(chunk, out.shape[2:], entry.resize)
+        out[start : start + len(chunk)] = chunk
+    return out
 
 
 def _guess_layout(shape: tuple[int, ...], alias: str, where: str) -> str:
@@ -345,21 +395,27 @@ def _guess_layout(shape: tuple[int, ...], alias: str, where: str) -> str:
     )
 
 
-def _as_uint8(x: np.ndarray, alias: str, where: str) -> np.ndarray:
+def _scale(x: np.ndarray, alias: str, where: str) -> float:
+    """What turns `x`'s values into 0..255: 1 for uint8 and 0..255 numbers, 255 for floats in 0..1."""
     if x.dtype == np.uint8:
-        return x
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise DataError(f"dataset.{alias}: {where} holds {x.dtype} values; save numbers (uint8 0..255 or float 0..1)")
+        return 1.0
     if x.dtype == np.bool_:
-        return x.astype(np.uint8) * 255
+        return 255.0
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"dataset.{alias}: {where} holds {x.dtype} values; save numbers (uint8 0..255 or float 0..1)")
     low, high = float(np.min(x)), float(np.max(x))
     if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
         raise DataError(f"dataset.{alias}: {where} holds values from {low:g} to {high:g}; scale them to 0..1 or 0..255")
-    scale = 255.0 if np.issubdtype(x.dtype, np.floating) and high <= 1.0 else 1.0
+    return 255.0 if np.issubdtype(x.dtype, np.floating) and high <= 1.0 else 1.0
+
+
+def _as_uint8(x: np.ndarray, scale: float) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x
     return np.clip(np.rint(x.astype(np.float64) * scale), 0, 255).astype(np.uint8)
 
 
-def _resize(x: np.ndarray, size: tuple[int, int], resample: str) -> np.ndarray:
+def _resize(x: np.ndarray, size: tuple[int, ...], resample: str) -> np.ndarray:
     """Each (C, H, W) image resized with Pillow, as folder images are."""
     from PIL import Image
 
@@ -367,7 +423,7 @@ def _resize(x: np.ndarray, size: tuple[int, int], resample: str) -> np.ndarray:
     out = np.empty((len(x), x.shape[1], *size), dtype=np.uint8)
     for index, image in enumerate(x):
         picture = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
-        array = np.asarray(picture.resize(size[::-1], method))
+        array = np.asarray(picture.resize((size[1], size[0]), method))
         out[index] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return out
 
@@ -375,6 +431,8 @@ def _resize(x: np.ndarray, size: tuple[int, int], resample: str) -> np.ndarray:
 def _as_labels(y: np.ndarray | None, count: int, alias: str, where: str) -> np.ndarray:
     if y is None:
         raise DataError(f"dataset.{alias}: {where} has images but no labels; save the labels beside them")
+    if y.ndim == 2 and y.shape[1] == 1:  # (N, 1), as Keras code often keeps them
+        y = y[:, 0]
     if y.ndim != 1 or len(y) != count:
         raise DataError(
             f"dataset.{alias}: {where} holds labels of shape {y.shape} for {count:,} images; save one integer "
@@ -388,46 +446,64 @@ def _as_labels(y: np.ndarray | None, count: int, alias: str, where: str) -> np.n
 
 
 def load_npz(entry: UserDataset, alias: str, max_memory: int) -> RawData:
-    """NumPy arrays (x, y; optionally x_val, y_val, x_test, y_test and classes) as RawData."""
-    main = _read_npz(Path(entry.path), alias, "path")
-    if "x" not in main:
+    """NumPy arrays (x, y; optionally x_val, y_val, x_test, y_test and classes) as RawData.
+
+    The test split comes from `test_path` (its x and y) or from x_test and y_test, never from both.
+    """
+    with contextlib.ExitStack() as files:
+        return _load_npz(entry, alias, max_memory, files)
+
+
+def _load_npz(entry: UserDataset, alias: str, max_memory: int, files: contextlib.ExitStack) -> RawData:
+    main = files.enter_context(_open_npz(Path(entry.path), alias, "path"))
+    if "x" not in main.files:
         raise DataError(
-            f"dataset.{alias}.path: {entry.path} has arrays {', '.join(main) or 'none'} but no x; save the images as x "
-            f"and their labels as y"
+            f"dataset.{alias}.path: {entry.path} has arrays {', '.join(main.files) or 'none'} but no x; save the "
+            f"images as x and their labels as y"
         )
-    test = _read_npz(Path(entry.test_path), alias, "test_path") if entry.test_path else {}
+    test = files.enter_context(_open_npz(Path(entry.test_path), alias, "test_path")) if entry.test_path else None
+    if test is not None and ("x" not in test.files or "x_test" in main.files):
+        problem = f"has no x (it holds {', '.join(test.files) or 'nothing'})" if "x" not in test.files else ""
+        raise DataError(
+            f"dataset.{alias}.test_path: {entry.test_path} "
+            + (problem or f"and x_test in {entry.path} both give a test split")
+            + "; save the test split as x and y in the test file, or as x_test and y_test in the main one"
+        )
     sources = {
-        "train": (main, "x", "y", str(entry.path)),
-        "val": (main, "x_val", "y_val", str(entry.path)),
-        "test": (test, "x", "y", str(entry.test_path)) if test else (main, "x_test", "y_test", str(entry.path)),
+        "train": (main, "x", "y", Path(entry.path)),
+        "val": (main, "x_val", "y_val", Path(entry.path)),
+        "test": (test, "x", "y", Path(str(entry.test_path))) if test else (main, "x_test", "y_test", Path(entry.path)),
     }
-    present = {split: archive[x_key] for split, (archive, x_key, _, _) in sources.items() if x_key in archive}
-    check_memory(alias, sum(len(x) for x in present.values()), present["train"].shape[1:], max_memory)
+    views = {
+        split: (_channels_first(_read(archive, x_key, alias, str(path)), entry, alias, f"{path} ({x_key})"), path)
+        for split, (archive, x_key, _, path) in sources.items()
+        if x_key in archive.files
+    }
+    count = sum(len(x) for x, _ in views.values())
+    check_memory(alias, count, _target_shape(views["train"][0], entry), max_memory)
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split, (archive, x_key, y_key, path) in sources.items():
-        if x_key in archive:
-            where = f"{path} ({x_key})"
-            images = _as_images(archive[x_key], entry, alias, where)
-            arrays[split] = (images, _as_labels(archive.get(y_key), len(images), alias, f"{path} ({y_key})"))
+    for split, (x, path) in views.items():
+        archive, x_key, y_key, _ = sources[split]
+        images = _as_images(x, entry, alias, f"{path} ({x_key})")
+        y = _read(archive, y_key, alias, str(path)) if y_key in archive.files else None
+        arrays[split] = (images, _as_labels(y, len(images), alias, f"{path} ({y_key})"))
     labels = np.concatenate([y for _, y in arrays.values()])
-    if len(labels) and labels.min() < 0:
+    if labels.min() < 0:
         raise DataError(f"dataset.{alias}: label {int(labels.min())} is negative; save labels 0..K-1")
-    classes = _class_names(entry, main, int(labels.max()) + 1 if len(labels) else 0, alias)
+    classes = _class_names(entry, main, int(labels.max()) + 1, alias)
     shapes = {split: images.shape[1:] for split, (images, _) in arrays.items()}
     if len(set(shapes.values())) > 1:
         raise DataError(
             f"dataset.{alias}: the splits have different image shapes ({shapes}); set dataset.{alias}.image_size"
         )
     val, tests = arrays.get("val", (None, None)), arrays.get("test", (None, None))
-    return RawData(
-        *arrays["train"], classes, test_images=tests[0], test_labels=tests[1], val_images=val[0], val_labels=val[1]
-    )
+    return RawData(*arrays["train"], classes, tests[0], tests[1], val[0], val[1])
 
 
-def _class_names(entry: UserDataset, archive: dict[str, np.ndarray], seen: int, alias: str) -> tuple[str, ...]:
+def _class_names(entry: UserDataset, archive: np.lib.npyio.NpzFile, seen: int, alias: str) -> tuple[str, ...]:
     """Declared names, else the file's `classes` array, else '0'..'K-1' for the labels seen."""
     if entry.classes is not None:
         return tuple(entry.classes)
-    if "classes" in archive:
-        return tuple(str(c) for c in archive["classes"])
+    if "classes" in archive.files:
+        return tuple(str(c) for c in _read(archive, "classes", alias, str(entry.path)))
     return tuple(str(c) for c in range(seen))

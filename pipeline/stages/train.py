@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,8 +219,15 @@ def _log_start(logger: tracking.RunLogger, cell: Cell, prepared: PreparedData, m
             "data": cell.params.data.model_dump(mode="json"),
         }
     )
-    source = str(Path(prepared.source).resolve()) if prepared.source else str(paths.prepared_tensors(prepared.name))
-    logger.log_dataset(prepared.name, prepared.sha256, source, "train")
+    logger.log_dataset(prepared.name, prepared.sha256, _source(prepared.name), "train")
+
+
+def _source(dataset: str) -> str:
+    """Where the raw data lives, as the download stage listed it (absolute); else the prepared tensors' path."""
+    listed = paths.source_manifest(dataset)
+    if not listed.is_file():
+        return str(paths.prepared_tensors(dataset))
+    return str(Path(json.loads(listed.read_text())["source"]).resolve())
 
 
 def _fit(
