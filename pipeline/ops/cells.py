@@ -5,10 +5,8 @@ Nothing here changes a number, so none of it is in a cell's identity.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.artifacts import atomic, paths
 from pipeline.core import cell as cells
 from pipeline.errors import ConvbenchError, ParamsError, redact
+from pipeline.ops import pool as pools
 
 if TYPE_CHECKING:
     from pipeline.core.cell import Cell
@@ -100,8 +99,8 @@ class CellJob:
     seed: int
     project: str  # absolute: the worker works there, as user builders import from the project folder
     threads: int  # the cores this cell may use (its intra-op threads are chosen within them)
-    gpus: int = 0  # GPUs visible to a worker on this machine (one cell per GPU, round robin)
-    die_with_parent: bool = False  # a process on this machine: no orphan keeps training after a kill
+    gpus: int = 0  # GPUs of this machine: with several, each worker process takes one (round robin)
+    pooled: bool = False  # in a worker process on this machine (not a Ray task)
 
     @property
     def name(self) -> str:
@@ -130,9 +129,8 @@ def portable(params: Params, project: Path) -> dict[str, Any]:
 
 def run_job(job: CellJob) -> CellOutcome:
     """One cell in a worker: the stage's line, or its failure as one line (an exception may not pickle back)."""
-    if job.die_with_parent and sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphans after a kill
-    for stop in STOPS:  # stop like the CLI: the cell's run ends FAILED, its lock goes
+    pools.gpu(job.gpus)
+    for stop in pools.STOPS:  # stop like the CLI: the cell's run ends FAILED, its lock goes
         signal.signal(stop, _raise_interrupt)
     import torch
 
@@ -148,27 +146,22 @@ def run_job(job: CellJob) -> CellOutcome:
     except ConvbenchError as exc:
         return CellOutcome(job.name, str(exc), True)
     except KeyboardInterrupt:
-        if job.die_with_parent:  # a pool worker: its cell's run is closed FAILED; leave rather than wait for more
+        if job.pooled:  # its cell's run is closed FAILED; leave rather than wait for more
             os._exit(130)
         return CellOutcome(job.name, "interrupted", True)
     except Exception as exc:  # noqa: BLE001 - one line per failed cell; the traceback is kept in a log
         return CellOutcome(job.name, out_of_memory_line(exc) or unexpected_line(exc), True)
-
-
-STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    finally:
+        if job.pooled:
+            pools.idle()
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     """The first stop unwinds the cell; later ones (Ctrl-C reaches the whole group, then the parent's SIGTERM)
     are ignored, so they cannot cut its cleanup short and leave a temporary file."""
-    for stop in STOPS:
+    for stop in pools.STOPS:
         signal.signal(stop, signal.SIG_IGN)
     raise KeyboardInterrupt
-
-
-def _claim_gpu(slots: Any) -> None:
-    """A worker process's one GPU, taken from the shared queue before CUDA starts in it."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(slots.get())
 
 
 def run_cells(
@@ -227,8 +220,8 @@ def _on_processes(
     runner: Runner,
     say: Callable[[str], None],
 ) -> list[CellOutcome]:
-    """This process trains cells itself while `workers - 1` spawned processes take the others, so the seconds a
-    new process spends importing torch and MLflow are not lost; one cell per GPU when the machine has several."""
+    """This process trains cells itself while `workers - 1` worker processes (started with the stage, see
+    pool.warm) take the others; one cell per GPU when the machine has several."""
     import multiprocessing
     import threading
     from collections import deque
@@ -237,14 +230,8 @@ def _on_processes(
 
     from pipeline.core.runtime import intra_op_threads
 
-    context = multiprocessing.get_context("spawn")
     gpus = torch.cuda.device_count() if jobs[0].params["train"]["device"] in ("auto", "cuda") else 0
     helpers = min(runner.workers, len(jobs)) - 1
-    slots: Any = None
-    if gpus > 1:  # this process keeps the first GPU
-        slots = context.Queue()
-        for index in range(helpers):
-            slots.put((index + 1) % gpus)
     queue = deque(zip(todo, jobs))
     outcomes: list[CellOutcome] = []
     speaking = threading.Lock()
@@ -256,7 +243,7 @@ def _on_processes(
             if not outcome.failed:
                 say(outcome.line)
 
-    pool = context.Pool(helpers, _claim_gpu if slots else None, (slots,) if slots else ())
+    pool = pools.take(helpers, jobs[0].compute.__module__)
 
     def feed() -> None:
         while not stop.is_set() and queue:
@@ -264,7 +251,7 @@ def _on_processes(
                 _, job = queue.popleft()
             except IndexError:
                 return
-            result = pool.apply_async(run_job, (replace(job, die_with_parent=True),))
+            result = pool.apply_async(run_job, (replace(job, gpus=gpus, pooled=True),))
             while not stop.is_set():
                 try:
                     record(result.get(timeout=0.5))
@@ -285,7 +272,7 @@ def _on_processes(
                 record(_here(cell, job, prepared))
         for feeder in feeders:
             feeder.join()
-        pool.close()
+        pool.terminate()  # every cell is in: the idle workers die at once instead of spending a second exiting
     except BaseException:
         stop.set()
         pool.terminate()  # SIGTERM each worker: its cell's run ends FAILED and its lock goes, its resume state stays

@@ -1,0 +1,99 @@
+"""Worker processes for cells in parallel, started before this process imports torch.
+
+A fresh Python process spends seconds importing torch and MLflow. Started when the stage starts, a worker
+does that on another core while this process does the same, instead of after it (`python benchmarks/ladder.py`
+measures what it gives). This module imports neither, so the CLI can start workers before anything heavy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.pool import Pool
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+
+STOPS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+
+_warm: tuple[Pool, int] | None = None  # workers started by `warm`, and how many, for the stage's first parallel run
+_slot = 0  # this worker's number (1, 2, ...): its GPU when the machine has several; this process keeps GPU 0
+_claimed = False  # whether this worker has set CUDA_VISIBLE_DEVICES (before its first cell started CUDA)
+
+
+def start(helpers: int, preload: str) -> Pool:
+    """`helpers` spawned processes, each numbered, dying with this one, importing `preload` (a module) at once."""
+    context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started its threads
+    slots = context.Queue()
+    for number in range(1, helpers + 1):
+        slots.put(number)
+    return context.Pool(helpers, _start_worker, (slots, preload))
+
+
+@contextmanager
+def warm(workers: int, local: bool, preload: str) -> Iterator[None]:
+    """With `workers` > 1 on this machine, start the other workers now (importing `preload`) and stop any the
+    stage did not take when it ends; otherwise do nothing."""
+    global _warm
+    if workers < 2 or not local:
+        yield
+        return
+    _warm = start(workers - 1, preload), workers - 1
+    try:
+        yield
+    finally:
+        unused, _warm = _warm, None
+        if unused is not None:
+            unused[0].terminate()
+            unused[0].join()
+
+
+def take(helpers: int, preload: str) -> Pool:
+    """The warm workers when there are enough of them, else `helpers` started now; the caller closes the pool."""
+    global _warm
+    warmed, _warm = _warm, None
+    if warmed is not None and warmed[1] >= helpers:
+        return warmed[0]
+    if warmed is not None:
+        warmed[0].terminate()
+        warmed[0].join()
+    return start(helpers, preload)
+
+
+def gpu(count: int) -> None:
+    """Make this worker see its one GPU (round robin over `count`, within any CUDA_VISIBLE_DEVICES), before CUDA
+    starts in it; a no-op in the main process or with fewer than two GPUs."""
+    global _claimed
+    if _slot == 0 or count < 2 or _claimed:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(index) for index in range(count)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[_slot % len(ids)]
+    _claimed = True
+
+
+def _start_worker(slots: Queue[int], preload: str) -> None:
+    """A worker's start: its number, no life after its parent, quiet while idle, then the stage's imports."""
+    global _slot
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphans after a kill
+    idle()
+    _slot = slots.get()
+    for module in (preload, "torch._dynamo"):  # FLOP counting (threads per cell) imports dynamo: another second
+        importlib.import_module(module)
+    gc.freeze()  # as in the CLI's main: exiting, the worker drops these objects instead of collecting them (~1.3 s)
+
+
+def idle() -> None:
+    """Between cells a worker ignores Ctrl-C (its parent stops the pool) and dies quietly on SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stop in STOPS[1:]:
+        signal.signal(stop, signal.SIG_DFL)
