@@ -425,9 +425,9 @@ def _fit(
             elapsed_seconds=time.perf_counter() - started,
         )
         history.append(stats)
+        if save_state is not None and epoch < recipe.epochs:  # first: a stop between the two cannot log an epoch
+            save_state(run.state(epoch, model, history, stopwatch.elapsed))  # twice (a resume replays unlogged ones)
         on_epoch(stats)
-        if save_state is not None and epoch < recipe.epochs:
-            save_state(run.state(epoch, model, history, stopwatch.elapsed))
     return history, stopwatch.elapsed
 
 

@@ -7,20 +7,21 @@ measures what it gives). This module imports neither, so the CLI can start worke
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import importlib
 import multiprocessing
 import os
 import signal
-import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import wait
 from multiprocessing.pool import Pool
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from multiprocessing.queues import Queue
+    from multiprocessing.sharedctypes import Synchronized
 
 STOPS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
@@ -32,10 +33,8 @@ _claimed = False  # whether this worker has set CUDA_VISIBLE_DEVICES (before its
 def start(helpers: int, preload: str) -> Pool:
     """`helpers` spawned processes, each numbered, dying with this one, importing `preload` (a module) at once."""
     context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started its threads
-    slots = context.Queue()
-    for number in range(1, helpers + 1):
-        slots.put(number)
-    return context.Pool(helpers, _start_worker, (slots, preload))
+    numbers = context.Value("i", 0)  # a worker the pool starts in place of a dead one takes the next number
+    return context.Pool(helpers, _start_worker, (numbers, preload))
 
 
 @contextmanager
@@ -80,20 +79,43 @@ def gpu(count: int) -> None:
     _claimed = True
 
 
-def _start_worker(slots: Queue[int], preload: str) -> None:
-    """A worker's start: its number, no life after its parent, quiet while idle, then the stage's imports."""
+def _start_worker(numbers: Synchronized[int], preload: str) -> None:
+    """A worker's start: quiet while idle, no life after its parent, its number, then the stage's imports."""
     global _slot
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphans after a kill
     idle()
-    _slot = slots.get()
+    threading.Thread(target=_follow_parent, name="convbench-parent", daemon=True).start()
+    with numbers.get_lock():
+        numbers.value += 1
+        _slot = numbers.value
     for module in (preload, "torch._dynamo"):  # FLOP counting (threads per cell) imports dynamo: another second
         importlib.import_module(module)
     gc.freeze()  # as in the CLI's main: exiting, the worker drops these objects instead of collecting them (~1.3 s)
 
 
+def _follow_parent() -> None:
+    """Stop this worker as the parent's own stop would (its cell's run ends FAILED, its lock goes) once the parent
+    is gone, killed included; exit outright if that takes over a minute.
+
+    Not PR_SET_PDEATHSIG: it fires when the creating *thread* ends, and the pool starts replacement workers from a
+    thread that ends when the pool stops, killing them while they may hold the pool's queue lock.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    wait([parent.sentinel])
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+    os._exit(137)
+
+
 def idle() -> None:
-    """Between cells a worker ignores Ctrl-C (its parent stops the pool) and dies quietly on SIGTERM."""
+    """Between cells a worker ignores Ctrl-C (its parent stops the pool) and leaves quietly on SIGTERM or SIGHUP."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for stop in STOPS[1:]:
-        signal.signal(stop, signal.SIG_DFL)
+        signal.signal(stop, _leave)
+
+
+def _leave(signum: int, frame: object) -> None:
+    """Unwind, so the pool's task-queue lock an idle worker holds is released (killed outright, it stays taken and
+    the pool deadlocks when it is stopped); SystemExit ends the process without a traceback."""
+    raise SystemExit(128 + signum)
