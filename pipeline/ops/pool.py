@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import wait
 from multiprocessing.pool import Pool
+from multiprocessing.util import Finalize
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def _start_worker(numbers: Synchronized[int], preload: str) -> None:
     """A worker's start: quiet while idle, no life after its parent, its number, then the stage's imports."""
     global _slot
     idle()
+    Finalize(None, _exiting, exitpriority=100)  # run first when the worker leaves its loop (the pool's stop)
     threading.Thread(target=_follow_parent, name="convbench-parent", daemon=True).start()
     with numbers.get_lock():
         numbers.value += 1
@@ -113,6 +115,13 @@ def idle() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for stop in STOPS[1:]:
         signal.signal(stop, _leave)
+
+
+def _exiting() -> None:
+    """Leaving, a worker holds no lock: the pool's SIGTERM, which can reach it on its way out, just ends it (raising
+    there would print 'Exception ignored' with a traceback)."""
+    for stop in STOPS[1:]:
+        signal.signal(stop, signal.SIG_DFL)
 
 
 def _leave(signum: int, frame: object) -> None:
