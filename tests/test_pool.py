@@ -100,7 +100,8 @@ def test_each_worker_takes_one_gpu_by_its_number(
         pool.terminate()
         pool.join()
     assert seen <= expected and seen
-    assert _claimed(4) == os.environ.get("CUDA_VISIBLE_DEVICES"), "the stage's own process changes nothing"
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    assert _claimed(4) == before, "the stage's own process keeps the GPUs it sees"
 
 
 @pytest.mark.timeout(120)
