@@ -39,5 +39,5 @@ server: $(STAMP)  ## shared MLflow tracking server: SQL backend + local artifact
 	mlflow server --backend-store-uri '$(SERVER_BACKEND)' --artifacts-destination '$(SERVER_ARTIFACTS)' \
 		--serve-artifacts --host $(SERVER_HOST) --port $(SERVER_PORT)
 
-clean:  ## remove prepared data, models, metrics, reports, tuned recipes and studies, and the local MLflow store (keeps data/raw and .venv)
-	rm -rf data/prepared models metrics reports tuned dvc_plots mlflow.db mlruns mlartifacts
+clean:  ## remove prepared data, models, results, metrics, reports, tuned recipes and studies, and the local MLflow store (keeps data/raw and .venv)
+	rm -rf data/prepared models results metrics reports tuned dvc_plots mlflow.db mlruns mlartifacts

@@ -1,10 +1,10 @@
 """The 4-model ladder trained with train.workers 1 and 2, interleaved in one run, and the LCN's training step.
 
 For each dataset a scratch project trains linear, mlp, lcn and cnn (2 seeds, a few epochs) with
-`convbench train --workers 1` and `--workers 2` in alternating order, round by round, from an empty models/
+`convbench train --workers 1` and `--workers 2` in alternating order, round by round, from empty models/ and results/
 folder each time, and prints each round's wall times, the median of the per-round ratios (workers 1 /
 workers 2) and their range. Then `convbench bench` times every model side by side on the trained cells and
-the LCN/CNN training-step ratio is read from metrics/bench.json (the median of its per-round paired ratios).
+the LCN/CNN training-step ratio is read from results/<dataset>/bench.json (the median of its per-round paired ratios).
 
 Last, the bound: each model's training step is timed with one thread and with the threads a lone cell gets
 (interleaved, torch.utils.benchmark), and the line says how much faster two one-thread workers could be than
@@ -56,7 +56,7 @@ def convbench(stage: str, folder: Path, *args: str) -> float:
 
 def train_seconds(folder: Path, workers: int) -> float:
     """Wall seconds to train every cell from scratch with `workers` worker processes."""
-    for name in ("models", "curves"):
+    for name in ("models", "results"):  # every checkpoint and curve: no cell is current
         shutil.rmtree(folder / name, ignore_errors=True)
     return convbench("train", folder, "--workers", str(workers))
 
@@ -130,7 +130,7 @@ def ladder(dataset: str, epochs: int, rounds: int) -> None:
             f"median wall {statistics.median(walls[1]):.1f} s vs {statistics.median(walls[2]):.1f} s)"
         )
         convbench("bench", folder)
-        bench = json.loads((folder / "metrics" / "bench.json").read_text())
+        bench = json.loads((folder / "results" / dataset / "bench.json").read_text())  # paths.bench(dataset)
         step = next(case for name, case in bench["cases"].items() if name.startswith("training_step"))
         lcn = step["ratios"]["lcn"]
         rates = {name: model["images_per_second"] for name, model in step["models"].items()}

@@ -33,7 +33,7 @@ from pipeline.errors import (
     without_credentials,
 )
 from pipeline.ops import pool as pools
-from pipeline.params import Params, load_params
+from pipeline.params import Params, load_all, load_params
 
 if TYPE_CHECKING:
     from pipeline.ops.sweep import CellOutcome
@@ -54,6 +54,10 @@ ModelOption = Annotated[
 ]
 SeedOption = Annotated[
     Optional[int], typer.Option("--seed", "-s", min=0, help="Only this seed (default: every seed in train.seeds).")
+]
+DatasetOption = Annotated[
+    Optional[str],
+    typer.Option("--dataset", "-d", help="Only this dataset, one of data.name (default: each of them in turn)."),
 ]
 
 
@@ -76,7 +80,7 @@ def _user_errors() -> Iterator[None]:
         typer.echo(f"convbench: error: {redact(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("convbench: interrupted; no partial outputs were written", err=True)
+        typer.echo(f"convbench: interrupted; {INTERRUPTED.get(_active_stage, INTERRUPTED[''])}", err=True)
         raise typer.Exit(130) from None
     except OSError as exc:
         root = _active_params.data.root if _active_params is not None else None
@@ -91,28 +95,60 @@ def _user_errors() -> Iterator[None]:
 
 
 _active_params: Optional[Params] = None  # the params of the running command, to name the setting behind a path
+_active_stage = ""  # the running command's stage, to say what an interruption kept
+INTERRUPTED = {  # what each stage keeps when it is stopped, and how to go on
+    "train": "finished cells are kept, and the interrupted cell saved its last completed epoch: run the same "
+    "command (or `dvc repro`) again to resume it",
+    "tune": "every finished trial is kept in its model's study: run the same command (or `dvc repro`) again to "
+    "resume tuning",
+    "evaluate": "cells already scored are kept: run the same command (or `dvc repro`) again to score the rest",
+    "run": "finished stages and cells are kept: run `convbench run` again to go on from there",
+    "": "nothing half-written was left: run the same command again",
+}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _stage(run: Callable[[Params], None], params_path: Path) -> None:
-    """Validate params, then run the stage in the project folder: the one holding the params file."""
-    global _active_params
+def _stage(run: Callable[[Params], None], params_path: Path, dataset: Optional[str] = None, stage: str = "") -> None:
+    """Validate params, then run the stage in the project folder (the one holding the params file) for `dataset`,
+    or for each dataset data.name lists, in order."""
+    global _active_params, _active_stage
+    _active_stage = stage
     with _user_errors():
-        params = load_params(params_path)
-        project = Path(params_path).resolve().parent
-        if project != Path.cwd().resolve():
-            os.chdir(project)  # `-p ../params.yaml` from a subfolder writes into the project, not into the subfolder
-        _active_params = params
-        run(params)
+        plan = [load_params(params_path, dataset)] if dataset else load_all(params_path)
+        _enter_project(params_path, warn_legacy=stage in LEGACY_WARNED)
+        for params in plan:
+            if len(plan) > 1 and stage:
+                typer.echo(f"{stage}: dataset {params.data.name}")
+            _active_params = params
+            run(params)
+
+
+LEGACY_WARNED = {"download", "run", "overview"}  # the first and last commands of a pipeline run, not every stage
+
+
+def _enter_project(params_path: Path, warn_legacy: bool = False) -> None:
+    """Work in the folder of the params file, and say if it still holds files of the old layout."""
+    project = Path(params_path).resolve().parent
+    if project != Path.cwd().resolve():
+        os.chdir(project)  # `-p ../params.yaml` from a subfolder writes into the project, not into the subfolder
+    legacy = paths.legacy_files() if warn_legacy else []
+    if legacy:
+        shown = " ".join(str(p) for p in legacy[:4]) + (f" and {len(legacy) - 4} more" if len(legacy) > 4 else "")
+        typer.echo(
+            f"convbench: warning: {shown} come from before results were kept per dataset (models/<dataset>/, "
+            f"results/<dataset>/, reports/<dataset>/) and are no longer read or updated; delete them "
+            f"(`git rm -r --cached` first where git tracks them)",
+            err=True,
+        )
 
 
 @app.command()
-def download(params_path: ParamsPath = Path("params.yaml")) -> None:
-    """Put data.name's raw files under data.root/<name>/ (network only if files are missing) and list them."""
-    _stage(_download, params_path)
+def download(params_path: ParamsPath = Path("params.yaml"), dataset: DatasetOption = None) -> None:
+    """Put each dataset's raw files under data.root/<name>/ (network only if files are missing) and list them."""
+    _stage(_download, params_path, dataset, "download")
 
 
 def _download(params: Params) -> None:
@@ -127,9 +163,9 @@ def _download(params: Params) -> None:
 
 
 @app.command()
-def prepare(params_path: ParamsPath = Path("params.yaml")) -> None:
-    """Split the raw dataset stratified into train/val/test uint8 tensors plus a JSON manifest."""
-    _stage(_prepare, params_path)
+def prepare(params_path: ParamsPath = Path("params.yaml"), dataset: DatasetOption = None) -> None:
+    """Split each raw dataset stratified into train/val/test uint8 tensors plus a JSON manifest."""
+    _stage(_prepare, params_path, dataset, "prepare")
 
 
 def _prepare(params: Params) -> None:
@@ -151,6 +187,7 @@ class TuneBackend(str, Enum):
 @app.command()
 def tune(
     params_path: ParamsPath = Path("params.yaml"),
+    dataset: DatasetOption = None,
     model: ModelOption = None,
     workers: Annotated[
         int, typer.Option(min=1, help="Optuna workers sharing the study (processes here, or Ray tasks).")
@@ -163,17 +200,22 @@ def tune(
     storage: Annotated[
         Optional[str],
         typer.Option(
-            help="Optuna study storage URL (default sqlite:///tuned/<model>.study.db; a database every worker reaches "
+            help="Optuna study storage URL (default sqlite:///tuned/<dataset>/<model>.study.db; a database every worker reaches "
             "for a cluster)."
         ),
     ] = None,
 ) -> None:
-    """Give every model the same tune.trials Optuna trials (scored on validation only); writes tuned/<model>.yaml.
+    """Give every model the same tune.trials Optuna trials (scored on validation only); writes tuned/<dataset>/<model>.yaml.
 
     A killed run resumes from its study storage without repeating finished trials. With tune.trials 0 it only
     writes a note that the model was not tuned, and every model trains with the shared recipe.
     """
-    _stage(lambda params: _tune(params, model, workers, backend, ray_address, cpus_per_worker, storage), params_path)
+    _stage(
+        lambda params: _tune(params, model, workers, backend, ray_address, cpus_per_worker, storage),
+        params_path,
+        dataset,
+        "tune",
+    )
 
 
 def _tune(
@@ -191,8 +233,8 @@ def _tune(
         raise ParamsError(f"--model {model}: not in models {params.models} of params.yaml; pick one of them or add it")
     if params.tune.trials == 0 and backend is TuneBackend.local:  # a note per model; torch and Optuna stay unloaded
         for name in [model] if model else params.models:
-            write_not_tuned(name, paths.tuned_recipe(name))
-            typer.echo(_not_tuned(name, paths.tuned_recipe(name)))
+            write_not_tuned(name, paths.tuned_recipe(params.data.name, name))
+            typer.echo(_not_tuned(name, paths.tuned_recipe(params.data.name, name)))
         return
     from pipeline.stages.tune import tune as run_tune
 
@@ -233,6 +275,7 @@ def _scheduled(params: Params, workers: Optional[int], backend: Optional[TuneBac
 @app.command()
 def train(
     params_path: ParamsPath = Path("params.yaml"),
+    dataset: DatasetOption = None,
     model: ModelOption = None,
     seed: SeedOption = None,
     workers: WorkersOption = None,
@@ -245,7 +288,12 @@ def train(
     longer lists are removed. --model and --seed pick cells and train them again, current or not. With
     train.workers > 1 (or --workers) cells train in parallel processes; with --backend ray, as Ray tasks.
     """
-    _stage(lambda params: _train(_scheduled(params, workers, backend), model, seed, ray_address), params_path)
+    _stage(
+        lambda params: _train(_scheduled(params, workers, backend), model, seed, ray_address),
+        params_path,
+        dataset,
+        "train",
+    )
 
 
 def _train(params: Params, model: Optional[str], seed: Optional[int], ray_address: Optional[str] = None) -> None:
@@ -258,18 +306,24 @@ def _train(params: Params, model: Optional[str], seed: Optional[int], ray_addres
 @app.command()
 def evaluate(
     params_path: ParamsPath = Path("params.yaml"),
+    dataset: DatasetOption = None,
     model: ModelOption = None,
     seed: SeedOption = None,
     workers: WorkersOption = None,
     backend: BackendOption = None,
     ray_address: RayAddressOption = None,
 ) -> None:
-    """Score every trained cell whose metrics are missing or stale on the test split; writes metrics/cells/<cell>.json.
+    """Score every trained cell whose metrics are missing or stale on the test split; writes results/<dataset>/cells/<cell>.json.
 
     Metrics computed from the cell's current checkpoint with the current evaluate settings are kept; cells
     params.yaml no longer lists are removed. --model and --seed pick cells and score them again.
     """
-    _stage(lambda params: _evaluate(_scheduled(params, workers, backend), model, seed, ray_address), params_path)
+    _stage(
+        lambda params: _evaluate(_scheduled(params, workers, backend), model, seed, ray_address),
+        params_path,
+        dataset,
+        "evaluate",
+    )
 
 
 def _evaluate(params: Params, model: Optional[str], seed: Optional[int], ray_address: Optional[str] = None) -> None:
@@ -280,9 +334,9 @@ def _evaluate(params: Params, model: Optional[str], seed: Optional[int], ray_add
 
 
 @app.command(name="bench")
-def bench_command(params_path: ParamsPath = Path("params.yaml")) -> None:
-    """Time every model side by side, round by round (needs trained checkpoints); writes metrics/bench.json."""
-    _stage(_bench, params_path)
+def bench_command(params_path: ParamsPath = Path("params.yaml"), dataset: DatasetOption = None) -> None:
+    """Time every model side by side, round by round (needs trained checkpoints); writes results/<dataset>/bench.json."""
+    _stage(_bench, params_path, dataset, "bench")
 
 
 def _bench(params: Params) -> None:
@@ -297,16 +351,17 @@ def _bench(params: Params) -> None:
         )
 
 
-ProbeChoice = Enum("ProbeChoice", {name: name for name in PROBES}, type=str)  # type: ignore[misc]  # a runtime Enum
-
-
 @app.command(name="probe")
 def probe_command(
-    name: Annotated[ProbeChoice, typer.Argument(help="The probe to run (registered in core/probes.py).")],
+    name: Annotated[str, typer.Argument(help=f"The probe to run: {', '.join(PROBES)}.", show_default=False)],
     params_path: ParamsPath = Path("params.yaml"),
+    dataset: DatasetOption = None,
 ) -> None:
-    """Retrain every model at every setting of one probe; writes metrics/probes/<probe>.json."""
-    _stage(lambda params: _probe(params, name.value), params_path)
+    """Retrain every model at every setting of one probe; writes results/<dataset>/probes/<probe>.json."""
+    if name not in PROBES:
+        with _user_errors():
+            raise ParamsError(f"unknown probe '{name}'; the probes are {', '.join(PROBES)}")
+    _stage(lambda params: _probe(params, name), params_path, dataset, "probe")
 
 
 def _probe(params: Params, name: str) -> None:
@@ -324,7 +379,6 @@ class Backend(str, Enum):
 
 @app.command()
 def sweep(
-    probe: Annotated[Optional[ProbeChoice], typer.Option("--probe", help="Deprecated: `convbench probe NAME`.")] = None,
     settings: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -353,12 +407,6 @@ def sweep(
     Every cell logs to the tracking server tagged sweep=<name> and sweep_cell=<name>-<i>. Failed cells
     are listed at the end (exit 1); the others run to completion.
     """
-    if probe is not None:
-        if settings or grid:
-            with _user_errors():
-                raise ParamsError("sweep: --probe runs one probe; do not combine it with -S or --grid")
-        typer.echo(f"convbench: warning: `sweep --probe` is deprecated; use `convbench probe {probe.value}`", err=True)
-        return _stage(lambda params: _probe(params, probe.value), params_path)
     with _user_errors():
         outcomes = _grid_sweep(
             settings or [], grid, backend, jobs, ray_address, cpus_per_trial, gpus_per_trial, name, params_path
@@ -423,16 +471,58 @@ def _grid_sweep(
 
 
 @app.command()
-def report(params_path: ParamsPath = Path("params.yaml")) -> None:
-    """Compare the models over seeds: reports/comparison.{md,html}, figures, and an MLflow comparison run."""
-    _stage(_report, params_path)
+def report(params_path: ParamsPath = Path("params.yaml"), dataset: DatasetOption = None) -> None:
+    """Compare the models over seeds: reports/<dataset>/comparison.{md,html}, figures, metrics/<dataset>/summary.json
+    (what `dvc exp show` lists) and an MLflow comparison run."""
+    _stage(_report, params_path, dataset, "report")
 
 
 def _report(params: Params) -> None:
     from pipeline.stages.report import report as run_report
 
-    result = run_report(params, paths.report_markdown(), paths.figures_dir(), paths.report_html())
-    typer.echo(f"report: {result.markdown} and {paths.report_html()}")
+    result = run_report(params)
+    typer.echo(f"report: {result.html} (and {result.markdown.name}); summary for DVC in {result.summary}")
+
+
+@app.command()
+def overview(params_path: ParamsPath = Path("params.yaml")) -> None:
+    """Every dataset's headline and whether the reference's lead held across them: reports/index.{md,html}."""
+
+    def run(all_params: list[Params]) -> None:
+        from pipeline.stages.overview import overview as run_overview
+
+        result = run_overview(all_params)
+        typer.echo(f"overview: {result.html} (and {result.markdown.name}): open this first")
+
+    with _user_errors():
+        plan = load_all(params_path)
+        _enter_project(params_path, warn_legacy=True)
+        run(plan)
+
+
+@app.command(name="params")
+def params_command(params_path: ParamsPath = Path("params.yaml"), dataset: DatasetOption = None) -> None:
+    """Print every setting in effect, the defaults params.yaml leaves out and each dataset's overrides included."""
+
+    def run(params: Params) -> None:
+        import yaml
+
+        from pipeline.core.models import typed_settings
+
+        class Dumper(yaml.SafeDumper):
+            """Lists of plain values on one line, as params.yaml writes them; mappings as blocks."""
+
+        def flow_list(dumper: yaml.SafeDumper, values: list) -> yaml.Node:
+            flow = all(not isinstance(v, (dict, list)) for v in values)
+            return dumper.represent_sequence("tag:yaml.org,2002:seq", values, flow_style=flow)
+
+        Dumper.add_representer(list, flow_list)
+        shown = params.model_dump(mode="json")
+        shown["model"] = {m: typed_settings(params, m) for m in dict.fromkeys([*params.models, *shown["model"]])}
+        text = yaml.dump(shown, Dumper=Dumper, sort_keys=False, width=120).rstrip()
+        typer.echo(f"# {params_path} with every default, dataset {params.data.name}\n{text}")
+
+    _stage(run, params_path, dataset)
 
 
 @app.command(name="run")
@@ -450,7 +540,8 @@ def run_all(params_path: ParamsPath = Path("params.yaml")) -> None:
             _probe(params, probe)
         _report(params)
 
-    _stage(run, params_path)
+    _stage(run, params_path, None, "run")
+    overview(params_path)
 
 
 @app.command()

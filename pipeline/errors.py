@@ -143,3 +143,31 @@ def unexpected_line(exc: BaseException) -> str:
     except OSError as log_error:
         return f"unexpected {summary} (the traceback could not be saved: {log_error.strerror}); please report it"
     return f"unexpected {summary}; the traceback is in {log}; please report it with that file"
+
+
+PLAIN_PROBLEMS = {  # pydantic's type errors, in the words of the file a user edits
+    "tuple_type": "expected a list such as [64, 64]",
+    "list_type": "expected a list such as [0, 1]",
+    "dict_type": "expected a mapping (key: value lines)",
+    "model_type": "expected a mapping (key: value lines)",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected text",
+}
+
+
+def plain_problem(error: Any) -> str:
+    """One pydantic error's problem without pydantic's wording ('Value error, ...', 'Input should be a valid tuple')."""
+    if error["type"] in PLAIN_PROBLEMS:
+        return PLAIN_PROBLEMS[error["type"]]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return re.sub(
+        r"^(?:Tuple|List|Dictionary) should have (.+?)(?: after validation)?, not (\d+)$",
+        r"expected \1, got \2",
+        message,
+    )

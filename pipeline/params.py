@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from pipeline.core.data import DATASET_NAMES
-from pipeline.errors import ParamsError, allowed_keys, redact
+from pipeline.errors import ParamsError, allowed_keys, plain_problem, redact
 
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -47,11 +47,11 @@ class DataParams(_Section):
     """Which dataset, where its raw files live, and how it is split."""
 
     name: Annotated[str, Field(min_length=1)]  # a built-in dataset or an alias under `dataset` (checked in Params)
-    root: Path
-    val_fraction: Fraction
-    test_fraction: Fraction
-    split_seed: Seed
-    verify_checksums: bool
+    root: Path = Path("data/raw")
+    val_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.2
+    split_seed: Seed = 0
+    verify_checksums: bool = True
     max_memory: ByteSize = ByteSize(4 * 2**30)  # the most a dataset may take as prepared uint8 images
 
 
@@ -83,16 +83,16 @@ class UserDataset(_Section):
 class TrainParams(_Section):
     """The one recipe every model is trained with (unless tuning gives a model its own)."""
 
-    seeds: Annotated[list[Seed], Field(min_length=1)]
-    epochs: PositiveInt
-    batch_size: PositiveInt
-    lr: Annotated[float, Field(gt=0.0, le=10.0)]
-    weight_decay: Annotated[float, Field(ge=0.0)]
-    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
-    schedule: Literal["onecycle", "cosine", "constant"]
-    device: Literal["auto", "cpu", "cuda", "mps"]
-    precision: Literal["auto", "fp32", "bf16"]
-    compile: bool
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0, 1, 2]
+    epochs: PositiveInt = 12
+    batch_size: PositiveInt = 128
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 0.003
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0001
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
     workers: PositiveInt = 1  # cells trained at once: processes on this machine, or Ray tasks in flight
     backend: Literal["local", "ray"] = "local"
     threads: PositiveInt | None = None  # intra-op threads per cell; None: chosen from what the cell computes
@@ -110,19 +110,19 @@ class TrainParams(_Section):
 class EvaluateParams(_Section):
     """Batch sizes and timing budget of the evaluate and bench stages."""
 
-    batch_size: PositiveInt
-    throughput_batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)]
-    min_run_time: Annotated[float, Field(gt=0.0)]
+    batch_size: PositiveInt = 256  # scoring the test split (a CNN scores ~3x faster on CPU than at 1024)
+    throughput_batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [1, 32, 256]
+    min_run_time: Annotated[float, Field(gt=0.0)] = 0.05  # bench: seconds of timed calls per sample
     rounds: Annotated[int, Field(ge=3)] = 7
-    shifts: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
-    noise_std: Annotated[list[Annotated[float, Field(ge=0.0)]], Field(min_length=1)]
+    shifts: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0, 1, 2, 3, 4]
+    noise_std: Annotated[list[Annotated[float, Field(ge=0.0)]], Field(min_length=1)] = [0.0, 0.1, 0.2, 0.3, 0.5]
 
 
 class AugmentParams(_Section):
     """The augmentation probe: random translations of the training images, and horizontal flips where they fit."""
 
-    shifts: Annotated[list[Annotated[int, Field(ge=0, le=32)]], Field(min_length=2)]  # one setting per largest shift
-    flips: Literal["auto", True, False]  # auto: only for datasets whose classes survive a mirror (not digits)
+    shifts: Annotated[list[Annotated[int, Field(ge=0, le=32)]], Field(min_length=2)] = [0, 1, 2, 3]
+    flips: Literal["auto", True, False] = "auto"  # auto: only for datasets whose classes survive a mirror (not digits)
 
     @field_validator("shifts")
     @classmethod
@@ -135,11 +135,17 @@ class AugmentParams(_Section):
 class ProbesParams(_Section):
     """Inductive-bias probes that retrain every model (translation and noise are measured by evaluate)."""
 
-    run: list[str]  # names registered in core/probes.py
-    permutation_seed: Seed
-    fractions: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]], Field(min_length=1)]
-    width_scales: Annotated[list[Annotated[float, Field(gt=0.0, le=16.0)]], Field(min_length=1)]
-    augment: AugmentParams
+    run: list[str] = []  # names registered in core/probes.py
+    permutation_seed: Seed = 0
+    fractions: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]], Field(min_length=1)] = [
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+    ]
+    width_scales: Annotated[list[Annotated[float, Field(gt=0.0, le=16.0)]], Field(min_length=1)] = [0.25, 0.5, 1.0, 2.0]
+    augment: AugmentParams = AugmentParams()
 
     @field_validator("run")
     @classmethod
@@ -164,9 +170,9 @@ class PublishedParams(_Section):
 class ReportParams(_Section):
     """Statistics of the comparison: interval level and the paired bootstrap; optionally a published table."""
 
-    confidence: Annotated[float, Field(gt=0.5, lt=1.0)]
-    bootstrap_resamples: Annotated[int, Field(ge=100)]
-    bootstrap_seed: Seed
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = 10_000
+    bootstrap_seed: Seed = 0
     published: PublishedParams | None = None
 
 
@@ -197,11 +203,11 @@ Choices = Annotated[list[PositiveInt], Field(min_length=1)]
 class TuneSpace(_Section):
     """The search space of the recipe: null fixes a knob at the shared recipe's value."""
 
-    lr: LogRange | None
-    weight_decay: LogRange | None
-    label_smoothing: SearchRange | None
-    epochs: Choices | None
-    batch_size: Choices | None
+    lr: LogRange | None = LogRange(low=0.0003, high=0.03)
+    weight_decay: LogRange | None = LogRange(low=0.00001, high=0.3)
+    label_smoothing: SearchRange | None = SearchRange(low=0.0, high=0.3)
+    epochs: Choices | None = [6, 12, 20, 30]
+    batch_size: Choices | None = [32, 64, 128, 256]
 
     @field_validator("epochs", "batch_size")
     @classmethod
@@ -221,12 +227,12 @@ class TuneSpace(_Section):
 class TuneParams(_Section):
     """Per-model tuning: every model gets the same number of Optuna trials, scored on the validation split only."""
 
-    trials: Annotated[int, Field(ge=0)]  # per model; 0: no tuning, every model trains with the shared recipe
-    seeds: Annotated[list[Seed], Field(min_length=1)]  # a trial's score: mean final val accuracy over these seeds
-    sampler_seed: Seed
-    startup_trials: Annotated[int, Field(ge=0)]  # random trials before TPE models the results
-    pruner: Literal["median", "none"]
-    space: TuneSpace
+    trials: Annotated[int, Field(ge=0)] = 0  # per model; 0: no tuning, every model trains with the shared recipe
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]  # a trial's score: mean final val accuracy over these
+    sampler_seed: Seed = 0
+    startup_trials: Annotated[int, Field(ge=0)] = 5  # random trials before TPE models the results
+    pruner: Literal["median", "none"] = "median"
+    space: TuneSpace = TuneSpace()
     shape: dict[str, dict[str, Annotated[list[Any], Field(min_length=1)]]] = {}  # model alias -> setting -> choices
 
     @field_validator("seeds")
@@ -238,10 +244,10 @@ class TuneParams(_Section):
 class TrackingParams(_Section):
     """Where MLflow runs go; uri null means $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
 
-    uri: str | None
-    experiment_prefix: Annotated[str, Field(min_length=1)]
-    log_model: bool
-    required: bool
+    uri: str | None = None
+    experiment_prefix: Annotated[str, Field(min_length=1)] = "convbench"
+    log_model: bool = True
+    required: bool = True
     tags: dict[str, str] = {}  # extra tags on every run; `convbench sweep` sets sweep and sweep_cell
 
     @field_serializer("uri")
@@ -266,13 +272,13 @@ class Params(_Section):
     models: Annotated[list[ModelAlias], Field(min_length=1)]
     reference: ModelAlias | None = None
     model: dict[ModelAlias, dict[str, Any]] = {}
-    train: TrainParams
-    evaluate: EvaluateParams
-    probes: ProbesParams
-    report: ReportParams
-    tune: TuneParams
-    tracking: TrackingParams
-    overrides: dict[str, dict[str, Any]]
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    probes: ProbesParams = ProbesParams()
+    report: ReportParams = ReportParams()
+    tune: TuneParams = TuneParams()
+    tracking: TrackingParams = TrackingParams()
+    overrides: dict[str, dict[str, Any]] = {}
 
     @field_validator("models")
     @classmethod
@@ -285,8 +291,19 @@ class Params(_Section):
         return self.reference or self.models[0]
 
 
-def load_params(path: Path = Path("params.yaml")) -> Params:
-    """Read and validate params.yaml; raise ParamsError with one line naming key, problem and fix."""
+def load_params(path: Path = Path("params.yaml"), dataset: str | None = None) -> Params:
+    """Read and validate params.yaml for one dataset of data.name (default: the first); one line per problem."""
+    return validate_params(read_params(path), source=str(path), dataset=dataset)
+
+
+def load_all(path: Path = Path("params.yaml")) -> list[Params]:
+    """Read and validate params.yaml once per dataset data.name lists, in its order (each with its overrides)."""
+    raw = read_params(path)
+    return [validate_params(raw, source=str(path), dataset=name) for name in dataset_names(raw, str(path))]
+
+
+def read_params(path: Path) -> Any:
+    """params.yaml parsed, not yet validated; a missing, oversized, non-UTF-8 or invalid YAML file is one line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -309,7 +326,7 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return validate_params(raw, source=str(path))
+    return raw
 
 
 MAX_PARAMS_BYTES = 1 << 20
@@ -339,43 +356,71 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 5] + " ...)"
 
 
-def validate_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate an already-parsed params mapping; errors name `source` and the key path.
+def dataset_names(raw: Any, source: str = "params.yaml") -> list[str]:
+    """The datasets data.name lists: `[mnist5k]` (DVC fans its stages out over the list), `[mnist5k, digits]`, or a
+    bare name, which convbench reads as a list of one."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    name = data.get("name") if isinstance(data, dict) else None
+    names = [name] if isinstance(name, str) else name
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ParamsError(
+            f"{source}: data.name: expected a list of dataset names such as [mnist5k] or [mnist5k, digits] "
+            f"(got {_shown(name)})"
+        )
+    if len(set(names)) != len(names):
+        raise ParamsError(f"{source}: data.name lists a dataset twice ({', '.join(names)}); list each once")
+    return names
+
+
+def validate_params(raw: Any, source: str = "params.yaml", dataset: str | None = None) -> Params:
+    """Validate an already-parsed params mapping for one of the datasets data.name lists (default: the first);
+    errors name `source` and the key path.
 
     `overrides.<dataset>` holds dotted keys (e.g. `train.epochs: 20`) applied on top of the other sections
-    when data.name is that dataset, so a dataset that needs a different recipe says so in params.yaml.
+    when the dataset is that one, so a dataset that needs a different recipe says so in params.yaml.
     """
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping with sections {', '.join(Params.model_fields)}")
+    names = dataset_names(raw, source)
+    chosen = names[0] if dataset is None else dataset
+    if chosen not in names:
+        raise ParamsError(
+            f"--dataset {chosen}: not in data.name {names} of {source}; pick one of them or add it to data.name"
+        )
+    raw = {**raw, "data": {**raw["data"], "name": chosen}}
     effective = _with_overrides(raw, source)
     try:
         params = Params.model_validate(effective)
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise ParamsError(f"{source}: {problems}") from None
-    check_dataset_names(params, source)
+    check_dataset_names(params, source, names)
     from pipeline.core.models import check_model_section  # the registry knows each architecture's schema
 
     check_model_section(params, source)
     published = params.report.published
-    if published is not None and published.dataset != params.data.name:
+    if published is not None and published.dataset not in names:
         raise ParamsError(
-            f"{source}: report.published describes {published.dataset}, but data.name is "
-            f"{params.data.name}; set report.published: null, or data.name: {published.dataset}"
+            f"{source}: report.published describes {published.dataset}, which data.name {names} does not list; "
+            f"set report.published: null, or add {published.dataset} to data.name"
         )
+    if published is not None and published.dataset != chosen:  # the table belongs to another listed dataset
+        params = params.model_copy(update={"report": params.report.model_copy(update={"published": None})})
     check_tune_section(params, source)
     return params
 
 
-def check_dataset_names(params: Params, source: str = "params.yaml") -> None:
-    """data.name, overrides and published tables name a built-in dataset or one declared under `dataset`."""
+def check_dataset_names(params: Params, source: str = "params.yaml", listed: list[str] | None = None) -> None:
+    """data.name (every dataset it lists), overrides and published tables name a built-in dataset or one declared
+    under `dataset`."""
     shadowing = [alias for alias in params.dataset if alias in DATASET_NAMES]
     if shadowing:
         raise ParamsError(
             f"{source}: dataset.{shadowing[0]}: '{shadowing[0]}' is a built-in dataset's name; give yours another name"
         )
     known = [*DATASET_NAMES, *params.dataset]
-    named = [("data.name", params.data.name), *((f"overrides.{name}", name) for name in params.overrides)]
+    named = [("data.name", name) for name in listed or [params.data.name]]
+    named += [(f"overrides.{name}", name) for name in params.overrides]
     if params.report.published is not None:
         named.append(("report.published.dataset", params.report.published.dataset))
     for key, name in named:
@@ -470,17 +515,49 @@ def _with_overrides(raw: dict[str, Any], source: str) -> dict[str, Any]:
     return apply_settings(raw, overrides[dataset], f"{source}: overrides.{dataset}")
 
 
+def schema_defaults() -> dict[str, Any]:
+    """Every section's default values as params.yaml would spell them (what a key absent from the file means)."""
+    defaults: dict[str, Any] = {}
+    for name, field in Params.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, _Section):
+            values = {k: f.get_default() for k, f in kind.model_fields.items() if not f.is_required()}
+            defaults[name] = json.loads(json.dumps(values, default=_plain))
+    return defaults
+
+
+def _plain(value: Any) -> Any:
+    """A default as YAML would hold it: sections as mappings, paths as strings."""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else str(value)
+
+
+def with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of raw params with every setting the file leaves out filled in with its default."""
+
+    def merge(defaults: Any, given: Any) -> Any:
+        if isinstance(defaults, dict) and isinstance(given, dict):
+            return {**defaults, **{k: merge(defaults.get(k), v) for k, v in given.items()}}
+        return copy.deepcopy(given)
+
+    return {**schema_defaults(), **{k: merge(schema_defaults().get(k), v) for k, v in raw.items()}}
+
+
 def apply_settings(raw: dict[str, Any], settings: dict[str, Any], source: str) -> dict[str, Any]:
-    """A copy of raw params with dotted keys (e.g. 'train.lr') set; each must name an existing setting.
+    """A copy of raw params with dotted keys (e.g. 'train.lr') set; each must name a setting of the schema (one
+    the file leaves at its default included) or of a model under `model.<alias>`.
 
     New keys are allowed only under tracking.tags, which is a free-form mapping.
     """
-    result = copy.deepcopy(raw)
+    result = with_defaults(raw)
     for dotted, value in settings.items():
         *parents, last = str(dotted).split(".")
         node: Any = result
-        for key in parents:
+        for depth, key in enumerate(parents):
+            if depth == 1 and parents[0] == "model" and isinstance(node, dict) and key not in node:
+                node[key] = {}  # a model's settings the file leaves at the registry's defaults
             node = node.get(key) if isinstance(node, dict) else None
+        if parents[:1] == ["model"] and len(parents) == 2 and isinstance(node, dict) and last not in node:
+            node[last] = None  # a model setting: the registry's schema checks the name and the value
         free_form = parents == ["tracking", "tags"]
         if free_form and isinstance(result.get("tracking"), dict) and not isinstance(node, dict):
             node = result["tracking"].setdefault("tags", {})
@@ -501,12 +578,11 @@ def _describe(error: Any) -> str:
     if error["type"] == "extra_forbidden":
         allowed = allowed_keys(loc[:-1], Params)
         return f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}"
+    if error["type"] == "missing" and loc[-1].isdigit():  # a fixed-length list, such as [H, W], cut short
+        return f"{'.'.join(loc[:-1])}: too few values: item {int(loc[-1]) + 1} is missing"
     if error["type"] == "missing":
-        return f"missing key '{key}'; add it (see the default params.yaml)"
-    message = error["msg"]
-    if error["type"] == "value_error":
-        message = message.removeprefix("Value error, ")
-    return f"{key}: {message} (got {_shown(error.get('input'))})"
+        return f"missing key '{key}'; add it (see `convbench params` and docs/params.md)"
+    return f"{key}: {plain_problem(error)} (got {_shown(error.get('input'))})"
 
 
 def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:

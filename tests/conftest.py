@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.artifacts import paths
 from pipeline.params import Params, validate_params
 from tests.helpers import BIN, OFFLINE, answers, env, free_port, listening, params_with, wait_for_start
 
@@ -31,7 +30,7 @@ class Workspace:
 def tiny_params(root: Path, **overrides: object) -> Params:
     """Validated params for fast runs: digits, 3 epochs, 2 seeds, short timings, a store under `root`."""
     values = {
-        "data.name": "digits",
+        "data.name": ["digits"],
         "data.root": str(root / "data" / "raw"),
         "train.epochs": 3,
         "train.seeds": [0, 1],
@@ -66,7 +65,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         bench(params)
         for name in params.probes.run:
             probe(params, name)
-        report(params, paths.report_markdown(), paths.figures_dir())
+        report(params)
     return Workspace(root=root, params=params, tracking_uri=params.tracking.uri or "")
 
 

@@ -53,6 +53,8 @@ def params_with(overrides: dict[str, Any], base: dict[str, Any] | None = None) -
         *parents, last = dotted.split(".")
         node = params
         for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}  # a section or model params.yaml leaves at its defaults
             node = node[key]
         node[last] = value
     return params
@@ -120,6 +122,9 @@ def copy_project(target: Path, **overrides: Any) -> Path:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target / name)
     shutil.copytree(ROOT / "pipeline", target / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    names = overrides.get("data.name")
+    if isinstance(names, str):  # DVC fans its stages out over a list, so a project's params.yaml spells one
+        overrides = {**overrides, "data.name": [names]}
     write_params(target / "params.yaml", {**QUICK, **overrides})
     for args in (
         ["git", "init", "-q"],

@@ -56,7 +56,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for args in (["convbench", "download"], PREPARE, TRAIN_CNN):
         result = run(args, root, timeout=300)
         assert result.returncode == 0, f"setup `{' '.join(args)}` failed:\n{result.stderr}"
-    assert (root / "models" / "cnn-s0.pt").is_file()
+    assert (root / "models" / "digits" / "cnn-s0.pt").is_file()
     return root
 
 
@@ -84,7 +84,7 @@ def edit_params(**overrides: Any) -> Callable[[Path], list[str]]:
 
 def corrupt_prepared_tensors(root: Path) -> list[str]:
     """Flip bytes inside the split tensors (not the zip header), keeping the manifest's sha256."""
-    path = root / "data" / "prepared" / "digits.pt"
+    path = root / "data" / "prepared" / "digits" / "splits.pt"
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
     for offset in range(middle, middle + 16):
@@ -116,10 +116,10 @@ def wrong_magic(path: Path) -> None:
 
 
 def checkpoint_with_config(edit: Callable[[dict[str, Any]], None]) -> Callable[[Path], list[str]]:
-    """Forge models/cnn-s0.pt's resolved config (its weights stay those of the trained architecture)."""
+    """Forge models/digits/cnn-s0.pt's resolved config (its weights stay those of the trained architecture)."""
 
     def setup(root: Path) -> list[str]:
-        path = root / "models" / "cnn-s0.pt"
+        path = root / "models" / "digits" / "cnn-s0.pt"
         checkpoint = torch.load(path, weights_only=True, map_location="cpu")
         edit(checkpoint["config"])
         torch.save(checkpoint, path)
@@ -167,6 +167,10 @@ def raises(input_shape, num_classes, width=3):
 
 def wrong_input(input_shape, num_classes):
     return torch.nn.Linear(10, num_classes)
+
+class Net(torch.nn.Module):  # a class named as the builder, its own signature
+    def __init__(self, channels=4):
+        super().__init__()
 """
 
 
@@ -253,14 +257,14 @@ def mnist_labels(split: str, labels: list[int] | None = None, count: int | None 
 
 
 def tuned_without_recipe(root: Path) -> list[str]:
-    """tune.trials 2 and a tuned/cnn.yaml that fits params and data in every way but holds no recipe."""
+    """tune.trials 2 and a tuned/digits/cnn.yaml that fits params and data in every way but holds no recipe."""
     from pipeline.core.recipes import fingerprint
     from pipeline.params import load_params
 
     write_params(root / "params.yaml", {"tune.trials": 2, "tune.space.epochs": [1, 2]}, edit_existing=True)
     params = load_params(root / "params.yaml")
-    sha256 = json.loads((root / "data" / "prepared" / "digits.json").read_text())["sha256"]
-    (root / "tuned").mkdir(exist_ok=True)
+    sha256 = json.loads((root / "data" / "prepared" / "digits" / "manifest.json").read_text())["sha256"]
+    (root / "tuned" / "digits").mkdir(parents=True, exist_ok=True)
     content = {
         "model": "cnn",
         "tuned": True,
@@ -269,7 +273,7 @@ def tuned_without_recipe(root: Path) -> list[str]:
         "dataset": "digits",
         "dataset_sha256": sha256,
     }
-    (root / "tuned" / "cnn.yaml").write_text(yaml.safe_dump(content))
+    (root / "tuned" / "digits" / "cnn.yaml").write_text(yaml.safe_dump(content))
     return TRAIN_CNN
 
 
@@ -394,7 +398,7 @@ def npz_file(**arrays: np.ndarray) -> Callable[[Path], Path]:
 
 SECRET = "s3cr3t-pw"
 REPORT = ["convbench", "report"]
-REDO_EVALUATE = "run `convbench evaluate --model cnn --seed 0` to write it again"
+REDO_EVALUATE = "run `convbench evaluate --dataset digits --model cnn --seed 0` to write it again"
 
 
 @dataclass(frozen=True)
@@ -420,7 +424,7 @@ CASES = [
         "wrong-type",
         edit_params(train__epochs="ten"),
         2,
-        ("train.epochs: Input should be a valid integer", "(got 'ten')"),
+        ("train.epochs: expected a whole number", "(got 'ten')"),
     ),
     Case("zero-epochs", edit_params(train__epochs=0), 2, ("train.epochs: Input should be greater than 0 (got 0)",)),
     Case(
@@ -432,7 +436,7 @@ CASES = [
     Case(
         "zero-learning-rate", edit_params(train__lr=0.0), 2, ("train.lr: Input should be greater than 0", "(got 0.0)")
     ),
-    Case("empty-seeds", edit_params(train__seeds=[]), 2, ("train.seeds: List should have at least 1 item",)),
+    Case("empty-seeds", edit_params(train__seeds=[]), 2, ("train.seeds: expected at least 1 item, got 0",)),
     Case(
         "unknown-dataset",
         edit_params(data__name="imagenet"),
@@ -460,7 +464,7 @@ CASES = [
         corrupt_prepared_tensors,
         1,
         (
-            "data/prepared/digits.pt does not match the sha256 in data/prepared/digits.json",
+            "data/prepared/digits/splits.pt does not match the sha256 in data/prepared/digits/manifest.json",
             "run `convbench prepare` again",
         ),
     ),
@@ -486,14 +490,17 @@ CASES = [
         "checkpoint-config-forged",
         checkpoint_with_config(sixteen_channels),
         1,
-        ("models/cnn-s0.pt holds a different cnn than params.yaml's model section", "`convbench train --model cnn"),
+        (
+            "models/digits/cnn-s0.pt holds a different cnn than params.yaml's model section",
+            "`convbench train --model cnn",
+        ),
     ),
     Case(
         "checkpoint-trained-with-another-recipe-than-params",
         params_now_other_recipe,
         1,
         (
-            "models/cnn-s0.pt was trained with another recipe than params.yaml now gives (train.epochs 1 -> 30, "
+            "models/digits/cnn-s0.pt was trained with another recipe than params.yaml now gives (train.epochs 1 -> 30, "
             "train.lr 0.003 -> 0.01)",
             "run `convbench train --model cnn --seed 0`",
         ),
@@ -503,7 +510,7 @@ CASES = [
         params_now_other_architecture,
         1,
         (
-            "models/cnn-s0.pt holds a different cnn than params.yaml's model section",
+            "models/digits/cnn-s0.pt holds a different cnn than params.yaml's model section",
             "run `convbench train --model cnn --seed 0`",
         ),
     ),
@@ -543,7 +550,17 @@ CASES = [
         2,
         (
             "model.mine: user_models:raises raised ValueError: width must be even",
-            "fix the builder or its settings under model.mine",
+            "fix the builder or those settings",
+        ),
+    ),
+    Case(
+        "builder-with-another-signature",
+        user_model("user_models:Net"),
+        2,
+        (
+            "model.mine: user_models:Net raised TypeError: Net.__init__() got an unexpected keyword argument "
+            "'input_shape'; convbench calls it as f(input_shape, num_classes, **settings), here "
+            "user_models:Net(input_shape=(1, 8, 8), num_classes=10)",
         ),
     ),
     Case(
@@ -598,7 +615,7 @@ CASES = [
         "train-before-tune",
         edit_params(tune__trials=2, tune__space__epochs=[1, 2]),
         1,
-        ("tuned/cnn.yaml is missing; run `convbench tune --model cnn` (or `dvc repro`) first",),
+        ("tuned/digits/cnn.yaml is missing; run `convbench tune --model cnn` (or `dvc repro`) first",),
     ),
     Case(
         "sweep-grid-not-a-mapping",
@@ -655,30 +672,30 @@ CASES = [
     ),
     Case(
         "metrics-json-garbage",
-        with_file("metrics/cells/cnn-s0.json", "{not json", REPORT),
+        with_file("results/digits/cells/cnn-s0.json", "{not json", REPORT),
         1,
         (
-            "metrics/cells/cnn-s0.json is not valid JSON (Expecting property name enclosed in double quotes at line 1)",
+            "results/digits/cells/cnn-s0.json is not valid JSON (Expecting property name enclosed in double quotes at line 1)",
             REDO_EVALUATE,
         ),
     ),
     Case(
         "metrics-json-empty-object",
-        with_file("metrics/cells/cnn-s0.json", "{}\n", REPORT),
+        with_file("results/digits/cells/cnn-s0.json", "{}\n", REPORT),
         1,
-        ("metrics/cells/cnn-s0.json lacks 'model', 'seed', 'dataset', 'test_accuracy'", REDO_EVALUATE),
+        ("results/digits/cells/cnn-s0.json lacks 'model', 'seed', 'dataset', 'test_accuracy'", REDO_EVALUATE),
     ),
     Case(
         "metrics-json-not-an-object",
-        with_file("metrics/cells/cnn-s0.json", "[0.98]\n", REPORT),
+        with_file("results/digits/cells/cnn-s0.json", "[0.98]\n", REPORT),
         1,
-        ("metrics/cells/cnn-s0.json holds a JSON list", REDO_EVALUATE),
+        ("results/digits/cells/cnn-s0.json holds a JSON list", REDO_EVALUATE),
     ),
     Case(
         "cell-lock-is-a-folder",
-        with_folder("models/cnn-s0.lock", TRAIN_CNN),
+        with_folder("models/digits/cnn-s0.lock", TRAIN_CNN),
         1,
-        ("models/cnn-s0.lock: this is a folder where a file is expected",),
+        ("models/digits/cnn-s0.lock: this is a folder where a file is expected",),
     ),
     Case(
         "ui-on-a-tracking-server",
@@ -722,7 +739,7 @@ CASES = [
         tuned_without_recipe,
         1,
         (
-            "tuned/cnn.yaml: recipe lacks lr, weight_decay, label_smoothing, epochs, batch_size",
+            "tuned/digits/cnn.yaml: recipe lacks lr, weight_decay, label_smoothing, epochs, batch_size",
             "run `convbench tune --model cnn`",
         ),
     ),
@@ -730,7 +747,7 @@ CASES = [
         "published-table-of-another-dataset",
         edit_params(report__published={"dataset": "mnist1d", "source": "a paper", "accuracy": {"cnn": 0.94}}),
         2,
-        ("report.published describes mnist1d, but data.name is digits", "set report.published: null"),
+        ("report.published describes mnist1d, which data.name ['digits'] does not list", "set report.published: null"),
     ),
     Case(
         "seed-not-in-train-seeds",
@@ -907,7 +924,7 @@ def test_stray_files_beside_user_images_are_ignored(project: Path) -> None:
     assert sorted(listed) == [
         f"{name}/{index:05d}.png" for name, first in (("cat", 0), ("dog", 10)) for index in range(first, first + 10)
     ]
-    manifest = json.loads((project / "data" / "prepared" / f"{USER}.json").read_text())
+    manifest = json.loads((project / "data" / "prepared" / USER / "manifest.json").read_text())
     assert manifest["classes"] == ["cat", "dog"]
     assert manifest["input_shape"] == [1, 4, 4]
     assert sum(manifest["sizes"].values()) == 20
@@ -1025,14 +1042,14 @@ def test_read_only_data_root_names_the_setting(project: Path, tmp_path: Path, tm
 def test_full_disk_while_saving_the_checkpoint_says_so(project: Path, tmpfs: Callable[..., Path]) -> None:
     """torch.save on a full disk says only "unexpected pos"; the line must say the disk is full, and where."""
     before = snapshot(project)
-    models = tmpfs(project / "models", size="64k")  # hides the trained checkpoint until unmounted
+    models = tmpfs(project / "models" / "digits", size="64k")  # hides the trained checkpoint until unmounted
     result = run(TRAIN_CNN, project, timeout=300)
-    assert_one_error_line(result, 1, ("models/cnn-s0.pt: no space left on the device", "free space on it"))
+    assert_one_error_line(result, 1, ("models/digits/cnn-s0.pt: no space left on the device", "free space on it"))
     assert sorted(p.name for p in models.iterdir()) == [], "no temporary file or lock left on the full disk"
     subprocess.run(["umount", str(models)], check=True)
     # train.py writes the curves before the checkpoint, so the curves are already replaced when the checkpoint
     # fails; the trained checkpoint itself is untouched.
-    assert_unchanged(before, project, but=("metrics/curves/cnn-s0.csv",))
+    assert_unchanged(before, project, but=("results/digits/curves/cnn-s0.csv",))
 
 
 def test_second_training_of_the_same_cell_refuses_at_once(project: Path) -> None:
@@ -1041,7 +1058,7 @@ def test_second_training_of_the_same_cell_refuses_at_once(project: Path) -> None
         TRAIN_CNN, cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
-        lock = project / "models" / "cnn-s0.lock"
+        lock = project / "models" / "digits" / "cnn-s0.lock"
         deadline = time.monotonic() + 120
         while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -1053,16 +1070,16 @@ def test_second_training_of_the_same_cell_refuses_at_once(project: Path) -> None
             second,
             1,
             (
-                f"models/cnn-s0.pt: cell cnn-s0 is being trained by another process (pid {first.pid})",
+                f"models/digits/cnn-s0.pt: cell cnn-s0 is being trained by another process (pid {first.pid})",
                 "wait for it to finish (or stop it)",
-                "`convbench train --model cnn --seed 0`",
+                "`convbench train --dataset digits --model cnn --seed 0`",
             ),
         )
         assert first.poll() is None, "the first training goes on"
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
-    assert not (project / "models" / "cnn-s0.lock").exists(), "the lock file goes with its holder"
+    assert not (project / "models" / "digits" / "cnn-s0.lock").exists(), "the lock file goes with its holder"
 
 
 def test_unexpected_error_is_one_line_with_a_log_of_the_traceback(project: Path, tmp_path: Path) -> None:

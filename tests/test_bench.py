@@ -12,7 +12,7 @@ from tests.conftest import Workspace
 
 
 def test_bench_times_every_model_in_every_case_round_by_round(workspace: Workspace) -> None:
-    bench = json.loads((workspace.root / paths.bench()).read_text())
+    bench = json.loads((workspace.root / paths.bench("digits")).read_text())
     assert bench["models"] == ["cnn", "mlp"] and bench["reference"] == "cnn" and bench["rounds"] == 3
     assert set(bench["cases"]) == {
         "inference_batch_1",
@@ -34,7 +34,7 @@ def test_bench_times_every_model_in_every_case_round_by_round(workspace: Workspa
 
 
 def test_bench_is_an_mlflow_run_with_the_same_numbers(workspace: Workspace) -> None:
-    bench = json.loads((workspace.root / paths.bench()).read_text())
+    bench = json.loads((workspace.root / paths.bench("digits")).read_text())
     client = MlflowClient(workspace.tracking_uri)
     experiment = client.get_experiment_by_name("convbench-digits")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`convbench.kind` = 'bench'")

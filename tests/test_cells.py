@@ -14,6 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.artifacts import paths
+from pipeline.cli import INTERRUPTED
 from tests.helpers import copy_project, env, run, write_params
 
 CELLS = [("cnn", 0), ("cnn", 1), ("mlp", 0), ("mlp", 1)]
@@ -21,11 +22,13 @@ SCORES = ("test_accuracy", "test_loss", "confusion_matrix", "per_class_accuracy"
 
 
 def _weights(project: Path) -> dict[tuple[str, int], dict[str, torch.Tensor]]:
-    return {cell: torch.load(project / paths.checkpoint(*cell), weights_only=True)["state_dict"] for cell in CELLS}
+    return {
+        cell: torch.load(project / paths.checkpoint("digits", *cell), weights_only=True)["state_dict"] for cell in CELLS
+    }
 
 
 def _numbers(project: Path, cell: tuple[str, int]) -> dict[str, object]:
-    metrics = json.loads((project / paths.metrics(*cell)).read_text())
+    metrics = json.loads((project / paths.metrics("digits", *cell)).read_text())
     return {key: metrics[key] for key in SCORES}
 
 
@@ -87,7 +90,7 @@ def test_train_on_a_real_ray_head_trains_and_logs_every_cell(tmp_path: Path, ray
     result = run(["convbench", "train", "--backend", "ray", "--ray-address", ray_head], root, timeout=400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert f"train: 4 cell(s) as Ray tasks at {ray_head}" in result.stdout
-    assert all((root / paths.checkpoint(*cell)).is_file() for cell in CELLS)
+    assert all((root / paths.checkpoint("digits", *cell)).is_file() for cell in CELLS)
     runs = _train_runs(f"sqlite:///{root / 'mlflow.db'}")
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [(paths.cell(*c), "FINISHED") for c in CELLS]
 
@@ -98,7 +101,7 @@ def test_a_killed_two_worker_train_resumes_every_unfinished_cell(tmp_path: Path)
     parent = subprocess.Popen(
         ["convbench", "train"], cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    resumes = [root / paths.resume_state(*cell) for cell in CELLS]
+    resumes = [root / paths.resume_state("digits", *cell) for cell in CELLS]
     deadline = time.monotonic() + 180
     while sum(p.exists() for p in resumes) < 2 and time.monotonic() < deadline and parent.poll() is None:
         time.sleep(0.05)
@@ -113,7 +116,7 @@ def test_a_killed_two_worker_train_resumes_every_unfinished_cell(tmp_path: Path)
 
     again = run(["convbench", "train"], root, timeout=400)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert all((root / paths.checkpoint(*cell)).is_file() for cell in CELLS)
+    assert all((root / paths.checkpoint("digits", *cell)).is_file() for cell in CELLS)
     assert not any(p.exists() for p in resumes), "every resume state is used up"
     runs = _train_runs(store)
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [(paths.cell(*c), "FINISHED") for c in CELLS], (
@@ -167,8 +170,8 @@ def test_a_failed_cell_names_itself_and_the_others_finish(tmp_path: Path) -> Non
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("convbench: error: train: 2 of 4 cell(s) failed (2 finished): broken-s0: "), line
     assert "broken-s1: " in line and "training diverged" in line and "Traceback" not in result.stderr
-    assert all((root / paths.checkpoint("cnn", seed)).is_file() for seed in (0, 1))
-    assert not (root / paths.checkpoint("broken", 0)).exists()
+    assert all((root / paths.checkpoint("digits", "cnn", seed)).is_file() for seed in (0, 1))
+    assert not (root / paths.checkpoint("digits", "broken", 0)).exists()
     runs = {r.info.run_name: r.info.status for r in _train_runs(f"sqlite:///{root / 'mlflow.db'}")}
     assert runs == {"cnn-s0": "FINISHED", "cnn-s1": "FINISHED", "broken-s0": "FAILED", "broken-s1": "FAILED"}
 
@@ -181,7 +184,7 @@ def test_a_stopped_two_worker_train_ends_in_seconds_with_every_run_failed(tmp_pa
     parent = subprocess.Popen(
         ["convbench", "train"], cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    resumes = [root / paths.resume_state(*cell) for cell in CELLS]
+    resumes = [root / paths.resume_state("digits", *cell) for cell in CELLS]
     deadline = time.monotonic() + 180
     while sum(p.exists() for p in resumes) < 2 and time.monotonic() < deadline and parent.poll() is None:
         time.sleep(0.05)
@@ -190,15 +193,15 @@ def test_a_stopped_two_worker_train_ends_in_seconds_with_every_run_failed(tmp_pa
     _, stderr = parent.communicate(timeout=60)
     assert time.monotonic() - stopped < 30
     assert parent.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "convbench: interrupted; no partial outputs were written"
+    assert stderr.strip().splitlines()[-1] == f"convbench: interrupted; {INTERRUPTED['train']}"
     assert not _workers_of(root)
-    assert list((root / paths.MODELS_DIR).glob("*.lock")) == [] and list(root.rglob("*.tmp")) == []
+    assert list((root / paths.models_dir("digits")).glob("*.lock")) == [] and list(root.rglob("*.tmp")) == []
     runs = {r.info.run_name: r.info.status for r in _train_runs(f"sqlite:///{root / 'mlflow.db'}")}
     assert "FAILED" in runs.values() and set(runs.values()) <= {"FAILED", "FINISHED"}, "none is left RUNNING"
     for name, status in runs.items():
         model, seed = name.rsplit("-s", 1)
         if status == "FINISHED":  # a FAILED one may have been stopped after its checkpoint, while logging it
-            assert (root / paths.checkpoint(model, int(seed))).is_file(), name
+            assert (root / paths.checkpoint("digits", model, int(seed))).is_file(), name
 
 
 def test_a_ray_backend_without_a_cluster_is_one_line_and_no_secret(tmp_path: Path) -> None:
@@ -211,4 +214,4 @@ def test_a_ray_backend_without_a_cluster_is_one_line_and_no_secret(tmp_path: Pat
     line = silent.stderr.strip().splitlines()[-1]
     assert line.startswith("convbench: error: no Ray cluster answers at ray://admin:***@127.0.0.1:9"), line
     assert "s3cret" not in silent.stdout + silent.stderr
-    assert not any((root / paths.checkpoint(*cell)).exists() for cell in CELLS)
+    assert not any((root / paths.checkpoint("digits", *cell)).exists() for cell in CELLS)

@@ -21,7 +21,7 @@ from tests.conftest import Workspace
 
 def test_checkpoints_load_weights_only_and_rebuild(workspace: Workspace) -> None:
     for model in workspace.params.models:
-        path = workspace.root / paths.checkpoint(model, 0)
+        path = workspace.root / paths.checkpoint("digits", model, 0)
         checkpoint = checkpoints.load(path, model)
         assert checkpoint.config.name == model and checkpoint.config.input_shape == (1, 8, 8)
         rebuilt = checkpoints.restore(checkpoint, path)
@@ -33,11 +33,11 @@ def test_checkpoints_load_weights_only_and_rebuild(workspace: Workspace) -> None
 
 def test_wrong_model_checkpoint_is_refused(workspace: Workspace) -> None:
     with pytest.raises(ConvbenchError, match=r"holds a 'cnn' model, not 'mlp'"):
-        checkpoints.load(workspace.root / paths.checkpoint("cnn", 0), "mlp")
+        checkpoints.load(workspace.root / paths.checkpoint("digits", "cnn", 0), "mlp")
 
 
 def test_checkpoint_from_another_architecture_is_refused(workspace: Workspace, tmp_path: Path) -> None:
-    checkpoint = checkpoints.load(workspace.root / paths.checkpoint("cnn", 0))
+    checkpoint = checkpoints.load(workspace.root / paths.checkpoint("digits", "cnn", 0))
     settings = checkpoint.config.settings | {"conv": [checkpoint.config.settings["conv"][0] | {"channels": 16}]}
     forged = dataclasses.replace(checkpoint, config=dataclasses.replace(checkpoint.config, settings=settings))
     with pytest.raises(ConvbenchError, match="does not fit the architecture in its own config"):
@@ -46,8 +46,8 @@ def test_checkpoint_from_another_architecture_is_refused(workspace: Workspace, t
 
 def _evaluate_forged(workspace: Workspace, tmp_path: Path, **changes: object) -> None:
     """Evaluate a changed copy of cnn-s0's checkpoint in a project folder of its own (tmp_path)."""
-    checkpoint = checkpoints.load(workspace.root / paths.checkpoint("cnn", 0))
-    checkpoints.save(tmp_path / paths.checkpoint("cnn", 0), dataclasses.replace(checkpoint, **changes))
+    checkpoint = checkpoints.load(workspace.root / paths.checkpoint("digits", "cnn", 0))
+    checkpoints.save(tmp_path / paths.checkpoint("digits", "cnn", 0), dataclasses.replace(checkpoint, **changes))
     prepared = load_prepared(
         workspace.root / paths.prepared_tensors("digits"), workspace.root / paths.prepared_manifest("digits")
     )
@@ -58,7 +58,7 @@ def _evaluate_forged(workspace: Workspace, tmp_path: Path, **changes: object) ->
 def test_checkpoint_trained_on_other_data_is_refused(workspace: Workspace, tmp_path: Path) -> None:
     with pytest.raises(ConvbenchError, match="was trained on other data"):
         _evaluate_forged(workspace, tmp_path, dataset_sha256="f" * 64)
-    assert not (tmp_path / paths.metrics("cnn", 0)).exists()
+    assert not (tmp_path / paths.metrics("digits", "cnn", 0)).exists()
 
 
 def test_checkpoint_trained_with_another_recipe_is_refused(workspace: Workspace, tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_checkpoint_trained_with_another_recipe_is_refused(workspace: Workspace,
         "was trained with another recipe than params.yaml now gives (train.epochs 1 -> 3, train.lr 0.01 -> 0.003)"
         in str(caught.value)
     )
-    assert not (tmp_path / paths.metrics("cnn", 0)).exists()
+    assert not (tmp_path / paths.metrics("digits", "cnn", 0)).exists()
 
 
 def test_config_round_trips_through_plain_values() -> None:

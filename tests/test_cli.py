@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.cli import INTERRUPTED
 from tests.helpers import OFFLINE, QUICK, default_params, env, free_port, run, write_params
 
 COMMANDS = ("download", "prepare", "tune", "train", "evaluate", "report")
@@ -73,7 +74,7 @@ def test_missing_inputs_point_to_the_stage_to_run(tmp_path: Path) -> None:
     result = run(["convbench", "train"], tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "convbench: error: data/prepared/digits.pt is missing; run `convbench prepare` (or `dvc repro`) first"
+        "convbench: error: data/prepared/digits/splits.pt is missing; run `convbench prepare` (or `dvc repro`) first"
     )
 
 
@@ -88,7 +89,7 @@ def test_one_cell_trains_alone_like_dvc_would(tmp_path: Path) -> None:
     ):
         result = run(["convbench", *args], tmp_path, MLFLOW_TRACKING_URI=store)
         assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["cnn-s0.pt"]
+    assert sorted(p.name for p in (tmp_path / "models" / "digits").iterdir()) == ["cnn-s0.pt"]
     assert sorted(p.name for p in (tmp_path / "metrics" / "cells").glob("*.json")) == ["cnn-s0.json"]
     assert not (tmp_path / "mlflow.db").exists(), "MLFLOW_TRACKING_URI must win over the default store"
     client = MlflowClient(store)
@@ -154,13 +155,14 @@ def test_a_stop_signal_mid_training_marks_the_run_failed_and_leaves_no_lock_or_c
     finally:
         process.kill()
     assert process.returncode == 130
-    assert stderr.strip().splitlines()[-1] == "convbench: interrupted; no partial outputs were written"
+    assert stderr.strip().splitlines()[-1] == f"convbench: interrupted; {INTERRUPTED['train']}"
     run_info = MlflowClient(store).search_runs(
         [MlflowClient(store).get_experiment_by_name("convbench-digits").experiment_id]
     )[0]
     assert run_info.info.status == "FAILED"
     assert len(MlflowClient(store).get_metric_history(run_info.info.run_id, "val_accuracy")) >= 1
-    left = sorted(p.name for p in (tmp_path / "models").iterdir()) if (tmp_path / "models").exists() else []
+    folder = tmp_path / "models" / "digits"
+    left = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     assert left in ([], ["cnn-s0.resume.pt"]), "no checkpoint; at most the state to resume from"
     assert list(tmp_path.rglob("*.tmp")) == []
 
@@ -201,3 +203,14 @@ def test_ui_serves_the_project_store_on_loopback(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_an_unknown_probe_is_one_plain_line(tmp_path: Path) -> None:
+    """Not Typer's 'Invalid value for NAME:{...}': the probes by name, exit 2, nothing written."""
+    from pipeline.core.probes import PROBES
+
+    write_params(tmp_path / "params.yaml", {})
+    result = run(["convbench", "probe", "nope"], tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"convbench: error: unknown probe 'nope'; the probes are {', '.join(PROBES)}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

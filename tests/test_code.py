@@ -19,7 +19,17 @@ def test_the_closure_follows_the_numbers_and_stops_at_messages_tracking_and_othe
 
 
 def test_the_stages_come_from_the_folder() -> None:
-    assert code.stage_names() == ["bench", "download", "evaluate", "prepare", "probe", "report", "train", "tune"]
+    assert code.stage_names() == [
+        "bench",
+        "download",
+        "evaluate",
+        "overview",
+        "prepare",
+        "probe",
+        "report",
+        "train",
+        "tune",
+    ]
 
 
 def test_type_only_imports_are_not_code_that_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

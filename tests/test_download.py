@@ -104,7 +104,7 @@ def test_dvc_repro_reads_a_torchvision_root_outside_the_project_offline_without_
     # them all), and running them here would add a minute on the 2-core machine
     result = run(["dvc", "repro", "prepare"], project, **OFFLINE)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert set(re.findall(r"Running stage '([^']+)'", result.stdout)) == {"download", "prepare"}
+    assert set(re.findall(r"Running stage '([^']+)'", result.stdout)) == {"download@mnist", "prepare@mnist"}
     assert f"download: mnist: 4 file(s) present in {shared}" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in shared.rglob("*") if p.is_file()} == before, "nothing added or touched"
     cached = [p for p in (project / ".dvc" / "cache").rglob("*") if p.is_file()]
@@ -113,4 +113,4 @@ def test_dvc_repro_reads_a_torchvision_root_outside_the_project_offline_without_
     assert manifest["sizes"] == {"train": 180, "val": 20, "test": 50}, "prepared from the 200 + 50 files in place"
     again = run(["dvc", "repro", "prepare"], project, **OFFLINE)
     assert again.returncode == 0, again.stdout[-2000:]
-    assert set(re.findall(r"Running stage '([^']+)'", again.stdout)) == {"download"}, "the list is the same"
+    assert set(re.findall(r"Running stage '([^']+)'", again.stdout)) == {"download@mnist"}, "the list is the same"

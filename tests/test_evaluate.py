@@ -14,7 +14,7 @@ from tests.conftest import Workspace
 
 
 def read_metrics(workspace: Workspace, model: str, seed: int) -> dict:
-    return json.loads((workspace.root / paths.metrics(model, seed)).read_text())
+    return json.loads((workspace.root / paths.metrics("digits", model, seed)).read_text())
 
 
 def test_metrics_are_consistent(workspace: Workspace) -> None:
@@ -39,7 +39,7 @@ def test_metrics_carry_every_cost_figure(workspace: Workspace) -> None:
             == metrics["params"]
             == sum(
                 t.numel()
-                for t in torch.load(workspace.root / paths.checkpoint(model, 0), weights_only=True)[
+                for t in torch.load(workspace.root / paths.checkpoint("digits", model, 0), weights_only=True)[
                     "state_dict"
                 ].values()
             )
@@ -55,7 +55,7 @@ def test_predictions_file_pairs_labels_with_predictions(workspace: Workspace) ->
     import pandas as pd
 
     metrics = read_metrics(workspace, "cnn", 0)
-    table = pd.read_csv(workspace.root / paths.predictions("cnn", 0))
+    table = pd.read_csv(workspace.root / paths.predictions("digits", "cnn", 0))
     assert list(table.columns) == ["index", "label", "prediction"] and len(table) == metrics["test_size"]
     assert (table["label"] == table["prediction"]).mean() == pytest.approx(metrics["test_accuracy"])
 
@@ -66,7 +66,7 @@ def test_matched_parameter_counts_reach_the_metrics(workspace: Workspace) -> Non
 
 
 def test_evaluation_lands_in_the_training_run(workspace: Workspace) -> None:
-    checkpoint = torch.load(workspace.root / paths.checkpoint("mlp", 1), weights_only=True)
+    checkpoint = torch.load(workspace.root / paths.checkpoint("digits", "mlp", 1), weights_only=True)
     client = MlflowClient(workspace.tracking_uri)
     run = client.get_run(checkpoint["mlflow_run_id"])
     assert run.info.run_name == "mlp-s1"

@@ -69,7 +69,7 @@ def test_tampered_tensors_are_refused(mnist5k: tuple[Path, Path], tmp_path: Path
     tensors["test_y"][0] = (tensors["test_y"][0] + 1) % 10
     edited = tmp_path / "edited.pt"
     torch.save(tensors, edited)
-    with pytest.raises(DataError, match="does not match the sha256 in .*mnist5k.json"):
+    with pytest.raises(DataError, match="does not match the sha256 in .*mnist5k/manifest.json"):
         load_prepared(edited, manifest_path)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(tensors_path.read_bytes()[:1000])

@@ -45,7 +45,7 @@ def test_size_scaling_scales_every_built_in_and_rematches() -> None:
 
 
 def test_permutation_sweep_writes_rows_and_tagged_runs(workspace: Workspace) -> None:
-    content = json.loads((workspace.root / paths.probe("permutation")).read_text())
+    content = json.loads((workspace.root / paths.probe("digits", "permutation")).read_text())
     rows = content["rows"]
     assert content["dataset"] == "digits"
     assert sorted((r["setting"], r["model"], r["seed"]) for r in rows) == sorted(
@@ -54,7 +54,7 @@ def test_permutation_sweep_writes_rows_and_tagged_runs(workspace: Workspace) -> 
     assert all(0 < r["test_accuracy"] <= 1 for r in rows)
     original_cnn = {r["seed"]: r["test_accuracy"] for r in rows if r["setting"] == "original" and r["model"] == "cnn"}
     for seed, accuracy in original_cnn.items():
-        evaluated = json.loads((workspace.root / paths.metrics("cnn", seed)).read_text())["test_accuracy"]
+        evaluated = json.loads((workspace.root / paths.metrics("digits", "cnn", seed)).read_text())["test_accuracy"]
         assert accuracy == pytest.approx(evaluated), "the unpermuted setting repeats the main cell exactly"
     client = MlflowClient(workspace.tracking_uri)
     experiment = client.get_experiment_by_name("convbench-digits")
@@ -64,7 +64,7 @@ def test_permutation_sweep_writes_rows_and_tagged_runs(workspace: Workspace) -> 
 
 
 def test_robustness_at_zero_shift_and_noise_is_the_test_accuracy(workspace: Workspace) -> None:
-    metrics = json.loads((workspace.root / paths.metrics("mlp", 0)).read_text())
+    metrics = json.loads((workspace.root / paths.metrics("digits", "mlp", 0)).read_text())
     assert metrics["robustness"]["shift"]["0"] == pytest.approx(metrics["test_accuracy"])
     assert metrics["robustness"]["noise"]["0"] == pytest.approx(metrics["test_accuracy"])
     assert set(metrics["robustness"]["shift"]) == {"0", "1", "2", "3", "4"}
@@ -72,7 +72,7 @@ def test_robustness_at_zero_shift_and_noise_is_the_test_accuracy(workspace: Work
 
 
 def test_report_states_each_claim_with_the_verdict_its_numbers_give(workspace: Workspace) -> None:
-    text = (workspace.root / paths.report_markdown()).read_text()
+    text = (workspace.root / paths.report_markdown("digits")).read_text()
     assert "## Why does it win? Probes" in text
     cast = Cast(["cnn", "mlp"], {"cnn": "CNN", "mlp": "MLP"}, "cnn")
     with contextlib.chdir(workspace.root):
@@ -235,7 +235,7 @@ def test_augment_probe_trains_on_digits_and_records_shifted_accuracy(workspace: 
             manifest = json.loads(paths.prepared_manifest("digits").read_text())
             loaded = load_probes(params, manifest["sha256"])
         finally:
-            paths.probe("augment").unlink(missing_ok=True)  # the shared workspace's other tests never see it
+            paths.probe("digits", "augment").unlink(missing_ok=True)  # the shared workspace's other tests never see it
     assert {(r.setting, r.model) for r in result.rows} == {(s, m) for s in ("none", "±1") for m in ("cnn", "mlp")}
     assert all(set(r.shifted) == {str(k) for k in params.evaluate.shifts} for r in result.rows)
     unaugmented = [r for r in result.rows if r.setting == "none"]

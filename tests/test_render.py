@@ -51,7 +51,7 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
 def test_report_renders_in_headless_chromium(workspace: Workspace) -> None:
     from playwright.sync_api import sync_playwright
 
-    html_path = workspace.root / paths.report_html()
+    html_path = workspace.root / paths.report_html("digits")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOTS / "comparison.png"
     errors: list[str] = []

@@ -51,10 +51,11 @@ def duel(metrics: list[CellMetrics], correctness: dict[str, np.ndarray], speed: 
 
 
 def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) -> None:
-    text = (workspace.root / paths.report_markdown()).read_text()
+    text = (workspace.root / paths.report_markdown("digits")).read_text()
     for model, label in (("cnn", "CNN"), ("mlp", "MLP")):
         accuracies = [
-            json.loads((workspace.root / paths.metrics(model, s)).read_text())["test_accuracy"] for s in (0, 1)
+            json.loads((workspace.root / paths.metrics("digits", model, s)).read_text())["test_accuracy"]
+            for s in (0, 1)
         ]
         interval = t_interval(accuracies, 0.95)
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} "))
@@ -81,10 +82,11 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
         "architectures",
     ):
         assert f"](figures/{figure}.png)" in text
-        assert (workspace.root / paths.figures_dir() / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (workspace.root / paths.figures_dir("digits") / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
     # Matched sizes: accuracy against parameters would be two points at one x, so it is left out.
     assert (
-        "accuracy_vs_cost" not in text and not (workspace.root / paths.figures_dir() / "accuracy_vs_cost.png").exists()
+        "accuracy_vs_cost" not in text
+        and not (workspace.root / paths.figures_dir("digits") / "accuracy_vs_cost.png").exists()
     )
     assert "```mermaid\ngraph TD" in text and "| Linear(5408->128)" not in text  # digits are 8x8: 32*3*3 features
     assert "| Linear(288->128)" in text
@@ -153,7 +155,7 @@ def test_comparison_run_carries_the_report(workspace: Workspace) -> None:
     assert sorted(child.info.run_name for child in children) == ["cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1"]
     assert (
         run.data.metrics["cnn_parameters"]
-        == json.loads((workspace.root / paths.metrics("cnn", 0)).read_text())["params"]
+        == json.loads((workspace.root / paths.metrics("digits", "cnn", 0)).read_text())["params"]
     )
     assert 0 <= run.data.metrics["mlp_mcnemar_p_holm"] <= 1
     assert run.data.metrics["mlp_lead_of_reference_ci_low"] <= run.data.metrics["mlp_lead_of_reference"]
@@ -291,11 +293,14 @@ def test_axes_name_the_better_model_only_when_significant() -> None:
     assert better["Inference @ batch 256 (img/s)"].startswith("**MLP** (4.00x faster, per-round [")  # side by side
 
 
-def test_metrics_of_another_dataset_are_refused(workspace: Workspace) -> None:
-    with contextlib.chdir(workspace.root), pytest.raises(ConvbenchError) as caught:
+def test_metrics_of_another_dataset_are_refused(workspace: Workspace, tmp_path) -> None:
+    import shutil
+
+    shutil.copytree(workspace.root / paths.cells_dir("digits"), tmp_path / paths.cells_dir("mnist5k"))  # misplaced
+    with contextlib.chdir(tmp_path), pytest.raises(ConvbenchError) as caught:
         load_metrics(["cnn", "mlp"], [0, 1], "mnist5k")
     assert "metrics of cnn-s0 (digits), cnn-s1 (digits)" in str(caught.value)
-    assert str(caught.value).endswith("are not for data.name 'mnist5k'; run `dvc repro` (or train and evaluate)")
+    assert str(caught.value).endswith("are not for dataset 'mnist5k'; run `dvc repro` (or train and evaluate)")
 
 
 def test_missing_cell_names_the_command_to_run(workspace: Workspace) -> None:
@@ -303,7 +308,8 @@ def test_missing_cell_names_the_command_to_run(workspace: Workspace) -> None:
         contextlib.chdir(workspace.root),
         pytest.raises(
             ConvbenchError,
-            match=r"metrics/cells/cnn-s7.json is missing; run `convbench evaluate --model cnn --seed 7` first",
+            match=r"results/digits/cells/cnn-s7.json is missing; run `convbench evaluate --dataset digits --model cnn "
+            r"--seed 7` first",
         ),
     ):
         load_metrics(["cnn"], [7], "digits")
@@ -389,14 +395,14 @@ def test_probe_results_are_checked_records(workspace: Workspace, tmp_path) -> No
             ConvbenchError, match=r"was made with other params or data; run `convbench probe permutation`"
         ):
             load_probes(workspace.params, "0" * 64)
-        paths.probe("permutation").write_text("[]\n")
+        paths.probe("digits", "permutation").write_text("[]\n")
         with pytest.raises(
             ConvbenchError,
             match=r"permutation.json holds a JSON list, not a ProbeResult record; run "
             r"`convbench probe permutation` again",
         ):
             load_probes(workspace.params, sha256)
-        paths.probe("permutation").unlink()
+        paths.probe("digits", "permutation").unlink()
         with pytest.raises(ConvbenchError, match=r"permutation.json is missing; run `convbench probe permutation`"):
             load_probes(workspace.params, sha256)
 
@@ -415,15 +421,21 @@ def test_a_report_that_fails_leaves_the_previous_report_as_it_was(workspace: Wor
     )
 
     def state() -> dict[str, str]:
-        files = [paths.report_markdown(), paths.report_html(), *sorted(paths.figures_dir().iterdir())]
+        files = [
+            paths.report_markdown("digits"),
+            paths.report_html("digits"),
+            paths.summary("digits"),
+            *sorted(paths.figures_dir("digits").iterdir()),
+            *sorted(paths.learning_curves_plot("digits").iterdir()),
+        ]
         return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
     with contextlib.chdir(project):
         before = state()
         with pytest.raises(ConvbenchError, match="is unreachable"):
-            report(params, paths.report_markdown(), paths.figures_dir())
+            report(params)
         assert state() == before, "the previous report set is untouched"
-        assert [p.name for p in paths.report_markdown().parent.iterdir() if p.name.startswith(".")] == [], (
+        assert [p.name for p in paths.report_markdown("digits").parent.iterdir() if p.name.startswith(".")] == [], (
             "no staging left"
         )
 

@@ -175,10 +175,11 @@ def test_a_dataset_moved_away_after_download_is_named_at_prepare(
         prepare(params)
 
 
-def pipeline_run(project: Path) -> set[str]:
-    result = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", **OFFLINE)
+def pipeline_run(project: Path, *targets: str) -> set[str]:
+    """`dvc repro` (of `targets`, if given); the stages it ran, without their '@dataset' (one dataset here)."""
+    result = run(["dvc", "repro", *targets], project, MLFLOW_TRACKING_URI="", **OFFLINE)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return set(re.findall(r"Running stage '([^']+)'", result.stdout))
+    return {name.split("@")[0] for name in re.findall(r"Running stage '([^']+)'", result.stdout)}
 
 
 def dataset_inputs(project: Path, alias: str) -> list[tuple[str, str, str]]:
@@ -199,20 +200,19 @@ def test_dvc_repro_on_the_explainers_64x64_colour_images_in_a_folder_outside_the
     entry = {"format": "imagefolder", "path": str(folder)}
     project = copy_project(tmp_path / "project", **{"data.name": "shapes", "dataset": {"shapes": entry}})
 
-    assert pipeline_run(project) == {"download", "prepare", "tune", "train", "evaluate", "bench", "report"}
-    report = (project / paths.report_markdown()).read_text()
+    assert pipeline_run(project) == {"download", "prepare", "tune", "train", "evaluate", "bench", "report", "overview"}
+    report = (project / paths.report_markdown("shapes")).read_text()
     assert "3,938,570" in report, "the seed's model at 64x64x3 with a 10-class head"
     assert all(f"| {name} " in report for name in TEN), "class names in the per-class table"
     for model in ("cnn", "mlp"):
-        metrics = json.loads((project / paths.metrics(model, 0)).read_text())
+        metrics = json.loads((project / paths.metrics("shapes", model, 0)).read_text())
         assert len(metrics["confusion_matrix"]) == 10 and sum(map(sum, metrics["confusion_matrix"])) == 20
     sha256 = json.loads((project / paths.prepared_manifest("shapes")).read_text())["sha256"]
     assert dataset_inputs(project, "shapes") == [("shapes", sha256[:36], str(folder))] * 2
 
     assert pipeline_run(project) == {"download"}, "the same files: only the list is made again"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "train" / TEN[3] / "00031.png")
-    again = run(["dvc", "repro", "prepare"], project, **OFFLINE)
-    assert set(re.findall(r"Running stage '([^']+)'", again.stdout)) == {"download", "prepare"}, again.stdout
+    assert pipeline_run(project, "prepare") == {"download", "prepare"}
     assert json.loads((project / paths.prepared_manifest("shapes")).read_text())["sha256"] != sha256
 
 
@@ -230,9 +230,8 @@ def test_dvc_repro_on_npz_arrays_outside_the_project_with_their_own_test_split(t
     assert "report" in pipeline_run(project)
     manifest = json.loads((project / paths.prepared_manifest("cells")).read_text())
     assert manifest["sizes"]["test"] == 18 and manifest["official_test_split"] is True
-    assert "| branched " in (project / paths.report_markdown()).read_text()
+    assert "| branched " in (project / paths.report_markdown("cells")).read_text()
     assert dataset_inputs(project, "cells") == [("cells", manifest["sha256"][:36], str(arrays))] * 2
 
     np.savez(arrays, x=x[::-1, ..., 0], y=y[::-1])  # the same images in another order
-    again = run(["dvc", "repro", "prepare"], project, **OFFLINE)
-    assert set(re.findall(r"Running stage '([^']+)'", again.stdout)) == {"download", "prepare"}, again.stdout
+    assert pipeline_run(project, "prepare") == {"download", "prepare"}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline.artifacts import paths
 from pipeline.ops.grid import expand
 from pipeline.ops.sweep import run_trial, trial_params
 from pipeline.ops.uris import absolute_path, absolute_sqlite
@@ -94,8 +95,8 @@ def test_ray_sweep_runs_one_trial_per_cell_logging_to_the_tracking_server(
         cnn = by_cell[cell]["cnn-s0"]
         assert {p["key"]: p["value"] for p in cnn["data"]["params"]}["train.lr"] == lr
         accuracy = {m["key"]: m["value"] for m in cnn["data"]["metrics"]}["test_accuracy"]
-        assert f"cnn-s0 {accuracy:.4f}" in lines[cell], "the summary shows what the trial logged"
-    assert (project / "sweeps" / "raytest" / "raytest-0" / "reports" / "comparison.html").is_file()
+        assert f"cnn {accuracy:.4f}" in lines[cell], "the summary shows what the trial logged (one seed: its mean)"
+    assert (project / "sweeps" / "raytest" / "raytest-0" / paths.report_html("digits")).is_file()
 
 
 def test_a_failing_trial_returns_its_error_instead_of_raising(tmp_path: Path) -> None:
@@ -128,14 +129,14 @@ def test_dvc_queue_sweep_runs_cells_as_experiments_and_reports_the_failed_one(tm
     assert result.stderr.strip().splitlines()[-1] == "convbench: error: 1 of 2 sweep cells failed: dvctest-1", (
         "the rest go on"
     )
-    assert "sweep: dvctest-0 [data.name=digits] success: cnn-s0 0." in result.stdout
-    assert f"sweep: dvctest-1 [data.name=cifar10] failed: {FAILS_OFFLINE}" in result.stdout
+    assert "sweep: dvctest-0 [data.name=[digits]] success: cnn 0." in result.stdout
+    assert f"sweep: dvctest-1 [data.name=[cifar10]] failed: {FAILS_OFFLINE}" in result.stdout
     logs = run(["dvc", "queue", "logs", "dvctest-0"], project).stdout
-    assert set(re.findall(r"Running stage '([^']+)'", logs)) >= {"train", "evaluate", "report"}
+    assert set(re.findall(r"Running stage '([^']+)'", logs)) >= {"train@digits", "evaluate@digits", "report@digits"}
 
     table = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     revs = {rev["name"]: rev for row in table for group in row.get("experiments") or [] for rev in group["revs"]}
-    assert 0 < revs["dvctest-0"]["data"]["metrics"]["metrics/cells/cnn-s0.json"]["data"]["test_accuracy"] <= 1, (
+    assert 0 < revs["dvctest-0"]["data"]["metrics"][str(paths.summary("digits"))]["data"]["accuracy"]["cnn"] <= 1, (
         "the cell is an ordinary DVC experiment, comparable with dvc exp show"
     )
 

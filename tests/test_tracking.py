@@ -187,7 +187,10 @@ def test_pipeline_logs_to_a_real_tracking_server_and_fails_early_once_it_stops(
         "([Errno 111] Connection refused); "
         "start it (`make server`) or point tracking.uri / $MLFLOW_TRACKING_URI at a running one"
     )
-    assert not (project / paths.checkpoint("cnn", 0)).exists() and not (project / paths.resume_state("cnn", 0)).exists()
+    assert (
+        not (project / paths.checkpoint("digits", "cnn", 0)).exists()
+        and not (project / paths.resume_state("digits", "cnn", 0)).exists()
+    )
 
 
 def test_unreachable_server_with_tracking_not_required_trains_and_warns(tmp_path: Path) -> None:
@@ -196,7 +199,9 @@ def test_unreachable_server_with_tracking_not_required_trains_and_warns(tmp_path
     result = run(["convbench", "train", "-m", "mlp", "-s", "0"], project, MLFLOW_TRACKING_URI=uri)
     assert result.returncode == 0, result.stderr
     assert "convbench: warning: MLflow tracking server" in result.stderr and "is not tracked" in result.stderr
-    assert (project / paths.checkpoint("mlp", 0)).is_file() and (project / paths.curves("mlp", 0)).is_file()
+    assert (project / paths.checkpoint("digits", "mlp", 0)).is_file() and (
+        project / paths.curves("digits", "mlp", 0)
+    ).is_file()
 
 
 def test_experiment_is_marked_for_model_training_and_a_kind_set_by_hand_stays(tmp_path: Path) -> None:
@@ -291,7 +296,9 @@ def test_server_lost_mid_training_finishes_training_writes_the_checkpoint_and_st
             ended_early = {m: p.communicate()[1] for m, p in processes.items() if p.poll() is not None}
             assert not ended_early, f"a training ended before the server was killed: {ended_early}"
             time.sleep(0.2)
-        assert all(not (project / paths.checkpoint(m, 0)).exists() for m in processes), "killed while training"
+        assert all(not (project / paths.checkpoint("digits", m, 0)).exists() for m in processes), (
+            "killed while training"
+        )
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
         outputs = {model: p.communicate(timeout=300) for model, p in processes.items()}
@@ -301,7 +308,7 @@ def test_server_lost_mid_training_finishes_training_writes_the_checkpoint_and_st
             p.kill()
     for model, (stdout, stderr) in outputs.items():
         assert "Traceback" not in stderr and SECRET not in stdout + stderr, stderr
-        checkpoint = project / paths.checkpoint(model, 0)
+        checkpoint = project / paths.checkpoint("digits", model, 0)
         assert checkpoint.is_file(), f"{model}: training finished and wrote its checkpoint"
         assert torch_load(checkpoint)["train"]["epochs"] == epochs
         assert ended - checkpoint.stat().st_mtime < 30, f"{model}: ends in seconds once the checkpoint is written"
@@ -317,7 +324,7 @@ def test_server_lost_mid_training_finishes_training_writes_the_checkpoint_and_st
     assert mlp_err[0].startswith("convbench: warning: MLflow tracking at") and mlp_err[0].endswith(
         "tracking.required is false, so the stage succeeds"
     ), mlp_err
-    assert not (project / paths.resume_state("mlp", 0)).exists()
+    assert not (project / paths.resume_state("digits", "mlp", 0)).exists()
 
 
 def torch_load(path: Path) -> dict:

@@ -58,6 +58,7 @@ TINY = {
     "tune.startup_trials": 2,
     "tune.space.epochs": [1, 2],
     "tune.space.batch_size": [64, 128],
+    "tune.shape": {"mlp": {"depth": [1, 2, 3]}},  # the MLP's depth, searched at the reference's parameter budget
 }
 SHARED_POINT = {
     "lr": 0.003,
@@ -93,14 +94,14 @@ def tune_here(root: Path, model: str, **kwargs: object):
     with contextlib.chdir(root):
         prepared = load_prepared(paths.prepared_tensors("digits"), paths.prepared_manifest("digits"))
         result = tune_model(
-            params, model, prepared, paths.tuned_recipe(model), quiet=True, echo=lambda _line: None, **kwargs
+            params, model, prepared, paths.tuned_recipe("digits", model), quiet=True, echo=lambda _line: None, **kwargs
         )
-    return params, result, TunedRecipe.load(root / paths.tuned_recipe(model), model)
+    return params, result, TunedRecipe.load(root / paths.tuned_recipe("digits", model), model)
 
 
 def storage_trials(root: Path, model: str) -> list[tuple[int, str, float | None]]:
     """(number, state, value) of every trial in the model's study storage, read with plain SQLite."""
-    with contextlib.closing(sqlite3.connect(root / paths.study_storage(model))) as db:
+    with contextlib.closing(sqlite3.connect(root / paths.study_storage("digits", model))) as db:
         return db.execute(
             "SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v "
             "ON v.trial_id = t.trial_id ORDER BY t.number"
@@ -128,7 +129,9 @@ def test_a_study_gives_the_model_its_budget_with_the_shared_recipe_first_and_eve
     root = project_copy(prepared_project, tmp_path / "p", **{"tune.trials": 5, "tune.seeds": [0, 1]})
     params, result, tuned = tune_here(root, "mlp")
 
-    assert (root / paths.tuned_recipe("mlp")).read_text().startswith(TunedRecipe.HEADER), "it says what wrote it"
+    assert (root / paths.tuned_recipe("digits", "mlp")).read_text().startswith(TunedRecipe.HEADER), (
+        "it says what wrote it"
+    )
     assert tuned.tuned is True and tuned.trials == 5 and result.ran == 5
     assert tuned.counts["complete"] + tuned.counts["pruned"] == 5, "the budget is finished trials"
     history = tuned.history
@@ -169,7 +172,7 @@ def test_a_study_gives_the_model_its_budget_with_the_shared_recipe_first_and_eve
         more = validate_params(params_with({"tune.trials": 6}, yaml.safe_load((root / "params.yaml").read_text())))
         with pytest.raises(
             ConvbenchError,
-            match=r"tuned/mlp.yaml was tuned with 5 trials, but tune.trials is now 6; "
+            match=r"tuned/digits/mlp.yaml was tuned with 5 trials, but tune.trials is now 6; "
             r"run `convbench tune --model mlp`",
         ):
             recipes.params_for(more, "mlp", prepared.sha256)
@@ -222,7 +225,7 @@ def test_a_worker_spec_holds_absolute_plain_values_a_spawned_worker_runs_from(
     params = validate_params(yaml.safe_load((root / "params.yaml").read_text()))
     with contextlib.chdir(root):
         prepared = load_prepared(paths.prepared_tensors("digits"), paths.prepared_manifest("digits"))
-        storage = study_storage("sqlite:///studies/mlp.db", "mlp")
+        storage = study_storage("sqlite:///studies/mlp.db", "digits", "mlp")
         name = study_name(params, "mlp", prepared)
         open_study(storage, name, params, params.tune.sampler_seed)
         spec = WorkerSpec.of(params, "mlp", prepared, storage, name, None)
@@ -330,11 +333,11 @@ def test_workers_on_this_machine_share_one_study_and_the_report_shows_both_gaps(
         step = run(args, root, timeout=400)
         assert step.returncode == 0, step.stderr[-3000:]
 
-    tuned = {m: TunedRecipe.load(root / paths.tuned_recipe(m), m) for m in ("cnn", "mlp")}
-    checkpoint = torch.load(root / paths.checkpoint("mlp", 0), weights_only=True)
+    tuned = {m: TunedRecipe.load(root / paths.tuned_recipe("digits", m), m) for m in ("cnn", "mlp")}
+    checkpoint = torch.load(root / paths.checkpoint("digits", "mlp", 0), weights_only=True)
     assert checkpoint["recipe"]["lr"] == tuned["mlp"].recipe["lr"], "train used the tuned recipe"
     assert checkpoint["config"]["settings"]["depth"] == tuned["mlp"].model_settings["depth"]
-    report = (root / "reports" / "comparison.md").read_text()
+    report = (root / paths.report_markdown("digits")).read_text()
     assert "each with its own recipe, as each checkpoint records it" in report
     assert "Each model's recipe is the best of the same budget of 4 Optuna trials per model" in report
     assert f"MLP: lr {tuned['mlp'].recipe['lr']:.3g}" in report
@@ -344,14 +347,17 @@ def test_workers_on_this_machine_share_one_study_and_the_report_shows_both_gaps(
     tuned_gap = (_score(tuned["cnn"].best) - _score(tuned["mlp"].best)) * 100
     row = next(line for line in tuning.splitlines() if line.startswith("| MLP") and "[" in line)
     assert f"{shared_gap:.2f}".lstrip("-") in row and f"{tuned_gap:.2f}".lstrip("-") in row
-    assert "figures/tuning_progress.png" in tuning and (root / "reports" / "figures" / "tuning_progress.png").is_file()
+    assert (
+        "figures/tuning_progress.png" in tuning
+        and (root / paths.figures_dir("digits") / "tuning_progress.png").is_file()
+    )
 
 
 def test_tuning_off_writes_a_note_and_leaves_the_shared_recipe(prepared_project: Path, tmp_path: Path) -> None:
     root = project_copy(prepared_project, tmp_path / "p", **{"tune.trials": 0})
     params, result, note = tune_here(root, "mlp")
     assert result.tuned is False and note.tuned is False and note.trials == 0 and "shared recipe" in note.note
-    assert not (root / paths.study_storage("mlp")).exists(), "no study without trials"
+    assert not (root / paths.study_storage("digits", "mlp")).exists(), "no study without trials"
     with contextlib.chdir(root):
         assert recipes.params_for(params, "mlp", "any-sha") is params
 
@@ -367,7 +373,7 @@ def test_a_study_runs_across_a_real_ray_head_and_every_trial_is_in_mlflow(
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert f"2 Optuna worker(s) on Ray at {ray_head}" in result.stdout
-    tuned = TunedRecipe.load(root / paths.tuned_recipe("mlp"), "mlp")
+    tuned = TunedRecipe.load(root / paths.tuned_recipe("digits", "mlp"), "mlp")
     assert tuned.counts["complete"] + tuned.counts["pruned"] == 4
     parents, children = tune_runs(root, "mlp")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

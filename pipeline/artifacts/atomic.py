@@ -78,6 +78,17 @@ def write_with(target: Path, writer: Callable[[Path], None]) -> Path:
     return Path(target)
 
 
+def write_torch(target: Path, payload: Any) -> Path:
+    """torch.save, atomically and reproducibly: equal content gives equal bytes (so DVC sees no change)."""
+    import torch  # here, not at the top: the other writers serve light commands that load no torch
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # through a handle torch names the archive inside 'archive', not after tmp
+            torch.save(payload, handle)
+
+    return write_with(target, write)
+
+
 @contextmanager
 def staged_folder(parent: Path) -> Iterator[Path]:
     """A temporary folder inside `parent` (same filesystem, so renames out of it are atomic), removed afterwards."""

@@ -68,7 +68,7 @@ def save(path: Path, checkpoint: Checkpoint) -> Path:
         "mlflow_run_id": checkpoint.mlflow_run_id,
         "code_sha256": checkpoint.code_sha256,
     }
-    return atomic.write_with(path, lambda tmp: torch.save(payload, tmp))
+    return atomic.write_torch(path, payload)
 
 
 def load(path: Path, model_name: str | None = None) -> Checkpoint:
@@ -181,4 +181,4 @@ def save_resume(path: Path, state: TrainState, identity: dict[str, Any], mlflow_
         "augment_generator": state.augment_generator,
     }
     full |= identity | {"format": FORMAT, "mlflow_run_id": mlflow_run_id}
-    atomic.write_with(path, lambda tmp: torch.save(full, tmp))
+    atomic.write_torch(path, full)

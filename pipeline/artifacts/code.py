@@ -1,4 +1,4 @@
-"""A stage's code identity: the code its numbers depend on, and nothing else; dvc.yaml lists the same files as deps.
+"""A stage's code identity: the code its numbers depend on, and nothing else; dvc.yaml's package deps cover it.
 
 The identity of a stage is its own module plus every module it reaches through imports inside `core` and
 `artifacts` (the data, the models and layers, the runtime, measurement, the record formats); the report stage's
@@ -16,7 +16,7 @@ from pathlib import Path
 
 PIPELINE = Path(__file__).resolve().parents[1]
 NUMBERS = ("core", "artifacts")  # what every stage's numbers depend on
-OUTPUT_PACKAGES = {"report": ("reporting",)}  # what else makes a stage's own output
+OUTPUT_PACKAGES = {"report": ("reporting",), "overview": ("reporting",)}  # what else makes a stage's own output
 
 
 def stage_names() -> list[str]:

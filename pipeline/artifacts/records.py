@@ -110,7 +110,7 @@ class Source(BaseModel):
 
 
 class CellMetrics(Record):
-    """metrics/cells/<cell>.json: one trained cell scored on the test split, with its cost and robustness."""
+    """results/<dataset>/cells/<cell>.json: one trained cell scored on the test split, with its cost and robustness."""
 
     model: str
     seed: int
@@ -178,7 +178,7 @@ class BenchCase:
 
     @property
     def key(self) -> str:
-        """The case's name in metrics/bench.json and in MLflow metric names."""
+        """The case's name in results/<dataset>/bench.json and in MLflow metric names."""
         return f"{self.kind}_batch_{self.batch}"
 
     @property
@@ -234,7 +234,7 @@ class Mfu(BaseModel):
 
 
 class BenchResult(Record):
-    """metrics/bench.json: every model timed side by side in one process (the bench stage)."""
+    """results/<dataset>/bench.json: every model timed side by side in one process (the bench stage)."""
 
     dataset: str
     models: list[str]
@@ -274,13 +274,14 @@ class ProbeRow(BaseModel):
 
 
 class ProbeResult(Record):
-    """metrics/probes/<probe>.json: every row of one probe and the fingerprint of what it was run from."""
+    """results/<dataset>/probes/<probe>.json: every row of one probe and the fingerprint of what it was run from."""
 
     probe: str
     dataset: str
     models: list[str]
     fingerprint: str
     rows: list[ProbeRow]
+    code_sha256: str = ""  # the probe stage's code identity: with the fingerprint, whether the result is current
 
 
 # --- a tuned recipe ---------------------------------------------------------------------------------------------------------
@@ -307,7 +308,7 @@ class Scored(BaseModel):
 
 
 class TunedRecipe(Record):
-    """tuned/<model>.yaml: the model's best recipe after its tuning budget, or a note that it was not tuned."""
+    """tuned/<dataset>/<model>.yaml: the model's best recipe after its tuning budget, or a note that it was not tuned."""
 
     HEADER: ClassVar[str] = (
         "# written by `convbench tune`: this model's best recipe after its tuning budget (validation split only)\n"
@@ -340,7 +341,7 @@ class TunedRecipe(Record):
 
     @classmethod
     def load(cls, path: Path, model: str) -> TunedRecipe:
-        """tuned/<model>.yaml; a missing, unreadable or foreign file names the command that writes it."""
+        """tuned/<dataset>/<model>.yaml; a missing, unreadable or foreign file names the command that writes it."""
         redo = f"run `convbench tune --model {model}` (or `dvc repro`)"
         if not Path(path).is_file():
             raise ConvbenchError(f"{path} is missing; {redo} first")
@@ -351,3 +352,41 @@ class TunedRecipe(Record):
         if not isinstance(content, dict) or content.get("model") != model:
             raise ConvbenchError(f"{path} is not convbench's tuned recipe of '{model}'; {redo} again")
         return parse(cls, content, Path(path), f"{redo} again")
+
+
+# --- a dataset's summary (the report stage; what DVC shows) -------------------------------------------------------------
+
+
+class Summary(BaseModel):
+    """metrics/<dataset>/summary.json: per model, the few numbers a reader compares, and the only DVC metrics file.
+
+    Numbers only, grouped by measure so `dvc exp show` lists every model's accuracy first and `--keep accuracy`
+    selects them. Fractions, not percentages; `lead*` is the reference's test accuracy minus the model's on the
+    same images (pooled over seeds), so the reference has none; `accuracy_ci` is absent with a single seed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    accuracy: dict[str, float]  # mean test accuracy over seeds
+    accuracy_ci: dict[str, float] = {}  # half-width of its t-interval over seeds at report.confidence (2+ seeds)
+    lead: dict[str, float] = {}  # the reference's lead in test accuracy, paired on the same test images
+    lead_low: dict[str, float] = {}  # its paired bootstrap interval at report.confidence
+    lead_high: dict[str, float] = {}
+    params: dict[str, int]
+    mflops: dict[str, float]  # forward MFLOP per image
+    train_img_s: dict[str, float] = {}  # training-step images/s, every model timed side by side (the bench stage)
+
+    def save(self, path: Path) -> Path:
+        """Write it atomically, in field order (not sorted), so accuracy comes first in DVC's table."""
+        return atomic.write_text(path, json.dumps(self.model_dump(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path, dataset: str) -> Summary:
+        """A dataset's summary; a missing or foreign file names the command that writes it."""
+        redo = f"run `convbench report --dataset {dataset}` (or `dvc repro`)"
+        if not Path(path).is_file():
+            raise ConvbenchError(f"{path} is missing; {redo}")
+        try:
+            content = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls.model_validate(content)
+        except (UnicodeDecodeError, json.JSONDecodeError, ValidationError):
+            raise ConvbenchError(f"{path} is not a summary convbench wrote; {redo} again") from None

@@ -44,6 +44,16 @@ class Cell:
         return paths.cell(self.model, self.seed)
 
     @property
+    def key(self) -> tuple[str, int]:
+        """(model, seed): what names its files within the dataset's folders."""
+        return self.model, self.seed
+
+    @property
+    def dataset(self) -> str:
+        """The dataset it trains on: its files live under this name."""
+        return self.params.data.name
+
+    @property
     def recipe(self) -> dict[str, Any]:
         """What this cell trains with (params.train of its own params, without the seeds)."""
         return recipe(self.params.train)
@@ -51,7 +61,7 @@ class Cell:
     @property
     def checkpoint_path(self) -> Path:
         """Where its weights are."""
-        return paths.checkpoint(self.model, self.seed)
+        return paths.checkpoint(self.dataset, self.model, self.seed)
 
     def trained(self, prepared: PreparedData) -> checkpoints.Checkpoint:
         """Its checkpoint, refused with one line when it was trained on other data, as another model or recipe."""

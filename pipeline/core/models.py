@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import ParamsError, allowed_keys
+from pipeline.errors import ParamsError, allowed_keys, plain_problem
 
 if TYPE_CHECKING:  # torch loads only when a model is built: params validation (every stage) does not need it
     import torch
@@ -332,7 +332,7 @@ def _describe(alias: str, schema: type[Settings], error: Any) -> str:
         return f"unknown key '{key}'; allowed keys here: {', '.join(allowed_keys(loc[:-1], schema)) or 'none'}"
     if error["type"] == "missing":
         return f"missing key '{key}'"
-    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+    return f"{key}: {plain_problem(error)} (got {error.get('input')!r})"
 
 
 def resolve(
@@ -437,9 +437,12 @@ def _build_user_model(config: ModelConfig) -> nn.Module:
     try:
         module = builder(input_shape=config.input_shape, num_classes=config.num_classes, **kwargs)
     except Exception as exc:  # noqa: BLE001 - whatever the user's builder raises is theirs to fix, in one line
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        call = f"{config.settings['builder']}(input_shape={config.input_shape}, num_classes={config.num_classes}"
         raise ParamsError(
-            f"model.{config.name}: {config.settings['builder']} raised {type(exc).__name__}: "
-            f"{_first_line(exc)}; fix the builder or its settings under model.{config.name}"
+            f"model.{config.name}: {config.settings['builder']} raised {type(exc).__name__}: {_first_line(exc)}; "
+            f"convbench calls it as f(input_shape, num_classes, **settings), here {call}{', ' + shown if shown else ''}) "
+            f"with the other keys of model.{config.name} as settings: fix the builder or those settings"
         ) from None
     if not isinstance(module, nn.Module):
         raise ParamsError(

@@ -1,7 +1,7 @@
 """The recipe each model trains with: the shared `train` section, or the one `convbench tune` found for it.
 
 With tune.trials 0 every model trains with params.train, exactly as before tuning existed. With tuning on,
-tuned/<model>.yaml holds that model's best recipe (train knobs, plus shape settings such as the MLP's depth);
+tuned/<dataset>/<model>.yaml holds that model's best recipe (train knobs, plus shape settings such as the MLP's depth);
 train, evaluate and report all read it through `params_for`, so a checkpoint is checked against the recipe
 its own model was meant to train with. A tuned file that no longer fits params.yaml or the data is refused.
 """
@@ -45,17 +45,18 @@ def fingerprint(params: Params, model: str) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def read_tuned(model: str, path: Path | None = None) -> TunedRecipe:
-    """tuned/<model>.yaml; a missing or unreadable file names the command that writes it."""
-    return TunedRecipe.load(Path(path or paths.tuned_recipe(model)), model)
+def read_tuned(dataset: str, model: str, path: Path | None = None) -> TunedRecipe:
+    """tuned/<dataset>/<model>.yaml; a missing or unreadable file names the command that writes it."""
+    return TunedRecipe.load(Path(path or paths.tuned_recipe(dataset, model)), model)
 
 
 def tuned_for(params: Params, model: str, dataset_sha256: str | None = None) -> TunedRecipe | None:
-    """tuned/<model>.yaml when tuning is on and the file fits params.yaml (and the data, if given); None when off."""
+    """tuned/<dataset>/<model>.yaml when tuning is on and the file fits params.yaml (and the data, if given); None
+    when off."""
     if params.tune.trials == 0:
         return None
-    tuned = read_tuned(model)
-    path = paths.tuned_recipe(model)
+    tuned = read_tuned(params.data.name, model)
+    path = paths.tuned_recipe(params.data.name, model)
     fix = f"run `convbench tune --model {model}` (or `dvc repro`)"
     if not tuned.tuned:
         raise ConvbenchError(f"{path} says '{model}' was not tuned, but tune.trials is {params.tune.trials}; {fix}")

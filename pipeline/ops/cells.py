@@ -43,7 +43,7 @@ def each_cell(
     seed: int | None,
     is_current: Callable[[Cell, PreparedData], bool],
     compute: Callable[[Cell, PreparedData], str],
-    prune: Callable[[list[Cell]], list[Path]],
+    prune: Callable[[str, list[Cell]], list[Path]],
     say: Callable[[str], None],
     runner: Runner | None = None,
 ) -> None:
@@ -61,7 +61,7 @@ def each_cell(
             todo.append(cell)
     run_cells(stage, todo, prepared, compute, runner or Runner(), say)
     if not picked:
-        for path in prune(chosen):
+        for path in prune(params.data.name, chosen):
             say(f"{stage}: removed {path} (its cell is no longer in models x train.seeds)")
 
 
@@ -106,6 +106,11 @@ class CellJob:
     def name(self) -> str:
         """'cnn-s0'."""
         return paths.cell(self.model, self.seed)
+
+    @property
+    def dataset(self) -> str:
+        """The dataset of the cell's params."""
+        return str(self.params["data"]["name"])
 
 
 @dataclass(frozen=True)
@@ -332,12 +337,12 @@ def _on_ray(stage: str, jobs: list[CellJob], address: str, say: Callable[[str], 
 
 
 @contextmanager
-def cell_lock(model: str, seed: int) -> Iterator[None]:
+def cell_lock(dataset: str, model: str, seed: int) -> Iterator[None]:
     """Only one process trains a cell at a time: a second one would share its resume state and MLflow run."""
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 owns the cell (it alone writes and logs)
         yield
         return
-    checkpoint = paths.checkpoint(model, seed)
+    checkpoint = paths.checkpoint(dataset, model, seed)
     lock = checkpoint.with_suffix(".lock")
     try:
         with atomic.exclusive(lock):
@@ -346,5 +351,5 @@ def cell_lock(model: str, seed: int) -> Iterator[None]:
         raise ConvbenchError(
             f"{checkpoint}: cell {paths.cell(model, seed)} is being trained by another process "
             f"({busy.holder or 'lock ' + str(lock)}); wait for it to finish (or stop it), then run "
-            f"`convbench train --model {model} --seed {seed}` again if still needed"
+            f"`convbench train --dataset {dataset} --model {model} --seed {seed}` again if still needed"
         ) from None

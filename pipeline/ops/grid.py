@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ParamsError
-from pipeline.params import Params, apply_settings, validate_params
+from pipeline.params import Params, apply_settings, dataset_names, validate_params
 
 SWEEP_TAG = "sweep"
 CELL_TAG = "sweep_cell"
@@ -72,7 +73,7 @@ def combine_axes(grid_file: Path | None, options: list[str]) -> dict[str, list[A
         key, values = parse_option(option)
         axes[key] = values
     if not axes:
-        raise ParamsError("sweep: no grid given; pass -S KEY=V1,V2 (repeatable) or --grid FILE.yaml, or --probe NAME")
+        raise ParamsError("sweep: no grid given; pass -S KEY=V1,V2 (repeatable) or --grid FILE.yaml")
     return axes
 
 
@@ -84,6 +85,8 @@ def expand(raw_params: dict[str, Any], axes: dict[str, list[Any]], sweep_name: s
     cells = []
     for index, combination in enumerate(itertools.product(*axes.values())):
         settings = dict(zip(axes, combination))
+        if isinstance(settings.get("data.name"), str):  # DVC fans its stages out over a list: one dataset is [name]
+            settings["data.name"] = [settings["data.name"]]
         name = f"{sweep_name}-{index}"
         tags = {f"tracking.tags.{SWEEP_TAG}": sweep_name, f"tracking.tags.{CELL_TAG}": name}
         raw = apply_settings(raw_params, {**settings, **tags}, f"{source}: sweep")
@@ -97,21 +100,27 @@ def expand(raw_params: dict[str, Any], axes: dict[str, list[Any]], sweep_name: s
 
 def _refuse_shadowed(raw: dict[str, Any], settings: dict[str, Any], source: str) -> None:
     """A swept key that overrides.<dataset> also sets would silently have no effect; say so instead."""
-    dataset = raw.get("data", {}).get("name")
-    shadowing = (raw.get("overrides") or {}).get(dataset) or {}
-    for key in settings:
-        if key in shadowing:
-            raise ParamsError(
-                f"{source}: overrides.{dataset}.{key} replaces the swept '{key}' for {dataset}, so the sweep would not "
-                f"change it; remove it from overrides.{dataset} to sweep it"
-            )
+    for dataset in dataset_names(raw, source):
+        shadowing = (raw.get("overrides") or {}).get(dataset) or {}
+        for key in settings:
+            if key in shadowing:
+                raise ParamsError(
+                    f"{source}: overrides.{dataset}.{key} replaces the swept '{key}' for {dataset}, so the sweep would "
+                    f"not change it; remove it from overrides.{dataset} to sweep it"
+                )
 
 
 def format_value(value: Any) -> str:
-    """A value as one -S token: plain strings as-is, everything else as compact JSON ([0,1], true, 0.001)."""
+    """A value as one -S token: plain strings as-is, lists of names as [a,b], everything else as compact JSON
+    ([0,1], true, 0.001)."""
     if isinstance(value, str):
         return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and NAME.fullmatch(v) for v in value):
+        return f"[{','.join(value)}]"
     return json.dumps(value, separators=(",", ":"))
+
+
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 
 
 def _split_top_level(text: str) -> list[str]:

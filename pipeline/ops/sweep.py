@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from pipeline.artifacts import paths
 from pipeline.artifacts.atomic import write_bytes
+from pipeline.artifacts.records import Summary
 from pipeline.errors import ConvbenchError, redact
 from pipeline.ops.cluster import connect
 from pipeline.ops.grid import CELL_TAG, SWEEP_TAG, SweepCell, format_value
 from pipeline.ops.uris import absolute_data
+from pipeline.params import dataset_names
 
 DVC_DONE = {"Success": "success", "Failed": "failed"}
 SWEEPS_DIR = Path("sweeps")
@@ -138,16 +141,22 @@ def _dvc_outcome(
 
 
 def _accuracy_from_exp_show(shown: list[dict[str, Any]], experiment: str) -> dict[str, float]:
-    """Test accuracy per metrics file of one experiment, from the rows `dvc exp show --json` returned."""
+    """Each model's mean test accuracy in one experiment, from the summaries `dvc exp show --json` returned
+    ('digits/cnn' when the experiment compared several datasets)."""
     found: dict[str, float] = {}
     revs = [rev for row in shown for group in row.get("experiments") or [] for rev in group.get("revs", [])]
     for rev in revs:
         if rev.get("name") != experiment:
             continue
-        for path, content in ((rev.get("data") or {}).get("metrics") or {}).items():
-            value = (content.get("data") or {}).get("test_accuracy")
-            if isinstance(value, (int, float)):
-                found[Path(path).stem] = float(value)
+        listed = ((rev.get("data") or {}).get("metrics") or {}).items()
+        summaries = {Path(path).parent.name: content.get("data") or {} for path, content in listed}
+        for dataset, data in summaries.items():
+            prefix = f"{dataset}/" if len(summaries) > 1 else ""
+            try:
+                accuracy = Summary.model_validate(data).accuracy
+            except ValidationError:
+                continue  # a metrics file that is not a summary (a user's own) says nothing about the sweep
+            found |= {f"{prefix}{model}": value for model, value in accuracy.items()}
     return found
 
 
@@ -227,11 +236,18 @@ def run_trial(
     write_bytes(folder / "trial.log", redact(done.stdout + done.stderr).encode())  # DVC and MLflow may echo URLs
     if done.returncode != 0:
         return {"status": "failed", "detail": _error_line(done.stderr + done.stdout), "accuracy": {}}
-    accuracy = {
-        path.stem: json.loads(path.read_text())["test_accuracy"]
-        for path in sorted((folder / paths.CELLS_DIR).glob("*.json"))
-    }
-    return {"status": "success", "detail": str(folder), "accuracy": accuracy}
+    return {"status": "success", "detail": str(folder), "accuracy": trial_accuracy(raw_params, folder)}
+
+
+def trial_accuracy(raw_params: dict[str, Any], folder: Path) -> dict[str, float]:
+    """Each model's mean test accuracy from the summary of every dataset the trial ran ('digits/cnn' when several)."""
+    names = dataset_names(raw_params)
+    found: dict[str, float] = {}
+    for dataset in names:
+        summary = Summary.load(folder / paths.summary(dataset), dataset)
+        prefix = f"{dataset}/" if len(names) > 1 else ""
+        found |= {f"{prefix}{model}": value for model, value in summary.accuracy.items()}
+    return found
 
 
 # --- shared ---------------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.params import DataParams
+
 SQLITE = "sqlite:///"
 
 
@@ -35,7 +37,7 @@ def absolute_path(path: str | Path, project: Path) -> str:
 
 def absolute_data(raw: dict[str, Any], project: Path) -> dict[str, Any]:
     """Plain params with data.root and every dataset.<alias> path made absolute (changed in place, returned)."""
-    raw["data"]["root"] = absolute_path(raw["data"]["root"], project)
+    raw["data"]["root"] = absolute_path(raw["data"].get("root", DataParams.model_fields["root"].default), project)
     for entry in (raw.get("dataset") or {}).values():
         for key in ("path", "test_path"):
             if entry.get(key) is not None:

@@ -59,8 +59,8 @@ def load_probes(params: Params, dataset_sha256: str) -> dict[str, pd.DataFrame]:
 
 
 def _probe_result(params: Params, name: str, dataset_sha256: str, required: bool) -> ProbeResult | None:
-    """metrics/probes/<name>.json when it exists and matches; a required one that does not stops the report."""
-    path = paths.probe(name)
+    """results/<dataset>/probes/<name>.json when it exists and matches; a required one that does not stops the report."""
+    path = paths.probe(params.data.name, name)
     if not path.is_file():
         if required:
             raise ConvbenchError(f"{path} is missing; run `convbench probe {name}` (or `dvc repro`)")

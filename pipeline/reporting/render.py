@@ -145,9 +145,10 @@ def _html_block(block: Block) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape, then turn **bold** and `code` into tags."""
+    """Escape, then turn **bold**, `code` and [relative links](path) into tags."""
     escaped = html.escape(text, quote=False)
     escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
+    escaped = re.sub(r"\[([^\]]+)\]\(([^)\s\"<>]+)\)", r'<a href="\2">\1</a>', escaped)
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 

@@ -23,7 +23,7 @@ FIGURE = "tuning_progress.png"
 
 
 def load(params: Params, dataset_sha256: str) -> dict[str, TunedRecipe] | None:
-    """Each model's tuned/<model>.yaml (checked against params and data), or None when tuning is off."""
+    """Each model's tuned/<dataset>/<model>.yaml (checked against params and data), or None when tuning is off."""
     if params.tune.trials == 0:
         return None
     tuned = {model: recipes.tuned_for(params, model, dataset_sha256) for model in params.models}

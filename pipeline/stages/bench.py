@@ -62,7 +62,7 @@ def summarize(case: PairedCase, reference: str, confidence: float, seed: int) ->
 
 
 def bench(params: Params, say: Callable[[str], None] = print) -> BenchResult:
-    """Time every model of params.models side by side; write metrics/bench.json and log a `bench` MLflow run."""
+    """Time every model of params.models side by side; write results/<dataset>/bench.json and log a `bench` MLflow run."""
     prepared = cells.prepared_data(params)
     seed = params.train.seeds[0]
     first = cells.resolve(params, prepared, seeds=[seed])
@@ -113,12 +113,12 @@ def bench(params: Params, say: Callable[[str], None] = print) -> BenchResult:
     }
     with tracking.run(params.tracking, prepared.name, "bench", tags) as logger:
         logger.log_metrics(bench_metrics(result))
-        records.save_json(paths.bench(), result)
-        logger.log_artifact(paths.bench(), "bench")
+        records.save_json(paths.bench(prepared.name), result)
+        logger.log_artifact(paths.bench(prepared.name), "bench")
     speeds = ", ".join(
         f"{model} {figures.images_per_second:,.0f} img/s" for model, figures in cases[largest].models.items()
     )
-    say(f"bench: {largest.key}: {speeds} -> {paths.bench()}")
+    say(f"bench: {largest.key}: {speeds} -> {paths.bench(prepared.name)}")
     return result
 
 

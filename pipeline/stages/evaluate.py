@@ -93,9 +93,11 @@ def source(cell: Cell, prepared: PreparedData) -> Source:
 
 def is_current(cell: Cell, prepared: PreparedData) -> bool:
     """Whether the cell's metrics and predictions exist and were computed from exactly these inputs."""
-    metrics_path = paths.metrics(cell.model, cell.seed)
+    metrics_path = paths.metrics(cell.dataset, *cell.key)
     if not (
-        metrics_path.is_file() and paths.predictions(cell.model, cell.seed).is_file() and cell.checkpoint_path.is_file()
+        metrics_path.is_file()
+        and paths.predictions(cell.dataset, *cell.key).is_file()
+        and cell.checkpoint_path.is_file()
     ):
         return False
     try:
@@ -105,12 +107,13 @@ def is_current(cell: Cell, prepared: PreparedData) -> bool:
     return recorded == source(cell, prepared)
 
 
-def prune(kept: list[Cell]) -> list[Path]:
-    """Remove metrics and predictions of cells params.yaml no longer lists, so the stage's outputs are its cells."""
-    keep = {path for c in kept for path in (paths.metrics(c.model, c.seed), paths.predictions(c.model, c.seed))}
+def prune(dataset: str, kept: list[Cell]) -> list[Path]:
+    """Remove this dataset's metrics and predictions of cells params.yaml no longer lists, so the stage's outputs are
+    its cells (another dataset's files are never touched)."""
+    keep = {path for c in kept for path in (paths.metrics(dataset, *c.key), paths.predictions(dataset, *c.key))}
     stale = [
         path
-        for folder, pattern in ((paths.CELLS_DIR, "*.json"), (paths.PREDICTIONS_DIR, "*.csv"))
+        for folder, pattern in ((paths.cells_dir(dataset), "*.json"), (paths.predictions_dir(dataset), "*.csv"))
         for path in sorted(folder.glob(pattern))
         if path not in keep
     ]
@@ -167,7 +170,7 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
         }
     )
     _write_and_log(cell, prepared, metrics, table, checkpoint.mlflow_run_id, model, confusion, test_x[:1])
-    return EvaluateResult(paths.metrics(cell.model, cell.seed), metrics)
+    return EvaluateResult(paths.metrics(cell.dataset, *cell.key), metrics)
 
 
 def _write_and_log(
@@ -181,7 +184,7 @@ def _write_and_log(
     image: torch.Tensor,
 ) -> None:
     """Metrics and predictions into the cell's files and its training run (figures as run artifacts)."""
-    metrics_path, predictions_path = paths.metrics(cell.model, cell.seed), paths.predictions(cell.model, cell.seed)
+    metrics_path, predictions_path = paths.metrics(cell.dataset, *cell.key), paths.predictions(cell.dataset, *cell.key)
     tags = {
         "convbench.kind": "train",
         "convbench.model": cell.model,
@@ -237,7 +240,7 @@ UNITS = {
     "trainable_params": "count",
     "flops_forward_per_image": "FLOP (multiply-add = 2)",
     "flops_train_step_per_image": "FLOP (forward + backward)",
-    "train_images_per_second": "images/s over whole epochs (in the training process; see metrics/bench.json)",
+    "train_images_per_second": "images/s over whole epochs (in the training process; see results/<dataset>/bench.json)",
     "train_seconds": "s (training steps only)",
     "seconds_to_final_accuracy": "s wall (training + validation)",
     "peak_memory_mb.*": "MiB of tensor memory at the peak (CUDA max_memory_allocated; CPU: torch.profiler memory events)",

@@ -131,7 +131,7 @@ def prepare(params: Params) -> PrepareResult:
     mean, std = channel_statistics(prepared.train.x)
     digest = tensors_sha256(tensors)
     tensors_path, manifest_path = paths.prepared_tensors(name), paths.prepared_manifest(name)
-    atomic.write_with(tensors_path, lambda tmp: torch.save(tensors, tmp))
+    atomic.write_torch(tensors_path, tensors)
     sizes = {part: len(getattr(prepared, part)) for part in SPLITS}
     manifest = {
         "dataset": name,

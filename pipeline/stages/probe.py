@@ -2,17 +2,19 @@
 
 `convbench probe NAME` runs one; `dvc repro` runs each of probes.run as an entry of a DVC matrix stage.
 Every (setting, model, seed) is one MLflow run tagged with the probe and setting; the rows go to
-metrics/probes/<probe>.json with the fingerprint of the params and data they came from.
+results/<dataset>/probes/<probe>.json with the fingerprint of the params and data they came from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from pipeline.artifacts import paths, records
+from pipeline.artifacts.code import source_sha256
 from pipeline.artifacts.records import ProbeResult, ProbeRow
 from pipeline.core import cell as cells
 from pipeline.core import models
@@ -21,13 +23,24 @@ from pipeline.core.data import PreparedData, Splits
 from pipeline.core.probes import PROBES, Setting
 from pipeline.core.runtime import accuracy, device_splits, fit, place_model, raw_test_scorer
 from pipeline.core.transforms import shift_accuracies
+from pipeline.errors import ConvbenchError
 from pipeline.ops import tracking
 from pipeline.params import Params, probe_fingerprint
 
 
 def probe(params: Params, name: str, say: Callable[[str], None] = print) -> ProbeResult:
-    """Train and test every model at every setting and seed of probe `name`; write metrics/probes/<name>.json."""
+    """Train and test every model at every setting and seed of probe `name`; write results/<dataset>/probes/<name>.json.
+
+    A result computed from exactly these params, data and code is kept (`dvc repro` after an edit elsewhere in
+    the stages reruns nothing here).
+    """
     prepared = cells.prepared_data(params)
+    path = paths.probe(prepared.name, name)
+    fingerprint = probe_fingerprint(params, name, prepared.sha256)
+    kept = current(path, fingerprint)
+    if kept is not None:
+        say(f"probe: {name} on {prepared.name} is current (same params, data and code): kept {path}")
+        return kept
     base = device_splits(prepared, _device(params), with_test=True)
     rows: list[ProbeRow] = []
     shifts = params.evaluate.shifts if PROBES[name].shifted else []
@@ -41,12 +54,22 @@ def probe(params: Params, name: str, say: Callable[[str], None] = print) -> Prob
         probe=name,
         dataset=prepared.name,
         models=list(params.models),
-        fingerprint=probe_fingerprint(params, name, prepared.sha256),
+        fingerprint=fingerprint,
         rows=rows,
+        code_sha256=source_sha256("probe"),
     )
-    records.save_json(paths.probe(name), result)
-    say(f"probe: {paths.probe(name)}")
+    records.save_json(path, result)
+    say(f"probe: {path}")
     return result
+
+
+def current(path: Path, fingerprint: str) -> ProbeResult | None:
+    """The result at `path` when it was made from this fingerprint by this code; None when missing or stale."""
+    try:
+        result = records.load_json(ProbeResult, path, "")
+    except ConvbenchError:
+        return None
+    return result if (result.fingerprint, result.code_sha256) == (fingerprint, source_sha256("probe")) else None
 
 
 def _device(params: Params) -> torch.device:

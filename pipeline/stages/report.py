@@ -1,8 +1,10 @@
-"""Report stage: every model over seeds, compared with the reference, as Markdown, HTML, figures and an MLflow run.
+"""Report stage: every model over seeds on one dataset, compared with the reference, as Markdown, HTML, figures,
+DVC's summary metrics and plots, and an MLflow run.
 
 The stage loads and checks the artifacts (typed records, current checkpoints), computes the comparison
 (reporting/comparison.py) and hands both to the sections (reporting/sections.py), which draw the figures and
-write the document; it renders that, logs it to MLflow and replaces the previous report set in one step.
+write the document; it renders that, writes the summary DVC shows (metrics/<dataset>/summary.json, mean learning
+curves and confusion data for `dvc plots`), logs it to MLflow and replaces the previous set in one step.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.artifacts import atomic, paths, records
-from pipeline.artifacts.records import BenchResult, CellMetrics
+from pipeline.artifacts.records import BenchResult, CellMetrics, Summary
 from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.data import load_prepared
@@ -36,18 +38,22 @@ class ReportResult:
     """Files the report stage wrote and the comparison behind them."""
 
     markdown: Path
+    html: Path
+    summary: Path
     figures: list[Path]
     comparison: Comparison
 
 
 def _cell_files(
-    names: list[str], seeds: list[int], where: Callable[[str, int], Path], stage: str
+    dataset: str, names: list[str], seeds: list[int], where: Callable[[str, str, int], Path], stage: str
 ) -> list[tuple[str, int, Path]]:
     """Every expected per-cell file; a missing one names the command that makes it."""
-    found = [(model, seed, where(model, seed)) for model in names for seed in seeds]
+    found = [(model, seed, where(dataset, model, seed)) for model in names for seed in seeds]
     for model, seed, path in found:
         if not path.is_file():
-            raise ConvbenchError(f"{path} is missing; run `convbench {stage} --model {model} --seed {seed}` first")
+            raise ConvbenchError(
+                f"{path} is missing; run `convbench {stage} --dataset {dataset} --model {model} --seed {seed}` first"
+            )
     return found
 
 
@@ -56,32 +62,34 @@ def load_metrics(names: list[str], seeds: list[int], dataset: str) -> list[CellM
     metrics = []
     for model in names:
         for seed in seeds:
-            ((_, _, path),) = _cell_files([model], [seed], paths.metrics, "evaluate")
-            redo = f"run `convbench evaluate --model {model} --seed {seed}` to write it again"
+            ((_, _, path),) = _cell_files(dataset, [model], [seed], paths.metrics, "evaluate")
+            redo = f"run `convbench evaluate --dataset {dataset} --model {model} --seed {seed}` to write it again"
             metrics.append(records.load_json(CellMetrics, path, redo))
     stale = [f"{m.model}-s{m.seed} ({m.dataset})" for m in metrics if m.dataset != dataset]
     if stale:
         raise ConvbenchError(
-            f"metrics of {', '.join(stale)} are not for data.name '{dataset}'; run `dvc repro` (or train and evaluate)"
+            f"metrics of {', '.join(stale)} are not for dataset '{dataset}'; run `dvc repro` (or train and evaluate)"
         )
     return metrics
 
 
-def load_curves(names: list[str], seeds: list[int]) -> pd.DataFrame:
+def load_curves(dataset: str, names: list[str], seeds: list[int]) -> pd.DataFrame:
     """Per-epoch curves of every cell, with model and seed columns."""
-    found = _cell_files(names, seeds, paths.curves, "train")
+    found = _cell_files(dataset, names, seeds, paths.curves, "train")
     return pd.concat([pd.read_csv(path).assign(model=m, seed=s) for m, s, path in found], ignore_index=True)
 
 
-def load_predictions(names: list[str], seeds: list[int]) -> dict[tuple[str, int], pd.DataFrame]:
+def load_predictions(dataset: str, names: list[str], seeds: list[int]) -> dict[tuple[str, int], pd.DataFrame]:
     """Every cell's test predictions (label, prediction), refused unless all cells scored the same test images."""
-    frames = {(m, s): pd.read_csv(path) for m, s, path in _cell_files(names, seeds, paths.predictions, "evaluate")}
+    found = _cell_files(dataset, names, seeds, paths.predictions, "evaluate")
+    frames = {(m, s): pd.read_csv(path) for m, s, path in found}
     reference = frames[(names[0], seeds[0])]
     for (model, seed), frame in frames.items():
         if len(frame) != len(reference) or not frame["label"].equals(reference["label"]):
             raise ConvbenchError(
-                f"{paths.predictions(model, seed)} scores other test images than "
-                f"{paths.predictions(names[0], seeds[0])}; run `dvc repro` so every cell is evaluated on the same split"
+                f"{paths.predictions(dataset, model, seed)} scores other test images than "
+                f"{paths.predictions(dataset, names[0], seeds[0])}; run `dvc repro` so every cell is evaluated on "
+                f"the same split"
             )
     return frames
 
@@ -97,26 +105,25 @@ def correctness(
 
 
 def load_bench(names: list[str], dataset: str) -> BenchResult:
-    """metrics/bench.json, refused when it timed other models or another dataset."""
-    path = paths.bench()
+    """results/<dataset>/bench.json, refused when it timed other models or another dataset."""
+    path = paths.bench(dataset)
+    redo = f"run `convbench bench --dataset {dataset}`"
     if not path.is_file():
-        raise ConvbenchError(f"{path} is missing; run `convbench bench` (or `dvc repro`)")
-    bench = records.load_json(BenchResult, path, "run `convbench bench` again")
+        raise ConvbenchError(f"{path} is missing; {redo} (or `dvc repro`)")
+    bench = records.load_json(BenchResult, path, f"{redo} again")
     if sorted(bench.models) != sorted(names) or bench.dataset != dataset:
-        raise ConvbenchError(
-            f"{path} timed {bench.models} on '{bench.dataset}', not {names} on '{dataset}'; run `convbench bench`"
-        )
+        raise ConvbenchError(f"{path} timed {bench.models} on '{bench.dataset}', not {names} on '{dataset}'; {redo}")
     return bench
 
 
 def gather(params: Params, figures_dir: Path) -> ReportInputs:
     """Every artifact the report reads, each checked current, and the comparison computed from them."""
-    seeds, names = list(params.train.seeds), list(params.models)
-    metrics = load_metrics(names, seeds, params.data.name)
-    curves = load_curves(names, seeds)
-    predictions = load_predictions(names, seeds)
+    seeds, names, dataset = list(params.train.seeds), list(params.models), params.data.name
+    metrics = load_metrics(names, seeds, dataset)
+    curves = load_curves(dataset, names, seeds)
+    predictions = load_predictions(dataset, names, seeds)
     right = correctness(predictions, names, seeds)
-    prepared = load_prepared(paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name))
+    prepared = load_prepared(paths.prepared_tensors(dataset), paths.prepared_manifest(dataset))
     resolved = cells.resolve(params, prepared, names, seeds)
     trained = {c.name: c.trained(prepared) for c in resolved}
     configs = {c.model: c.config for c in resolved}
@@ -148,12 +155,18 @@ def gather(params: Params, figures_dir: Path) -> ReportInputs:
     )
 
 
-def report(params: Params, markdown_path: Path, figures_dir: Path, html_path: Path | None = None) -> ReportResult:
-    """Build the comparison from every (model, seed) cell: Markdown, HTML, figures, and a parent MLflow run."""
+def report(params: Params) -> ReportResult:
+    """Build the comparison of one dataset from every (model, seed) cell: Markdown, HTML, figures, DVC's summary
+    and plots, and a parent MLflow run."""
+    dataset = params.data.name
+    markdown_path, html_path, figures_dir = (
+        paths.report_markdown(dataset),
+        paths.report_html(dataset),
+        paths.figures_dir(dataset),
+    )
     inputs = gather(params, figures_dir)
-    html_path = html_path or markdown_path.with_suffix(".html")
     # Everything is drawn and rendered in a staging folder and logged to MLflow from there; only when all of
-    # that worked do the files replace the previous report, so a failure leaves the previous set as it was.
+    # that worked do the files replace the previous set, so a failure leaves the previous set as it was.
     with atomic.staged_folder(markdown_path.parent) as stage:
         staged_figures = stage / figures_dir.relative_to(markdown_path.parent)
         document = build_document(dataclasses.replace(inputs, figures_dir=staged_figures))
@@ -161,9 +174,66 @@ def report(params: Params, markdown_path: Path, figures_dir: Path, html_path: Pa
         atomic.write_text(staged_markdown, to_markdown(document, stage))
         atomic.write_text(staged_html, to_html(document))
         figures = figures_of(document)
+        staged_summary = summarize(inputs.comparison).save(stage / "summary.json")
+        staged_curves = write_learning_curves(inputs.curves, stage / "learning_curves")
+        staged_confusion = write_confusion(inputs.predictions, stage / "confusion")
         _log(inputs, [staged_markdown, staged_html], figures)
-        atomic.replace_set({staged_markdown: markdown_path, staged_html: html_path, staged_figures: figures_dir})
-    return ReportResult(markdown_path, [figures_dir / path.name for path in figures], inputs.comparison)
+        atomic.replace_set(
+            {
+                staged_markdown: markdown_path,
+                staged_html: html_path,
+                staged_figures: figures_dir,
+                staged_summary: paths.summary(dataset),
+                staged_curves: paths.learning_curves_plot(dataset),
+                staged_confusion: paths.confusion_plot(dataset),
+            }
+        )
+    return ReportResult(
+        markdown_path,
+        html_path,
+        paths.summary(dataset),
+        [figures_dir / path.name for path in figures],
+        inputs.comparison,
+    )
+
+
+def summarize(comparison: Comparison) -> Summary:
+    """The numbers `dvc exp show` lists for this dataset, rounded to what the seeds can tell apart."""
+    models = comparison.models
+    size, flops = comparison.axis("parameters"), comparison.axis("forward_flops_image")
+    step = comparison.throughput("training_step")
+    pairs = comparison.pairs
+    return Summary(
+        accuracy={m: round(comparison.accuracy[m].mean, 4) for m in models},
+        accuracy_ci={m: round(i.half_width, 4) for m, i in comparison.accuracy.items() if i.n > 1},
+        lead={m: round(pairs[m].difference.difference, 4) for m in pairs},
+        lead_low={m: round(pairs[m].difference.low, 4) for m in pairs},
+        lead_high={m: round(pairs[m].difference.high, 4) for m in pairs},
+        params={m: round(size.means[m]) for m in models},
+        mflops={m: float(f"{flops.means[m] * 1e-6:.4g}") for m in models},
+        train_img_s={m: float(round(step.values[m])) for m in models} if step is not None else {},
+    )
+
+
+CURVE_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")  # not timings: they differ per run
+
+
+def write_learning_curves(curves: pd.DataFrame, folder: Path) -> Path:
+    """One CSV per model: each epoch's numbers averaged over seeds (`dvc plots show` draws one line per model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = [c for c in CURVE_COLUMNS if c in curves.columns]
+    means = curves.groupby(["model", "epoch"], sort=False)[columns].mean().round(4).reset_index()
+    for model, rows in means.groupby("model", sort=False):
+        atomic.write_text(folder / f"{model}.csv", rows.drop(columns=["model"]).to_csv(index=False))
+    return folder
+
+
+def write_confusion(predictions: dict[str, pd.DataFrame], folder: Path) -> Path:
+    """One CSV per model: the first seed's label and prediction of every test image (DVC's confusion template)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for model, frame in predictions.items():
+        atomic.write_text(folder / f"{model}.csv", frame[["label", "prediction"]].to_csv(index=False))
+    return folder
 
 
 def _log(inputs: ReportInputs, documents: list[Path], figures: list[Path]) -> None:

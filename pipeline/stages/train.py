@@ -57,6 +57,7 @@ class TrainResult:
     train_images_per_second: float
     train_seconds: float
     seconds_to_final_accuracy: float
+    resumed_after: int = 0  # the epochs an interrupted run had finished, resumed from its saved state (0: a fresh run)
 
 
 def train(
@@ -74,36 +75,42 @@ def train(
 
 def train_one(cell: Cell, prepared: PreparedData) -> str:
     """Train one cell under its lock (here, or in a worker process or a Ray task); its line for the terminal."""
-    with cell_lock(cell.model, cell.seed):
+    with cell_lock(cell.dataset, cell.model, cell.seed):
         result = train_cell(cell, prepared)
+    resumed = f"resumed after epoch {result.resumed_after} of {len(result.history)}, " if result.resumed_after else ""
     return (
         f"train: {cell.name} val_accuracy {result.history[-1].val_accuracy:.4f} "
-        f"({result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
+        f"({resumed}{result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
     )
 
 
 def is_current(cell: Cell, prepared: PreparedData) -> bool:
     """Whether the cell's checkpoint and curves exist and were trained by this code from the data, model and recipe
     params give now."""
-    if not (cell.checkpoint_path.is_file() and paths.curves(cell.model, cell.seed).is_file()):
+    if not (cell.checkpoint_path.is_file() and paths.curves(cell.dataset, cell.model, cell.seed).is_file()):
         return False
     try:
         trained = cell.trained(prepared)
     except ConvbenchError:
         return False
-    return trained.seed == cell.seed and trained.code_sha256 == source_sha256("train")
+    current = trained.seed == cell.seed and trained.code_sha256 == source_sha256("train")
+    if current:  # an interrupted forced retrain (--model/--seed) of a current cell left a state nothing will resume
+        with contextlib.suppress(ConvbenchError), cell_lock(cell.dataset, cell.model, cell.seed):
+            paths.resume_state(cell.dataset, cell.model, cell.seed).unlink(missing_ok=True)
+    return current
 
 
-def prune(kept: list[Cell]) -> list[Path]:
-    """Remove checkpoints and curves of cells params.yaml no longer lists, so the stage's outputs are its cells."""
+def prune(dataset: str, kept: list[Cell]) -> list[Path]:
+    """Remove this dataset's checkpoints and curves of cells params.yaml no longer lists, so the stage's outputs are
+    its cells (another dataset's files are never touched)."""
     keep = {
         path
         for c in kept
-        for path in (c.checkpoint_path, paths.resume_state(c.model, c.seed), paths.curves(c.model, c.seed))
+        for path in (c.checkpoint_path, paths.resume_state(dataset, c.model, c.seed), paths.curves(dataset, *c.key))
     }
     stale = [
         path
-        for folder, pattern in ((paths.MODELS_DIR, "*.pt"), (paths.CURVES_DIR, "*.csv"))
+        for folder, pattern in ((paths.models_dir(dataset), "*.pt"), (paths.curves_dir(dataset), "*.csv"))
         for path in sorted(folder.glob(pattern))
         if path not in keep
     ]
@@ -156,7 +163,7 @@ def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
     model = place_model(models.build(cell.config), plan)
     data = device_splits(prepared, device)
     plan = with_threads(plan, model, data.train, cell.params.train)
-    resume_path = paths.resume_state(cell.model, cell.seed)
+    resume_path = paths.resume_state(cell.dataset, cell.model, cell.seed)
     identity = {
         "config": cell.config.to_dict(),
         "dataset_sha256": prepared.sha256,
@@ -255,12 +262,13 @@ def _fit(
     result = TrainResult(
         cell,
         cell.checkpoint_path,
-        paths.curves(cell.model, cell.seed),
+        paths.curves(cell.dataset, cell.model, cell.seed),
         None,
         history,
         recipe.epochs * len(data.train) / seconds,
         seconds,
         seconds_to_final_accuracy(history),
+        done,
     )
     logger.log_metrics(
         {

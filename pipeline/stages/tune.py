@@ -11,7 +11,7 @@ seed may be pruned.
 Trials live in an Optuna study storage (SQLite under tuned/ by default, any RDB URL with --storage), so a
 killed `convbench tune` resumes without repeating finished trials. They run in this process, in several
 worker processes on this machine, or as Ray tasks on a cluster: Optuna workers that share the storage.
-Every trial is an MLflow run nested under one `tune-<model>` run. The best recipe goes to tuned/<model>.yaml.
+Every trial is an MLflow run nested under one `tune-<model>` run. The best recipe goes to tuned/<dataset>/<model>.yaml.
 """
 
 from __future__ import annotations
@@ -201,14 +201,14 @@ class Objective:
 # --- studies and workers -----------------------------------------------------------------------------------------------
 
 
-def default_storage(model: str) -> str:
-    """SQLite under tuned/: every finished trial is committed before the next starts, so a kill loses none."""
-    return f"sqlite:///{paths.study_storage(model).resolve()}"
+def default_storage(dataset: str, model: str) -> str:
+    """SQLite under tuned/<dataset>/: every finished trial is committed before the next starts, so a kill loses none."""
+    return f"sqlite:///{paths.study_storage(dataset, model).resolve()}"
 
 
-def study_storage(storage: str | None, model: str) -> str:
+def study_storage(storage: str | None, dataset: str, model: str) -> str:
     """The storage URL every worker opens: a relative SQLite file made absolute (workers run elsewhere), its folder made."""
-    url = absolute_sqlite(storage or default_storage(model), Path.cwd())
+    url = absolute_sqlite(storage or default_storage(dataset, model), Path.cwd())
     database = tracking.sqlite_path(url)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +358,15 @@ def tune(
     results = []
     for name in [model] if model else params.models:
         result = tune_model(
-            params, name, prepared, paths.tuned_recipe(name), storage, workers, ray_address, cpus_per_worker, say
+            params,
+            name,
+            prepared,
+            paths.tuned_recipe(params.data.name, name),
+            storage,
+            workers,
+            ray_address,
+            cpus_per_worker,
+            say,
         )
         results.append(result)
         if not result.tuned:
@@ -395,7 +403,7 @@ def tune_model(
         raise ValueError(f"tune_model: tuning '{model}' needs the prepared data (tune.trials is {params.tune.trials})")
     quiet_optuna()
     models.resolve(params, prepared.input_shape, prepared.num_classes, [model])  # a bad model stops before any trial
-    storage = study_storage(storage, model)
+    storage = study_storage(storage, prepared.name, model)
     name = study_name(params, model, prepared)
     probe = open_study(storage, name, params, params.tune.sampler_seed)
     stale, finished_before = _resume(probe, model, params.tune.trials, echo)
@@ -530,7 +538,7 @@ def _scores(tuned: TunedRecipe) -> tuple[Scored, Scored]:
 
 
 def summarize(params: Params, model: str, prepared: PreparedData, study: optuna.Study, storage: str) -> TunedRecipe:
-    """tuned/<model>.yaml: the budget, the best recipe, the shared recipe's score, every trial's score."""
+    """tuned/<dataset>/<model>.yaml: the budget, the best recipe, the shared recipe's score, every trial's score."""
     finished = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)[: params.tune.trials]
     if not finished:
         raise ConvbenchError(f"tune: {model}: no trial finished; see the errors above and run `convbench tune` again")
