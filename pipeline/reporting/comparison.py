@@ -43,6 +43,30 @@ class Cast:
         """Every model but the reference."""
         return [m for m in self.models if m != self.reference]
 
+    def name(self, model: str) -> str:
+        """A model in running text: a built-in architecture by its label (CNN); any other model by its alias, as
+        code (`mine`). A model whose label is its own alias is one the user named (a builder, or a second alias
+        of an architecture), and an article before a name someone chose reads wrong ('the mine')."""
+        return named(self.labels, model)
+
+    def the(self, model: str, start: bool = False) -> str:
+        """A model as a noun phrase: 'the CNN' ('The CNN' to open a sentence), or its alias `mine`, no article."""
+        return the(self.labels, model, start)
+
+
+def named(labels: dict[str, str], model: str) -> str:
+    """A model in running text: its label, or its alias as code when the label is the alias (see Cast.name)."""
+    label = labels[model]
+    return f"`{label}`" if label == model else label
+
+
+def the(labels: dict[str, str], model: str, start: bool = False) -> str:
+    """A model as a noun phrase: 'the CNN' ('The CNN' to open a sentence), or its alias `mine`, no article."""
+    label = labels[model]
+    if label == model:
+        return f"`{label}`"
+    return f"{'The' if start else 'the'} {label}"
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -224,6 +248,14 @@ class Comparison:
     def significant(self, model: str) -> bool:
         """Whether the reference and `model` differ in accuracy after Holm's correction."""
         return self.pairs[model].p_holm < self.alpha
+
+    def name(self, model: str) -> str:
+        """A model in running text (see Cast.name)."""
+        return named(self.labels, model)
+
+    def the(self, model: str, start: bool = False) -> str:
+        """A model as a noun phrase (see Cast.the)."""
+        return the(self.labels, model, start)
 
     def axis(self, key: str) -> AxisResult:
         """One cost axis by its key."""

@@ -15,7 +15,7 @@ import pandas as pd
 from pipeline.artifacts.records import Scored, TunedRecipe
 from pipeline.core import recipes
 from pipeline.params import RECIPE_KNOBS, Params, TrainParams
-from pipeline.reporting.comparison import Comparison
+from pipeline.reporting.comparison import Comparison, named
 from pipeline.reporting.inputs import ReportInputs
 from pipeline.reporting.render import Block, Figure, Paragraph, Table
 
@@ -57,7 +57,7 @@ def recipe_text(params: Params, trained: dict[str, TrainParams], labels: dict[st
         return (
             f"with the same recipe, as each checkpoint records it (AdamW, {first.schedule} schedule, {_recipe(first)})"
         )
-    each = "; ".join(f"{labels[model]}: {_recipe(train)}" for model, train in trained.items())
+    each = "; ".join(f"{named(labels, model)}: {_recipe(train)}" for model, train in trained.items())
     return f"each with its own recipe, as each checkpoint records it (AdamW, {first.schedule} schedule; {each})"
 
 
@@ -130,11 +130,10 @@ def tuning_blocks(
         )
     gaps = gap_rows(comparison, tuned)
     if gaps:
-        ref = comparison.labels[comparison.reference]
         out += [
             Table(pd.DataFrame(gaps), ("left", "right", "right", "right", "right")),
             Paragraph(
-                f"The {ref}'s lead over each model in accuracy points. The shared and tuned validation gaps are measured "
+                f"{comparison.the(comparison.reference, start=True)}'s lead over each model in accuracy points. The shared and tuned validation gaps are measured "
                 f"alike (mean validation accuracy over the tune seeds, trial 0 against each study's best trial); the test "
                 f"gap is the report's paired comparison of the tuned recipes above. A gap that shrinks after tuning was "
                 f"partly owed to the shared recipe."

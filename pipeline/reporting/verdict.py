@@ -23,11 +23,11 @@ def header_blocks(inputs: ReportInputs) -> list[Block]:
     params, comparison, prepared = inputs.params, inputs.comparison, inputs.prepared
     context = inputs.metrics[0].context
     splits = prepared.splits
-    labels = comparison.labels
-    names = ", ".join(labels[m] for m in comparison.models)
+    names = ", ".join(comparison.name(m) for m in comparison.models)
     header = Paragraph(
-        f"convbench trained {len(comparison.models)} models ({names}; the reference is the "
-        f"{labels[comparison.reference]}) {tuning.recipe_text(params, inputs.trains, labels)}, over seeds "
+        f"convbench trained {len(comparison.models)} models ({names}; the reference is "
+        f"{comparison.the(comparison.reference)}) {tuning.recipe_text(params, inputs.trains, comparison.labels)}, "
+        f"over seeds "
         f"{inputs.seeds}, on `{params.data.name}`: {len(splits.train):,} train / {len(splits.val):,} val / "
         f"{len(splits.test):,} test images of shape {'x'.join(map(str, prepared.input_shape))}, "
         f"{prepared.num_classes} classes (data sha256 `{prepared.sha256[:12]}`). {tuning.recipe_note(params)} "
