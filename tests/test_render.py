@@ -47,6 +47,32 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert "<script" not in page and "http" not in page.replace('name="viewport"', "")
 
 
+def test_a_block_for_one_format_is_left_out_of_the_other(tmp_path: Path) -> None:
+    from pipeline.reporting.render import HTML, MARKDOWN
+
+    figure = tmp_path / "flow.png"
+    figure.write_bytes(PNG)
+    document = Document(
+        "t",
+        [Section("", [Code("mermaid", "graph TD\n A --> B", only=MARKDOWN), Figure(figure, "Drawn", only=HTML)])],
+    )
+    text, page = to_markdown(document, tmp_path), to_html(document)
+    assert "```mermaid\ngraph TD" in text and "flow.png" not in text
+    assert "graph TD" not in page and 'alt="Drawn"' in page
+
+
+def test_the_page_shows_a_figure_at_96_css_px_per_inch_it_was_drawn_at(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from pipeline.reporting.figures import save
+
+    figure, _axis = plt.subplots(figsize=(5, 2.5))
+    path = save(figure, tmp_path / "f.png")
+    page = to_html(Document("t", [Section("", [Figure(path, "f")])]))
+    assert 'width="480" height="240"' in page, "5 x 2.5 inches at any dpi"
+    assert ' width="' not in to_html(sample(tmp_path)), "a PNG without a dpi keeps its own size"
+
+
 @pytest.mark.skipif(chromium() is None, reason=NO_CHROMIUM)
 def test_report_renders_in_headless_chromium(workspace: Workspace) -> None:
     from playwright.sync_api import sync_playwright

@@ -72,16 +72,16 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
     ):
         assert f"| {axis}" in text
     assert "| Parameters " in text and "tie (within 1%)" in text
-    for figure in (
-        "learning_curves",
-        "confusion_matrices",
-        "throughput_vs_batch",
-        "filters",
-        "misclassified",
-        "architectures",
-    ):
+    for figure in ("learning_curves", "confusion_matrices", "throughput_vs_batch", "filters", "misclassified"):
         assert f"](figures/{figure}.png)" in text
         assert (workspace.root / paths.figures_dir() / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    # The flowcharts: Mermaid in the Markdown (GitHub draws it), a drawn figure in the HTML (which runs no scripts).
+    page = (workspace.root / paths.report_html()).read_text()
+    assert (
+        "](figures/architectures.png)" not in text
+        and (workspace.root / paths.figures_dir() / "architectures.png").is_file()
+    )
+    assert "graph TD" not in page and "--&gt;" not in page and 'alt="Every architecture as a flowchart' in page
     # Matched sizes: accuracy against parameters would be two points at one x, so it is left out.
     assert (
         "accuracy_vs_cost" not in text and not (workspace.root / paths.figures_dir() / "accuracy_vs_cost.png").exists()
@@ -471,3 +471,76 @@ def test_beyond_ten_models_markers_tell_neighbouring_hues_apart() -> None:
     neighbours = [(markers(names)[a], markers(names)[b]) for a, b in zip(names, names[1:])]
     assert all(left != right for left, right in neighbours), "adjacent hues never share a marker"
     assert set(markers(["cnn", "mlp"]).values()) == {"o"}, "up to ten models keep their circles"
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch, draw: Any, *args: Any) -> Any:
+    """The matplotlib figure a drawing function makes, laid out, instead of its PNG."""
+    from pipeline.reporting import figures
+
+    caught = []
+    monkeypatch.setattr(figures, "save", lambda figure, target: caught.append(figure) or target)
+    draw(*args)
+    (figure,) = caught
+    figure.canvas.draw()
+    return figure
+
+
+def test_learning_curves_label_both_axes_and_count_epochs_in_whole_numbers(monkeypatch, tmp_path) -> None:
+    from pipeline.reporting import figures
+
+    curves = pd.DataFrame(
+        [
+            {
+                "model": m,
+                "seed": s,
+                "epoch": e,
+                "train_loss": 1 / e,
+                "val_loss": 1 / e,
+                "train_accuracy": 0.5 + e / 10,
+                "val_accuracy": 0.5,
+            }
+            for m in ("CNN", "mine")
+            for s in (0, 1)
+            for e in (1, 2)
+        ]
+    )
+    figure = _drawn(monkeypatch, figures.learning_curves, curves, tmp_path / "c.png")
+    axes = figure.axes
+    assert [axis.get_ylabel() for axis in axes[::2]] == ["loss (cross-entropy)", "accuracy"]
+    for axis in axes:
+        low, high = axis.get_xlim()
+        assert [tick for tick in axis.get_xticks() if low <= tick <= high] == [1, 2], "two epochs: ticks 1 and 2 only"
+    assert [axis.get_xlabel() for axis in axes[2:]] == ["epoch", "epoch"]
+    assert figure.get_figwidth() <= figures.WIDTH and figures.smallest_text(figure) >= figures.SMALLEST
+
+
+def test_filters_share_a_colour_scale_shown_with_its_bar_and_zero_maps_are_counted(monkeypatch, tmp_path) -> None:
+    from pipeline.reporting import figures
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(4, 1, 3, 3))
+    maps = np.maximum(rng.normal(size=(4, 6, 6)), 0)
+    maps[2] = 0.0  # a filter the ReLU silences on this image
+    figure = _drawn(
+        monkeypatch, figures.filters_and_feature_maps, weights, rng.normal(size=(1, 8, 8)), maps, tmp_path / "f.png"
+    )
+    bars = {axis.get_ylabel() for axis in figure.axes if axis.get_label() == "<colorbar>"}
+    assert bars == {"weight", "activation"}
+    titles = [axis.get_title() for axis in figure.axes]
+    assert "4 filters (3×3)" in titles and "their feature maps after ReLU (1 of 4 zero everywhere)" in titles
+    images = [image for axis in figure.axes for image in axis.get_images()]
+    limits = sorted(image.get_clim() for image in images if image.get_cmap().name != "gray")
+    assert limits[0] == (-np.abs(weights).max(), np.abs(weights).max()) and limits[1] == (0.0, maps.max())
+    assert figure.get_figwidth() <= figures.WIDTH and figures.smallest_text(figure) >= figures.SMALLEST
+
+
+def test_every_report_figure_fits_the_page_width_with_text_no_smaller_than_the_floor(workspace: Workspace) -> None:
+    from PIL import Image
+
+    from pipeline.reporting import figures
+
+    for path in sorted((workspace.root / paths.figures_dir()).glob("*.png")):
+        with Image.open(path) as image:
+            dpi = image.info["dpi"][0]
+            assert image.width / dpi <= figures.WIDTH + 0.01, (path.name, image.width / dpi)
+            assert float(image.info[figures.SMALLEST_KEY]) >= figures.SMALLEST, path.name

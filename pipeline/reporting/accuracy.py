@@ -98,11 +98,22 @@ def blocks(inputs: ReportInputs) -> list[Block]:
     return [
         Table(accuracy_frame(comparison, inputs.metrics), ("left", "right", "right", "right", "right")),
         *(paired if comparison.pairs else []),  # one model: no pair to test
-        Figure(_learning_curves(inputs), "Learning curves: each seed faint, the mean over seeds bold."),
+        Figure(
+            _learning_curves(inputs),
+            "Loss and accuracy per epoch on the training and validation splits: each seed faint, the mean over "
+            "seeds bold.",
+        ),
         Paragraph("Test accuracy per class (the share of each class's test images classified as it, over all seeds):"),
         Table(per_class_frame(inputs), ("left", *("right",) * (len(inputs.comparison.models) + 1))),
-        Figure(_confusion(inputs), "Confusion matrices on the test split, summed over seeds."),
-        Figure(_misclassified(inputs), "Test images each model gets wrong (seed 0)."),
+        Figure(
+            _confusion(inputs),
+            "Confusion matrices on the test split, summed over seeds: the number in a cell counts test images, its "
+            "colour their share of the true class (the row).",
+        ),
+        Figure(
+            _misclassified(inputs),
+            f"Test images each model gets wrong at seed {inputs.seeds[0]}, each titled true → predicted class.",
+        ),
     ]
 
 
