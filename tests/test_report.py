@@ -88,7 +88,8 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
     )
     assert "```mermaid\ngraph TD" in text and "| Linear(5408->128)" not in text  # digits are 8x8: 32*3*3 features
     assert "| Linear(288->128)" in text
-    assert "`digits`" in text and "The recipe was not tuned per model" in text
+    assert "`digits`" in text and "with the same recipe, as each checkpoint records it" in text
+    assert text.count("favours whichever model") == 1, "the shared-recipe caveat is said once, in the verdict"
     assert "## What each inductive bias buys" not in text, "no ladder without an LCN"
 
 

@@ -26,13 +26,14 @@ def header_blocks(inputs: ReportInputs) -> list[Block]:
     context = inputs.metrics[0].context
     splits = prepared.splits
     names = ", ".join(comparison.name(m) for m in comparison.models)
+    note = f"{tuning.recipe_note(params)} " if tuning.recipe_note(params) else ""
     header = Paragraph(
         f"convbench trained {len(comparison.models)} models ({names}; the reference is "
         f"{comparison.the(comparison.reference)}) {tuning.recipe_text(params, inputs.trains, comparison.labels)}, "
         f"over seeds "
         f"{inputs.seeds}, on `{params.data.name}`: {len(splits.train):,} train / {len(splits.val):,} val / "
         f"{len(splits.test):,} test images of shape {'x'.join(map(str, prepared.input_shape))}, "
-        f"{prepared.num_classes} classes (data sha256 `{prepared.sha256[:12]}`). {tuning.recipe_note(params)} "
+        f"{prepared.num_classes} classes (data sha256 `{prepared.sha256[:12]}`). {note}"
         f"Device `{context['device']}` ({context['device_name']}, {context['threads']} threads, {context['dtype']}, "
         f"torch {context['torch']}); git commit `{inputs.commit}`."
     )
