@@ -19,7 +19,7 @@ from pipeline.core.stats import t_interval
 from pipeline.errors import ConvbenchError
 from pipeline.params import ReportParams
 from pipeline.reporting.accuracy import accuracy_frame, pairs_frame
-from pipeline.reporting.comparison import SpeedCase, compare
+from pipeline.reporting.comparison import Comparison, SpeedCase, compare
 from pipeline.reporting.cost import axes_frame
 from pipeline.reporting.verdict import verdict
 from pipeline.stages.report import load_metrics
@@ -62,7 +62,7 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
         assert (
             f"{interval.mean:.4f} ± {interval.std:.4f}" in row and f"[{interval.low:.4f}, {interval.high:.4f}]" in row
         )
-    assert "exact McNemar test is run per seed" in text and "paired-bootstrap CI" in text
+    assert "The verdicts follow the exact McNemar test, run per seed" in text and "paired-bootstrap CI" in text
     for axis in (
         "Forward FLOPs / image (MFLOP)",
         "Inference @ batch 1 (img/s)",
@@ -73,16 +73,16 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
     ):
         assert f"| {axis}" in text
     assert "| Parameters " in text and "tie (within 1%)" in text
-    for figure in (
-        "learning_curves",
-        "confusion_matrices",
-        "throughput_vs_batch",
-        "filters",
-        "misclassified",
-        "architectures",
-    ):
+    for figure in ("learning_curves", "confusion_matrices", "throughput_vs_batch", "filters", "misclassified"):
         assert f"](figures/{figure}.png)" in text
         assert (workspace.root / paths.figures_dir("digits") / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    # The flowcharts: Mermaid in the Markdown (GitHub draws it), a drawn figure in the HTML (which runs no scripts).
+    page = (workspace.root / paths.report_html("digits")).read_text()
+    assert (
+        "](figures/architectures.png)" not in text
+        and (workspace.root / paths.figures_dir("digits") / "architectures.png").is_file()
+    )
+    assert "graph TD" not in page and "--&gt;" not in page and 'alt="Every architecture as a flowchart' in page
     # Matched sizes: accuracy against parameters would be two points at one x, so it is left out.
     assert (
         "accuracy_vs_cost" not in text
@@ -90,7 +90,8 @@ def test_tables_show_intervals_paired_test_and_every_axis(workspace: Workspace) 
     )
     assert "```mermaid\ngraph TD" in text and "| Linear(5408->128)" not in text  # digits are 8x8: 32*3*3 features
     assert "| Linear(288->128)" in text
-    assert "`digits`" in text and "The recipe was not tuned per model" in text
+    assert "`digits`" in text and "with the same recipe, as each checkpoint records it" in text
+    assert text.count("favours whichever model") == 1, "the shared-recipe caveat is said once, in the verdict"
     assert "## What each inductive bias buys" not in text, "no ladder without an LCN"
 
 
@@ -219,21 +220,37 @@ def _correctness(cnn_right: int, mlp_right: int, items: int = 1000) -> dict[str,
     return {"cnn": np.stack([index < cnn_right] * 3), "mlp": np.stack([index < mlp_right] * 3)}
 
 
+def said(comparison: Comparison) -> str:
+    """The verdict's paragraphs as one text."""
+    return "\n\n".join(verdict(comparison))
+
+
 def test_verdict_follows_the_numbers() -> None:
-    cnn_ahead = verdict(duel(_metrics(0.97, 0.95), _correctness(970, 950)))
-    mlp_ahead = verdict(duel(_metrics(0.95, 0.97), _correctness(950, 970)))
-    assert cnn_ahead.startswith("The CNN is more accurate than the MLP by 2.00 percentage points")
+    comparison = duel(_metrics(0.97, 0.95), _correctness(970, 950))
+    cnn_ahead = said(comparison)
+    mlp_ahead = said(duel(_metrics(0.95, 0.97), _correctness(950, 970)))
+    lead = comparison.pairs["mlp"].difference
+    assert cnn_ahead.startswith(
+        "The CNN is more accurate than the MLP by 2.00 percentage points (CNN 97.00% vs MLP 95.00%; McNemar's test, "
+        f"Holm-adjusted p < 0.001; 95% paired-bootstrap CI of the lead [{lead.low * 100:+.2f}, {lead.high * 100:+.2f}] "
+        "points)."
+    ), "the verdict names the test it follows, with p below 0.001 said so, not as 'p = 0'"
     assert mlp_ahead.startswith("The MLP is more accurate than the CNN by 2.00 percentage points")
+    assert f"CI of the lead [{lead.low * 100:+.2f}, " in mlp_ahead, "the interval is of the winner's lead, positive"
     assert "the same parameter budget" in cnn_ahead and "3.00x the MLP's FLOPs per image" in cnn_ahead
-    assert "runs inference at 0.25x its speed (batch 256)" in cnn_ahead
+    assert "it runs inference at 0.25x the MLP's speed (batch 256)" in cnn_ahead
     assert "bought with compute" in cnn_ahead and "both more accurate and faster" in mlp_ahead
+    assert "p = 0" not in cnn_ahead and "disagree" not in cnn_ahead
 
 
 def test_verdict_says_when_accuracy_is_indistinguishable() -> None:
     tied = duel(_metrics(0.951, 0.950), _correctness(951, 950))
     assert not tied.significant("mlp") and tied.pairs["mlp"].p_holm == pytest.approx(1.0)  # 1 discordant image per seed
-    assert verdict(tied).startswith("On accuracy the CNN and the MLP are statistically indistinguishable")
-    assert pairs_frame(tied)["Verdict"].tolist() == ["not significant"]
+    assert said(tied).startswith(
+        "The CNN and the MLP do not differ significantly in accuracy by McNemar's test (CNN 95.10% vs MLP 95.00%, "
+        "Holm-adjusted p = 1); the 95% paired-bootstrap CI of the CNN's lead"
+    )
+    assert pairs_frame(tied)["Verdict (McNemar)"].tolist() == ["not significant"]
 
 
 def test_verdict_states_no_speed_ratio_the_table_does_not_back() -> None:
@@ -241,8 +258,8 @@ def test_verdict_states_no_speed_ratio_the_table_does_not_back() -> None:
     comparison = duel(metrics, _correctness(970, 950), _speed(cnn_speed=4001.0))  # per-round ratios straddle 1
     better = axes_frame(comparison).set_index("Axis")["Better"]
     assert better["Inference @ batch 256 (img/s)"].startswith("neither (per-round ratio 1.00")
-    text = verdict(comparison)
-    assert "runs inference at" not in text and "trains at" not in text and "x its speed" not in text
+    text = said(comparison)
+    assert "runs inference at" not in text and "trains at" not in text and "x the MLP's speed" not in text
     assert "its inference speed (batch 256) does not differ measurably from the MLP's" in text
 
 
@@ -250,12 +267,12 @@ def test_noisy_timing_names_no_faster_model_and_says_how_to_fix_it() -> None:
     metrics = _metrics(0.97, 0.95)
     comparison = duel(metrics, _correctness(970, 950), _speed(noisy=True))  # 4x apart, but timed under load
     better = axes_frame(comparison).set_index("Axis")["Better"]
-    assert better["Inference @ batch 256 (img/s)"] == "noisy: not compared (run `convbench bench` on an idle machine)"
-    text = verdict(comparison)
-    assert "x its speed" not in text and "trains at" not in text and "bought with compute" not in text
-    assert (
-        "its training step could not be measured cleanly (other work competed for the cores; run `convbench "
-        "bench` on an idle machine)" in text
+    assert better["Inference @ batch 256 (img/s)"] == "noisy: not compared"  # the note above the table says why
+    text = said(comparison)
+    assert "x the MLP's speed" not in text and "trains at" not in text and "bought with compute" not in text
+    assert text.endswith(
+        "No speed is compared for the training step or inference at batch 256: other work competed for the cores "
+        "while they were timed (see Cost and speed)."
     )
 
 
@@ -449,9 +466,11 @@ def test_a_report_over_one_model_says_there_is_nothing_to_compare_it_with() -> N
         for case in _speed()
     ]
     comparison = compare(alone, {"cnn": _correctness(970, 950)["cnn"]}, SETTINGS, ["cnn"], "cnn", LABELS, speed)
-    said = verdict(comparison)
-    assert said.startswith("Only the CNN is in `models`, so there is nothing to compare it with: it scores 97.00%")
-    assert "nan" not in said and not comparison.pairs
+    (alone_said,) = verdict(comparison)
+    assert alone_said.startswith(
+        "Only the CNN is in `models`, so there is nothing to compare it with: it scores 97.00%"
+    )
+    assert "nan" not in alone_said and not comparison.pairs
     one_seed = compare(
         [m for m in alone if m.seed == 0],
         {"cnn": _correctness(970, 950)["cnn"][:1]},
@@ -483,3 +502,202 @@ def test_beyond_ten_models_markers_tell_neighbouring_hues_apart() -> None:
     neighbours = [(markers(names)[a], markers(names)[b]) for a, b in zip(names, names[1:])]
     assert all(left != right for left, right in neighbours), "adjacent hues never share a marker"
     assert set(markers(["cnn", "mlp"]).values()) == {"o"}, "up to ten models keep their circles"
+
+
+def _one_seed(only_reference: int, only_model: int, items: int = 360) -> tuple[np.ndarray, np.ndarray]:
+    """One seed's correctness: both right on the first 300 images, then the discordant ones, then both wrong."""
+    reference, model = np.zeros(items, bool), np.zeros(items, bool)
+    reference[:300] = model[:300] = True
+    reference[300 : 300 + only_reference] = True
+    model[300 + only_reference : 300 + only_reference + only_model] = True
+    return reference, model
+
+
+def _seeds(*discordant: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The reference ("cnn") and "mine" over as many seeds as (only reference right, only mine right) pairs given."""
+    pairs = [_one_seed(a, b) for a, b in discordant]
+    return {"cnn": np.stack([a for a, _ in pairs]), "mine": np.stack([b for _, b in pairs])}
+
+
+def _records(correctness: dict[str, np.ndarray]) -> tuple[list[CellMetrics], list[str]]:
+    """Each model's records, one per seed, scoring what its correctness rows score; the models in order."""
+    metrics = [
+        _cell(model, seed, float(right.mean()))
+        for model, rows in correctness.items()
+        for seed, right in enumerate(rows)
+    ]
+    return metrics, list(correctness)
+
+
+def _pair(correctness: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    """compare()'s arguments up to the labels: records matching `correctness`, the settings, models, reference."""
+    metrics, models = _records(correctness)
+    return metrics, correctness, SETTINGS, models, "cnn"
+
+
+def test_a_user_model_is_named_by_its_alias_without_an_article() -> None:
+    correctness = _seeds((50, 6))
+    comparison = compare(*_pair(correctness), {"cnn": "CNN", "mine": "mine"})
+    text = said(comparison)
+    assert text.startswith(
+        "The CNN is more accurate than `mine` by 12.22 percentage points (CNN 97.22% vs `mine` 85.00%"
+    )
+    assert "the mine" not in text and "`mine`'s FLOPs per image" in text
+    assert comparison.cast.the("mine", start=True) == "`mine`" and comparison.cast.the("cnn", start=True) == "The CNN"
+    assert pairs_frame(comparison)["Model"].tolist() == ["mine"], "tables keep the plain alias"
+
+
+def test_one_seed_where_the_tests_disagree_says_which_the_verdict_follows_and_why() -> None:
+    """The issue's case: McNemar not significant, the paired-bootstrap interval excluding zero, one seed."""
+    comparison = compare(*_pair(_seeds((7, 17))), {"cnn": "CNN", "mine": "mine"})
+    test = comparison.pairs["mine"]
+    assert test.p_holm > 0.05 and test.difference.high < 0, "the two tests disagree on this pair"
+    (paragraph,) = [p for p in verdict(comparison) if "McNemar" in p]
+    assert paragraph.startswith(
+        "The CNN and `mine` do not differ significantly in accuracy by McNemar's test, which the verdict follows "
+        f"(CNN 85.28% vs `mine` 88.06%, Holm-adjusted p = {test.p_holm:.2g}), although the 95% paired-bootstrap CI "
+        "of the CNN's lead, ["
+    )
+    assert (
+        "excludes zero. The two disagree because with one seed both read the same predictions, and McNemar's "
+        "exact test on the 24 images where the two models disagree is stricter than the percentile-bootstrap "
+        "interval, whose 95% coverage is only approximate." in paragraph
+    )
+    assert "statistically indistinguishable" not in paragraph
+    assert pairs_frame(comparison)["Verdict (McNemar)"].tolist() == [
+        "not significant; the bootstrap CI excludes 0 (see Verdict)"
+    ]
+
+
+def test_disagreement_from_holms_correction_or_from_one_seed_of_several_is_explained_by_it() -> None:
+    correctness = _seeds((6, 17))  # McNemar p 0.035 for each of two alike models, raised to 0.069 by Holm's correction
+    correctness["yours"] = correctness["mine"]
+    holm = compare(*_pair(correctness), {"cnn": "CNN", "mine": "mine", "yours": "yours"})
+    assert all(t.p_value < 0.05 <= t.p_holm and t.interval_excludes_zero for t in holm.pairs.values())
+    text = said(holm)
+    mine = holm.pairs["mine"]
+    assert (
+        f"The two disagree because Holm's correction for the 2 pairs compared raises McNemar's p from "
+        f"{mine.p_value:.2g} to {mine.p_holm:.2g}, and the bootstrap interval is not corrected for them." in text
+    )
+    seeds = compare(*_pair(_seeds((5, 20), (5, 20), (8, 12))), {"cnn": "CNN", "mine": "mine"})
+    assert not seeds.significant("mine") and seeds.pairs["mine"].interval_excludes_zero
+    assert (
+        "The two disagree because McNemar's test counts a difference only when every seed shows it on its own (2 of "
+        "3 seeds do; the largest p is 0.5), while the bootstrap pools the seeds" in said(seeds)
+    )
+
+
+def test_a_caveat_shared_by_every_pair_is_said_once() -> None:
+    three = (
+        _metrics(0.97, 0.95)
+        + _renamed(_metrics(0.97, 0.96), "mlp", "lcn")
+        + _renamed(_metrics(0.9, 0.9), "mlp", "mine")
+    )
+    index = np.arange(1000)
+    correctness = {
+        m: np.stack([index < right] * 3) for m, right in (("cnn", 970), ("mlp", 950), ("lcn", 960), ("mine", 900))
+    }
+    speed = [
+        dataclasses.replace(
+            case,
+            values={**case.values, "lcn": case.values["mlp"], "mine": case.values["mlp"]},
+            spread={**case.spread, "lcn": 0.003, "mine": 0.003},
+            samples={**case.samples, "lcn": case.samples["mlp"], "mine": case.samples["mlp"]},
+        )
+        for case in _speed(noisy=True)
+    ]
+    labels = {**LABELS, "lcn": "LCN", "mine": "mine"}
+    comparison = compare(three, correctness, SETTINGS, ["cnn", "mlp", "lcn", "mine"], "cnn", labels, speed)
+    paragraphs = verdict(comparison)
+    text = "\n\n".join(paragraphs)
+    assert len(paragraphs) == 4, "a paragraph per pair, then the note"
+    assert text.count("competed for the cores") == 1 and text.count("could not be measured") == 0
+    assert text.count("McNemar") == 3, "each pair's verdict names its test"
+
+
+def test_p_values_below_a_thousandth_are_not_rounded_to_zero() -> None:
+    from pipeline.reporting.comparison import p_text, p_value
+
+    assert p_text(0.0) == "p < 0.001" and p_text(3e-33) == "p < 0.001" and p_value(0.0) == "< 0.001"
+    assert p_text(0.052) == "p = 0.052" and p_text(0.0032) == "p = 0.0032" and p_text(1.0) == "p = 1"
+    assert p_value(0.0496) == "0.0496", "a significant p is not shown as 0.05"
+    assert p_value(float("nan")) == "n/a"
+    comparison = duel(_metrics(0.97, 0.95), _correctness(970, 950))
+    table = pairs_frame(comparison)
+    assert table["p (Holm)"].tolist() == ["< 0.001"] and "p < 0.001" in table.iloc[0, 3]
+    memory = axes_frame(comparison).set_index("Axis")["Better"]
+    assert all("p = 0 " not in cell and not cell.endswith("p = 0)") for cell in memory)
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch, draw: Any, *args: Any) -> Any:
+    """The matplotlib figure a drawing function makes, laid out, instead of its PNG."""
+    from pipeline.reporting import figures
+
+    caught = []
+    monkeypatch.setattr(figures, "save", lambda figure, target: caught.append(figure) or target)
+    draw(*args)
+    (figure,) = caught
+    figure.canvas.draw()
+    return figure
+
+
+def test_learning_curves_label_both_axes_and_count_epochs_in_whole_numbers(monkeypatch, tmp_path) -> None:
+    from pipeline.reporting import figures
+
+    curves = pd.DataFrame(
+        [
+            {
+                "model": m,
+                "seed": s,
+                "epoch": e,
+                "train_loss": 1 / e,
+                "val_loss": 1 / e,
+                "train_accuracy": 0.5 + e / 10,
+                "val_accuracy": 0.5,
+            }
+            for m in ("CNN", "mine")
+            for s in (0, 1)
+            for e in (1, 2)
+        ]
+    )
+    figure = _drawn(monkeypatch, figures.learning_curves, curves, tmp_path / "c.png")
+    axes = figure.axes
+    assert [axis.get_ylabel() for axis in axes[::2]] == ["loss (cross-entropy)", "accuracy"]
+    for axis in axes:
+        low, high = axis.get_xlim()
+        assert [tick for tick in axis.get_xticks() if low <= tick <= high] == [1, 2], "two epochs: ticks 1 and 2 only"
+    assert [axis.get_xlabel() for axis in axes[2:]] == ["epoch", "epoch"]
+    assert figure.get_figwidth() <= figures.WIDTH and figures.smallest_text(figure) >= figures.SMALLEST
+
+
+def test_filters_share_a_colour_scale_shown_with_its_bar_and_zero_maps_are_counted(monkeypatch, tmp_path) -> None:
+    from pipeline.reporting import figures
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(4, 1, 3, 3))
+    maps = np.maximum(rng.normal(size=(4, 6, 6)), 0)
+    maps[2] = 0.0  # a filter the ReLU silences on this image
+    figure = _drawn(
+        monkeypatch, figures.filters_and_feature_maps, weights, rng.normal(size=(1, 8, 8)), maps, tmp_path / "f.png"
+    )
+    bars = {axis.get_ylabel() for axis in figure.axes if axis.get_label() == "<colorbar>"}
+    assert bars == {"weight", "activation"}
+    titles = [axis.get_title() for axis in figure.axes]
+    assert "4 filters (3×3)" in titles and "their feature maps after ReLU (1 of 4 zero everywhere)" in titles
+    images = [image for axis in figure.axes for image in axis.get_images()]
+    limits = sorted(image.get_clim() for image in images if image.get_cmap().name != "gray")
+    assert limits[0] == (-np.abs(weights).max(), np.abs(weights).max()) and limits[1] == (0.0, maps.max())
+    assert figure.get_figwidth() <= figures.WIDTH and figures.smallest_text(figure) >= figures.SMALLEST
+
+
+def test_every_report_figure_fits_the_page_width_with_text_no_smaller_than_the_floor(workspace: Workspace) -> None:
+    from PIL import Image
+
+    from pipeline.reporting import figures
+
+    for path in sorted((workspace.root / paths.figures_dir("digits")).glob("*.png")):
+        with Image.open(path) as image:
+            dpi = image.info["dpi"][0]
+            assert image.width / dpi <= figures.WIDTH + 0.01, (path.name, image.width / dpi)
+            assert float(image.info[figures.SMALLEST_KEY]) >= figures.SMALLEST, path.name

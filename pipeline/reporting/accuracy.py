@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline.artifacts.records import CellMetrics
 from pipeline.reporting import figures as draw
-from pipeline.reporting.comparison import Comparison, by_model
+from pipeline.reporting.comparison import Comparison, by_model, p_text, p_value
 from pipeline.reporting.inputs import ReportInputs
 from pipeline.reporting.render import Block, Figure, Paragraph, Table
 
@@ -40,7 +40,8 @@ def accuracy_frame(comparison: Comparison, metrics: Sequence[CellMetrics]) -> pd
 
 
 def pairs_frame(comparison: Comparison) -> pd.DataFrame:
-    """One row per model: the reference's paired lead over it, the per-seed McNemar tests and the Holm p-value."""
+    """One row per model: the reference's paired lead over it, the per-seed McNemar tests, the Holm p-value, and
+    the verdict, which follows McNemar and says when the bootstrap interval disagrees."""
     ref = comparison.labels[comparison.reference]
     level = f"{comparison.confidence:.0%}"
     rows = []
@@ -52,15 +53,28 @@ def pairs_frame(comparison: Comparison) -> pd.DataFrame:
                 f"{ref} − model (points)": f"{d.difference * 100:+.2f}",
                 f"{level} paired-bootstrap CI": f"[{d.low * 100:+.2f}, {d.high * 100:+.2f}]",
                 "McNemar per seed (only ref right / only model right, p)": "; ".join(
-                    f"{t.only_a_correct}/{t.only_b_correct}, p = {t.p_value:.2g}" for t in test.per_seed
+                    f"{t.only_a_correct}/{t.only_b_correct}, {p_text(t.p_value)}" for t in test.per_seed
                 ),
-                "p (Holm)": f"{test.p_holm:.2g}",
-                "Verdict": (f"**{ref} better**" if d.difference > 0 else f"**{comparison.labels[model]} better**")
-                if comparison.significant(model)
-                else "not significant",
+                "p (Holm)": p_value(test.p_holm),
+                "Verdict (McNemar)": _pair_verdict(comparison, model),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _pair_verdict(comparison: Comparison, model: str) -> str:
+    """The table's verdict for one pair: McNemar's, with a note when the bootstrap interval says otherwise."""
+    winner = comparison.winner(model)
+    if winner is not None:
+        said = f"**{comparison.labels[winner]} better**"
+    elif comparison.significant(model):
+        said = "differ, not in one direction"
+    else:
+        said = "not significant"
+    if comparison.tests_agree(model):
+        return said
+    excludes = comparison.pairs[model].interval_excludes_zero
+    return f"{said}; the bootstrap CI {'excludes' if excludes else 'includes'} 0 (see Verdict)"
 
 
 def per_class_frame(inputs: ReportInputs) -> pd.DataFrame:
@@ -76,15 +90,16 @@ def per_class_frame(inputs: ReportInputs) -> pd.DataFrame:
 
 
 def paired_sentence(comparison: Comparison) -> str:
-    """How the paired comparisons above were made, in one paragraph."""
+    """How the paired comparisons above were made, and which test the verdicts follow, in one paragraph."""
     d = next(iter(comparison.pairs.values())).difference if comparison.pairs else None
     resamples = f"{d.resamples:,} resamples of test images" if d else "resamples of test images"
     return (
-        f"Each model is paired with the reference ({comparison.labels[comparison.reference]}) on the same test images: "
-        f"the paired-bootstrap CI resamples images ({resamples}, each image's difference averaged over seeds first). "
-        f"The exact McNemar test is run per seed, never on predictions pooled across seeds (which would count each "
-        f"image once per seed); a pair's p is the largest of its seeds' p-values (it is significant only if every seed "
-        f"is), then Holm-corrected across the {len(comparison.pairs)} pair(s) at α = {comparison.alpha:.2f}."
+        f"Each model is paired with the reference ({comparison.name(comparison.reference)}) on the same test images. "
+        f"The verdicts follow the exact McNemar test, run per seed, never on predictions pooled across seeds (which "
+        f"would count each image once per seed): a pair's p is the largest of its seeds' p-values (it is significant "
+        f"only if every seed is), then Holm-corrected across the {len(comparison.pairs)} pair(s) at "
+        f"α = {comparison.alpha:.2g}. Beside it, the paired-bootstrap CI resamples images ({resamples}, each image's "
+        f"difference averaged over seeds first); it is not corrected for the number of pairs."
     )
 
 
@@ -98,11 +113,22 @@ def blocks(inputs: ReportInputs) -> list[Block]:
     return [
         Table(accuracy_frame(comparison, inputs.metrics), ("left", "right", "right", "right", "right")),
         *(paired if comparison.pairs else []),  # one model: no pair to test
-        Figure(_learning_curves(inputs), "Learning curves: each seed faint, the mean over seeds bold."),
+        Figure(
+            _learning_curves(inputs),
+            "Loss and accuracy per epoch on the training and validation splits: each seed faint, the mean over "
+            "seeds bold.",
+        ),
         Paragraph("Test accuracy per class (the share of each class's test images classified as it, over all seeds):"),
         Table(per_class_frame(inputs), ("left", *("right",) * (len(inputs.comparison.models) + 1))),
-        Figure(_confusion(inputs), "Confusion matrices on the test split, summed over seeds."),
-        Figure(_misclassified(inputs), "Test images each model gets wrong (seed 0)."),
+        Figure(
+            _confusion(inputs),
+            "Confusion matrices on the test split, summed over seeds: the number in a cell counts test images, its "
+            "colour their share of the true class (the row).",
+        ),
+        Figure(
+            _misclassified(inputs),
+            f"Test images each model gets wrong at seed {inputs.seeds[0]}, each titled true → predicted class.",
+        ),
     ]
 
 

@@ -2,6 +2,11 @@
 
 The filters come from the first model (in report order) that has a convolution anywhere in its module tree
 (core.measure.first_conv_maps); when none has, the section says so in one sentence.
+
+The flowcharts are Mermaid in the Markdown, where GitHub draws them, and a matplotlib figure in the HTML. The page
+runs no scripts and reaches no network, and Mermaid draws only with its JavaScript (inlined it would add megabytes;
+rendered ahead it would need Node and a browser in every pipeline run), so the page shows the same nodes drawn by
+matplotlib instead of printing Mermaid's source.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pipeline.core import models
 from pipeline.core.measure import first_conv_maps
 from pipeline.reporting import figures as draw
 from pipeline.reporting.inputs import ReportInputs
-from pipeline.reporting.render import Block, Code, Figure, Paragraph, Table
+from pipeline.reporting.render import HTML, MARKDOWN, Block, Code, Figure, Paragraph, Table
 
 KERAS_REFERENCE = """from keras.models import Sequential
 from keras.layers import Conv2D, MaxPooling2D, Flatten, Dense
@@ -30,21 +35,25 @@ model = Sequential([
 
 def filter_blocks(inputs: ReportInputs) -> list[Block]:
     """The first conv layer's filters and the maps they make of one test image, or why there are none."""
-    figure = _filters(inputs)
-    if figure is None:
-        names = ", ".join(inputs.labels[m] for m in inputs.comparison.models)
+    drawn = _filters(inputs)
+    if drawn is None:
+        names = ", ".join(inputs.comparison.name(m) for m in inputs.comparison.models)
         return [Paragraph(f"No model compared here ({names}) has a convolution, so there are no filters to show.")]
+    model, figure = drawn
     return [
         Figure(
             figure,
-            "First-layer filters and the feature maps they produce for one test image (same grid "
-            "position, same filter): each filter slides over the input to make one map.",
+            f"The first convolution of {inputs.comparison.the(model)} (seed {inputs.seeds[0]}): its filters and the "
+            "feature maps they make of one test image (same grid position, same filter); each filter slides over the "
+            "input to make one map. Filters share one colour scale and maps another, so a colour reads the same in "
+            "every tile.",
         )
     ]
 
 
-def _filters(inputs: ReportInputs) -> Path | None:
-    """The filters figure of the first model with a convolution (its first seed), None when no model has one."""
+def _filters(inputs: ReportInputs) -> tuple[str, Path] | None:
+    """The model whose filters are drawn (the first with a convolution, at its first seed) and the figure; None
+    when no model has one."""
     image = inputs.test_images[0]
     for model in inputs.comparison.models:
         cell = inputs.first_cell(model)
@@ -52,7 +61,7 @@ def _filters(inputs: ReportInputs) -> Path | None:
         maps = first_conv_maps(module, image)
         if maps is not None:
             weights, feature_maps = maps
-            return draw.filters_and_feature_maps(
+            return model, draw.filters_and_feature_maps(
                 weights.numpy(), image.numpy(), feature_maps.numpy(), inputs.figures_dir / "filters.png"
             )
     return None
@@ -91,8 +100,8 @@ def blocks(inputs: ReportInputs) -> list[Block]:
         out += [
             Paragraph(f"**{inputs.labels[model]}** (`{config.arch}`, {sum(r['params'] for r in rows):,} parameters)"),
             Table(table, ("left", "right", "right")),
-            Code("mermaid", mermaid(flows[inputs.labels[model]])),
+            Code("mermaid", mermaid(flows[inputs.labels[model]]), only=MARKDOWN),  # GitHub draws it
         ]
     diagram = draw.architecture_diagram(flows, inputs.figures_dir / "architectures.png")
-    out.append(Figure(diagram, "Every architecture as a flowchart (the Mermaid diagrams above render on GitHub)."))
+    out.append(Figure(diagram, "Every architecture as a flowchart, read off the built modules.", only=HTML))
     return out

@@ -43,6 +43,49 @@ class Cast:
         """Every model but the reference."""
         return [m for m in self.models if m != self.reference]
 
+    def name(self, model: str) -> str:
+        """A model in running text: a built-in architecture by its label (CNN); any other model by its alias, as
+        code (`mine`). A model whose label is its own alias is one the user named (a builder, or a second alias
+        of an architecture), and an article before a name someone chose reads wrong ('the mine')."""
+        return named(self.labels, model)
+
+    def the(self, model: str, start: bool = False) -> str:
+        """A model as a noun phrase: 'the CNN' ('The CNN' to open a sentence), or its alias `mine`, no article."""
+        return the(self.labels, model, start)
+
+
+def named(labels: dict[str, str], model: str) -> str:
+    """A model in running text: its label, or its alias as code when the label is the alias (see Cast.name)."""
+    label = labels[model]
+    return f"`{label}`" if label == model else label
+
+
+def the(labels: dict[str, str], model: str, start: bool = False) -> str:
+    """A model as a noun phrase: 'the CNN' ('The CNN' to open a sentence), or its alias `mine`, no article."""
+    label = labels[model]
+    if label == model:
+        return f"`{label}`"
+    return f"{'The' if start else 'the'} {label}"
+
+
+P_FLOOR = 0.001  # smaller p-values are stated as 'p < 0.001': the tests' tails are not that exact
+
+
+def p_value(p: float) -> str:
+    """A p-value as a table shows it: '< 0.001', else two significant digits ('0.052'), or 'n/a' (NaN)."""
+    if math.isnan(p):
+        return "n/a"
+    if p < P_FLOOR:
+        return f"< {P_FLOOR:g}"
+    text = f"{p:.2g}"
+    return f"{p:.3g}" if float(text) in (0.05, 0.01) and p < float(text) else text  # 0.0496 is not 'p = 0.05'
+
+
+def p_text(p: float) -> str:
+    """A p-value in running text: 'p < 0.001', 'p = 0.052' or 'p = n/a'."""
+    shown = p_value(p)
+    return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -176,6 +219,16 @@ class PairTest:
     p_value: float  # the largest per-seed McNemar p: significant only if every seed is (intersection-union test)
     p_holm: float  # adjusted across all the pairs of the report
 
+    @property
+    def interval_excludes_zero(self) -> bool:
+        """Whether the paired-bootstrap interval of the reference's lead excludes zero."""
+        return self.difference.low > 0 or self.difference.high < 0
+
+    @property
+    def directions(self) -> set[int]:
+        """The sign of each seed's discordance (+1: only the reference right more often; -1: the model; 0: even)."""
+        return {int(np.sign(t.only_a_correct - t.only_b_correct)) for t in self.per_seed}
+
 
 @dataclass(frozen=True)
 class LadderStep:
@@ -224,6 +277,29 @@ class Comparison:
     def significant(self, model: str) -> bool:
         """Whether the reference and `model` differ in accuracy after Holm's correction."""
         return self.pairs[model].p_holm < self.alpha
+
+    def winner(self, model: str) -> str | None:
+        """The more accurate of the reference and `model` by McNemar's test, which the verdict follows: named only
+        when the Holm-adjusted test is significant and every seed leans the same way (each seed's test is
+        two-sided, so seeds that differ in opposite directions name no winner)."""
+        if not self.significant(model):
+            return None
+        directions = self.pairs[model].directions
+        if directions == {1}:
+            return self.reference
+        return model if directions == {-1} else None
+
+    def tests_agree(self, model: str) -> bool:
+        """Whether McNemar's verdict and the paired-bootstrap interval say the same (a difference, or none)."""
+        return (self.winner(model) is not None) == self.pairs[model].interval_excludes_zero
+
+    def name(self, model: str) -> str:
+        """A model in running text (see Cast.name)."""
+        return named(self.labels, model)
+
+    def the(self, model: str, start: bool = False) -> str:
+        """A model as a noun phrase (see Cast.the)."""
+        return the(self.labels, model, start)
 
     def axis(self, key: str) -> AxisResult:
         """One cost axis by its key."""

@@ -6,7 +6,6 @@ row only when the per-round ratios of the side-by-side timing do and the case wa
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pandas as pd
 
 from pipeline.reporting import figures as draw
 from pipeline.reporting import probes
-from pipeline.reporting.comparison import AxisResult, Comparison, SpeedCase, by_model, number
+from pipeline.reporting.comparison import AxisResult, Comparison, SpeedCase, by_model, number, p_text
 from pipeline.reporting.inputs import ReportInputs
 from pipeline.reporting.render import Block, Figure, Paragraph, Table
 from pipeline.reporting.verdict import FIX
@@ -46,10 +45,9 @@ def _better(comparison: Comparison, result: AxisResult) -> str:
     if result.winner == "tie":
         return "tie (within 1%)"
     if result.winner == "not significant":
-        p = "n/a" if math.isnan(result.p_value) else f"{result.p_value:.2g}"
-        return f"neither (not significant, p = {p})"
+        return f"neither (not significant, {p_text(result.p_value)})"
     direction = "higher" if result.axis.higher_is_better else "lower"
-    suffix = "" if result.axis.exact else f", p = {result.p_value:.2g}"
+    suffix = "" if result.axis.exact else f", {p_text(result.p_value)}"
     runner = f" than {comparison.labels[result.runner_up]}" if len(comparison.models) > 2 else ""
     return f"**{comparison.labels[result.winner]}** ({result.ratio:.2f}x {direction}{runner}{suffix})"
 
@@ -62,7 +60,7 @@ def _speed_row(comparison: Comparison, case: SpeedCase) -> list[str]:
     if len(ranked) < 2:
         best = "n/a"
     elif case.noisy:
-        best = f"noisy: not compared ({FIX})"
+        best = "noisy: not compared"  # the note above the table says why and what to do, once
     else:
         ratio, low, high = case.ratio(ranked[0], ranked[1], comparison.confidence, comparison.seed)
         interval = f"[{low:.2f}, {high:.2f}]"
@@ -108,8 +106,8 @@ def blocks(inputs: ReportInputs) -> list[Block]:
         out.insert(
             0,
             Paragraph(
-                f"**Speed could not be measured cleanly**: other work competed for the cores during {', '.join(noisy)}, "
-                f"so those rows name no faster model; {FIX} (it re-times without retraining)."
+                f"**Noisy timing**: other work competed for the cores while {', '.join(noisy)} were timed, so those "
+                f"rows name no faster model; {FIX} (it re-times without retraining)."
             ),
         )
     if probes.varies_size(inputs.probes) or sizes_differ(inputs):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.reporting import figures as draw
-from pipeline.reporting.comparison import Comparison, LadderResult, LadderStep
+from pipeline.reporting.comparison import Comparison, LadderResult, LadderStep, named, the
 from pipeline.reporting.inputs import ReportInputs
 from pipeline.reporting.render import Block, Figure, Paragraph, Table
 
@@ -43,10 +43,11 @@ def ladder_blocks(ladder: LadderResult, comparison: Comparison, figure: Path) ->
     )
     return [
         Paragraph(
-            f"The {labels[rungs.dense]}, the {labels[rungs.local]} and the {labels[rungs.shared]} form a ladder: the "
-            f"{labels[rungs.local]} has the {labels[rungs.shared]}'s exact geometry (kernels, padding, pooling, head) "
-            f"but a separate filter at every position, so it has locality without weight sharing. Each step is paired "
-            f"on the same test images (per-image differences averaged over seeds, then bootstrapped)."
+            f"{the(labels, rungs.dense, start=True)}, {the(labels, rungs.local)} and {the(labels, rungs.shared)} "
+            f"form a ladder: {the(labels, rungs.local)} has {the(labels, rungs.shared)}'s exact geometry (kernels, "
+            f"padding, pooling, head) but a separate filter at every position, so it has locality without weight "
+            f"sharing. Each step is paired on the same test images (per-image differences averaged over seeds, then "
+            f"bootstrapped)."
         ),
         Table(table, ("left", "left", "right", "right", "right")),
         Paragraph(ladder_sentence(ladder, labels)),
@@ -65,13 +66,13 @@ def ladder_sentence(ladder: LadderResult, labels: dict[str, str]) -> str:
         g = step.gain
         sign = "" if g.low > 0 or g.high < 0 else ", an interval that includes zero"
         return (
-            f"{step.name} ({labels[step.upper]} − {labels[step.lower]}) {g.difference * 100:+.2f} points "
+            f"{step.name} ({named(labels, step.upper)} − {named(labels, step.lower)}) {g.difference * 100:+.2f} points "
             f"[{g.low * 100:+.2f}, {g.high * 100:+.2f}{sign}]"
         )
 
     opening = (
-        f"Of the {labels[ladder.rungs.shared]}'s {total * 100:+.2f}-point lead over the "
-        f"{labels[ladder.rungs.dense]}, {part(locality)} and {part(sharing)}."
+        f"Of {the(labels, ladder.rungs.shared)}'s {total * 100:+.2f}-point lead over "
+        f"{the(labels, ladder.rungs.dense)}, {part(locality)} and {part(sharing)}."
     )
     if contrast.low > 0:
         return (

@@ -187,12 +187,12 @@ def drop_claim(table: pd.DataFrame, claim: str, what: str, cast: Cast, other: st
     change = last[lead].mean - first[lead].mean
     better = drops[cast.reference] < drops[other]
     held = "held" if better and last[lead].low > first[lead].mean else ("partly held" if better else "did not hold")
-    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    ref, oth = cast.the(cast.reference), cast.the(other)
     evidence = (
-        f"at {what} {last['setting']} the {ref} loses {drops[cast.reference] * 100:.1f} points and the {oth} "
-        f"{drops[other] * 100:.1f}; the {ref}'s lead moves by {change * 100:+.1f} points"
+        f"at {what} {last['setting']} {ref} loses {drops[cast.reference] * 100:.1f} points and {oth} "
+        f"{drops[other] * 100:.1f}; {ref}'s lead moves by {change * 100:+.1f} points"
     )
-    return Claim(f"{claim} than the {oth}", held, evidence)
+    return Claim(f"{claim} than {oth}", held, evidence)
 
 
 def permutation_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
@@ -210,7 +210,7 @@ def permutation_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
         held = "partly held"
     else:
         held = "did not hold"
-    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    ref, oth = cast.name(cast.reference), cast.name(other)
     evidence = (
         f"{ref} − {oth} is {_interval_text(original)} points on the original images and "
         f"{_interval_text(permuted)} on permuted ones: {owed * 100:+.2f} points"
@@ -218,7 +218,10 @@ def permutation_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
         + " are owed to spatial structure"
     )
     return Claim(
-        f"The {ref}'s lead over the {oth} comes from spatial structure (pixel permutation control)", held, evidence
+        f"{cast.the(cast.reference, start=True)}'s lead over {cast.the(other)} comes from spatial structure (pixel "
+        f"permutation control)",
+        held,
+        evidence,
     )
 
 
@@ -228,12 +231,13 @@ def fraction_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
     small, full = ordered.iloc[0], ordered.iloc[-1]
     lead = f"lead:{other}"
     held = "held" if small[lead].mean > full[lead].mean else "did not hold"
-    ref, oth = cast.labels[cast.reference], cast.labels[other]
     evidence = (
-        f"{ref} − {oth} is {_interval_text(small[lead])} points with {small['setting']} of the training "
-        f"set and {_interval_text(full[lead])} with {full['setting']}"
+        f"{cast.name(cast.reference)} − {cast.name(other)} is {_interval_text(small[lead])} points with "
+        f"{small['setting']} of the training set and {_interval_text(full[lead])} with {full['setting']}"
     )
-    return Claim(f"The {ref} is more data-efficient than the {oth}", held, evidence)
+    return Claim(
+        f"{cast.the(cast.reference, start=True)} is more data-efficient than {cast.the(other)}", held, evidence
+    )
 
 
 def size_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
@@ -242,13 +246,13 @@ def size_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
     wins = sum(1 for interval in leads if interval.mean > 0)
     significant = sum(1 for interval in leads if interval.n > 1 and interval.low > 0)
     held = "held" if wins == len(table) else ("partly held" if wins else "did not hold")
-    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    ref = cast.the(cast.reference)
     counts = table[f"params:{cast.reference}"]
     evidence = (
-        f"the {ref} is ahead at {wins} of {len(table)} sizes ({significant} with an interval above zero), "
+        f"{ref} is ahead at {wins} of {len(table)} sizes ({significant} with an interval above zero), "
         f"from {counts.min():,} to {counts.max():,} parameters"
     )
-    return Claim(f"At every size the {ref} beats the {oth}", held, evidence)
+    return Claim(f"At every size {ref} beats {cast.the(other)}", held, evidence)
 
 
 def augment_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
@@ -269,15 +273,15 @@ def augment_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
         held = "held"
     else:
         held = "partly held" if after.mean < before.mean else "did not hold"
-    ref, oth = cast.labels[cast.reference], cast.labels[other]
+    ref, oth = cast.the(cast.reference), cast.the(other)
     closed = (before.mean - after.mean) / before.mean if before.mean > 0 else float("nan")
     evidence = (
-        f"{ref} − {oth} is {_interval_text(before)} points without augmentation and {_interval_text(after)} with "
-        f"shifts {best['setting']} (the smallest gap of the strengths tried)"
+        f"{cast.name(cast.reference)} − {cast.name(other)} is {_interval_text(before)} points without augmentation "
+        f"and {_interval_text(after)} with shifts {best['setting']} (the smallest gap of the strengths tried)"
         + (f", {closed:.0%} of it closed" if np.isfinite(closed) else "")
-        + f"; the {oth} trained so reaches {best[other].mean:.4f}, the unaugmented {ref} {base[cast.reference].mean:.4f}"
+        + f"; {oth} trained so reaches {best[other].mean:.4f}, {ref} unaugmented {base[cast.reference].mean:.4f}"
     )
-    return Claim(f"Augmentation closes the {oth}'s gap to the {ref}", held, evidence)
+    return Claim(f"Augmentation closes {oth}'s gap to {ref}", held, evidence)
 
 
 @dataclass(frozen=True)
@@ -525,11 +529,12 @@ def probe_section(
     """The report section with every probe that ran, and the claims it tested."""
     view = view or ProbeView(confidence, cast)
     metrics = list(metrics)
-    ref = cast.labels[cast.reference]
+    ref = cast.the(cast.reference, start=True)
     blocks: list[Block] = [
         Paragraph(
             f"Textbooks say CNNs win on images because of local filters, weight sharing and translation "
-            f"equivariance. These probes test what the {ref} (the reference) has over each other model on this dataset. "
+            f"equivariance. These probes test what {cast.the(cast.reference)} (the reference) has over each other "
+            f"model on this dataset. "
             f"Intervals are {confidence:.0%} t-intervals over seeds; each lead is paired by seed."
         )
     ]
@@ -537,7 +542,7 @@ def probe_section(
     for measured in ROBUSTNESS:
         table = robustness_table(metrics, measured.kind, confidence, cast)
         if len(table) > 1:
-            claims += [drop_claim(table, f"The {ref} is {measured.claim}", measured.what, cast, m) for m in cast.others]
+            claims += [drop_claim(table, f"{ref} is {measured.claim}", measured.what, cast, m) for m in cast.others]
             blocks += [Paragraph(measured.paragraph), _advantage_table(table, measured.setting_header, cast)]
     if ROBUSTNESS_FIGURE in figures:
         blocks.append(

@@ -1,7 +1,11 @@
 """Render one report document to GitHub Markdown and to a self-contained HTML page.
 
 A document is a title plus sections of blocks (paragraphs, tables, figures, code); both renderers
-walk the same blocks, so the two files can never disagree.
+walk the same blocks, so the two files can never disagree. A block may be meant for one format only: a
+Mermaid diagram is Markdown's (GitHub draws it), and the page, which runs no scripts, shows a drawn figure instead.
+
+The page shows each figure at 96 CSS px per inch of the figure (the size matplotlib drew it at, read from the
+PNG's dpi), so a point of figure text is a CSS point and the figures' labels match the page's text.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -30,12 +35,18 @@ class Table:
     align: tuple[str, ...] = ()
 
 
+Format = Literal["markdown", "html", ""]  # a format a block is limited to; "" for both
+MARKDOWN: Format = "markdown"
+HTML: Format = "html"
+
+
 @dataclass(frozen=True)
 class Figure:
     """A PNG: linked by relative path from the Markdown, embedded as a data URI in the HTML."""
 
     path: Path
     caption: str
+    only: Format = ""  # MARKDOWN or HTML: shown in that format alone; "": in both
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class Code:
     language: str
     text: str
     collapsed: str = ""  # summary line of a <details> block; empty for an always-open block
+    only: Format = ""  # MARKDOWN or HTML: shown in that format alone; "": in both
 
 
 Block = Paragraph | Table | Figure | Code
@@ -73,8 +85,15 @@ def to_markdown(document: Document, base: Path) -> str:
         if section.title:
             lines += [f"## {section.title}", ""]
         for block in section.blocks:
-            lines += [*_markdown_block(block, base), ""]
+            if _shown(block, MARKDOWN):
+                lines += [*_markdown_block(block, base), ""]
     return "\n".join(lines)
+
+
+def _shown(block: Block, target: Format) -> bool:
+    """Whether `block` belongs in the `target` format."""
+    only = block.only if isinstance(block, (Figure, Code)) else ""
+    return not only or only == target
 
 
 def _markdown_block(block: Block, base: Path) -> list[str]:
@@ -97,7 +116,7 @@ def to_html(document: Document) -> str:
     for section in document.sections:
         if section.title:
             body.append(f"<h2>{_inline(section.title)}</h2>")
-        body += [_html_block(block) for block in section.blocks]
+        body += [_html_block(block) for block in section.blocks if _shown(block, HTML)]
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -130,18 +149,34 @@ def _html_block(block: Block) -> str:
             "<tr>" + "".join(f'<td class="{a}">{_inline(str(v))}</td>' for v, a in zip(row, align)) + "</tr>"
             for row in block.frame.itertuples(index=False)
         )
-        return f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
+        return f'<div class="table"><table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table></div>'
     if isinstance(block, Figure):
         data = base64.b64encode(block.path.read_bytes()).decode("ascii")
         alt = html.escape(block.caption, quote=True)
+        size = css_size(block.path)
+        dimensions = f' width="{size[0]}" height="{size[1]}"' if size else ""
         return (
-            f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+            f'<figure><img src="data:image/png;base64,{data}" alt="{alt}"{dimensions}>'
             f"<figcaption>{_inline(block.caption)}</figcaption></figure>"
         )
     code = f'<pre><code class="language-{block.language}">{html.escape(block.text.rstrip())}</code></pre>'
     if block.collapsed:
         return f"<details><summary>{html.escape(block.collapsed)}</summary>{code}</details>"
     return code
+
+
+CSS_PX_PER_INCH = 96
+
+
+def css_size(path: Path) -> tuple[int, int] | None:
+    """A PNG's drawn size in CSS px (96 per inch at the dpi it records), or None when it records no dpi."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        dpi = image.info.get("dpi")
+        if not dpi or not dpi[0] or not dpi[1]:
+            return None
+        return round(image.width / dpi[0] * CSS_PX_PER_INCH), round(image.height / dpi[1] * CSS_PX_PER_INCH)
 
 
 def _inline(text: str) -> str:
@@ -160,16 +195,18 @@ def _plain(text: str) -> str:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1f2328;background:#fff;margin:0}
 main{max-width:1100px;margin:0 auto;padding:24px 32px 64px}
+@media (max-width:600px){main{padding:16px 12px 48px}}
 h1{font-size:1.9em;border-bottom:1px solid #d0d7de;padding-bottom:.3em}
 h2{font-size:1.4em;margin-top:1.8em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
 p{line-height:1.55}
-table{border-collapse:collapse;margin:12px 0;font-size:.92em}
+div.table{overflow-x:auto;margin:12px 0}
+table{border-collapse:collapse;font-size:.92em}
 th,td{border:1px solid #d0d7de;padding:5px 10px}
 th{background:#f6f8fa;text-align:left}
 td.right{text-align:right;font-variant-numeric:tabular-nums}
 tbody tr:nth-child(even){background:#f6f8fa}
 figure{margin:18px 0}
-figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
+figure img{max-width:100%;height:auto;border:1px solid #eaeef2;box-sizing:border-box}
 figcaption{color:#59636e;font-size:.9em;margin-top:4px}
 code{background:#f6f8fa;padding:.1em .3em;border-radius:4px;font-size:.9em}
 pre{background:#f6f8fa;padding:12px;overflow:auto;border-radius:6px}

@@ -15,7 +15,7 @@ import pandas as pd
 from pipeline.artifacts.records import Scored, TunedRecipe
 from pipeline.core import recipes
 from pipeline.params import RECIPE_KNOBS, Params, TrainParams
-from pipeline.reporting.comparison import Comparison
+from pipeline.reporting.comparison import Comparison, named
 from pipeline.reporting.inputs import ReportInputs
 from pipeline.reporting.render import Block, Figure, Paragraph, Table
 
@@ -57,17 +57,15 @@ def recipe_text(params: Params, trained: dict[str, TrainParams], labels: dict[st
         return (
             f"with the same recipe, as each checkpoint records it (AdamW, {first.schedule} schedule, {_recipe(first)})"
         )
-    each = "; ".join(f"{labels[model]}: {_recipe(train)}" for model, train in trained.items())
+    each = "; ".join(f"{named(labels, model)}: {_recipe(train)}" for model, train in trained.items())
     return f"each with its own recipe, as each checkpoint records it (AdamW, {first.schedule} schedule; {each})"
 
 
 def recipe_note(params: Params) -> str:
-    """One sentence for the header: whether the recipe was shared or tuned per model, and with what budget."""
+    """The header's sentence on tuning: the budget when tuned; nothing when not (the header says the recipe was the
+    same for every model, and the verdict says what that implies)."""
     if params.tune.trials == 0:
-        return (
-            "The recipe was not tuned per model (tune.trials: 0): it is shared, and a shared recipe favours "
-            "whichever model it happens to suit."
-        )
+        return ""
     return (
         f"Each model's recipe is the best of the same budget of {params.tune.trials} Optuna trials per model, "
         f"scored on the validation split only (see Tuning)."
@@ -75,23 +73,23 @@ def recipe_note(params: Params) -> str:
 
 
 def verdict_source(params: Params) -> str:
-    """Which recipe the verdict's numbers come from."""
+    """Which recipe the verdict's numbers come from, and, for a shared recipe, the caveat that goes with it (said
+    here once; the Tuning section says how to tune)."""
     if params.tune.trials == 0:
         return (
-            "These numbers come from the shared recipe, not tuned per model (tune.trials: 0); set tune.trials to "
-            "give every model the same tuning budget."
+            "These numbers come from one shared recipe, not tuned per model (tune.trials: 0), and a shared recipe "
+            "favours whichever model it happens to suit, so the gaps may owe something to it (see Tuning)."
         )
     return (
-        f"These numbers come from each model's tuned recipe (the best of {params.tune.trials} Optuna trials per "
-        f"model, scored on the validation split only), trained over the seeds {list(params.train.seeds)} and "
-        f"scored once on the test split."
+        f"These numbers come from each model's tuned recipe (see Tuning), trained over the seeds "
+        f"{list(params.train.seeds)} and scored once on the test split."
     )
 
 
 NOT_TUNED = (
     "Not tuned: every model trained with the shared recipe of params.yaml's `train` section (tune.trials: 0). "
-    "A shared recipe favours whichever model it happened to suit, so the gaps above may owe something to the "
-    "recipe. `dvc exp run -S tune.trials=20` gives every model the same budget of Optuna trials."
+    "`dvc exp run -S tune.trials=20` gives every model the same budget of Optuna trials, scored on the validation "
+    "split only."
 )
 
 
@@ -130,11 +128,10 @@ def tuning_blocks(
         )
     gaps = gap_rows(comparison, tuned)
     if gaps:
-        ref = comparison.labels[comparison.reference]
         out += [
             Table(pd.DataFrame(gaps), ("left", "right", "right", "right", "right")),
             Paragraph(
-                f"The {ref}'s lead over each model in accuracy points. The shared and tuned validation gaps are measured "
+                f"{comparison.the(comparison.reference, start=True)}'s lead over each model in accuracy points. The shared and tuned validation gaps are measured "
                 f"alike (mean validation accuracy over the tune seeds, trial 0 against each study's best trial); the test "
                 f"gap is the report's paired comparison of the tuned recipes above. A gap that shrinks after tuning was "
                 f"partly owed to the shared recipe."
