@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -169,7 +172,10 @@ def test_pipeline_logs_to_a_real_tracking_server_and_fails_early_once_it_stops(
         result = run(["convbench", *args], project, MLFLOW_TRACKING_URI=secret_uri)
         assert result.returncode == 0, result.stderr
         assert SECRET not in result.stdout + result.stderr
-        assert f"View run mlp-s0 at: {uri.replace('http://', 'http://alice:***@')}/#/experiments/" in result.stdout
+        shown = re.escape(f"View run mlp-s0 at: {uri.replace('http://', 'http://alice:***@')}/#/experiments/")
+        assert re.search(rf"{shown}\d+/runs/[0-9a-f]{{32}}\?workflowType=machine_learning\n", result.stdout), (
+            result.stdout
+        )
     experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
     runs = mlflow_rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     (found,) = [r for r in runs if r["info"]["run_name"] == "mlp-s0"]
@@ -216,6 +222,51 @@ def test_experiment_is_marked_for_model_training_and_a_kind_set_by_hand_stays(tm
     assert tracking.training_runs_url(params, "cifar10", "http://h:1").endswith(
         "/#/experiments?workflowType=machine_learning"
     )
+
+
+def test_rounded_keeps_six_significant_digits_and_counts_whole() -> None:
+    assert tracking.rounded((0.975 + 0.973 + 0.974) / 3) == 0.974  # 0.9739999999999999 as computed
+    assert str(tracking.rounded(0.02160604053625562)) == "0.021606"
+    assert (
+        tracking.rounded(-0.001388888888888889) == -0.00138889
+        and tracking.rounded(1.6765693647264565e-05) == 1.67657e-05
+    )
+    assert tracking.rounded(12345.678) == 12345.7 and tracking.rounded(1234567.8) == 1234568.0  # the integer part stays
+    assert tracking.rounded(123456789.0) == 123456789.0 and tracking.rounded(0.0) == 0.0  # counts are exact
+    assert math.isnan(tracking.rounded(math.nan)) and tracking.rounded(math.inf) == math.inf
+
+
+def test_comparison_link_opens_this_cells_newest_finished_comparison_on_the_training_pages(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    mine = validate_params(params_with({"tracking.uri": uri, "tracking.tags": {"sweep_cell": "it's-a"}})).tracking
+    other = validate_params(params_with({"tracking.uri": uri, "tracking.tags": {"sweep_cell": "b"}})).tracking
+    comparison = {"convbench.kind": "comparison"}
+    assert tracking.comparison_run_url(mine, "digits", "http://h:1") is None
+    assert not (tmp_path / "store.db").exists(), "looking for a link creates no store"
+    with tracking.run(mine, "digits", "comparison", comparison) as logger:
+        older = logger.run_id
+    with tracking.run(mine, "digits", "cnn-s0", {"convbench.kind": "train"}) as logger:
+        pass
+    with tracking.run(other, "digits", "comparison", comparison) as logger:  # another sweep cell's, newer
+        theirs = logger.run_id
+    with pytest.raises(RuntimeError), tracking.run(mine, "digits", "comparison", comparison):  # failed: no link
+        raise RuntimeError("report failed")
+    experiment_id = MlflowClient(uri).get_run(older).info.experiment_id
+
+    link = tracking.comparison_run_url(mine, "digits", "http://127.0.0.1:5000/")
+    assert link == f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{older}?workflowType=machine_learning"
+    page = urllib.parse.urlsplit(urllib.parse.urlsplit(link).fragment)
+    assert page.path == f"/experiments/{experiment_id}/runs/{older}"
+    assert urllib.parse.parse_qs(page.query) == {"workflowType": ["machine_learning"]}
+    assert tracking.comparison_run_url(other, "digits", "http://h:1") == tracking.run_url(
+        "http://h:1", experiment_id, theirs
+    )
+    with tracking.run(mine, "digits", "comparison", comparison) as logger:
+        newest = logger.run_id
+    assert tracking.comparison_run_url(mine, "digits", "http://h:1").endswith(
+        f"/runs/{newest}?workflowType=machine_learning"
+    )
+    assert tracking.comparison_run_url(mine, "cifar10", "http://h:1") is None, "no experiment for that dataset"
 
 
 def test_cell_runs_record_their_dataset_as_an_mlflow_input(workspace: Workspace) -> None:
