@@ -429,10 +429,11 @@ def report(params_path: ParamsPath = Path("params.yaml")) -> None:
 
 
 def _report(params: Params) -> None:
+    from pipeline.ops.comparison_run import link_words
     from pipeline.stages.report import report as run_report
 
     result = run_report(params, paths.report_markdown(), paths.figures_dir(), paths.report_html())
-    typer.echo(f"report: {result.markdown} and {paths.report_html()}")
+    typer.echo(f"report: {result.markdown} and {paths.report_html()}{link_words(params)}")
 
 
 @app.command(name="run")

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -14,6 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.artifacts import paths
@@ -267,6 +269,77 @@ def test_comparison_link_opens_this_cells_newest_finished_comparison_on_the_trai
         f"/runs/{newest}?workflowType=machine_learning"
     )
     assert tracking.comparison_run_url(mine, "cifar10", "http://h:1") is None, "no experiment for that dataset"
+
+
+def test_comparison_run_carries_the_params_the_verdict_and_rounded_figures(workspace: Workspace) -> None:
+    client = MlflowClient(workspace.tracking_uri)
+    experiment = client.get_experiment_by_name("convbench-digits")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`convbench.kind` = 'comparison'")
+    manifest = json.loads((workspace.root / paths.prepared_manifest("digits")).read_text())
+    params = run.data.params
+    assert {k: params[k] for k in ("models", "reference", "seeds", "data.name", "train.epochs", "tune.trials")} == {
+        "models": "['cnn', 'mlp']",
+        "reference": "cnn",
+        "seeds": "[0, 1]",
+        "data.name": "digits",
+        "train.epochs": "3",
+        "tune.trials": "0",
+    }
+    assert params["data.sha256"] == manifest["sha256"] and params["report.confidence"] == "0.95"
+    assert (
+        params["architecture.cnn.settings.conv.0.channels"] == "32"
+        and params["architecture.mlp.settings.match"] == "params"
+    )
+    assert params["evaluate.rounds"] == "3" and params["probes.run"] == "['permutation']"
+    assert not any(key.startswith(("tracking", "recipe.")) for key in params), "no store address; no tuned recipes"
+
+    description = run.data.tags["mlflow.note.content"]
+    report = (workspace.root / paths.report_markdown()).read_text()
+    assert "McNemar p = " in description and description in report, "the description is the report's verdict"
+
+    metrics = run.data.metrics
+    assert len(metrics) > 20 and all(tracking.rounded(v) == v for v in metrics.values()), metrics
+    accuracies = [json.loads((workspace.root / paths.metrics("cnn", s)).read_text())["test_accuracy"] for s in (0, 1)]
+    assert metrics["cnn_accuracy_mean"] == tracking.rounded(sum(accuracies) / 2) == pytest.approx(sum(accuracies) / 2)
+    assert metrics["cnn_parameters"] == json.loads((workspace.root / paths.metrics("cnn", 0)).read_text())["params"]
+
+
+def test_report_prints_the_link_to_its_comparison_run(workspace: Workspace, tmp_path: Path) -> None:
+    """`convbench report` on a copy of the workspace, logging to a store of its own: its line ends with the link."""
+    project = tmp_path / "project"
+    shutil.copytree(workspace.root, project, ignore=shutil.ignore_patterns("mlflow.db*", "mlruns"))
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    values = workspace.params.model_dump(mode="json")
+    values["data"]["root"], values["tracking"]["uri"] = str(project / "data" / "raw"), store
+    (project / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+
+    result = run(["convbench", "report"], project)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(store)
+    experiment_id = client.get_experiment_by_name("convbench-digits").experiment_id
+    (comparison,) = client.search_runs([experiment_id], "tags.`convbench.kind` = 'comparison'")
+    assert result.stdout.splitlines()[-1] == (
+        f"report: {paths.report_markdown()} and {paths.report_html()}; MLflow run: http://127.0.0.1:5000/#/experiments/"
+        f"{experiment_id}/runs/{comparison.info.run_id}?workflowType=machine_learning (while `convbench ui` runs)"
+    )
+
+
+def test_report_link_on_a_tracking_server_is_the_servers_own_without_credentials(
+    mlflow_server: tuple[str, subprocess.Popen],
+) -> None:
+    from pipeline.ops.comparison_run import link_words
+
+    uri, _ = mlflow_server
+    params = validate_params(
+        params_with({"data.name": "digits", "tracking.uri": uri.replace("//", f"//alice:{SECRET}@")})
+    )
+    assert link_words(params) == "", "no comparison run yet"
+    with tracking.run(params.tracking, "digits", "comparison", {"convbench.kind": "comparison"}) as logger:
+        run_id = logger.run_id
+    experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
+    assert link_words(params) == (
+        f"; MLflow run: {uri}/#/experiments/{experiment['experiment_id']}/runs/{run_id}?workflowType=machine_learning"
+    )
 
 
 def test_cell_runs_record_their_dataset_as_an_mlflow_input(workspace: Workspace) -> None:
