@@ -226,16 +226,22 @@ def test_experiment_is_marked_for_model_training_and_a_kind_set_by_hand_stays(tm
     )
 
 
-def test_rounded_keeps_six_significant_digits_and_counts_whole() -> None:
+def test_rounded_keeps_seven_significant_digits_and_counts_whole() -> None:
     assert tracking.rounded((0.975 + 0.973 + 0.974) / 3) == 0.974  # 0.9739999999999999 as computed
-    assert str(tracking.rounded(0.02160604053625562)) == "0.021606"
+    assert tracking.rounded(0.9111111164093018) == 0.9111111  # a float32 accuracy widened to float64
+    assert str(tracking.rounded(0.02160604053625562)) == "0.02160604"
     assert (
-        tracking.rounded(-0.001388888888888889) == -0.00138889
-        and tracking.rounded(1.6765693647264565e-05) == 1.67657e-05
+        tracking.rounded(-0.001388888888888889) == -0.001388889 and tracking.rounded(1.6765693647e-05) == 1.676569e-05
     )
-    assert tracking.rounded(12345.678) == 12345.7 and tracking.rounded(1234567.8) == 1234568.0  # the integer part stays
+    assert (
+        tracking.rounded(12345.678) == 12345.68 and tracking.rounded(1234567.8) == 1234568.0
+    )  # the integer part stays
     assert tracking.rounded(123456789.0) == 123456789.0 and tracking.rounded(0.0) == 0.0  # counts are exact
     assert math.isnan(tracking.rounded(math.nan)) and tracking.rounded(math.inf) == math.inf
+    exact = (
+        [k / 360 for k in range(1, 361)] + [1 + k / 7e6 for k in range(100)] + [0.1 + k * 1.3e-8 for k in range(100)]
+    )
+    assert all(tracking.rounded(v) == pytest.approx(v) for v in exact), "within one part in a million"
 
 
 def test_comparison_link_opens_this_cells_newest_finished_comparison_on_the_training_pages(tmp_path: Path) -> None:
