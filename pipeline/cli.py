@@ -478,10 +478,13 @@ def report(params_path: ParamsPath = Path("params.yaml"), dataset: DatasetOption
 
 
 def _report(params: Params) -> None:
+    from pipeline.ops.comparison_run import link_words
     from pipeline.stages.report import report as run_report
 
     result = run_report(params)
-    typer.echo(f"report: {result.html} (and {result.markdown.name}); summary for DVC in {result.summary}")
+    typer.echo(
+        f"report: {result.html} (and {result.markdown.name}); summary for DVC in {result.summary}{link_words(params)}"
+    )
 
 
 @app.command()
@@ -556,7 +559,7 @@ def ui(
     """Open the MLflow UI on the store convbench logs to (tracking.uri, $MLFLOW_TRACKING_URI or mlflow.db)."""
 
     def run(params: Params) -> None:
-        from pipeline.ops.tracking import check_reachable, tracking_uri, training_runs_url
+        from pipeline.ops.tracking import check_reachable, comparison_run_url, tracking_uri, training_runs_url
 
         uri = tracking_uri(params.tracking)
         if uri.startswith(("http://", "https://")):
@@ -566,8 +569,16 @@ def ui(
                 f"in a browser (`convbench ui` serves local stores such as sqlite:///mlflow.db)"
             )
         check_reachable(uri)  # rejects a SQLite URI without a file
-        page = training_runs_url(params.tracking, params.data.name, f"http://{host}:{port}")
+        address = f"http://{host}:{port}"
+        page = training_runs_url(params.tracking, params.data.name, address)
         typer.echo(f"ui: serving {redact(uri)}; the training runs of {params.data.name} are at {page}", err=True)
+        comparison = comparison_run_url(params.tracking, params.data.name, address)
+        if comparison:
+            typer.echo(f"ui: the comparison run (verdict, params, figures) is at {comparison}", err=True)
+        typer.echo(  # MLflow's own run links drop the query that keeps its training pages; the browser can keep it
+            "ui: if a page shows MLflow's GenAI sidebar, pick 'Model training' at its top once; the browser keeps it",
+            err=True,
+        )
         # The store URI travels in the environment, not argv: `ps` shows argv (and any password in it) to every user.
         os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
         os.execv(

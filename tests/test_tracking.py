@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.artifacts import paths
@@ -169,7 +174,10 @@ def test_pipeline_logs_to_a_real_tracking_server_and_fails_early_once_it_stops(
         result = run(["convbench", *args], project, MLFLOW_TRACKING_URI=secret_uri)
         assert result.returncode == 0, result.stderr
         assert SECRET not in result.stdout + result.stderr
-        assert f"View run mlp-s0 at: {uri.replace('http://', 'http://alice:***@')}/#/experiments/" in result.stdout
+        shown = re.escape(f"View run mlp-s0 at: {uri.replace('http://', 'http://alice:***@')}/#/experiments/")
+        assert re.search(rf"{shown}\d+/runs/[0-9a-f]{{32}}\?workflowType=machine_learning\n", result.stdout), (
+            result.stdout
+        )
     experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
     runs = mlflow_rest(uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     (found,) = [r for r in runs if r["info"]["run_name"] == "mlp-s0"]
@@ -220,6 +228,134 @@ def test_experiment_is_marked_for_model_training_and_a_kind_set_by_hand_stays(tm
     )
     assert tracking.training_runs_url(params, "cifar10", "http://h:1").endswith(
         "/#/experiments?workflowType=machine_learning"
+    )
+
+
+def test_rounded_keeps_seven_significant_digits_and_counts_whole() -> None:
+    assert tracking.rounded((0.975 + 0.973 + 0.974) / 3) == 0.974  # 0.9739999999999999 as computed
+    assert tracking.rounded(0.9111111164093018) == 0.9111111  # a float32 accuracy widened to float64
+    assert str(tracking.rounded(0.02160604053625562)) == "0.02160604"
+    assert (
+        tracking.rounded(-0.001388888888888889) == -0.001388889 and tracking.rounded(1.6765693647e-05) == 1.676569e-05
+    )
+    assert (
+        tracking.rounded(12345.678) == 12345.68 and tracking.rounded(1234567.8) == 1234568.0
+    )  # the integer part stays
+    assert tracking.rounded(123456789.0) == 123456789.0 and tracking.rounded(0.0) == 0.0  # counts are exact
+    assert math.isnan(tracking.rounded(math.nan)) and tracking.rounded(math.inf) == math.inf
+    exact = (
+        [k / 360 for k in range(1, 361)] + [1 + k / 7e6 for k in range(100)] + [0.1 + k * 1.3e-8 for k in range(100)]
+    )
+    assert all(tracking.rounded(v) == pytest.approx(v) for v in exact), "within one part in a million"
+
+
+def test_comparison_link_opens_this_cells_newest_finished_comparison_on_the_training_pages(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    mine = validate_params(params_with({"tracking.uri": uri, "tracking.tags": {"sweep_cell": "it's-a"}})).tracking
+    other = validate_params(params_with({"tracking.uri": uri, "tracking.tags": {"sweep_cell": "b"}})).tracking
+    comparison = {"convbench.kind": "comparison"}
+    assert tracking.comparison_run_url(mine, "digits", "http://h:1") is None
+    assert not (tmp_path / "store.db").exists(), "looking for a link creates no store"
+    with tracking.run(mine, "digits", "comparison", comparison) as logger:
+        older = logger.run_id
+    with tracking.run(mine, "digits", "cnn-s0", {"convbench.kind": "train"}) as logger:
+        pass
+    with tracking.run(other, "digits", "comparison", comparison) as logger:  # another sweep cell's, newer
+        theirs = logger.run_id
+    with pytest.raises(RuntimeError), tracking.run(mine, "digits", "comparison", comparison):  # failed: no link
+        raise RuntimeError("report failed")
+    experiment_id = MlflowClient(uri).get_run(older).info.experiment_id
+
+    link = tracking.comparison_run_url(mine, "digits", "http://127.0.0.1:5000/")
+    assert link == f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{older}?workflowType=machine_learning"
+    page = urllib.parse.urlsplit(urllib.parse.urlsplit(link).fragment)
+    assert page.path == f"/experiments/{experiment_id}/runs/{older}"
+    assert urllib.parse.parse_qs(page.query) == {"workflowType": ["machine_learning"]}
+    assert tracking.comparison_run_url(other, "digits", "http://h:1") == tracking.run_url(
+        "http://h:1", experiment_id, theirs
+    )
+    with tracking.run(mine, "digits", "comparison", comparison) as logger:
+        newest = logger.run_id
+    assert tracking.comparison_run_url(mine, "digits", "http://h:1").endswith(
+        f"/runs/{newest}?workflowType=machine_learning"
+    )
+    assert tracking.comparison_run_url(mine, "cifar10", "http://h:1") is None, "no experiment for that dataset"
+
+
+def test_comparison_run_carries_the_params_the_verdict_and_rounded_figures(workspace: Workspace) -> None:
+    client = MlflowClient(workspace.tracking_uri)
+    experiment = client.get_experiment_by_name("convbench-digits")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`convbench.kind` = 'comparison'")
+    manifest = json.loads((workspace.root / paths.prepared_manifest("digits")).read_text())
+    params = run.data.params
+    assert {k: params[k] for k in ("models", "reference", "seeds", "data.name", "train.epochs", "tune.trials")} == {
+        "models": "['cnn', 'mlp']",
+        "reference": "cnn",
+        "seeds": "[0, 1]",
+        "data.name": "digits",
+        "train.epochs": "3",
+        "tune.trials": "0",
+    }
+    assert params["data.sha256"] == manifest["sha256"] and params["report.confidence"] == "0.95"
+    assert (
+        params["architecture.cnn.settings.conv.0.channels"] == "32"
+        and params["architecture.mlp.settings.match"] == "params"
+    )
+    assert params["evaluate.rounds"] == "3" and params["probes.run"] == "['permutation']"
+    assert not any(key.startswith(("tracking", "recipe.")) for key in params), "no store address; no tuned recipes"
+
+    description = run.data.tags["mlflow.note.content"]
+    report = (workspace.root / paths.report_markdown("digits")).read_text()
+    assert "McNemar's test" in description and description in report, "the description is the report's verdict"
+
+    metrics = run.data.metrics
+    assert len(metrics) > 20 and all(tracking.rounded(v) == v for v in metrics.values()), metrics
+    accuracies = [
+        json.loads((workspace.root / paths.metrics("digits", "cnn", s)).read_text())["test_accuracy"] for s in (0, 1)
+    ]
+    assert metrics["cnn_accuracy_mean"] == tracking.rounded(sum(accuracies) / 2) == pytest.approx(sum(accuracies) / 2)
+    assert (
+        metrics["cnn_parameters"]
+        == json.loads((workspace.root / paths.metrics("digits", "cnn", 0)).read_text())["params"]
+    )
+
+
+def test_report_prints_the_link_to_its_comparison_run(workspace: Workspace, tmp_path: Path) -> None:
+    """`convbench report` on a copy of the workspace, logging to a store of its own: its line ends with the link."""
+    project = tmp_path / "project"
+    shutil.copytree(workspace.root, project, ignore=shutil.ignore_patterns("mlflow.db*", "mlruns"))
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    values = workspace.params.model_dump(mode="json")
+    values["data"]["root"], values["tracking"]["uri"] = str(project / "data" / "raw"), store
+    (project / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+
+    result = run(["convbench", "report"], project)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(store)
+    experiment_id = client.get_experiment_by_name("convbench-digits").experiment_id
+    (comparison,) = client.search_runs([experiment_id], "tags.`convbench.kind` = 'comparison'")
+    assert result.stdout.splitlines()[-1] == (
+        f"report: {paths.report_html('digits')} (and comparison.md); summary for DVC in {paths.summary('digits')}; "
+        f"MLflow run: http://127.0.0.1:5000/#/experiments/"
+        f"{experiment_id}/runs/{comparison.info.run_id}?workflowType=machine_learning (while `convbench ui` runs)"
+    )
+
+
+def test_report_link_on_a_tracking_server_is_the_servers_own_without_credentials(
+    mlflow_server: tuple[str, subprocess.Popen],
+) -> None:
+    from pipeline.ops.comparison_run import link_words
+
+    uri, _ = mlflow_server
+    params = validate_params(
+        params_with({"data.name": "digits", "tracking.uri": uri.replace("//", f"//alice:{SECRET}@")})
+    )
+    assert link_words(params) == "", "no comparison run yet"
+    with tracking.run(params.tracking, "digits", "comparison", {"convbench.kind": "comparison"}) as logger:
+        run_id = logger.run_id
+    experiment = mlflow_rest(uri, "experiments/get-by-name?experiment_name=convbench-digits")["experiment"]
+    assert link_words(params) == (
+        f"; MLflow run: {uri}/#/experiments/{experiment['experiment_id']}/runs/{run_id}?workflowType=machine_learning"
     )
 
 

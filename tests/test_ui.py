@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,10 +34,18 @@ from tests.helpers import (
 CELLS = ("cnn-s0", "cnn-s1", "mlp-s0", "mlp-s1")
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running `convbench ui`: its address, and the file holding what it printed (its stderr)."""
+
+    address: str
+    log: Path
+
+
 @pytest.fixture
-def ui(workspace: Workspace, tmp_path: Path) -> Iterator[str]:
-    """The real `convbench ui` on the workspace's store, on a free 127.0.0.1 port; yields its address."""
-    params = write_params(tmp_path / "params.yaml", {"tracking.uri": workspace.tracking_uri})
+def ui(workspace: Workspace, tmp_path: Path) -> Iterator[Served]:
+    """The real `convbench ui` on the workspace's store, on a free 127.0.0.1 port."""
+    params = write_params(tmp_path / "params.yaml", {"tracking.uri": workspace.tracking_uri, "data.name": "digits"})
     for attempt in range(2):  # a free port can be taken by a server another test worker starts at the same moment
         port = free_port()
         log = tmp_path / f"ui-{attempt}.log"  # a file, not a pipe: the server's workers outlive it and keep pipes open
@@ -59,7 +69,7 @@ def ui(workspace: Workspace, tmp_path: Path) -> Iterator[str]:
         server.wait(timeout=30)
     wait_for_start(server, lambda: answers(f"{address}/health"), log, "convbench ui")
     try:
-        yield address
+        yield Served(address, log)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
@@ -71,14 +81,14 @@ def ui(workspace: Workspace, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.skipif(chromium() is None, reason=NO_CHROMIUM)
-def test_ui_opens_on_training_runs_with_their_dataset_and_curves(workspace: Workspace, ui: str) -> None:
+def test_ui_opens_on_training_runs_with_their_dataset_and_curves(workspace: Workspace, ui: Served) -> None:
     from playwright.sync_api import sync_playwright
 
     digest = json.loads((workspace.root / paths.prepared_manifest("digits")).read_text())["sha256"][:36]
     client = MlflowClient(workspace.tracking_uri)
     experiment = client.get_experiment_by_name("convbench-digits")
     (cnn,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'cnn-s0'")
-    url = tracking.training_runs_url(workspace.params.tracking, "digits", ui)
+    url = tracking.training_runs_url(workspace.params.tracking, "digits", ui.address)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
@@ -96,7 +106,7 @@ def test_ui_opens_on_training_runs_with_their_dataset_and_curves(workspace: Work
             page.screenshot(path=str(SCREENSHOTS / "mlflow-runs.png"))
 
             page.goto(
-                f"{ui}/#/experiments/{experiment.experiment_id}/runs/{cnn.info.run_id}/model-metrics"
+                f"{ui.address}/#/experiments/{experiment.experiment_id}/runs/{cnn.info.run_id}/model-metrics"
                 f"?workflowType=machine_learning"
             )
             page.get_by_placeholder("Search metric charts").fill("val_accuracy")
@@ -115,3 +125,45 @@ def test_ui_opens_on_training_runs_with_their_dataset_and_curves(workspace: Work
     assert len(shown) == len(CELLS) and all("Train" in text for text in shown), datasets
     assert epochs_drawn >= 1 and "cnn-s0 (val_accuracy)" in chart_text, chart_text
     assert (SCREENSHOTS / "mlflow-runs.png").stat().st_size > 20_000
+
+
+@pytest.mark.skipif(chromium() is None, reason=NO_CHROMIUM)
+def test_printed_comparison_link_opens_the_run_on_the_training_pages(workspace: Workspace, ui: Served) -> None:
+    """The link `convbench ui` prints opens the comparison run as a training run: its params, verdict and figures."""
+    from playwright.sync_api import sync_playwright
+
+    client = MlflowClient(workspace.tracking_uri)
+    experiment = client.get_experiment_by_name("convbench-digits")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`convbench.kind` = 'comparison'")
+    (link,) = re.findall(r"^ui: the comparison run \(verdict, params, figures\) is at (\S+)$", ui.log.read_text(), re.M)
+    assert (
+        link
+        == f"{ui.address}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})  # tall: description, metrics, params
+            page.set_default_timeout(60_000)  # a loaded 2-core machine renders slowly
+            page.goto(link)
+            page.get_by_text(f"Parameters ({len(run.data.params)})", exact=True).wait_for()
+            sidebar = page.locator("aside nav a").all_inner_texts()
+            filed_under = page.get_by_test_id("experiment-observatory-link-runs").inner_text()
+            title = page.locator("h2").all_inner_texts()
+            body = page.inner_text("body")
+            page.screenshot(path=str(SCREENSHOTS / "mlflow-comparison-run.png"))
+        finally:
+            browser.close()
+    assert {"Runs", "Models", "Model registry"} <= set(sidebar), sidebar  # the training pages' sidebar
+    assert not {"Overview", "Evaluation runs"} & set(sidebar), sidebar  # not the GenAI one
+    assert filed_under == "Runs", "a GenAI page files a run without a logged model under 'Evaluations'"
+    assert "comparison" in title, title
+    verdict = run.data.tags["mlflow.note.content"].replace("`", "")  # rendered as Markdown: code loses its backticks
+    assert verdict.split("\n\n")[0] in body, "the description shows the verdict"
+    assert len(run.data.params) > 40 and "data.sha256" in body and "architecture.mlp.settings.width" in body
+    mean = run.data.metrics["cnn_accuracy_mean"]
+    assert re.search(rf"cnn_accuracy_mean\s+{re.escape(str(mean))}\s", body), mean
+    digits = [len(figure.replace(".", "").lstrip("0")) for figure in re.findall(r"\d+\.\d+", body)]
+    assert digits and max(digits) <= tracking.SIGNIFICANT_DIGITS, "rounded: no raw floats such as 0.9739999999999999"
+    assert (SCREENSHOTS / "mlflow-comparison-run.png").stat().st_size > 20_000

@@ -237,7 +237,10 @@ def write_confusion(predictions: dict[str, pd.DataFrame], folder: Path) -> Path:
 
 
 def _log(inputs: ReportInputs, documents: list[Path], figures: list[Path]) -> None:
-    """The comparison MLflow run: headline metrics, the report files, and every cell's run nested under it."""
+    """The comparison MLflow run: its params, the verdict as its description, headline metrics (rounded), the
+    report files, and every cell's run nested under it."""
+    from pipeline.ops import comparison_run
+
     params = inputs.params
     tags = {
         "convbench.kind": "comparison",
@@ -246,7 +249,7 @@ def _log(inputs: ReportInputs, documents: list[Path], figures: list[Path]) -> No
         "convbench.models": list(params.models),
     }
     with tracking.run(params.tracking, params.data.name, "comparison", tags) as logger:
-        logger.log_metrics(comparison_metrics(inputs.comparison))
+        comparison_run.record(logger, inputs, comparison_metrics(inputs.comparison))
         for document in documents:
             logger.log_artifact(document, "report")
         for figure in figures:
