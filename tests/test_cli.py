@@ -90,7 +90,7 @@ def test_one_cell_trains_alone_like_dvc_would(tmp_path: Path) -> None:
         result = run(["convbench", *args], tmp_path, MLFLOW_TRACKING_URI=store)
         assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "models" / "digits").iterdir()) == ["cnn-s0.pt"]
-    assert sorted(p.name for p in (tmp_path / "metrics" / "cells").glob("*.json")) == ["cnn-s0.json"]
+    assert sorted(p.name for p in (tmp_path / "results" / "digits" / "cells").glob("*.json")) == ["cnn-s0.json"]
     assert not (tmp_path / "mlflow.db").exists(), "MLFLOW_TRACKING_URI must win over the default store"
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("convbench-digits")
