@@ -172,9 +172,7 @@ def test_a_second_dataset_keeps_the_first_ones_results_and_the_overview_compares
     other = files("mnist1d")
     for names, expected in ((["mnist1d"], unchanged("mnist1d")), (["digits"], unchanged("digits"))):
         write_params(project / "params.yaml", {"data.name": names}, edit_existing=True)  # edited by hand, then repro
-        ran = repro(
-            project
-        )  # data changed, so prepare re-runs too: it rewrites the same bytes, and nothing after it runs
+        ran = repro(project)  # data changed, so prepare runs too: it rewrites the same bytes, and nothing after it
         assert ran <= expected | {f"prepare@{name}" for name in names} | {"overview"}, f"switching to {names}: {ran}"
         assert files("digits") == first and files("mnist1d") == other, "and keeps every dataset's results as they were"
     assert "## Across datasets" in (project / paths.overview_markdown()).read_text()
