@@ -401,9 +401,9 @@ def builder_source_sha256(alias: str, settings: dict[str, Any]) -> str:
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
-        found = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        found = None
+        found = importlib.util.find_spec(module_name)  # imports the parent packages of a dotted name
+    except USER_CODE_FAILURES:
+        found = None  # reported by check_user_model, which imports the module itself
     origin = getattr(found, "origin", None)
     if origin is None or not Path(origin).is_file():
         return ""  # an import failure is reported by check_user_model, with its fix
@@ -418,6 +418,12 @@ def _import_builder(config: ModelConfig) -> Callable[..., Any]:
     fix = "put the module on PYTHONPATH (or in the project folder) or fix the path"
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as exc:  # a script's top-level code, run because the module was imported
+        raise ParamsError(
+            f"model.{config.name}.builder: importing '{module_name}' called {_exit_call(exc)}, as a script's code "
+            f'does when it runs on import; put that code under `if __name__ == "__main__":` or point builder at '
+            f"a module that only defines the function"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix, named in one line
         raise ParamsError(
             f"model.{config.name}.builder: cannot import '{module_name}' ({type(exc).__name__}: "
@@ -436,11 +442,16 @@ def _build_user_model(config: ModelConfig) -> nn.Module:
     kwargs = {k: v for k, v in config.settings.items() if k not in ("builder", SOURCE_KEY)}
     try:
         module = builder(input_shape=config.input_shape, num_classes=config.num_classes, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - whatever the user's builder raises is theirs to fix, in one line
+    except USER_CODE_FAILURES as exc:  # whatever the user's builder raises is theirs to fix, in one line
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         call = f"{config.settings['builder']}(input_shape={config.input_shape}, num_classes={config.num_classes}"
+        raised = (
+            f"called {_exit_call(exc)}"
+            if isinstance(exc, SystemExit)
+            else f"raised {type(exc).__name__}: {_first_line(exc)}"
+        )
         raise ParamsError(
-            f"model.{config.name}: {config.settings['builder']} raised {type(exc).__name__}: {_first_line(exc)}; "
+            f"model.{config.name}: {config.settings['builder']} {raised}; "
             f"convbench calls it as f(input_shape, num_classes, **settings), here {call}{', ' + shown if shown else ''}) "
             f"with the other keys of model.{config.name} as settings: fix the builder or those settings"
         ) from None
@@ -461,10 +472,11 @@ def check_user_model(config: ModelConfig) -> None:
     try:
         with torch.no_grad():
             out = module.eval()(example)
-    except Exception as exc:  # noqa: BLE001 - whatever the user's forward raises is theirs to fix, in one line
+    except USER_CODE_FAILURES as exc:  # whatever the user's forward raises is theirs to fix, in one line
+        failure = _exit_call(exc) if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {_first_line(exc)}"
         raise ParamsError(
             f"model.{config.name}: the module from {config.settings['builder']} fails on an input of "
-            f"shape {tuple(example.shape)} ({type(exc).__name__}: {_first_line(exc)}); make it accept "
+            f"shape {tuple(example.shape)} ({failure}); make it accept "
             f"(batch, {', '.join(map(str, config.input_shape))})"
         ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, config.num_classes):
@@ -473,6 +485,19 @@ def check_user_model(config: ModelConfig) -> None:
             f"model.{config.name}: the module from {config.settings['builder']} returns {got} for one "
             f"input; it must return logits of shape (batch, {config.num_classes})"
         )
+
+
+# What user code (a builder's module, the builder, its forward) may raise and convbench reports in one line: any
+# error, and SystemExit, which a script's code raises through sys.exit (it would end convbench with the script's exit
+# status and no word). KeyboardInterrupt stays an interruption.
+USER_CODE_FAILURES = (Exception, SystemExit)
+
+
+def _exit_call(exc: BaseException) -> str:
+    """'sys.exit(0)' or "sys.exit('usage: ...')": the call behind a SystemExit, as the user's code spelled it."""
+    code = exc.code if isinstance(exc, SystemExit) else None
+    shown = "" if code is None else repr(code)
+    return f"sys.exit({shown if len(shown) <= 80 else shown[:75] + ' ...'})"
 
 
 def _first_line(exc: BaseException) -> str:

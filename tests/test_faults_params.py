@@ -1,0 +1,195 @@
+"""Round four of "wrong answers are worse than errors": settings the schema accepted but the pipeline could not finish
+with, YAML keys given twice, and model settings or user builders the registry could not build anything useful from.
+
+Each case runs through the real `convbench` CLI in its own copy of a trained project (house style of
+test_bad_inputs.py): one `convbench: error:` line naming the file or setting and the fix, a bounded exit, no
+traceback, and nothing written. A few checks sit beside the module they concern (the grid loader, the training loop).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import test_bad_inputs as bad_inputs
+from tests.helpers import run, write_params
+from tests.test_bad_inputs import TRAIN_CNN, Case, assert_one_error_line, snapshot
+
+trained_project = bad_inputs.trained_project  # digits downloaded, prepared and cnn-s0 trained, once per module
+project = bad_inputs.project  # a private copy of it per test
+
+INF, NAN = float("inf"), float("nan")
+PARAMS = ["convbench", "params"]
+TRAIN_MINE = ["convbench", "train", "-m", "mine", "-s", "0"]
+
+
+def settings(command: list[str], **overrides: Any) -> Callable[[Path], list[str]]:
+    """Set dotted params (`train__lr` spelled with `__`) in the project's params.yaml, then run `command`."""
+
+    def setup(root: Path) -> list[str]:
+        write_params(root / "params.yaml", {k.replace("__", "."): v for k, v in overrides.items()}, edit_existing=True)
+        return command
+
+    return setup
+
+
+def user_model(source: str, command: list[str] = TRAIN_CNN, **overrides: Any) -> Callable[[Path], list[str]]:
+    """params.yaml compares the CNN with `mine`, built by um:build from `source` in the project folder."""
+
+    def setup(root: Path) -> list[str]:
+        (root / "um.py").write_text(source)
+        values = {
+            "models": ["cnn", "mine"],
+            "model.mine": {"builder": "um:build"},
+            **{k.replace("__", "."): v for k, v in overrides.items()},
+        }
+        write_params(root / "params.yaml", values, edit_existing=True)
+        return command
+
+    return setup
+
+
+def params_text(edit: Callable[[str], str], command: list[str] = PARAMS) -> Callable[[Path], list[str]]:
+    """Edit params.yaml as text (what a dict cannot hold: a key given twice), then run `command`."""
+
+    def setup(root: Path) -> list[str]:
+        path = root / "params.yaml"
+        path.write_text(edit(path.read_text()))
+        return command
+
+    return setup
+
+
+def tuned_recipe_text(recipe_lines: str) -> Callable[[Path], list[str]]:
+    """tune.trials 2 and a tuned/digits/cnn.yaml that fits params and data, whose recipe block is `recipe_lines`."""
+
+    def setup(root: Path) -> list[str]:
+        from pipeline.core.recipes import fingerprint
+        from pipeline.params import load_params
+
+        tuning = {"models": ["cnn"], "tune.trials": 2, "tune.space.epochs": [1, 2]}  # one tuned file to forge
+        write_params(root / "params.yaml", tuning, edit_existing=True)
+        params = load_params(root / "params.yaml")
+        sha256 = json.loads((root / "data" / "prepared" / "digits" / "manifest.json").read_text())["sha256"]
+        head = {
+            "model": "cnn",
+            "tuned": True,
+            "trials": 2,
+            "fingerprint": fingerprint(params, "cnn"),
+            "dataset": "digits",
+            "dataset_sha256": sha256,
+        }
+        path = root / "tuned" / "digits" / "cnn.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(head, sort_keys=False) + "recipe:\n" + recipe_lines)
+        return TRAIN_CNN
+
+    return setup
+
+
+def grid_file(text: str, *options: str) -> Callable[[Path], list[str]]:
+    """A grid.yaml holding `text`, then `convbench sweep --grid grid.yaml`."""
+
+    def setup(root: Path) -> list[str]:
+        (root / "grid.yaml").write_text(text)
+        return ["convbench", "sweep", "--grid", "grid.yaml", *options]
+
+    return setup
+
+
+RECIPE = "  lr: 0.003\n  weight_decay: 0.0001\n  label_smoothing: 0.1\n  batch_size: 128\n"
+FINITE = ("not a finite number", ".inf and .nan")
+
+EXIT_IN_BUILDER = "import sys\n\ndef build(input_shape, num_classes):\n    sys.exit(0)\n"
+EXIT_ON_IMPORT = "import sys\n\nsys.exit(0)\n\ndef build(input_shape, num_classes):\n    pass\n"
+EXIT_WITH_TEXT = "import sys\n\ndef build(input_shape, num_classes):\n    sys.exit('usage: um.py FILE')\n"
+EXIT_IN_FORWARD = """
+import sys
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        sys.exit(3)
+
+def build(input_shape, num_classes):
+    return Net(num_classes)
+"""
+NO_PARAMETERS = """
+import torch
+
+class Constant(torch.nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], self.num_classes)
+
+def build(input_shape, num_classes):
+    return Constant(num_classes)
+"""
+FROZEN = """
+import torch
+
+def build(input_shape, num_classes):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, num_classes))
+    net.requires_grad_(False)
+    return net
+"""
+IGNORES_PARAMETERS = """
+import torch
+
+class Ignores(torch.nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], self.linear.out_features)
+
+def build(input_shape, num_classes):
+    return Ignores(num_classes)
+"""
+BATCH_NORM = """
+from torch import nn
+
+def build(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, num_classes))
+"""
+LINEAR = "from torch import nn\n\ndef build(input_shape, num_classes):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n"
+DIGITS_TRAIN = 1257  # images in the prepared digits training split: 8 batches of 157 and a last batch of one
+
+
+# a user's builder (or its module) calling sys.exit: it ended convbench with exit 0, silently
+SYS_EXIT_CASES = [
+    Case("builder-calls-sys-exit", user_model(EXIT_IN_BUILDER), 2, ("model.mine", "um:build", "sys.exit(0)")),
+    Case("builder-module-exits-on-import", user_model(EXIT_ON_IMPORT), 2, ("model.mine.builder", "'um'", "sys.exit")),
+    Case("builder-exits-with-a-message", user_model(EXIT_WITH_TEXT), 2, ("model.mine", "usage: um.py FILE")),
+    Case("user-forward-calls-sys-exit", user_model(EXIT_IN_FORWARD), 2, ("model.mine", "sys.exit(3)")),
+]
+
+
+CASES = [*SYS_EXIT_CASES]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_params_fault_fails_with_one_clear_line_and_writes_nothing(project: Path, case: Case) -> None:
+    args = case.setup(project)
+    before = snapshot(project)
+
+    result = run(args, project, timeout=90, **case.env)  # bounded: `.inf` ran bench past any limit
+
+    assert_one_error_line(result, case.exit_code, case.expected, case.absent)
+    after = snapshot(project)
+    assert sorted(set(after) - set(before)) == [], "files written by a failing command"
+    assert sorted(set(before) - set(after)) == [], "files removed by a failing command"
+    assert {name for name in before if before[name] != after[name]} == set(), "files changed by a failing command"
