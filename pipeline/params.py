@@ -38,9 +38,13 @@ def _require_unique(values: list[Any], what: str) -> list[Any]:
 
 
 class _Section(BaseModel):
-    """Base for every section: unknown keys are errors, values are immutable."""
+    """Base for every section: unknown keys are errors, values are immutable, numbers are finite.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    YAML spells infinity and NaN `.inf` and `.nan`; no setting means either (an infinite timing budget never ends,
+    an infinite weight decay turns the weights into NaN), so every float of every section refuses them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataParams(_Section):
@@ -87,7 +91,7 @@ class TrainParams(_Section):
     epochs: PositiveInt = 12
     batch_size: PositiveInt = 128
     lr: Annotated[float, Field(gt=0.0, le=10.0)] = 0.003
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0001
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0001  # with lr: lr × weight_decay < 1 (see below)
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -101,6 +105,17 @@ class TrainParams(_Section):
         """What a model is trained with: the section without the seed list and the knobs that only schedule cells."""
         return self.model_dump(mode="json", exclude=SCHEDULING)
 
+    @field_validator("weight_decay")
+    @classmethod
+    def _decay_below_one_per_step(cls, decay: float, info: ValidationInfo) -> float:
+        """AdamW's decoupled decay multiplies every weight by 1 - lr x weight_decay each step (the schedules never
+        exceed lr): at 1 or more that zeroes or flips the weights each step, past 2 it blows them up into NaN (and
+        the run would stop blaming the learning rate)."""
+        lr = info.data.get("lr")
+        if lr is not None and lr * decay >= 1:
+            raise ValueError(decay_problem(lr, decay, "train.lr"))
+        return decay
+
     @field_validator("seeds")
     @classmethod
     def _unique(cls, seeds: list[int]) -> list[int]:
@@ -112,10 +127,22 @@ class EvaluateParams(_Section):
 
     batch_size: PositiveInt = 256  # scoring the test split (a CNN scores ~3x faster on CPU than at 1024)
     throughput_batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [1, 32, 256]
-    min_run_time: Annotated[float, Field(gt=0.0)] = 0.05  # bench: seconds of timed calls per sample
+    # bench: seconds of timed calls per sample. At most a minute: torch.utils.benchmark's default sample is 0.2 s, and
+    # bench takes (throughput_batch_sizes + 1) x models x (rounds + 1) samples, so at 60 s the default comparison already
+    # times for over 30 minutes; a longer sample only waits longer (load and drift are what rounds are for).
+    min_run_time: Annotated[float, Field(gt=0.0, le=60.0)] = 0.05
     rounds: Annotated[int, Field(ge=3)] = 7
     shifts: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0, 1, 2, 3, 4]
-    noise_std: Annotated[list[Annotated[float, Field(ge=0.0)]], Field(min_length=1)] = [0.0, 0.1, 0.2, 0.3, 0.5]
+    # In units of the pixel range (1). At most 100: the image is then 1% of the noise and every model is at chance, and
+    # far larger levels overflow float32 (and bf16) into infinite inputs, NaN logits and an accuracy that only says
+    # which class argmax picks for NaN.
+    noise_std: Annotated[list[Annotated[float, Field(ge=0.0, le=100.0)]], Field(min_length=1)] = [
+        0.0,
+        0.1,
+        0.2,
+        0.3,
+        0.5,
+    ]
 
 
 class AugmentParams(_Section):
@@ -444,6 +471,7 @@ def check_tune_section(params: Params, source: str = "params.yaml") -> None:
     tune = params.tune
     if tune.trials == 0:
         return
+    check_search_space(params, source)
     for knob in RECIPE_KNOBS:
         space, shared = getattr(tune.space, knob), getattr(params.train, knob)
         if isinstance(space, list) and shared not in space:
@@ -484,6 +512,47 @@ def check_tune_section(params: Params, source: str = "params.yaml") -> None:
                 )
             for choice in choices:
                 validate_model_choice(params, alias, key, choice, source)
+
+
+def decay_problem(lr: float, decay: float, lr_name: str) -> str:
+    """Why lr x weight_decay of 1 or more cannot train, and the fix (for train and for the search space)."""
+    return (
+        f"lr × weight_decay is {lr * decay:g} with {lr_name} {lr:g}: AdamW's decoupled decay multiplies every weight "
+        f"by 1 - lr × weight_decay each step, so at 1 or more it zeroes, flips or blows up the weights; keep "
+        f"weight_decay below 1/lr = {1 / lr:g} (typical values: 1e-5 to 0.1)"
+    )
+
+
+def check_search_space(params: Params, source: str = "params.yaml") -> None:
+    """Every value a trial can draw from tune.space is one train accepts: each range's bounds are values of its knob,
+    and the largest lr and weight_decay a trial can draw together keep lr x weight_decay below 1 (otherwise the
+    best trial's recipe could be one train then refuses, after the whole tuning budget was spent)."""
+    from pydantic import TypeAdapter
+
+    space = params.tune.space
+    for knob in ("lr", "weight_decay", "label_smoothing"):
+        bounds = getattr(space, knob)
+        if bounds is None:
+            continue  # fixed at the shared recipe's value, which the train section checked
+        field = TrainParams.model_fields[knob]
+        knob_type: Any = Annotated[(field.annotation, *field.metadata)]  # the knob's type with its bounds
+        check: TypeAdapter[float] = TypeAdapter(knob_type, config=ConfigDict(allow_inf_nan=False))
+        for end in ("low", "high"):
+            value = getattr(bounds, end)
+            try:
+                check.validate_python(value)
+            except ValidationError as exc:
+                raise ParamsError(
+                    f"{source}: tune.space.{knob}.{end}: {value} is not a value train.{knob} can take "
+                    f"({plain_problem(exc.errors()[0])}); keep the search range within train.{knob}'s"
+                ) from None
+    lr = space.lr.high if space.lr is not None else params.train.lr
+    decay = space.weight_decay.high if space.weight_decay is not None else params.train.weight_decay
+    if lr * decay >= 1:
+        raise ParamsError(
+            f"{source}: tune.space: a trial can draw lr {lr} with weight_decay {decay}: "
+            f"{decay_problem(lr, decay, 'lr')}; lower tune.space.lr.high or tune.space.weight_decay.high"
+        )
 
 
 def validate_model_choice(params: Params, alias: str, key: str, value: Any, source: str) -> dict[str, Any]:
@@ -582,7 +651,12 @@ def _describe(error: Any) -> str:
         return f"{'.'.join(loc[:-1])}: too few values: item {int(loc[-1]) + 1} is missing"
     if error["type"] == "missing":
         return f"missing key '{key}'; add it (see `convbench params` and docs/params.md)"
+    if error["type"] == "finite_number":
+        return f"{key}: {NOT_FINITE} (got {_shown(error.get('input'))})"
     return f"{key}: {plain_problem(error)} (got {_shown(error.get('input'))})"
+
+
+NOT_FINITE = "not a finite number; .inf and .nan are not values convbench can train, time or score with: write a number"
 
 
 def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:

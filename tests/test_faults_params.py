@@ -178,7 +178,70 @@ SYS_EXIT_CASES = [
 ]
 
 
-CASES = [*SYS_EXIT_CASES]
+# infinities and NaN: settings the schema took and the pipeline could not finish with
+NOT_FINITE_CASES = [
+    Case(
+        "bench-min-run-time-inf",
+        settings(["convbench", "bench"], models=["cnn"], evaluate__min_run_time=INF),
+        2,
+        ("params.yaml: evaluate.min_run_time", *FINITE),
+    ),
+    Case(
+        "bench-min-run-time-absurd",
+        settings(["convbench", "bench"], models=["cnn"], evaluate__min_run_time=1e9),
+        2,
+        ("params.yaml: evaluate.min_run_time", "less than or equal to 60"),
+    ),
+    Case(
+        "weight-decay-inf",
+        settings(TRAIN_CNN, train__weight_decay=INF),
+        2,
+        ("params.yaml: train.weight_decay", *FINITE),
+    ),
+    Case(
+        "weight-decay-times-lr-at-least-one",
+        settings(TRAIN_CNN, train__weight_decay=1000.0),
+        2,
+        ("params.yaml: train.weight_decay", "lr × weight_decay", "below 1/lr"),
+    ),
+    Case("noise-std-inf", settings(PARAMS, evaluate__noise_std=[0.0, INF]), 2, ("evaluate.noise_std.1", *FINITE)),
+    Case(
+        "noise-std-absurd",
+        settings(PARAMS, evaluate__noise_std=[0.0, 1e40]),
+        2,
+        ("evaluate.noise_std.1", "less than or equal to 100"),
+    ),
+    Case(
+        "tune-space-weight-decay-inf",
+        settings(
+            PARAMS, tune__trials=2, tune__space__epochs=[1, 2], tune__space__weight_decay={"low": 0.00001, "high": INF}
+        ),
+        2,
+        ("tune.space.weight_decay.high", *FINITE),
+    ),
+    Case(
+        "tune-space-lr-beyond-train-lr",
+        settings(PARAMS, tune__trials=2, tune__space__epochs=[1, 2], tune__space__lr={"low": 0.001, "high": 100.0}),
+        2,
+        ("tune.space.lr.high", "100.0", "train.lr", "less than or equal to 10"),
+    ),
+    Case(
+        "tune-space-lr-times-weight-decay",
+        settings(PARAMS, tune__trials=2, tune__space__epochs=[1, 2], tune__space__lr={"low": 0.001, "high": 5.0}),
+        2,
+        ("tune.space", "5.0", "0.3", "lr × weight_decay"),
+    ),
+    Case(
+        "nan-names-finiteness-not-a-bound",
+        settings(PARAMS, data__val_fraction=NAN),
+        2,
+        ("data.val_fraction", *FINITE),
+    ),
+    Case("model-setting-nan", settings(PARAMS, model__mlp__tolerance=NAN), 2, ("model.mlp.tolerance", *FINITE)),
+]
+
+
+CASES = [*SYS_EXIT_CASES, *NOT_FINITE_CASES]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

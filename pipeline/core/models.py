@@ -34,9 +34,10 @@ BUILDER_ARCH = "builder"
 
 
 class Settings(BaseModel):
-    """Base of every architecture's settings: unknown keys are errors, values are immutable."""
+    """Base of every architecture's settings: unknown keys are errors, values are immutable, numbers finite (as
+    params.yaml's sections: `.inf` and `.nan` are no setting a model can be built or matched with)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,10 @@ def _describe(alias: str, schema: type[Settings], error: Any) -> str:
         return f"unknown key '{key}'; allowed keys here: {', '.join(allowed_keys(loc[:-1], schema)) or 'none'}"
     if error["type"] == "missing":
         return f"missing key '{key}'"
+    if error["type"] == "finite_number":
+        from pipeline.params import NOT_FINITE  # params imports this module's checks lazily, so no cycle at load time
+
+        return f"{key}: {NOT_FINITE} (got {error.get('input')!r})"
     return f"{key}: {plain_problem(error)} (got {error.get('input')!r})"
 
 

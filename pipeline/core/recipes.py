@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.artifacts import paths
 from pipeline.artifacts.records import TunedRecipe
 from pipeline.core.models import typed_settings
-from pipeline.errors import ConvbenchError
+from pipeline.errors import ConvbenchError, plain_problem
 from pipeline.params import RECIPE_KNOBS, Params, TrainParams
 
 
@@ -90,7 +90,7 @@ def check_recipe(params: Params, model: str, tuned: TunedRecipe, path: Path, fix
     except ValidationError as exc:
         error = exc.errors()[0]
         raise ConvbenchError(
-            f"{path}: recipe.{'.'.join(map(str, error['loc']))}: {error['msg']} "
+            f"{path}: recipe.{'.'.join(map(str, error['loc']))}: {plain_problem(error)} "
             f"(got {error.get('input')!r}); {fix} again"
         ) from None
     try:
