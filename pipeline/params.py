@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from pipeline.core.data import DATASET_NAMES
-from pipeline.errors import ParamsError, allowed_keys, plain_problem, redact
+from pipeline.errors import ConvbenchError, ParamsError, allowed_keys, plain_problem, redact
 
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -339,12 +339,14 @@ def read_params(path: Path) -> Any:
                 f"{path}: {len(text):,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,}); "
                 f"check that this is the right file"
             )
-        if _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader)) > MAX_VALUES:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if _expanded_size(node) > MAX_VALUES:
             raise ParamsError(
                 f"{path}: its YAML aliases (&name / *name) expand to more than {MAX_VALUES:,} values; "
                 f"write the settings out without nested aliases"
             )
-        raw = yaml.safe_load(text)
+        refuse_duplicate_keys(node, str(path))
+        raw = _construct(node)
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found; run from the project root or pass --params PATH") from None
     except UnicodeDecodeError as exc:
@@ -354,6 +356,90 @@ def read_params(path: Path) -> Any:
         where = f" line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
     return raw
+
+
+def load_yaml(text: str, source: str, error: type[ConvbenchError] = ParamsError) -> Any:
+    """`text` parsed as yaml.safe_load parses it, except that a key given twice in one mapping is `error`, naming
+    `source`, the line and the key: YAML's loaders keep the last value silently, so `train:` twice would drop the
+    first section's settings without a word. Every YAML file convbench reads (params.yaml, presets, -S values, sweep
+    grids, tuned recipes) goes through here; invalid YAML still raises yaml.YAMLError."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    refuse_duplicate_keys(node, source, error)
+    return _construct(node)
+
+
+def _construct(node: yaml.Node | None) -> Any:
+    """The Python values of a composed YAML document, as yaml.safe_load builds them."""
+    if node is None:
+        return None
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"  # `<<: *base`: merged keys may be overridden by the mapping's own, as YAML says
+
+
+def refuse_duplicate_keys(node: yaml.Node | None, source: str, error: type[ConvbenchError] = ParamsError) -> None:
+    """`error` for the first key (in file order) given twice in one mapping of the composed document, with its dotted
+    path and both lines. Each node is visited once, so aliases cost nothing more; keys compare as the values YAML
+    makes of them (`1` and `0x1` are the same key)."""
+    constructor = yaml.constructor.SafeConstructor()
+    found: list[tuple[int, str]] = []
+    visited: set[int] = set()
+    todo: list[tuple[yaml.Node, str]] = [] if node is None else [(node, "")]
+    while todo:
+        current, path = todo.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
+        if isinstance(current, yaml.SequenceNode):
+            todo += [(item, _join(path, str(index))) for index, item in enumerate(current.value)]
+        elif isinstance(current, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, value_node in current.value:
+                if key_node.tag == MERGE_TAG:
+                    todo.append((value_node, path))
+                    continue
+                key = _key_of(constructor, key_node)
+                todo.append((value_node, _join(path, str(key))))
+                line = key_node.start_mark.line + 1
+                if key is _UNKEYED:
+                    continue
+                if key in lines:
+                    found.append(
+                        (
+                            line,
+                            f"line {line}: key '{_join(path, str(key))}' is given twice (first on line {lines[key]})",
+                        )
+                    )
+                else:
+                    lines[key] = line
+    if found:
+        raise error(
+            f"{source}: {min(found)[1]}; YAML would silently keep only the last value, so remove one or merge them"
+        )
+
+
+_UNKEYED = object()  # a key that is no plain value (a mapping or list as key): safe_load refuses it on its own
+
+
+def _key_of(constructor: yaml.constructor.SafeConstructor, key_node: yaml.Node) -> Any:
+    """The value YAML makes of a scalar key (what the mapping is keyed by), or _UNKEYED."""
+    if not isinstance(key_node, yaml.ScalarNode):
+        return _UNKEYED
+    try:
+        key = constructor.construct_object(key_node)
+        hash(key)
+    except (yaml.YAMLError, TypeError, ValueError):
+        return _UNKEYED
+    return key
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 MAX_PARAMS_BYTES = 1 << 20

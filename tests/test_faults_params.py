@@ -241,7 +241,47 @@ NOT_FINITE_CASES = [
 ]
 
 
-CASES = [*SYS_EXIT_CASES, *NOT_FINITE_CASES]
+# keys given twice: YAML keeps the last one silently
+KEY_TWICE_CASES = [
+    Case(
+        "params-section-twice",
+        params_text(lambda text: text + "train:\n  epochs: 30\n"),
+        2,
+        ("params.yaml", "line", "'train'", "twice", "first on line"),
+    ),
+    Case(
+        "params-key-twice-in-a-section",
+        params_text(lambda text: text.replace("train:\n", "train:\n  epochs: 30\n", 1)),
+        2,
+        ("params.yaml", "'train.epochs'", "twice", "first on line"),
+    ),
+    Case(
+        "params-key-twice-in-a-flow-mapping",
+        params_text(lambda text: text.replace("report: {}", "report: {confidence: 0.9, confidence: 0.99}")),
+        2,
+        ("params.yaml", "'report.confidence'", "twice"),
+    ),
+    Case(
+        "tuned-recipe-key-twice",
+        tuned_recipe_text(RECIPE + "  epochs: 2\n  epochs: 1\n"),
+        1,
+        ("tuned/digits/cnn.yaml", "line 13", "'recipe.epochs'", "twice", "first on line 12"),
+    ),
+    Case(
+        "grid-key-twice",
+        grid_file("train.epochs: [1]\ntrain.epochs: [0]\n"),
+        2,
+        ("grid.yaml", "line 2", "'train.epochs'", "twice", "first on line 1"),
+    ),
+    Case(
+        "sweep-option-value-key-twice",
+        lambda root: ["convbench", "sweep", "-S", "model.mlp={depth: 1, depth: 0}"],
+        2,
+        ("-S 'model.mlp=", "'depth'", "twice"),
+    ),
+]
+
+CASES = [*SYS_EXIT_CASES, *NOT_FINITE_CASES, *KEY_TWICE_CASES]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -256,3 +296,22 @@ def test_params_fault_fails_with_one_clear_line_and_writes_nothing(project: Path
     assert sorted(set(after) - set(before)) == [], "files written by a failing command"
     assert sorted(set(before) - set(after)) == [], "files removed by a failing command"
     assert {name for name in before if before[name] != after[name]} == set(), "files changed by a failing command"
+
+
+def test_grid_loader_refuses_a_key_given_twice(tmp_path: Path) -> None:
+    """Beside the module: load_grid_file names the file, the line and the key, for nested mappings too."""
+    from pipeline.errors import ParamsError
+    from pipeline.ops.grid import load_grid_file
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("model.cnn.conv:\n  - {channels: 8, kernel: 3, padding: 0, pool: 2, pool: 1}\n")
+    with pytest.raises(ParamsError, match=r"grid.yaml: line 2: .*'model.cnn.conv.0.pool'.* twice"):
+        load_grid_file(path)
+
+
+def test_yaml_merge_keys_may_still_override(tmp_path: Path) -> None:
+    """A `<<: *base` merge followed by a key of its own is YAML's way to override, not a key given twice."""
+    from pipeline.params import load_yaml
+
+    text = "base: &base {epochs: 1, lr: 0.01}\ntrain:\n  <<: *base\n  epochs: 3\n"
+    assert load_yaml(text, "x.yaml")["train"] == {"epochs": 3, "lr": 0.01}

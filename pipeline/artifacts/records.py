@@ -345,8 +345,10 @@ class TunedRecipe(Record):
         redo = f"run `convbench tune --model {model}` (or `dvc repro`)"
         if not Path(path).is_file():
             raise ConvbenchError(f"{path} is missing; {redo} first")
+        from pipeline.params import load_yaml  # a key given twice is refused, as in params.yaml
+
         try:
-            content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            content = load_yaml(Path(path).read_text(encoding="utf-8"), str(path), ConvbenchError)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ConvbenchError(f"{path} is not readable YAML ({type(exc).__name__}); {redo} again") from None
         if not isinstance(content, dict) or content.get("model") != model:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ParamsError
-from pipeline.params import Params, apply_settings, dataset_names, validate_params
+from pipeline.params import Params, apply_settings, dataset_names, load_yaml, validate_params
 
 SWEEP_TAG = "sweep"
 CELL_TAG = "sweep_cell"
@@ -48,7 +48,7 @@ def parse_option(option: str) -> tuple[str, list[Any]]:
 def load_grid_file(path: Path) -> dict[str, list[Any]]:
     """Read a YAML grid: a mapping of dotted keys to lists of values (a single value is a one-item axis)."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = load_yaml(Path(path).read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise ParamsError(f"{path}: grid file not found; pass an existing YAML file to --grid") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -150,6 +150,6 @@ def _parse_value(text: str, option: str) -> Any:
     if not text:
         raise ParamsError(f"-S '{option}': empty value; separate values with single commas")
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, f"-S '{option}'")
     except yaml.YAMLError:
         raise ParamsError(f"-S '{option}': '{text}' is not a valid YAML value") from None
