@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from tests import test_bad_inputs as bad_inputs
@@ -281,7 +282,17 @@ KEY_TWICE_CASES = [
     ),
 ]
 
-CASES = [*SYS_EXIT_CASES, *NOT_FINITE_CASES, *KEY_TWICE_CASES]
+
+# model settings the registry could not build, or built nothing useful from
+UNBUILDABLE_CASES = [
+    Case(
+        "batch-norm-with-batch-size-one",
+        user_model(BATCH_NORM, TRAIN_MINE, train__batch_size=1),
+        1,
+        ("train.batch_size 1", "batch norm (BatchNorm1d)", "at least 2"),
+    ),
+]
+CASES = [*SYS_EXIT_CASES, *NOT_FINITE_CASES, *KEY_TWICE_CASES, *UNBUILDABLE_CASES]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -296,6 +307,48 @@ def test_params_fault_fails_with_one_clear_line_and_writes_nothing(project: Path
     assert sorted(set(after) - set(before)) == [], "files written by a failing command"
     assert sorted(set(before) - set(after)) == [], "files removed by a failing command"
     assert {name for name in before if before[name] != after[name]} == set(), "files changed by a failing command"
+
+
+def test_batch_norm_model_trains_when_the_last_batch_holds_one_image(project: Path) -> None:
+    """A user model with BatchNorm1d and a training split of 8 x 157 + 1 images: the batch of one (which batch norm
+    cannot train on) is dropped, as DataLoader(drop_last=True) would, and the cell trains."""
+    assert DIGITS_TRAIN % 157 == 1
+    user_model(BATCH_NORM, TRAIN_MINE, train__batch_size=157)(project)
+
+    result = run(TRAIN_MINE, project, timeout=300)
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "error" not in result.stderr, result.stderr
+    assert (project / "models" / "digits" / "mine-s0.pt").is_file()
+
+
+def test_fit_drops_only_a_last_batch_of_one_and_only_for_batch_norm() -> None:
+    """Beside the loop: a batch-norm model takes 2 steps on 2 x 4 + 1 images and scores the 8 it trained on; a model
+    without batch norm still takes the last step of one image (its results stay what they were)."""
+    from pipeline.core.data import Split, Splits
+    from pipeline.core.runtime import execution_plan, fit
+    from pipeline.params import TrainParams
+
+    generator = torch.Generator().manual_seed(0)
+    train = Split(torch.randn(9, 1, 4, 4, generator=generator), torch.arange(9) % 2)
+    data = Splits(train, Split(train.x[:4], train.y[:4]), Split(train.x[:0], train.y[:0]))
+    recipe = TrainParams(epochs=1, batch_size=4, seeds=[0], device="cpu", schedule="constant", threads=1)
+    plan = execution_plan(recipe, torch.device("cpu"), (1, 4, 4))
+
+    def steps(model: torch.nn.Module) -> int:
+        counted = []
+        model.register_forward_pre_hook(
+            lambda module, inputs: counted.append(len(inputs[0])) if module.training else None
+        )
+        fit(model, data, recipe, 0, lambda _stats: None, plan)
+        return len(counted)
+
+    with_norm = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)
+    )
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    assert steps(with_norm) == 2
+    assert steps(plain) == 3
 
 
 def test_grid_loader_refuses_a_key_given_twice(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 
 from pipeline.core.data import PreparedData, Split, Splits
 from pipeline.core.measure import Stopwatch
-from pipeline.errors import TrainingDiverged
+from pipeline.errors import ConvbenchError, TrainingDiverged
 from pipeline.params import TrainParams
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # a training batch -> its augmented copy
@@ -310,18 +310,65 @@ def _start(
     )
 
 
+def smallest_batch(model: nn.Module, dist: Distributed) -> int:
+    """The fewest images a training batch can have: one per rank, or two per rank for a model with batch norm, which
+    cannot train on a single image (its batch statistics need two)."""
+    return dist.world_size * (2 if batch_norm_layer(model) is not None else 1)
+
+
+def batch_norm_layer(model: nn.Module) -> nn.Module | None:
+    """The model's first batch-norm layer (BatchNorm1d/2d/3d, SyncBatchNorm, their lazy forms), or None."""
+    return next((m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
+
+
+def batches_per_epoch(n_train: int, batch_size: int, smallest: int) -> int:
+    """How many batches an epoch trains on: every batch but a last one smaller than `smallest` (drop_last for it)."""
+    full, last = divmod(n_train, batch_size)
+    return full + (1 if last >= smallest else 0)
+
+
+def check_batches(model: nn.Module, n_train: int, recipe: TrainParams, dist: Distributed) -> None:
+    """An epoch must train on at least one batch. A last batch smaller than `smallest_batch` is dropped, so a batch
+    size (or a training split) smaller than that would train nothing and report the untrained model as trained."""
+    smallest = smallest_batch(model, dist)
+    if min(recipe.batch_size, n_train) >= smallest:
+        return
+    layer = batch_norm_layer(model)
+    processes = f" on each of {dist.world_size} processes" if dist.world_size > 1 else ""
+    need = (
+        f"the model holds batch norm ({type(layer).__name__}), which cannot train on fewer than 2 images per "
+        f"batch{processes}"
+        if layer is not None
+        else f"each of the {dist.world_size} processes needs at least one image of every batch"
+    )
+    if recipe.batch_size < smallest:
+        raise ConvbenchError(
+            f"train.batch_size {recipe.batch_size}: {need}; set train.batch_size to at least {smallest}"
+            + (" or use a model without batch norm" if layer is not None else "")
+        )
+    raise ConvbenchError(
+        f"the training split holds {n_train} image(s), and {need}; use more training images (data.val_fraction "
+        f"and data.test_fraction take theirs from the same images)"
+    )
+
+
 def _train_epoch(
-    run: _Run, data: Split, batch_size: int, plan: ExecutionPlan, dist: Distributed
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass over the shuffled training split in index-slice batches; the summed loss and correct count."""
+    run: _Run, data: Split, batch_size: int, plan: ExecutionPlan, dist: Distributed, smallest: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over the shuffled training split in index-slice batches; the summed loss, correct count and number
+    of images trained on (a last batch smaller than `smallest` is skipped)."""
     n_train = len(data)
     device = data.x.device
     order = torch.randperm(n_train, generator=run.generator).to(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
     for start in range(0, n_train, batch_size):
-        if min(batch_size, n_train - start) < dist.world_size:
-            continue  # a last batch too small to give every rank a sample is skipped by all ranks alike
+        if min(batch_size, n_train - start) < smallest:
+            # a last batch too small to give every rank an image (with batch norm: two, as it cannot train on one) is
+            # skipped by all ranks alike, as DataLoader(drop_last=True) would; check_batches ensures others remain
+            continue
+        seen += min(batch_size, n_train - start)
         index = order[start : start + batch_size][dist.rank :: dist.world_size]
         xb, yb = data.x[index], data.y[index]
         if run.augment is not None and run.augment_generator is not None:
@@ -338,7 +385,7 @@ def _train_epoch(
     if dist.world_size > 1:
         torch.distributed.all_reduce(loss_sum)
         torch.distributed.all_reduce(correct)
-    return loss_sum, correct
+    return loss_sum, correct, seen
 
 
 def fit(
@@ -364,6 +411,7 @@ def fit(
     from a generator of its own seeded with `seed`.
     """
     dist = dist or Distributed(0, 1, 0)
+    check_batches(model, len(data.train), recipe, dist)
     plan = plan or execution_plan(recipe, data.train.x.device, tuple(data.train.x.shape[1:]))
     plan = with_threads(plan, model, data.train, recipe)
     with intra_op_threads(plan.threads.count if plan.threads else None):
@@ -392,7 +440,9 @@ def _fit(
 ) -> tuple[list[EpochStats], float]:
     """`fit` with its plan and threads settled."""
     n_train = len(data.train)
-    run = _start(model, recipe, seed, plan, recipe.epochs * -(-n_train // recipe.batch_size), dist, augment)
+    smallest = smallest_batch(model, dist)
+    steps = recipe.epochs * batches_per_epoch(n_train, recipe.batch_size, smallest)
+    run = _start(model, recipe, seed, plan, steps, dist, augment)
     plain_loss = nn.CrossEntropyLoss()  # reported for validation, like the test loss
     stopwatch = Stopwatch(data.train.x.device)
     history: list[EpochStats] = []
@@ -405,9 +455,9 @@ def _fit(
     for epoch in range(first_epoch, recipe.epochs + 1):
         model.train()
         stopwatch.start()
-        loss_sum, correct = _train_epoch(run, data.train, recipe.batch_size, plan, dist)
+        loss_sum, correct, seen = _train_epoch(run, data.train, recipe.batch_size, plan, dist, smallest)
         seconds = stopwatch.stop()
-        train_loss = loss_sum.item() / n_train
+        train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
                 f"training diverged: the training loss became {train_loss} in epoch {epoch}; "
@@ -417,7 +467,7 @@ def _fit(
         stats = EpochStats(
             epoch=epoch,
             train_loss=train_loss,
-            train_accuracy=correct.item() / n_train,
+            train_accuracy=correct.item() / seen,
             val_loss=plain_loss(val_logits, data.val.y).item(),
             val_accuracy=(val_logits.argmax(1) == data.val.y).float().mean().item(),
             lr=run.optimizer.param_groups[0]["lr"],
