@@ -286,6 +286,51 @@ KEY_TWICE_CASES = [
 # model settings the registry could not build, or built nothing useful from
 UNBUILDABLE_CASES = [
     Case(
+        "arch-and-builder-together",
+        user_model(LINEAR.replace("num_classes)", "num_classes, **settings)", 1), model__mine__arch="mlp"),
+        2,
+        ("params.yaml: model.mine", "arch", "builder", "remove one"),
+    ),
+    Case(
+        "geometry-typo",
+        settings(TRAIN_CNN, models=["cnn", "lcn"], model__lcn={"geometry": "cnnn"}),
+        2,
+        ("params.yaml: model.lcn.geometry", "'cnnn'", "cnn"),
+    ),
+    Case(
+        "settings-of-an-unregistered-alias",
+        settings(PARAMS, model__cnnn={"hidden": [64]}),
+        2,
+        ("params.yaml: model.cnnn", "not a registered model", "arch"),
+    ),
+    Case(
+        "arch-builder-without-a-builder",
+        settings(PARAMS, models=["cnn", "mine"], model__mine={"arch": "builder"}),
+        2,
+        ("params.yaml: model.mine.arch", "'builder'", "not a registered model"),
+    ),
+    Case(
+        "builder-without-parameters",
+        user_model(NO_PARAMETERS, TRAIN_MINE),
+        2,
+        ("model.mine", "no trainable parameters", "um:build"),
+    ),
+    Case(
+        "reference-without-parameters",
+        user_model(
+            NO_PARAMETERS, ["convbench", "train", "-m", "mlp", "-s", "0"], models=["mine", "mlp"], reference="mine"
+        ),
+        2,
+        ("model.mine", "no trainable parameters"),
+    ),
+    Case("builder-all-frozen", user_model(FROZEN, TRAIN_MINE), 2, ("model.mine", "no trainable parameters")),
+    Case(
+        "output-ignores-parameters",
+        user_model(IGNORES_PARAMETERS, TRAIN_MINE),
+        2,
+        ("model.mine", "does not depend on any trainable parameter"),
+    ),
+    Case(
         "batch-norm-with-batch-size-one",
         user_model(BATCH_NORM, TRAIN_MINE, train__batch_size=1),
         1,

@@ -288,20 +288,18 @@ def _raw(params: Any, alias: str) -> dict[str, Any]:
 
 
 def check_model_section(params: Any, source: str = "params.yaml") -> None:
-    """Every alias in `models` and `model` is registered or has a builder, and its settings fit its schema."""
+    """Every alias in `models` and `model` is registered or has a builder, its settings fit its schema, and a
+    geometry it copies is a model with conv blocks."""
     for alias in params.models:
-        raw = _raw(params, alias)
         if alias not in params.model and alias not in REGISTRY:
             raise ParamsError(
                 f"{source}: models: '{alias}' is not a registered model ({', '.join(REGISTRY)}); add "
                 f'model.{alias}: {{builder: "package.module:function"}} or model.{alias}: {{arch: NAME, ...}}'
             )
-        if arch_of(alias, raw) not in REGISTRY and arch_of(alias, raw) != BUILDER_ARCH:
-            raise ParamsError(
-                f"{source}: model.{alias}.arch: '{raw['arch']}' is not a registered model ({', '.join(REGISTRY)})"
-            )
-    for alias in params.model:
-        typed_settings(params, alias, source)
+    for alias in dict.fromkeys([*params.models, *params.model]):
+        settings = typed_settings(params, alias, source)
+        if "geometry" in settings:
+            check_geometry(params, alias, settings["geometry"], source)
     if params.reference is not None and params.reference not in params.models:
         raise ParamsError(
             f"{source}: reference: '{params.reference}' is not in models {params.models}; add it to "
@@ -309,10 +307,44 @@ def check_model_section(params: Any, source: str = "params.yaml") -> None:
         )
 
 
+def check_geometry(params: Any, alias: str, geometry: Any, source: str = "params.yaml") -> None:
+    """`model.<alias>.geometry` names a model (registered, or given settings under `model`) with conv blocks to copy:
+    a typo would otherwise reach `resolve` as an unknown model and end in an unexpected KeyError."""
+    shapes = [name for name in dict.fromkeys([*params.models, *params.model, *REGISTRY]) if _has_conv(params, name)]
+    if geometry in shapes:
+        return
+    known = geometry in params.model or geometry in REGISTRY
+    problem = "has no conv blocks to copy" if known else "is not a model here"
+    raise ParamsError(
+        f"{source}: model.{alias}.geometry: {geometry!r} {problem}; name a model with conv and hidden settings: "
+        f"{', '.join(shapes)}"
+    )
+
+
+def _has_conv(params: Any, alias: str) -> bool:
+    """Whether the alias resolves to settings with conv blocks (False for one that is not a valid model at all)."""
+    raw = _raw(params, alias)
+    arch = arch_of(alias, raw)
+    if arch == BUILDER_ARCH or arch not in REGISTRY:
+        return False
+    return "conv" in REGISTRY[arch].settings.model_fields
+
+
 def typed_settings(params: Any, alias: str, source: str = "params.yaml") -> dict[str, Any]:
     """The alias's settings validated by its architecture's schema, defaults filled in, as plain values."""
     raw = _raw(params, alias)
     arch = arch_of(alias, raw)
+    if "builder" in raw and "arch" in raw:
+        raise ParamsError(
+            f"{source}: model.{alias}: arch and builder are both given, but a model is either a registered "
+            f'architecture (arch: NAME) or your own (builder: "package.module:function"); remove one'
+        )
+    if (arch not in REGISTRY and arch != BUILDER_ARCH) or (arch == BUILDER_ARCH and "builder" not in raw):
+        key = f"model.{alias}.arch" if "arch" in raw else f"model.{alias}"
+        raise ParamsError(
+            f"{source}: {key}: {arch!r} is not a registered model ({', '.join(REGISTRY)}); name one with "
+            f'arch: NAME, bring your own with builder: "package.module:function", or remove model.{alias}'
+        )
     if arch == BUILDER_ARCH:
         builder = raw["builder"]
         if not isinstance(builder, str) or builder.count(":") != 1 or not all(builder.split(":")):
@@ -473,9 +505,15 @@ def check_user_model(config: ModelConfig) -> None:
     import torch
 
     module = _build_user_model(config)
+    if count_trainable(module) == 0:
+        raise ParamsError(
+            f"model.{config.name}: the module from {config.settings['builder']} has no trainable parameters "
+            f"({count_params(module):,} in all, none with requires_grad), so training could not change it and its "
+            f"scores would be those of a fixed function; return a module with trainable parameters"
+        )
     example = torch.zeros((1, *config.input_shape))
     try:
-        with torch.no_grad():
+        with torch.enable_grad():  # to see whether the output depends on the parameters training would update
             out = module.eval()(example)
     except USER_CODE_FAILURES as exc:  # whatever the user's forward raises is theirs to fix, in one line
         failure = _exit_call(exc) if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {_first_line(exc)}"
@@ -489,6 +527,12 @@ def check_user_model(config: ModelConfig) -> None:
         raise ParamsError(
             f"model.{config.name}: the module from {config.settings['builder']} returns {got} for one "
             f"input; it must return logits of shape (batch, {config.num_classes})"
+        )
+    if not out.requires_grad:
+        raise ParamsError(
+            f"model.{config.name}: the output of the module from {config.settings['builder']} does not depend on "
+            f"any trainable parameter (no gradient reaches them), so training could not change it; compute the "
+            f"logits from the module's layers (without detach or torch.no_grad)"
         )
 
 
