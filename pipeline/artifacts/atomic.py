@@ -23,7 +23,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # a read-only or full folder: name the output, not the temporary name mkstemp tried
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -94,7 +97,10 @@ def staged_folder(parent: Path) -> Iterator[Path]:
     """A temporary folder inside `parent` (same filesystem, so renames out of it are atomic), removed afterwards."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staged.", dir=parent))
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".staged.", dir=parent))
+    except OSError as exc:  # name the folder the outputs go to, not the temporary name mkdtemp tried
+        raise OSError(exc.errno, exc.strerror, str(parent)) from exc
     try:
         yield stage
     finally:

@@ -321,8 +321,7 @@ def _offline_message(name: str, folder: Path, verify: bool, exc: Exception) -> s
     reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     sub = _dataset_folder(name)
     return (
-        f"dataset '{name}' could not be downloaded ({reason}); missing files: "
-        f"{', '.join(str(p) for p in missing)}. Put them there (convbench's layout, {folder / sub}/...), or point "
+        f"dataset '{name}' could not be downloaded ({reason}); {describe_missing(missing)}. Put them there (convbench's layout, {folder / sub}/...), or point "
         f"data.root at a folder that holds them as torchvision writes them (torchvision's own layout, "
         f"<data.root>/{sub}/...); the .gz/.tar.gz archives also work. Or pick an offline dataset with data.name: "
         f"{' or '.join(OFFLINE_DATASETS)}"
@@ -420,22 +419,57 @@ def _read_cifar_pickle(path: Path) -> dict:
         raise DataError(f"{path} is not a valid CIFAR batch ({exc}); delete it and run `convbench download`") from None
 
 
+CIFAR_PIXELS = 3 * 32 * 32  # one image's bytes in a batch's `data` row
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch as (N, 3, 32, 32) uint8 images and int64 labels; any other content names the file."""
+    batch = _read_cifar_pickle(path)
+
+    def bad(problem: str) -> DataError:
+        return DataError(
+            f"{path} is not a valid CIFAR batch ({problem}); delete it and run `convbench download` to fetch it again"
+        )
+
+    if not isinstance(batch, dict):
+        raise bad(f"it holds a {type(batch).__name__}, not a dict with data and labels")
+    if "data" not in batch:
+        raise bad(f"no 'data' among its keys {', '.join(map(str, batch)) or 'none'}")
+    labels_key = next((key for key in ("labels", "fine_labels") if key in batch), None)
+    if labels_key is None:
+        raise bad(f"no 'labels' among its keys {', '.join(map(str, batch))}")
+    try:
+        data = np.asarray(batch["data"])
+        labels = np.asarray(batch[labels_key])
+    except (ValueError, TypeError) as exc:
+        raise bad(f"its arrays cannot be read ({exc})") from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_PIXELS:
+        raise bad(f"data is {data.dtype} of shape {data.shape}, not uint8 rows of {CIFAR_PIXELS} bytes (3x32x32)")
+    if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
+        raise bad(f"{len(data):,} images but labels of shape {labels.shape} ({labels.dtype}); one integer per image")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
 def _load_cifar10(folder: Path) -> RawData:
     files = [path for path, _md5 in _cifar_files(folder)]
-    batches = [_read_cifar_pickle(path) for path in files[:-1]]
+    batches = [_cifar_batch(path) for path in files[:-1]]
     meta = _read_cifar_pickle(files[-1])
+    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise DataError(
+            f"{files[-1]} is not valid CIFAR metadata (no list of label_names); delete it and run `convbench download` "
+            f"to fetch it again"
+        )
 
-    def stack(parts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        images = np.concatenate([np.asarray(p["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for p in parts])
-        labels = np.concatenate([np.asarray(p.get("labels", p.get("fine_labels")), dtype=np.int64) for p in parts])
-        return images, labels
+    def stack(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])
 
     train_images, train_labels = stack(batches[:5])
     test_images, test_labels = stack(batches[5:])
     return RawData(
         images=train_images,
         labels=train_labels,
-        classes=tuple(str(c) for c in meta["label_names"]),
+        classes=tuple(names),
         test_images=test_images,
         test_labels=test_labels,
     )
@@ -471,9 +505,22 @@ def check_files(name: str, dataset: DatasetSpec, folder: Path, verify: bool) -> 
     missing = dataset.missing(folder, verify)
     if missing:
         raise DataError(
-            f"dataset '{name}' is incomplete in {folder}: missing or failing checksum: "
-            f"{', '.join(str(p) for p in missing)}; run `convbench download`"
+            f"dataset '{name}' is incomplete in {folder}: {describe_missing(missing)}; run `convbench download` to "
+            f"fetch them again (offline: put torchvision's original files in their place)"
         )
+
+
+def describe_missing(paths: list[Path]) -> str:
+    """Which of `paths` are missing and which are there but fail their checksum (a damaged or foreign file)."""
+    corrupt = [p for p in paths if p.is_file()]
+    absent = [p for p in paths if not p.is_file()]
+    parts = [f"{', '.join(map(str, absent))} {'is' if len(absent) == 1 else 'are'} missing"] if absent else []
+    if corrupt:
+        parts.append(
+            f"{', '.join(map(str, corrupt))} {'is' if len(corrupt) == 1 else 'are'} corrupt (failing checksum: the "
+            f"md5 differs from torchvision's)"
+        )
+    return "; ".join(parts)
 
 
 def _embedded(loader: Callable[[], RawData]) -> DatasetSpec:

@@ -43,7 +43,19 @@ def dataset_spec(params: Params) -> DatasetSpec:
     """The selected dataset: a user's own declared under `dataset.<name>`, else the catalog's entry."""
     name = params.data.name
     entry = params.dataset.get(name)
-    return spec(name) if entry is None else _user_spec(name, entry, int(params.data.max_memory))
+    return spec(name) if entry is None else _user_spec(name, expanded(entry, name), int(params.data.max_memory))
+
+
+def expanded(entry: UserDataset, alias: str) -> UserDataset:
+    """`entry` with a leading ~ in its path and test_path read as a shell reads it (the home folder)."""
+    from pipeline.ops.uris import expand_user
+
+    paths = {
+        key: expand_user(value, f"dataset.{alias}.{key}")
+        for key in ("path", "test_path")
+        if (value := getattr(entry, key)) is not None
+    }
+    return entry.model_copy(update=paths)
 
 
 def _user_spec(alias: str, entry: UserDataset, max_memory: int) -> DatasetSpec:
@@ -85,19 +97,61 @@ def _ignored(path: Path) -> bool:
     return path.name.startswith(".") or path.name in IGNORED
 
 
-def _entries(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not _ignored(p))
+def _entries(folder: Path, alias: str) -> list[Path]:
+    """The entries of `folder` that may be data, in a stable order; an unreadable folder or a link to nothing stops
+    it, so no class or image is ever left out without a word."""
+    try:
+        entries = sorted(p for p in folder.iterdir() if not _ignored(p))
+    except OSError as exc:
+        raise DataError(_unreadable_folder(alias, folder, exc)) from None
+    for entry in entries:
+        _check_link(entry, alias)
+    return entries
+
+
+def _unreadable_folder(alias: str, folder: Path | str, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return (
+        f"dataset.{alias}: the folder {folder} cannot be read ({reason}), so its images would be left out; make it "
+        f"readable for this user (chmod -R u+rX) or move it out of the dataset"
+    )
+
+
+def _check_link(path: Path, alias: str) -> None:
+    """A symbolic link whose target is gone would be skipped as if it were not there: refuse it instead."""
+    if path.is_symlink() and not path.exists():
+        raise DataError(
+            f"dataset.{alias}: {path} is a symbolic link to {os.readlink(path)}, which does not exist; point the "
+            f"link at the real folder or file, or remove it"
+        )
 
 
 def _class_images(folder: Path, alias: str) -> list[Path]:
-    """Every image below one class folder (recursively, as torchvision does), in a stable order."""
+    """Every image below one class folder (recursively, as torchvision does), in a stable order.
+
+    A subfolder that cannot be read, a link to nothing, and a link back to a folder above it stop with one line.
+    """
+
+    def unreadable(exc: OSError) -> None:
+        raise DataError(_unreadable_folder(alias, exc.filename or folder, exc))
+
     images: list[Path] = []
-    for current, dirs, names in os.walk(folder, followlinks=True):
+    seen = {folder.resolve()}
+    for current, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not _ignored(Path(d)))
+        for name in dirs:
+            below = Path(current) / name
+            if below.is_symlink() and below.resolve() in seen:
+                raise DataError(
+                    f"dataset.{alias}: {below} is a symbolic link to {os.readlink(below)}, a folder already read "
+                    f"(a loop, or the same images twice); remove the link"
+                )
+            seen.add(below.resolve())
         for name in sorted(names):
             path = Path(current) / name
             if _ignored(path):
                 continue
+            _check_link(path, alias)
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 raise DataError(
                     f"dataset.{alias}: {path} is not an image (expected {', '.join(IMAGE_EXTENSIONS)}); "
@@ -115,7 +169,7 @@ def _split_folders(root: Path, alias: str) -> dict[str, Path]:
     A folder with any split folder at its top must hold nothing but split folders, so that a stray folder beside
     train/ never turns the splits into classes.
     """
-    top = [p for p in _entries(root) if p.is_dir()]
+    top = [p for p in _entries(root, alias) if p.is_dir()]
     named = {p.name: SPLIT_NAMES[p.name.lower()] for p in top if p.name.lower() in SPLIT_NAMES}
     if not named:
         return {"train": root}
@@ -134,13 +188,14 @@ def _split_folders(root: Path, alias: str) -> dict[str, Path]:
 def list_folder(entry: UserDataset, alias: str) -> Listing:
     """The classes and image files of an ImageFolder dataset, flat or split into train/ (val/, test/)."""
     root = Path(entry.path)
+    _check_link(root, alias)
     if not root.is_dir():
         what = "is a file" if root.exists() else "does not exist"
         raise DataError(
             f"dataset.{alias}.path: {root} {what}; point it at a folder with one subfolder of images per class"
         )
     folders = _split_folders(root, alias)
-    classes = tuple(p.name for p in _entries(folders["train"]) if p.is_dir())
+    classes = tuple(p.name for p in _entries(folders["train"], alias) if p.is_dir())
     if not classes:
         raise DataError(
             f"dataset.{alias}: {folders['train']} has no class subfolders; lay it out as {folders['train']}/<class>/<image>"
@@ -152,7 +207,7 @@ def list_folder(entry: UserDataset, alias: str) -> Listing:
         )
     splits: dict[str, list[tuple[Path, int]]] = {}
     for split, folder in folders.items():
-        present = [p for p in _entries(folder) if p.is_dir()]
+        present = [p for p in _entries(folder, alias) if p.is_dir()]
         unknown = [p.name for p in present if p.name not in classes]
         if unknown:
             raise DataError(
@@ -182,7 +237,7 @@ def _decode_one(path: Path, decoding: Decoding, alias: str) -> np.ndarray:
 
     try:
         with Image.open(path) as opened:
-            image = _eight_bit(opened)
+            image = _eight_bit(_upright(opened))
             target = "L" if (decoding.channels or _natural_channels(image.mode)) == 1 else "RGB"
             image = image if image.mode == target else image.convert(target)
             if decoding.size is not None and image.size != decoding.size[::-1]:
@@ -191,6 +246,18 @@ def _decode_one(path: Path, decoding: Decoding, alias: str) -> np.ndarray:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(_unreadable(alias, path, exc)) from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+ORIENTATION = 0x0112  # the EXIF tag phones set instead of rotating the pixels they store
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: turned by its EXIF orientation where it has one (most phone photos)."""
+    from PIL import ImageOps
+
+    if image.getexif().get(ORIENTATION, 1) in (0, 1):
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
@@ -501,9 +568,24 @@ def _load_npz(entry: UserDataset, alias: str, max_memory: int, files: contextlib
 
 
 def _class_names(entry: UserDataset, archive: np.lib.npyio.NpzFile, seen: int, alias: str) -> tuple[str, ...]:
-    """Declared names, else the file's `classes` array, else '0'..'K-1' for the labels seen."""
+    """Declared names, else the file's `classes` array, else '0'..'K-1' for the labels seen; each name once, since
+    the per-class results are keyed by name (two classes of one name would share one accuracy)."""
     if entry.classes is not None:
-        return tuple(entry.classes)
-    if "classes" in archive.files:
-        return tuple(str(c) for c in _read(archive, "classes", alias, str(entry.path)))
-    return tuple(str(c) for c in range(seen))
+        names, where = tuple(entry.classes), f"dataset.{alias}.classes"
+    elif "classes" in archive.files:
+        names = tuple(_text(c) for c in _read(archive, "classes", alias, str(entry.path)).ravel())
+        where = f"the classes array in {entry.path}"
+    else:
+        return tuple(str(c) for c in range(seen))
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(
+            f"dataset.{alias}: {where} names {', '.join(map(repr, twice))} more than once; give every class its own "
+            f"name"
+        )
+    return names
+
+
+def _text(value: object) -> str:
+    """A class name from an array: bytes (as NumPy keeps b'cat') decoded, anything else as its text."""
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)

@@ -221,6 +221,26 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+MAX_KEY = 250  # the longest metric, param or tag name MLflow's stores accept (MAX_ENTITY_KEY_LENGTH)
+_KEY_CHARACTERS = re.compile(r"[^\w.\- /]")  # MLflow's allowed characters, less the colon Windows refuses
+
+
+def metric_key(key: str) -> str:
+    """`key` as a metric name every MLflow store accepts: unchanged when it already is one; else, as a name built
+    from a user's class name ("test_accuracy_class_men's"), each refused character (and any '/' or '.' that would
+    make the name a file path MLflow refuses) turned into '_', cut to fit, and suffixed with a short hash of the
+    original, so two names that differ only in what was replaced never share one metric."""
+    cleaned = _KEY_CHARACTERS.sub("_", key)
+    cleaned = re.sub(r"/+", "/", cleaned).strip("/")
+    cleaned = "/".join("_" if part in (".", "..") else part for part in cleaned.split("/")) or "_"
+    if cleaned == key and len(key) <= MAX_KEY:
+        return key
+    import hashlib
+
+    suffix = "-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    return cleaned[: MAX_KEY - len(suffix)] + suffix
+
+
 class RunLogger:
     """Logs to one MLflow run through an explicit client; metrics go in batches, optionally in the background.
 
@@ -258,7 +278,7 @@ class RunLogger:
         store; flush() (called when the run ends, also on failure) waits for the queue.
         """
         now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        items = [Metric(metric_key(key), float(value), now, step) for key, value in metrics.items()]
         for start in range(0, len(items), MAX_BATCH):
             batch = items[start : start + MAX_BATCH]
             if synchronous:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import DataError
 from pipeline.params import DataParams
 
 SQLITE = "sqlite:///"
@@ -29,9 +30,27 @@ def absolute_sqlite(uri: str, project: Path) -> str:
     return f"{SQLITE}{absolute_path(path, project)}{mark}{query}"
 
 
-def absolute_path(path: str | Path, project: Path) -> str:
-    """`path` as an absolute path string, a relative one taken from `project`."""
+def expand_user(path: str | Path, setting: str = "") -> Path:
+    """`path` with a leading ~ or ~user read as a shell reads it: that home folder, never a folder named '~'.
+
+    `setting` (data.root, dataset.<alias>.path, ...) is named when the home folder cannot be found.
+    """
     given = Path(path)
+    if not str(given).startswith("~"):
+        return given
+    try:
+        return given.expanduser()
+    except RuntimeError:  # no such user, or no HOME: a folder literally named '~' would be wrong
+        where = f"{setting}: " if setting else ""
+        raise DataError(
+            f"{where}{path}: cannot expand {given.parts[0]!r} (no such user, or $HOME is not set); write the full "
+            f"path instead"
+        ) from None
+
+
+def absolute_path(path: str | Path, project: Path) -> str:
+    """`path` as an absolute path string: ~ expanded, a relative one taken from `project`."""
+    given = expand_user(path)
     return str(given if given.is_absolute() else (project / given).resolve())
 
 

@@ -78,13 +78,16 @@ def _pair_verdict(comparison: Comparison, model: str) -> str:
 
 
 def per_class_frame(inputs: ReportInputs) -> pd.DataFrame:
-    """Each class's test accuracy (its recall) per model, from the confusion matrices summed over seeds."""
+    """Each class's test accuracy (its recall) per model, from the confusion matrices summed over seeds; a class
+    the test split has no images of has no accuracy, and says so rather than showing 0.000."""
     grouped = by_model(inputs.metrics)
     columns = {}
     for model in inputs.comparison.models:
         matrix = np.sum([np.asarray(c.confusion_matrix) for c in grouped[model]], axis=0)
         recall = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
-        columns[inputs.labels[model]] = [f"{r:.3f}" for r in recall]
+        columns[inputs.labels[model]] = [
+            f"{r:.3f}" if n else "no test images" for r, n in zip(recall, matrix.sum(axis=1))
+        ]
     support = np.asarray(grouped[inputs.comparison.models[0]][0].confusion_matrix).sum(axis=1)
     return pd.DataFrame({"Class": [str(c) for c in inputs.prepared.classes], "Test images": support, **columns})
 

@@ -134,7 +134,8 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
     logits = predict_logits(model, test_x, settings.batch_size, plan)
     predictions = logits.argmax(1)
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
+    support = confusion.sum(1)
+    per_class = (confusion.diag().double() / support.clamp_min(1).double()).tolist()
     metrics = CellMetrics(
         **{
             "model": cell.model,
@@ -156,7 +157,8 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
                 json.dumps(checkpoint.config.to_dict(), sort_keys=True),
             ),
             "robustness": measure_robustness(model, plan, prepared, test_y, settings),
-            "per_class_accuracy": dict(zip(prepared.classes, per_class)),
+            # a class with no test images has no accuracy (not 0): it is left out, and the report says so
+            "per_class_accuracy": {c: a for c, a, n in zip(prepared.classes, per_class, support.tolist()) if n},
             "confusion_matrix": confusion.tolist(),
             "context": device_context(device, plan.dtype_name),
             "units": UNITS,

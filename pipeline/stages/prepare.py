@@ -22,8 +22,9 @@ from pipeline.core.data import (
     check_files,
     tensors_sha256,
 )
-from pipeline.core.sources import dataset_spec, declared_paths
+from pipeline.core.sources import dataset_spec, declared_paths, expanded
 from pipeline.errors import DataError
+from pipeline.ops.uris import expand_user
 from pipeline.params import Params
 
 
@@ -116,11 +117,11 @@ def channel_statistics(images: torch.Tensor, chunk: int = 4096) -> tuple[list[fl
 def prepare(params: Params) -> PrepareResult:
     """Split the raw dataset, save uint8 tensors and a JSON manifest (both written atomically)."""
     data, name = params.data, params.data.name
-    folder = paths.raw_dir(data.root, name)
+    folder = paths.raw_dir(expand_user(data.root, "data.root"), name)
     dataset = dataset_spec(params)
     check_files(name, dataset, folder, data.verify_checksums)
     raw = dataset.load(folder)
-    declared = params.dataset.get(name)
+    declared = expanded(params.dataset[name], name) if name in params.dataset else None
     fix = None if declared is None else f"fix the labels in {' or '.join(map(str, declared_paths(declared)))}"
     check_consistent(raw, name, folder, fix)
     prepared = split(raw, data.val_fraction, data.test_fraction, data.split_seed)

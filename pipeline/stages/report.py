@@ -73,16 +73,82 @@ def load_metrics(names: list[str], seeds: list[int], dataset: str) -> list[CellM
     return metrics
 
 
-def load_curves(dataset: str, names: list[str], seeds: list[int]) -> pd.DataFrame:
-    """Per-epoch curves of every cell, with model and seed columns."""
+CURVE_FILE_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "elapsed_seconds",
+)  # what the train stage writes, one row per epoch
+
+
+def _read_csv(path: Path, redo: str) -> pd.DataFrame:
+    """A CSV convbench wrote, every field read as the text it is: a class named None, NA or 01 stays that name
+    (pandas' defaults would turn them into NaN or the number 1). A file that is not such a CSV is one line."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:  # UnicodeDecodeError is a ValueError
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConvbenchError(f"{path} is not a readable CSV file ({reason}); {redo}") from None
+
+
+def _damaged(path: Path, problem: str, redo: str) -> ConvbenchError:
+    return ConvbenchError(f"{path} {problem}, so it is damaged or was not written by this convbench; {redo}")
+
+
+def load_curves(
+    dataset: str, names: list[str], seeds: list[int], epochs: dict[tuple[str, int], int] | None = None
+) -> pd.DataFrame:
+    """Per-epoch curves of every cell, with model and seed columns, each checked as it is read: the train stage's
+    columns, all numbers, and one row per epoch 1..N (N from the cell's metrics, where `epochs` gives it)."""
     found = _cell_files(dataset, names, seeds, paths.curves, "train")
-    return pd.concat([pd.read_csv(path).assign(model=m, seed=s) for m, s, path in found], ignore_index=True)
+    frames = []
+    for model, seed, path in found:
+        redo = f"run `convbench train --dataset {dataset} --model {model} --seed {seed}` to write it again"
+        text = _read_csv(path, redo)
+        missing = [c for c in CURVE_FILE_COLUMNS if c not in text.columns]
+        if missing:
+            raise _damaged(path, f"lacks the column(s) {', '.join(missing)}", redo)
+        numbers = text[list(CURVE_FILE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+        bad = numbers.isna() | ~np.isfinite(numbers.to_numpy(dtype=float))
+        if bad.to_numpy().any():
+            row, column = next((r, c) for r, c in zip(*np.nonzero(bad.to_numpy())))
+            value = text[CURVE_FILE_COLUMNS[column]].iloc[row]
+            raise _damaged(
+                path, f"has {value!r} as {CURVE_FILE_COLUMNS[column]} in row {row + 1} where a number belongs", redo
+            )
+        expected = (epochs or {}).get((model, seed), len(numbers))
+        if numbers["epoch"].tolist() != list(range(1, expected + 1)):
+            raise _damaged(
+                path,
+                f"has {len(numbers)} row(s) with epochs {_epochs_text(numbers['epoch'].tolist())}, not one row for "
+                f"each of the {expected} epochs the cell was trained",
+                redo,
+            )
+        frames.append(numbers.astype({"epoch": "int64"}).assign(model=model, seed=seed))
+    return pd.concat(frames, ignore_index=True)
 
 
-def load_predictions(dataset: str, names: list[str], seeds: list[int]) -> dict[tuple[str, int], pd.DataFrame]:
-    """Every cell's test predictions (label, prediction), refused unless all cells scored the same test images."""
+def _epochs_text(values: list[float]) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:6])
+    return f"{shown}, ..." if len(values) > 6 else shown or "none"
+
+
+def load_predictions(
+    dataset: str,
+    names: list[str],
+    seeds: list[int],
+    classes: tuple[str, ...] | None = None,
+    test_size: int | None = None,
+) -> dict[tuple[str, int], pd.DataFrame]:
+    """Every cell's test predictions (label, prediction) as class names, each checked as it is read: one row per test
+    image (`test_size`), and every label and prediction one of the dataset's `classes`; then refused unless all cells
+    scored the same test images."""
     found = _cell_files(dataset, names, seeds, paths.predictions, "evaluate")
-    frames = {(m, s): pd.read_csv(path) for m, s, path in found}
+    frames = {(m, s): _predictions(path, dataset, m, s, classes, test_size) for m, s, path in found}
     reference = frames[(names[0], seeds[0])]
     for (model, seed), frame in frames.items():
         if len(frame) != len(reference) or not frame["label"].equals(reference["label"]):
@@ -92,6 +158,30 @@ def load_predictions(dataset: str, names: list[str], seeds: list[int]) -> dict[t
                 f"the same split"
             )
     return frames
+
+
+def _predictions(
+    path: Path, dataset: str, model: str, seed: int, classes: tuple[str, ...] | None, test_size: int | None
+) -> pd.DataFrame:
+    """One cell's predictions CSV, checked against the prepared test split."""
+    redo = f"run `convbench evaluate --dataset {dataset} --model {model} --seed {seed}` to write it again"
+    frame = _read_csv(path, redo)
+    missing = [c for c in ("index", "label", "prediction") if c not in frame.columns]
+    if missing:
+        raise _damaged(path, f"lacks the column(s) {', '.join(missing)}", redo)
+    if test_size is not None and len(frame) != test_size:
+        raise _damaged(path, f"has {len(frame):,} row(s) for the {test_size:,} test images", redo)
+    if frame["index"].tolist() != [str(i) for i in range(len(frame))]:
+        raise _damaged(path, "does not number its rows 0, 1, 2, ... (rows are missing or out of order)", redo)
+    if classes is not None:
+        known = set(classes)
+        for column in ("label", "prediction"):
+            unknown = [v for v in frame[column] if v not in known]
+            if unknown:
+                raise _damaged(
+                    path, f"has {column} {unknown[0]!r}, which is not one of the dataset's {len(known)} classes", redo
+                )
+    return frame[["label", "prediction"]]
 
 
 def correctness(
@@ -120,10 +210,10 @@ def gather(params: Params, figures_dir: Path) -> ReportInputs:
     """Every artifact the report reads, each checked current, and the comparison computed from them."""
     seeds, names, dataset = list(params.train.seeds), list(params.models), params.data.name
     metrics = load_metrics(names, seeds, dataset)
-    curves = load_curves(dataset, names, seeds)
-    predictions = load_predictions(dataset, names, seeds)
-    right = correctness(predictions, names, seeds)
+    curves = load_curves(dataset, names, seeds, {(m.model, m.seed): m.epochs for m in metrics})
     prepared = load_prepared(paths.prepared_tensors(dataset), paths.prepared_manifest(dataset))
+    predictions = load_predictions(dataset, names, seeds, prepared.classes, len(prepared.splits.test))
+    right = correctness(predictions, names, seeds)
     resolved = cells.resolve(params, prepared, names, seeds)
     trained = {c.name: c.trained(prepared) for c in resolved}
     configs = {c.model: c.config for c in resolved}
