@@ -47,7 +47,7 @@ from pipeline.errors import ConvbenchError, TrainingDiverged
 from pipeline.ops import progress, tracking
 from pipeline.ops.cells import portable
 from pipeline.ops.cluster import check_listening, connect, is_local_address
-from pipeline.ops.uris import absolute_path, absolute_sqlite
+from pipeline.ops.uris import absolute_path, absolute_sqlite, sqlite_uri
 from pipeline.params import RECIPE_KNOBS, Params, validate_params
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -203,7 +203,7 @@ class Objective:
 
 def default_storage(dataset: str, model: str) -> str:
     """SQLite under tuned/<dataset>/: every finished trial is committed before the next starts, so a kill loses none."""
-    return f"sqlite:///{paths.study_storage(dataset, model).resolve()}"
+    return sqlite_uri(paths.study_storage(dataset, model).resolve())
 
 
 def study_storage(storage: str | None, dataset: str, model: str) -> str:

@@ -1,0 +1,71 @@
+"""Faults of the machinery around the stages, each through the real `convbench` CLI: killed workers, signals
+while a sweep queues or an upload runs, a busy UI port, odd characters in the project's path, failing Optuna
+trials and a small address-space limit. Each ends with one line (or the interrupt status) in bounded time."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.artifacts import paths
+from tests.helpers import QUICK, run, write_params
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """digits downloaded and prepared once by the real CLI (1 epoch, 1 seed, no logged model)."""
+    root = tmp_path_factory.mktemp("prepared")
+    write_params(root / "params.yaml", {**QUICK, "data.name": ["digits"], "train.device": "cpu"})
+    for args in (["convbench", "download"], ["convbench", "prepare"]):
+        result = run(args, root, timeout=300)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def project(prepared: Path, target: Path, **overrides: object) -> Path:
+    """A copy of the prepared project at `target` with more params; MLflow's store is the default one."""
+    shutil.copytree(prepared, target)
+    if overrides:
+        write_params(target / "params.yaml", overrides, edit_existing=True)
+    return target
+
+
+def _wait(condition, seconds: float, what: str, process: subprocess.Popen | None = None):
+    """Poll `condition` until it holds (returning its value); fail after `seconds` or when `process` exits first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the process exited ({process.returncode}) before {what}: {(out or '')[-1500:]}{err[-2000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {seconds}s waiting for {what}")
+
+
+# --- odd characters in the project's path ------------------------------------------------------------------------
+
+
+def test_a_project_path_with_uri_characters_keeps_its_stores_inside(prepared: Path, tmp_path: Path) -> None:
+    """'?' cut the default sqlite:///<project>/mlflow.db (and the study storage) short; '%41' was decoded to 'A'."""
+    parent = tmp_path / "odd"
+    parent.mkdir()
+    tune = {"models": ["cnn"], "tune.trials": 1, "tune.seeds": [0], "tune.startup_trials": 1, "tune.space.epochs": [1]}
+    root = project(prepared, parent / "p?q#r%41s", **tune)
+    for args in (["tune"], ["train"]):
+        done = run(["convbench", *args], root, timeout=300, MLFLOW_TRACKING_URI="")
+        assert done.returncode == 0, done.stderr[-2000:]
+    # (MLflow's default artifact folder of a new experiment is a plain path its own file store percent-decodes, so
+    # with '%41' the artifacts still land in 'p?q#rAs'; no database or lock may land beside the project)
+    beside = [p.name for p in parent.rglob("*") if root not in (p, *p.parents) and p.is_file() and ".db" in p.name]
+    assert beside == [] and not (parent / "p").exists(), "no store is opened beside the project"
+    assert (root / "mlflow.db").is_file() and (root / paths.study_storage("digits", "cnn")).is_file()
+    client = MlflowClient(f"sqlite:///{(root / 'mlflow.db').as_posix().replace('%', '%25').replace('?', '%3F')}")
+    runs = client.search_runs([client.get_experiment_by_name("convbench-digits").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "tune-cnn", "tune-cnn-t0"]
