@@ -569,6 +569,7 @@ def ui(
                 f"in a browser (`convbench ui` serves local stores such as sqlite:///mlflow.db)"
             )
         check_reachable(uri)  # rejects a SQLite URI without a file
+        _check_bindable(host, port)  # MLflow's server would only log its failure to bind, and exit 0
         address = f"http://{host}:{port}"
         page = training_runs_url(params.tracking, params.data.name, address)
         typer.echo(f"ui: serving {redact(uri)}; the training runs of {params.data.name} are at {page}", err=True)
@@ -587,6 +588,29 @@ def ui(
         )
 
     _stage(run, params_path)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Fail with one line when the UI could not listen at host:port (a port in use, an address not of this host)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
+            probe.bind(address)
+    except socket.gaierror as exc:
+        raise ConvbenchError(f"--host {host}: not an address of this machine ({exc.strerror}); fix --host") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConvbenchError(
+                f"port {port} on {host} is already in use (another `convbench ui` or server?); stop that process "
+                f"or pick a free port with --port"
+            ) from None
+        raise ConvbenchError(
+            f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --host or --port"
+        ) from None
 
 
 def main() -> None:

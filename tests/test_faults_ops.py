@@ -5,6 +5,7 @@ trials and a small address-space limit. Each ends with one line (or the interrup
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.artifacts import paths
 from tests.helpers import QUICK, run, write_params
+from tests.test_bad_inputs import assert_one_error_line
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +71,17 @@ def test_a_project_path_with_uri_characters_keeps_its_stores_inside(prepared: Pa
     client = MlflowClient(f"sqlite:///{(root / 'mlflow.db').as_posix().replace('%', '%25').replace('?', '%3F')}")
     runs = client.search_runs([client.get_experiment_by_name("convbench-digits").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["cnn-s0", "tune-cnn", "tune-cnn-t0"]
+
+
+# --- the UI ------------------------------------------------------------------------------------------------------
+
+
+def test_ui_on_a_port_in_use_is_one_line_naming_the_port(prepared: Path, tmp_path: Path) -> None:
+    """MLflow's server only logged that it could not bind, and `convbench ui` exited 0."""
+    root = project(prepared, tmp_path / "p")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(["convbench", "ui", "--port", str(port)], root, timeout=120, MLFLOW_TRACKING_URI="")
+    assert_one_error_line(result, 1, (f"port {port} on 127.0.0.1 is already in use", "--port"))
