@@ -4,6 +4,7 @@ trials and a small address-space limit. Each ends with one line (or the interrup
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -85,3 +86,49 @@ def test_ui_on_a_port_in_use_is_one_line_naming_the_port(prepared: Path, tmp_pat
         port = taken.getsockname()[1]
         result = run(["convbench", "ui", "--port", str(port)], root, timeout=120, MLFLOW_TRACKING_URI="")
     assert_one_error_line(result, 1, (f"port {port} on 127.0.0.1 is already in use", "--port"))
+
+
+# --- a failing Optuna trial --------------------------------------------------------------------------------------
+
+RAISING = """
+from torch import nn
+
+
+class Raising(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError("this model cannot train")
+        return self.head(x.flatten(1))
+"""
+
+
+def test_a_trial_whose_training_raises_prints_only_convbench_line(prepared: Path, tmp_path: Path) -> None:
+    """Optuna logged 'Trial 0 failed with parameters: ...' and the trial's traceback before convbench's line."""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "raising_zoo.py").write_text(RAISING)
+    root = project(
+        prepared,
+        tmp_path / "p",
+        **{
+            "models": ["cnn", "raising"],
+            "model.raising": {"builder": "raising_zoo:Raising"},
+            "tune.trials": 1,
+            "tune.seeds": [0],
+            "tune.startup_trials": 1,
+            "tune.space.epochs": [1],
+        },
+    )
+    logs = tmp_path / "logs"
+    path = os.pathsep.join([str(zoo), *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = run(
+        ["convbench", "tune", "-m", "raising"], root, timeout=300, PYTHONPATH=path, CONVBENCH_LOG_DIR=str(logs)
+    )
+    assert "Trial 0 failed" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("convbench: error: unexpected RuntimeError: this model cannot train"), result.stderr
+    assert "Traceback" not in result.stderr and result.returncode == 1
