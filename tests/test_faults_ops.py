@@ -4,8 +4,10 @@ trials and a small address-space limit. Each ends with one line (or the interrup
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -15,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.artifacts import paths
-from tests.helpers import QUICK, run, write_params
+from tests.helpers import QUICK, env, run, write_params
 from tests.test_bad_inputs import assert_one_error_line
 
 
@@ -132,3 +134,60 @@ def test_a_trial_whose_training_raises_prints_only_convbench_line(prepared: Path
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("convbench: error: unexpected RuntimeError: this model cannot train"), result.stderr
     assert "Traceback" not in result.stderr and result.returncode == 1
+
+
+# --- a worker killed mid-cell ------------------------------------------------------------------------------------
+
+
+def _lock_holders(root: Path) -> dict[str, int]:
+    """Cell -> pid of the process holding its lock now (the lock file says 'pid N')."""
+    found = {}
+    for lock in (root / paths.models_dir("digits")).glob("*.lock"):
+        try:
+            found[lock.stem] = int(lock.read_text().removeprefix("pid "))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_a_worker_killed_mid_cell_fails_that_cell_and_the_others_finish(prepared: Path, tmp_path: Path) -> None:
+    """multiprocessing.Pool loses the task of a worker that dies: the stage waited for its cell forever."""
+    root = project(prepared, tmp_path / "p", **{"models": ["cnn", "mlp"], "train.epochs": 60, "train.workers": 2})
+    parent = subprocess.Popen(
+        ["convbench", "train"],
+        cwd=root,
+        env=env(MLFLOW_TRACKING_URI=""),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        held = _wait(
+            lambda: {
+                cell: pid
+                for cell, pid in _lock_holders(root).items()
+                if pid != parent.pid and (root / paths.models_dir("digits") / f"{cell}.resume.pt").exists()
+            },
+            240,
+            "the worker's cell to save its first epoch",
+            parent,
+        )
+        ((cell, worker),) = held.items()
+        os.kill(worker, signal.SIGKILL)  # the out-of-memory killer's way
+        _out, err = parent.communicate(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+    other = "mlp-s0" if cell == "cnn-s0" else "cnn-s0"
+    assert parent.returncode == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"convbench: error: train: 1 of 2 cell(s) failed (1 finished): {cell}: worker pid {worker} was killed by "
+        f"signal 9 (SIGKILL, the out-of-memory killer's way? see `dmesg`) while running train for {cell}; its "
+        f"resume state is kept: run the command again to resume it"
+    )
+    assert (root / paths.models_dir("digits") / f"{other}.pt").is_file(), "the other cell finished"
+    assert (root / paths.models_dir("digits") / f"{cell}.resume.pt").is_file(), "the killed cell can resume"
+    again = run(["convbench", "train"], root, timeout=400, MLFLOW_TRACKING_URI="")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (root / paths.models_dir("digits") / f"{cell}.pt").is_file()
