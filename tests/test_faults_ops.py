@@ -17,7 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.artifacts import paths
-from tests.helpers import QUICK, env, run, write_params
+from pipeline.cli import INTERRUPTED
+from tests.helpers import QUICK, copy_project, env, run, write_params
 from tests.test_bad_inputs import assert_one_error_line
 
 
@@ -191,3 +192,58 @@ def test_a_worker_killed_mid_cell_fails_that_cell_and_the_others_finish(prepared
     again = run(["convbench", "train"], root, timeout=400, MLFLOW_TRACKING_URI="")
     assert again.returncode == 0, again.stderr[-2000:]
     assert (root / paths.models_dir("digits") / f"{cell}.pt").is_file()
+
+
+# --- a stopped DVC-queue sweep -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stop", "marker"),
+    [(signal.SIGINT, "sweep: queued stop-0"), (signal.SIGTERM, "DVC queue worker(s)")],
+    ids=["ctrl-c-while-queueing", "sigterm-while-waiting"],
+)
+def test_a_stopped_sweep_leaves_nothing_in_dvc_queue_and_no_worker(
+    tmp_path: Path, stop: signal.Signals, marker: str
+) -> None:
+    """Ctrl-C while queueing left the queued cells to run at the next `dvc queue start`; SIGTERM while waiting left
+    the queue worker running (and the cells with it)."""
+    root = copy_project(tmp_path / "p", **{"data.name": "digits", "train.epochs": 200})
+    log = tmp_path / "sweep.log"
+    with log.open("w") as out:
+        sweep = subprocess.Popen(
+            ["convbench", "sweep", "-S", "train.lr=0.001,0.002,0.003", "--name", "stop"],
+            cwd=root,
+            env=env(MLFLOW_TRACKING_URI=""),
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        _wait(lambda: marker in log.read_text(), 300, f"'{marker}'", sweep)
+        sweep.send_signal(stop)
+        _out, err = sweep.communicate(timeout=180)
+        status = run(["dvc", "queue", "status"], root, timeout=120).stdout
+        deadline = time.monotonic() + 60  # `dvc queue stop` is asynchronous: a worker ends in a moment
+        while _queue_workers(root) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        workers = _queue_workers(root)
+    finally:
+        sweep.kill()
+        run(["dvc", "queue", "stop", "--kill"], root, timeout=120)  # whatever the outcome, no worker outlives the test
+    assert sweep.returncode == 130, err
+    assert "stop-" not in status, status
+    assert workers == [], "no DVC queue worker is left running"
+    assert err.strip().splitlines()[-1] == f"convbench: interrupted; {INTERRUPTED['sweep']}", err
+
+
+def _queue_workers(root: Path) -> list[int]:
+    """Live `dvc exp queue-worker` processes (and `dvc queue start`, their parent) of the project at `root`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes()
+            if proc.name.isdigit() and b"queue" in command and Path(os.readlink(proc / "cwd")) == root:
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
