@@ -34,6 +34,29 @@ class TrainingDiverged(ConvbenchError):
     """The training loss became non-finite: the recipe (usually its learning rate) does not suit the model."""
 
 
+_stopped_by: int | None = None  # the stop signal this process received (see note_stop), None if none
+
+
+def note_stop(signum: int) -> None:
+    """Remember that a stop signal (Ctrl-C, SIGTERM, SIGHUP) reached this process, whatever becomes of the
+    KeyboardInterrupt raised for it: a library may turn it into an error of its own (MLflow's SQL store makes an
+    interrupt inside SQLite a store error) or swallow it (an `except` that keeps going), and the command must still
+    end with the interrupt status."""
+    global _stopped_by
+    _stopped_by = signum
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal reached this process since the last `clear_stop`."""
+    return _stopped_by is not None
+
+
+def clear_stop() -> None:
+    """Forget any earlier stop (a new command starts in this process)."""
+    global _stopped_by
+    _stopped_by = None
+
+
 SECRET_NAMES = r"[^=&#;\s/?]*(?:token|passw(?:or)?d|pwd|secret|key|auth|sig(?:nature)?|credential)[^=&#;\s/?]*"
 
 

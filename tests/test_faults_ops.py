@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -247,3 +248,54 @@ def _queue_workers(root: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+# --- a signal that a library turns into a store error ------------------------------------------------------------
+
+# `convbench` itself, with one MLflow call hit by SIGTERM mid-way the way MLflow's SQL store reports that: an
+# interrupt landing inside SQLite comes out of sqlite3 as OperationalError, and MLflow makes it an MlflowException.
+INTERRUPTED_STORE_CALL = """
+import os, signal, sys
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+name = sys.argv.pop(1)
+original = getattr(MlflowClient, name)
+
+
+def interrupted(self, *args, **kwargs):
+    setattr(MlflowClient, name, original)  # once
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+    except KeyboardInterrupt as exc:
+        raise MlflowException("(sqlite3.OperationalError) interrupted") from exc
+
+
+setattr(MlflowClient, name, interrupted)
+sys.argv[0] = "convbench"
+from pipeline.cli import main
+
+main()
+"""
+
+
+def test_a_signal_during_the_final_upload_or_lookup_ends_with_the_interrupt_status(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """A SIGTERM during evaluate's artifact upload ended it as a tracking failure, and one during report's
+    comparison-link lookup ended report with exit 0: a signal must always end a command with 130."""
+    root = project(prepared, tmp_path / "p")
+    for stage in ("train", "evaluate", "bench"):
+        done = run(["convbench", stage], root, timeout=300, MLFLOW_TRACKING_URI="")
+        assert done.returncode == 0, done.stderr[-2000:]
+    script = tmp_path / "interrupted_store_call.py"
+    script.write_text(INTERRUPTED_STORE_CALL)
+    for call, args, stage in (
+        ("log_artifact", ["evaluate", "-m", "cnn", "-s", "0"], "evaluate"),
+        ("log_artifact", ["bench"], ""),
+        ("search_runs", ["report"], ""),
+    ):
+        result = run([sys.executable, str(script), call, *args], root, timeout=300, MLFLOW_TRACKING_URI="")
+        assert result.returncode == 130, (call, result.returncode, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines()[-1] == f"convbench: interrupted; {INTERRUPTED[stage]}"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import atomic, paths
 from pipeline.core import cell as cells
-from pipeline.errors import ConvbenchError, ParamsError, redact
+from pipeline.errors import ConvbenchError, ParamsError, note_stop, redact, stop_requested
 from pipeline.ops import pool as pools
 
 if TYPE_CHECKING:
@@ -150,17 +150,24 @@ def run_job(job: CellJob) -> CellOutcome:
         params = validate_params(job.params, "params.yaml")
         prepared = cells.prepared_data(params)
         return CellOutcome(job.name, job.compute(cells.one(params, job.model, job.seed, prepared), prepared), False)
-    except ConvbenchError as exc:
-        return CellOutcome(job.name, str(exc), True)
     except KeyboardInterrupt:
-        if job.pooled:  # its cell's run is closed FAILED; leave rather than wait for more
-            os._exit(130)
-        return CellOutcome(job.name, "interrupted", True)
+        return _stopped(job)
+    except ConvbenchError as exc:
+        return _stopped(job) if stop_requested() else CellOutcome(job.name, str(exc), True)
     except Exception as exc:  # noqa: BLE001 - one line per failed cell; the traceback is kept in a log
+        if stop_requested():  # an interrupt a library turned into an error of its own
+            return _stopped(job)
         return CellOutcome(job.name, out_of_memory_line(exc) or unexpected_line(exc), True)
     finally:
         if job.pooled:
             pools.idle()
+
+
+def _stopped(job: CellJob) -> CellOutcome:
+    """A cell stopped by a signal: a pooled worker leaves (its cell's run is closed FAILED) rather than wait for more."""
+    if job.pooled:
+        os._exit(130)
+    return CellOutcome(job.name, "interrupted", True)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -168,6 +175,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     are ignored, so they cannot cut its cleanup short and leave a temporary file."""
     for stop in pools.STOPS:
         signal.signal(stop, signal.SIG_IGN)
+    note_stop(signum)  # kept even if a library swallows the KeyboardInterrupt or turns it into an error
     raise KeyboardInterrupt
 
 

@@ -44,7 +44,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException  # noqa: E402 - as mlflow
 from mlflow.tracking import MlflowClient  # noqa: E402 - as mlflow
 
-from pipeline.errors import ConvbenchError, redact  # noqa: E402 - redact is part of this module's API
+from pipeline.errors import ConvbenchError, redact, stop_requested  # noqa: E402 - redact is part of this module's API
 from pipeline.ops.uris import sqlite_file, sqlite_uri  # noqa: E402 - imports follow the environment set above
 from pipeline.params import TrackingParams  # noqa: E402 - imports follow the environment set above
 
@@ -260,6 +260,8 @@ class RunLogger:
         try:
             return method(*args, **kwargs)
         except STORE_ERRORS as exc:
+            if stop_requested():  # the store call was interrupted (MLflow makes that a store error): stop, not go on
+                raise KeyboardInterrupt from None
             if self.failure is None:
                 self.failure = exc
             return None
