@@ -8,6 +8,7 @@ unexpected prints one line and the path of a log holding its traceback.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import re
@@ -93,7 +94,8 @@ def _user_errors() -> Iterator[None]:
         if stop_requested():
             _interrupted()
         root = _active_params.data.root if _active_params is not None else None
-        typer.echo(f"convbench: error: {redact(os_error_line(exc, root))}", err=True)
+        line = out_of_memory_line(exc) if exc.errno == errno.ENOMEM else None  # ENOMEM names no path worth showing
+        typer.echo(f"convbench: error: {redact(line or os_error_line(exc, root))}", err=True)
         raise typer.Exit(1) from None
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback kept in a log
         if stop_requested():

@@ -5,6 +5,7 @@ trials and a small address-space limit. Each ends with one line (or the interrup
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -299,3 +300,58 @@ def test_a_signal_during_the_final_upload_or_lookup_ends_with_the_interrupt_stat
         result = run([sys.executable, str(script), call, *args], root, timeout=300, MLFLOW_TRACKING_URI="")
         assert result.returncode == 130, (call, result.returncode, result.stderr[-2000:])
         assert result.stderr.strip().splitlines()[-1] == f"convbench: interrupted; {INTERRUPTED[stage]}"
+
+
+# --- a small address-space limit (`ulimit -v`) --------------------------------------------------------------------
+
+
+def test_a_small_address_space_limit_is_one_line_naming_memory_and_the_limit(prepared: Path, tmp_path: Path) -> None:
+    """Under `ulimit -v`, importing torch fails with 'failed to map segment from shared object': that was the
+    catch-all 'unexpected ImportError' line."""
+    root = project(prepared, tmp_path / "p")
+    result = run(
+        ["bash", "-c", "ulimit -v 1000000 && exec convbench train -m cnn -s 0"],
+        root,
+        timeout=300,
+        MLFLOW_TRACKING_URI="",
+        CONVBENCH_LOG_DIR=str(tmp_path / "logs"),
+    )
+    assert_one_error_line(
+        result,
+        1,
+        ("out of memory (", "this process may use only 1.0 GiB of address space (`ulimit -v` 1000000)", "ulimit -v"),
+    )
+    assert not (tmp_path / "logs").exists(), "no 'unexpected' log"
+    assert not (root / paths.models_dir("digits")).exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 4294967296 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+        RuntimeError("std::bad_alloc"),
+        OSError(errno.ENOMEM, "Cannot allocate memory"),
+        ImportError("libtorch_cpu.so: failed to map segment from shared object"),
+        ImportError("libgomp.so.1: cannot allocate memory in static TLS block"),
+        RuntimeError("can't start new thread"),
+    ],
+    ids=["MemoryError", "torch-cpu-allocator", "bad_alloc", "ENOMEM", "map-segment", "static-TLS", "no-thread"],
+)
+def test_every_form_of_a_failed_allocation_under_rlimit_as_names_memory(
+    error: BaseException, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import errors
+
+    monkeypatch.setattr(errors, "address_space_limit", lambda: 2 * 2**30)
+    line = errors.out_of_memory_line(error)
+    assert line is not None and line.startswith("out of memory (") and "(`ulimit -v` 2097152)" in line
+    wrapped = RuntimeError("MLflow could not log the batch")
+    wrapped.__cause__ = error
+    assert errors.out_of_memory_line(wrapped) == line, "a cause counts too"
+    monkeypatch.setattr(errors, "address_space_limit", lambda: None)
+    if "thread" not in str(error):  # without an address-space limit a thread may fail for other reasons
+        assert "more memory" in (errors.out_of_memory_line(error) or "")
