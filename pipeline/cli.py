@@ -8,6 +8,7 @@ unexpected prints one line and the path of a log holding its traceback.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import re
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
@@ -26,9 +27,12 @@ from pipeline.core.probes import PROBES
 from pipeline.errors import (
     ConvbenchError,
     ParamsError,
+    clear_stop,
+    note_stop,
     os_error_line,
     out_of_memory_line,
     redact,
+    stop_requested,
     unexpected_line,
     without_credentials,
 )
@@ -71,27 +75,42 @@ def _user_errors() -> Iterator[None]:
     """
     # a kill, a closed terminal, and Ctrl-C even when the launching process left SIGINT ignored (as pytest-xdist does)
     stops = [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    clear_stop()
     previous = {stop: signal.signal(stop, _raise_interrupt) for stop in stops}
     try:
         yield
+        if stop_requested():  # a library swallowed the interrupt (or made it an error that was caught): still a stop
+            raise KeyboardInterrupt
     except typer.Exit:
         raise
+    except KeyboardInterrupt:
+        _interrupted()
     except ConvbenchError as exc:
+        if stop_requested():  # an interrupt a library turned into an error of its own
+            _interrupted()
         typer.echo(f"convbench: error: {redact(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo(f"convbench: interrupted; {INTERRUPTED.get(_active_stage, INTERRUPTED[''])}", err=True)
-        raise typer.Exit(130) from None
     except OSError as exc:
+        if stop_requested():
+            _interrupted()
         root = _active_params.data.root if _active_params is not None else None
-        typer.echo(f"convbench: error: {redact(os_error_line(exc, root))}", err=True)
+        line = out_of_memory_line(exc) if exc.errno == errno.ENOMEM else None  # ENOMEM names no path worth showing
+        typer.echo(f"convbench: error: {redact(line or os_error_line(exc, root))}", err=True)
         raise typer.Exit(1) from None
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback kept in a log
+        if stop_requested():
+            _interrupted()
         typer.echo(f"convbench: error: {out_of_memory_line(exc) or unexpected_line(exc)}", err=True)
         raise typer.Exit(1) from None
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler)
+
+
+def _interrupted() -> NoReturn:
+    """The interrupt's line (what the stage kept and how to go on) and exit status 130."""
+    typer.echo(f"convbench: interrupted; {INTERRUPTED.get(_active_stage, INTERRUPTED[''])}", err=True)
+    raise typer.Exit(130) from None
 
 
 _active_params: Optional[Params] = None  # the params of the running command, to name the setting behind a path
@@ -103,11 +122,14 @@ INTERRUPTED = {  # what each stage keeps when it is stopped, and how to go on
     "resume tuning",
     "evaluate": "cells already scored are kept: run the same command (or `dvc repro`) again to score the rest",
     "run": "finished stages and cells are kept: run `convbench run` again to go on from there",
+    "sweep": "the sweep's cells were taken out of DVC's queue (none runs later unasked) and the queue workers it "
+    "started were stopped: run the same command again to sweep afresh",
     "": "nothing half-written was left: run the same command again",
 }
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    note_stop(signum)  # kept even if a library swallows the KeyboardInterrupt or turns it into an error
     raise KeyboardInterrupt
 
 
@@ -407,6 +429,8 @@ def sweep(
     Every cell logs to the tracking server tagged sweep=<name> and sweep_cell=<name>-<i>. Failed cells
     are listed at the end (exit 1); the others run to completion.
     """
+    global _active_stage
+    _active_stage = "sweep"
     with _user_errors():
         outcomes = _grid_sweep(
             settings or [], grid, backend, jobs, ray_address, cpus_per_trial, gpus_per_trial, name, params_path
@@ -569,6 +593,7 @@ def ui(
                 f"in a browser (`convbench ui` serves local stores such as sqlite:///mlflow.db)"
             )
         check_reachable(uri)  # rejects a SQLite URI without a file
+        _check_bindable(host, port)  # MLflow's server would only log its failure to bind, and exit 0
         address = f"http://{host}:{port}"
         page = training_runs_url(params.tracking, params.data.name, address)
         typer.echo(f"ui: serving {redact(uri)}; the training runs of {params.data.name} are at {page}", err=True)
@@ -587,6 +612,29 @@ def ui(
         )
 
     _stage(run, params_path)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Fail with one line when the UI could not listen at host:port (a port in use, an address not of this host)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
+            probe.bind(address)
+    except socket.gaierror as exc:
+        raise ConvbenchError(f"--host {host}: not an address of this machine ({exc.strerror}); fix --host") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConvbenchError(
+                f"port {port} on {host} is already in use (another `convbench ui` or server?); stop that process "
+                f"or pick a free port with --port"
+            ) from None
+        raise ConvbenchError(
+            f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --host or --port"
+        ) from None
 
 
 def main() -> None:

@@ -34,6 +34,29 @@ class TrainingDiverged(ConvbenchError):
     """The training loss became non-finite: the recipe (usually its learning rate) does not suit the model."""
 
 
+_stopped_by: int | None = None  # the stop signal this process received (see note_stop), None if none
+
+
+def note_stop(signum: int) -> None:
+    """Remember that a stop signal (Ctrl-C, SIGTERM, SIGHUP) reached this process, whatever becomes of the
+    KeyboardInterrupt raised for it: a library may turn it into an error of its own (MLflow's SQL store makes an
+    interrupt inside SQLite a store error) or swallow it (an `except` that keeps going), and the command must still
+    end with the interrupt status."""
+    global _stopped_by
+    _stopped_by = signum
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal reached this process since the last `clear_stop`."""
+    return _stopped_by is not None
+
+
+def clear_stop() -> None:
+    """Forget any earlier stop (a new command starts in this process)."""
+    global _stopped_by
+    _stopped_by = None
+
+
 SECRET_NAMES = r"[^=&#;\s/?]*(?:token|passw(?:or)?d|pwd|secret|key|auth|sig(?:nature)?|credential)[^=&#;\s/?]*"
 
 
@@ -111,22 +134,59 @@ def _setting_for(path: Path, data_root: Path | None) -> str:
     return f" (data.root in params.yaml is '{root}')"
 
 
-OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")
+OUT_OF_MEMORY = (  # how a failed allocation reads in torch, numpy, C++ and the dynamic loader
+    "out of memory",
+    "can't allocate memory",  # torch's DefaultCPUAllocator
+    "cannot allocate memory",  # ENOMEM, and the loader's 'cannot allocate memory in static TLS block'
+    "unable to allocate",  # numpy's _ArrayMemoryError
+    "std::bad_alloc",
+    "failed to map segment from shared object",  # an extension module too big for the address space left
+    "memory exhausted",
+)
+NO_THREAD = "can't start new thread"  # a thread's stack is address space too: under `ulimit -v`, a memory failure
 
 
 def out_of_memory_line(exc: BaseException) -> str | None:
-    """The line for an allocation the machine could not serve (torch's CPU or CUDA allocator, or Python's), or None."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if not (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"
-        or any(marker in text.lower() for marker in OUT_OF_MEMORY)
-    ):
+    """The line for an allocation the machine (or the process's address-space limit, `ulimit -v`) could not serve,
+    in torch's CPU or CUDA allocator, numpy, Python or the loader mapping a library, or None. The exception's causes
+    count too (a library may wrap a MemoryError in its own error)."""
+    limit = address_space_limit()
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        text = str(found).strip().splitlines()[0] if str(found).strip() else ""
+        lowered = text.lower()
+        if (
+            isinstance(found, MemoryError)
+            or type(found).__name__ == "OutOfMemoryError"
+            or (isinstance(found, OSError) and found.errno == errno.ENOMEM)
+            or any(marker in lowered for marker in OUT_OF_MEMORY)
+            or (limit is not None and NO_THREAD in lowered)
+        ):
+            what = text[:160] or type(found).__name__
+            if limit is not None:
+                return (
+                    f"out of memory ({what}): this process may use only {limit / 2**30:.1f} GiB of address space "
+                    f"(`ulimit -v` {limit // 1024}); raise that limit (or lift it: `ulimit -v unlimited`), or lower "
+                    f"train.batch_size, evaluate.batch_size or evaluate.throughput_batch_sizes"
+                )
+            return (
+                f"out of memory ({what}); lower train.batch_size, evaluate.batch_size or "
+                f"evaluate.throughput_batch_sizes, use smaller models, or run on a machine with more memory"
+            )
+        found = found.__cause__ or found.__context__
+    return None
+
+
+def address_space_limit() -> int | None:
+    """This process's address-space limit in bytes (RLIMIT_AS, `ulimit -v`), or None when it has none."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
         return None
-    return (
-        f"out of memory ({text[:160] or type(exc).__name__}); lower train.batch_size, evaluate.batch_size or "
-        f"evaluate.throughput_batch_sizes, use smaller models, or run on a machine with more memory"
-    )
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def unexpected_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import atomic, paths
 from pipeline.core import cell as cells
-from pipeline.errors import ConvbenchError, ParamsError, redact
+from pipeline.errors import ConvbenchError, ParamsError, note_stop, redact, stop_requested
 from pipeline.ops import pool as pools
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ class CellJob:
     threads: int  # the cores this cell may use (its intra-op threads are chosen within them)
     gpus: int = 0  # GPUs of this machine: with several, each worker process takes one (round robin)
     pooled: bool = False  # in a worker process on this machine (not a Ray task)
+    ticket: int | None = None  # a pooled job's claim slot: its worker records its pid there (pool.Workers)
 
     @property
     def name(self) -> str:
@@ -134,6 +135,7 @@ def portable(params: Params, project: Path) -> dict[str, Any]:
 
 def run_job(job: CellJob) -> CellOutcome:
     """One cell in a worker: the stage's line, or its failure as one line (an exception may not pickle back)."""
+    pools.claim(job.ticket)
     pools.gpu(job.gpus)
     for stop in pools.STOPS:  # stop like the CLI: the cell's run ends FAILED, its lock goes
         signal.signal(stop, _raise_interrupt)
@@ -148,17 +150,24 @@ def run_job(job: CellJob) -> CellOutcome:
         params = validate_params(job.params, "params.yaml")
         prepared = cells.prepared_data(params)
         return CellOutcome(job.name, job.compute(cells.one(params, job.model, job.seed, prepared), prepared), False)
-    except ConvbenchError as exc:
-        return CellOutcome(job.name, str(exc), True)
     except KeyboardInterrupt:
-        if job.pooled:  # its cell's run is closed FAILED; leave rather than wait for more
-            os._exit(130)
-        return CellOutcome(job.name, "interrupted", True)
+        return _stopped(job)
+    except ConvbenchError as exc:
+        return _stopped(job) if stop_requested() else CellOutcome(job.name, str(exc), True)
     except Exception as exc:  # noqa: BLE001 - one line per failed cell; the traceback is kept in a log
+        if stop_requested():  # an interrupt a library turned into an error of its own
+            return _stopped(job)
         return CellOutcome(job.name, out_of_memory_line(exc) or unexpected_line(exc), True)
     finally:
         if job.pooled:
             pools.idle()
+
+
+def _stopped(job: CellJob) -> CellOutcome:
+    """A cell stopped by a signal: a pooled worker leaves (its cell's run is closed FAILED) rather than wait for more."""
+    if job.pooled:
+        os._exit(130)
+    return CellOutcome(job.name, "interrupted", True)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -166,6 +175,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     are ignored, so they cannot cut its cleanup short and leave a temporary file."""
     for stop in pools.STOPS:
         signal.signal(stop, signal.SIG_IGN)
+    note_stop(signum)  # kept even if a library swallows the KeyboardInterrupt or turns it into an error
     raise KeyboardInterrupt
 
 
@@ -198,7 +208,7 @@ def run_cells(
     if runner.address:
         outcomes = _on_ray(stage, jobs, runner.address, say)
     else:
-        outcomes = _on_processes(todo, jobs, prepared, runner, say)
+        outcomes = _on_processes(stage, todo, jobs, prepared, runner, say)
     failed = [o for o in outcomes if o.failed]
     if failed:
         done = len(outcomes) - len(failed)
@@ -219,6 +229,7 @@ def _cost(cell: Cell, prepared: PreparedData) -> float:
 
 
 def _on_processes(
+    stage: str,
     todo: list[Cell],
     jobs: list[CellJob],
     prepared: PreparedData,
@@ -256,13 +267,21 @@ def _on_processes(
                 _, job = queue.popleft()
             except IndexError:
                 return
-            result = pool.apply_async(run_job, (replace(job, gpus=gpus, pooled=True),))
+            ticket = pool.ticket()
+            result = pool.apply_async(run_job, (replace(job, gpus=gpus, pooled=True, ticket=ticket),))
             while not stop.is_set():
                 try:
                     record(result.get(timeout=0.5))
                     break
                 except multiprocessing.TimeoutError:
-                    continue
+                    ended = pool.holder_exit(ticket)  # the pool loses the job of a worker that died: never its result
+                    if ended is None:
+                        continue
+                try:  # a result its worker sent just before it ended is still on its way
+                    record(result.get(timeout=2.0))
+                except multiprocessing.TimeoutError:
+                    record(CellOutcome(job.name, worker_ended(stage, job.name, *ended), True))
+                break
 
     feeders = [threading.Thread(target=feed, daemon=True) for _ in range(helpers)]
     try:
@@ -285,6 +304,20 @@ def _on_processes(
     finally:
         pool.join()
     return outcomes
+
+
+def worker_ended(stage: str, cell: str, pid: int, code: int | None) -> str:
+    """The line for a cell whose worker process ended while it ran the cell (a kill, a crash)."""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals.__members__.values() else "?"
+        oom = ", the out-of-memory killer's way? see `dmesg`" if -code == signal.SIGKILL else ""
+        how = f"was killed by signal {-code} ({name}{oom})"
+    else:
+        how = "ended" if code is None else f"exited with status {code}"
+    keep = (
+        "its resume state is kept: run the command again to resume it" if stage == "train" else "run the command again"
+    )
+    return f"worker pid {pid} {how} while running {stage} for {cell}; {keep}"
 
 
 def _here(cell: Cell, job: CellJob, prepared: PreparedData) -> CellOutcome:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import itertools
 import multiprocessing
 import os
 import signal
@@ -19,23 +20,72 @@ from contextlib import contextmanager
 from multiprocessing.connection import wait
 from multiprocessing.pool import Pool
 from multiprocessing.util import Finalize
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
 
 STOPS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
-_warm: tuple[Pool, int] | None = None  # workers started by `warm`, and how many, for the stage's first parallel run
+_warm: tuple[Workers, int] | None = None  # workers started by `warm`, and how many, for the stage's first parallel run
 _slot = 0  # this worker's number (1, 2, ...): its GPU when the machine has several; this process keeps GPU 0
 _claimed = False  # whether this worker has set CUDA_VISIBLE_DEVICES (before its first cell started CUDA)
 
 
-def start(helpers: int, preload: str) -> Pool:
+TICKETS = 4096  # claim slots: a job's ticket modulo this; far more than the cells in flight at once
+_claims: Any = None  # in a worker: the pool's shared claim slots (ticket -> pid of the worker running that job)
+
+
+class Workers(Pool):
+    """A pool whose workers say which job they hold, so a job whose worker died is not waited for forever.
+
+    multiprocessing.Pool replaces a worker that died (killed by the out-of-memory killer, say) but loses the task
+    it held: its result never comes. Each job carries a ticket; the worker running it writes its pid in the
+    ticket's slot (`claim`), and `holder_exit` tells whether that worker has ended.
+    """
+
+    def __init__(self, helpers: int, preload: str) -> None:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started its threads
+        numbers = context.Value("i", 0)  # a worker the pool starts in place of a dead one takes the next number
+        self.claims = context.Array("i", TICKETS, lock=False)
+        self._tickets = itertools.count()
+        self._made: list[Any] = []  # every worker process the pool started, kept after the pool drops a dead one
+        self.Process = self._make  # type: ignore[method-assign]  # the pool starts its workers with self.Process
+        super().__init__(helpers, _start_worker, (numbers, self.claims, preload), context=context)
+
+    def _make(self, ctx: Any, *args: Any, **kwds: Any) -> Any:
+        """A worker process, as Pool.Process makes it, remembered (with its exit code once it has ended)."""
+        process = ctx.Process(*args, **kwds)
+        self._made.append(process)
+        return process
+
+    def ticket(self) -> int:
+        """A fresh ticket for the next job, its slot cleared."""
+        ticket = next(self._tickets) % TICKETS
+        self.claims[ticket] = 0
+        return ticket
+
+    def holder_exit(self, ticket: int) -> tuple[int, int | None] | None:
+        """(pid, exit code or None if unknown) of the worker that claimed `ticket` once it has ended; None while
+        no worker has claimed it or its worker is alive."""
+        pid = self.claims[ticket]
+        if pid == 0:
+            return None
+        process = next((made for made in list(self._made) if made.pid == pid), None)
+        if process is None or process.exitcode is None:
+            return None
+        return pid, process.exitcode
+
+
+def start(helpers: int, preload: str) -> Workers:
     """`helpers` spawned processes, each numbered, dying with this one, importing `preload` (a module) at once."""
-    context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started its threads
-    numbers = context.Value("i", 0)  # a worker the pool starts in place of a dead one takes the next number
-    return context.Pool(helpers, _start_worker, (numbers, preload))
+    return Workers(helpers, preload)
+
+
+def claim(ticket: int | None) -> None:
+    """In a worker: say that this process now runs the job of `ticket` (None: not a pooled job)."""
+    if ticket is not None and _claims is not None:
+        _claims[ticket] = os.getpid()
 
 
 @contextmanager
@@ -56,7 +106,7 @@ def warm(workers: int, local: bool, preload: str) -> Iterator[None]:
             unused[0].join()
 
 
-def take(helpers: int, preload: str) -> Pool:
+def take(helpers: int, preload: str) -> Workers:
     """The warm workers when there are enough of them, else `helpers` started now; the caller closes the pool."""
     global _warm
     warmed, _warm = _warm, None
@@ -80,10 +130,11 @@ def gpu(count: int) -> None:
     _claimed = True
 
 
-def _start_worker(numbers: Synchronized[int], preload: str) -> None:
+def _start_worker(numbers: Synchronized[int], claims: Any, preload: str) -> None:
     """A worker's start: quiet while idle, no life after its parent, its number, then the stage's imports."""
-    global _slot
+    global _slot, _claims
     idle()
+    _claims = claims
     Finalize(None, _exiting, exitpriority=100)  # run first when the worker leaves its loop (the pool's stop)
     threading.Thread(target=_follow_parent, name="convbench-parent", daemon=True).start()
     with numbers.get_lock():

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ def run_on_dvc_queue(
     """
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     queued: list[str] = []
+    queueing = None  # the cell `dvc exp run --queue` is queueing now
     try:
         for cell in cells:
             sets = [f"{key}={format_value(value)}" for key, value in cell.settings.items()]
@@ -68,32 +71,83 @@ def run_on_dvc_queue(
                 f"++tracking.tags.{SWEEP_TAG}={cell.raw_params['tracking']['tags'][SWEEP_TAG]}",
                 f"++tracking.tags.{CELL_TAG}={cell.name}",
             ]
+            queueing = cell.name
             _dvc(
                 ["exp", "run", "--queue", "--name", cell.name, *(arg for s in sets for arg in ("-S", s))], project, env
             )
             queued.append(cell.name)
+            queueing = None
             echo(f"sweep: queued {cell.name}: {cell.describe()}")
-    except ConvbenchError:
-        if queued:  # a half-queued grid would run later, unasked, at the next `dvc queue start`
-            subprocess.run(["dvc", "queue", "remove", *queued], cwd=project, env=env, capture_output=True)
+    except BaseException as exc:
+        # An error or an interrupt (Ctrl-C, SIGTERM): a half-queued grid would run later, unasked, at the next
+        # `dvc queue start`. A `dvc exp run --queue` cut short by an interrupt may have queued its cell too.
+        interrupted = [queueing] if queueing and not isinstance(exc, ConvbenchError) else []
+        _withdraw(project, env, queued + interrupted, stop_workers=False)
         raise
-    _start_queue_workers(project, env, jobs)
-    echo(f"sweep: started {jobs} DVC queue worker(s); `dvc queue status` shows progress")
     states: dict[str, str] = {}
-    while len(states) < len(cells):
-        time.sleep(poll_seconds)
-        listed = _queue_states(project, env)
-        for cell in cells:
-            if cell.name in states:
-                continue
-            if cell.name not in listed:  # removed by hand (`dvc queue remove`) or lost with its worker
-                states[cell.name] = "failed"
-                echo(f"sweep: {cell.name} is no longer in `dvc queue status`; counted as failed")
-            elif listed[cell.name] in DVC_DONE:
-                states[cell.name] = DVC_DONE[listed[cell.name]]
-                echo(f"sweep: {cell.name} {states[cell.name]}")
+    try:
+        _start_queue_workers(project, env, jobs)
+        echo(f"sweep: started {jobs} DVC queue worker(s); `dvc queue status` shows progress")
+        while len(states) < len(cells):
+            time.sleep(poll_seconds)
+            listed = _queue_states(project, env)
+            for cell in cells:
+                if cell.name in states:
+                    continue
+                if cell.name not in listed:  # removed by hand (`dvc queue remove`) or lost with its worker
+                    states[cell.name] = "failed"
+                    echo(f"sweep: {cell.name} is no longer in `dvc queue status`; counted as failed")
+                elif listed[cell.name] in DVC_DONE:
+                    states[cell.name] = DVC_DONE[listed[cell.name]]
+                    echo(f"sweep: {cell.name} {states[cell.name]}")
+    except BaseException:  # stopped while the cells run: none may run on, or start later, unasked
+        _withdraw(project, env, [c.name for c in cells if c.name not in states], stop_workers=True)
+        raise
     shown = json.loads(_dvc(["exp", "show", "--json", "--no-fetch"], project, env) or "[]")
     return [_dvc_outcome(cell, states[cell.name], shown, project, env) for cell in cells]
+
+
+def _withdraw(project: Path, env: dict[str, str], unfinished: list[str], stop_workers: bool) -> None:
+    """Take a stopped sweep's unfinished cells out of DVC's queue (killing those running) and, with stop_workers,
+    stop the queue workers it started. Further stop signals are ignored meanwhile, so a second Ctrl-C cannot leave
+    the queue half cleaned; each step is bounded in time."""
+    stops = [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    main = threading.current_thread() is threading.main_thread()
+    previous = {stop: signal.signal(stop, signal.SIG_IGN) for stop in stops} if main else {}
+
+    def dvc(*args: str) -> bool:
+        try:
+            done = subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        listed.update(_parse_states(done.stdout) if args[:2] == ("queue", "status") else {})
+        return done.returncode == 0
+
+    listed: dict[str, str] = {}
+    try:
+        if stop_workers:
+            dvc("queue", "stop")  # first: a worker then takes no further task (it ends after its current one)
+        deadline = time.monotonic() + 90
+        while unfinished and time.monotonic() < deadline:
+            listed.clear()
+            if not dvc("queue", "status"):
+                break
+            present = [name for name in unfinished if name in listed]
+            if not present:
+                break
+            running = [name for name in present if listed[name] == "Running"]
+            if running:
+                dvc("queue", "kill", "--force", *running)
+            rest = [name for name in present if name not in running]
+            # DVC removes none of a list when one of them was just taken by a worker: then one by one
+            if rest and not dvc("queue", "remove", *rest) and len(rest) > 1:
+                for name in rest:
+                    dvc("queue", "remove", name)
+            if running:
+                time.sleep(0.5)  # a killed task is listed as running for a moment
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
 
 
 def _dvc(args: list[str], project: Path, env: dict[str, str]) -> str:
@@ -122,8 +176,13 @@ def _start_queue_workers(project: Path, env: dict[str, str], jobs: int) -> None:
 
 def _queue_states(project: Path, env: dict[str, str]) -> dict[str, str]:
     """Experiment name -> 'Queued' | 'Running' | 'Success' | 'Failed', read from `dvc queue status`."""
+    return _parse_states(_dvc(["queue", "status"], project, env))
+
+
+def _parse_states(listing: str) -> dict[str, str]:
+    """Experiment name -> state, from the table `dvc queue status` prints."""
     states = {}
-    for line in _dvc(["queue", "status"], project, env).splitlines():
+    for line in listing.splitlines():
         tokens = line.split()
         if len(tokens) >= 3 and tokens[-1] in ("Queued", "Running", "Success", "Failed"):
             states[tokens[1]] = tokens[-1]

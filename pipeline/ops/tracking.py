@@ -44,7 +44,8 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException  # noqa: E402 - as mlflow
 from mlflow.tracking import MlflowClient  # noqa: E402 - as mlflow
 
-from pipeline.errors import ConvbenchError, redact  # noqa: E402 - redact is part of this module's API
+from pipeline.errors import ConvbenchError, redact, stop_requested  # noqa: E402 - redact is part of this module's API
+from pipeline.ops.uris import sqlite_file, sqlite_uri  # noqa: E402 - imports follow the environment set above
 from pipeline.params import TrackingParams  # noqa: E402 - imports follow the environment set above
 
 try:
@@ -91,6 +92,24 @@ logging.getLogger("urllib3.connectionpool").addFilter(_Redact())
 logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
+def _make_store_folder(db_uri: str) -> None:
+    """MLflow's own step before it opens a SQL store, reading the file's folder as SQLAlchemy does: MLflow makes
+    the folder of the URI's text undecoded, so a store in '/tmp/a?b' (written '/tmp/a%3Fb') would leave an empty
+    '/tmp/a%3Fb' folder beside the project."""
+    path = sqlite_path(db_uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+try:
+    import mlflow.store.db.utils as _db_utils
+
+    if hasattr(_db_utils, "_make_parent_dirs_if_sqlite"):
+        _db_utils._make_parent_dirs_if_sqlite = _make_store_folder
+except ImportError:  # mlflow-skinny has no SQL stores
+    pass
+
+
 def tracking_uri(params: TrackingParams, project_root: Path | None = None) -> str:
     """params.tracking.uri, else $MLFLOW_TRACKING_URI, else MLflow's default sqlite:///mlflow.db in the project."""
     if params.uri:
@@ -99,7 +118,7 @@ def tracking_uri(params: TrackingParams, project_root: Path | None = None) -> st
     if from_env:
         return from_env
     root = (project_root or Path.cwd()).resolve()
-    return f"sqlite:///{root / DEFAULT_STORE}"
+    return sqlite_uri(root / DEFAULT_STORE)
 
 
 def experiment_name(params: TrackingParams, dataset: str) -> str:
@@ -261,6 +280,8 @@ class RunLogger:
         try:
             return method(*args, **kwargs)
         except STORE_ERRORS as exc:
+            if stop_requested():  # the store call was interrupted (MLflow makes that a store error): stop, not go on
+                raise KeyboardInterrupt from None
             if self.failure is None:
                 self.failure = exc
             return None
@@ -657,10 +678,8 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a 'sqlite:///path' URI (None for other stores)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
+    path = sqlite_file(uri)
+    return Path(path) if path is not None else None
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

@@ -7,13 +7,32 @@ path operations: nothing here opens a store.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pipeline.errors import DataError
 from pipeline.params import DataParams
 
 SQLITE = "sqlite:///"
+
+
+def sqlite_uri(path: str | Path, query: str = "") -> str:
+    """'sqlite:///<path>' naming exactly `path`: SQLAlchemy cuts the database at '?' and percent-decodes it, and
+    other URL parsers cut at '#', so those three characters are percent-encoded (a project in '/tmp/a?b' or
+    '/tmp/50%' keeps its store there)."""
+    quoted = re.sub(r"[%?#]", lambda found: f"%{ord(found.group()):02X}", str(path))
+    return f"{SQLITE}{quoted}{'?' + query if query else ''}"
+
+
+def sqlite_file(uri: str) -> str | None:
+    """The database file a 'sqlite:///path[?query]' URI names, percent-decoded as SQLAlchemy reads it (None for
+    another URI, or one naming no file: 'sqlite:///', 'sqlite:///:memory:')."""
+    if not uri.startswith(SQLITE):
+        return None
+    path = unquote(uri.removeprefix(SQLITE).split("?", 1)[0])
+    return path if path and path != ":memory:" else None
 
 
 def absolute_sqlite(uri: str, project: Path) -> str:
@@ -22,12 +41,10 @@ def absolute_sqlite(uri: str, project: Path) -> str:
     A query ('?timeout=60') is kept; 'sqlite:///' and 'sqlite:///:memory:' name no file and stay as they are,
     so the caller's own check can refuse them.
     """
-    if not uri.startswith(SQLITE):
+    path = sqlite_file(uri)
+    if path is None or Path(path).is_absolute():
         return uri
-    path, mark, query = uri.removeprefix(SQLITE).partition("?")
-    if not path or path == ":memory:" or Path(path).is_absolute():
-        return uri
-    return f"{SQLITE}{absolute_path(path, project)}{mark}{query}"
+    return sqlite_uri(absolute_path(path, project), uri.removeprefix(SQLITE).partition("?")[2])
 
 
 def expand_user(path: str | Path, setting: str = "") -> Path:

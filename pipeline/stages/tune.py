@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import statistics
@@ -47,7 +49,7 @@ from pipeline.errors import ConvbenchError, TrainingDiverged
 from pipeline.ops import progress, tracking
 from pipeline.ops.cells import portable
 from pipeline.ops.cluster import check_listening, connect, is_local_address
-from pipeline.ops.uris import absolute_path, absolute_sqlite
+from pipeline.ops.uris import absolute_path, absolute_sqlite, sqlite_uri
 from pipeline.params import RECIPE_KNOBS, Params, validate_params
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -203,7 +205,7 @@ class Objective:
 
 def default_storage(dataset: str, model: str) -> str:
     """SQLite under tuned/<dataset>/: every finished trial is committed before the next starts, so a kill loses none."""
-    return f"sqlite:///{paths.study_storage(dataset, model).resolve()}"
+    return sqlite_uri(paths.study_storage(dataset, model).resolve())
 
 
 def study_storage(storage: str | None, dataset: str, model: str) -> str:
@@ -258,9 +260,22 @@ def open_study(storage: str, name: str, params: Params, seed: int) -> optuna.Stu
 
 
 def quiet_optuna() -> None:
-    """Optuna's per-trial log lines would drown the progress bar; warnings stay."""
+    """Optuna's per-trial log lines would drown the progress bar; warnings stay, but not its report of a failed
+    trial: the trial's error (or interrupt) goes on to end the stage with convbench's one line, and Optuna's
+    report of it is the trial's params and its Python traceback, printed before that line."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    reporter = logging.getLogger("optuna.study._optimize")  # where Optuna's _log_failed_trial logs
+    if not any(isinstance(found, _NoFailedTrialReport) for found in reporter.filters):
+        reporter.addFilter(_NoFailedTrialReport())
+
+
+class _NoFailedTrialReport(logging.Filter):
+    """Drop Optuna's 'Trial N failed with parameters: ... because of the following error' (with its traceback) and
+    'Trial N failed with value ...' records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not re.match(r"Trial \d+ failed with ", str(record.msg))
 
 
 @dataclass(frozen=True)
