@@ -221,6 +221,9 @@ PLAIN_PROBLEMS = {  # pydantic's type errors, in the words of the file a user ed
 }
 
 
+NOT_FINITE = "not a finite number; .inf and .nan are not values convbench can train, time or score with: write a number"
+
+
 def plain_problem(error: Any) -> str:
     """One pydantic error's problem without pydantic's wording ('Value error, ...', 'Input should be a valid tuple')."""
     if error["type"] in PLAIN_PROBLEMS:

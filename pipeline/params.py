@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from pipeline.core.data import DATASET_NAMES
-from pipeline.errors import ConvbenchError, ParamsError, allowed_keys, plain_problem, redact
+from pipeline.errors import NOT_FINITE, ConvbenchError, ParamsError, allowed_keys, plain_problem, redact
 
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -740,9 +740,6 @@ def _describe(error: Any) -> str:
     if error["type"] == "finite_number":
         return f"{key}: {NOT_FINITE} (got {_shown(error.get('input'))})"
     return f"{key}: {plain_problem(error)} (got {_shown(error.get('input'))})"
-
-
-NOT_FINITE = "not a finite number; .inf and .nan are not values convbench can train, time or score with: write a number"
 
 
 def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:

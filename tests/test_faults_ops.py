@@ -292,6 +292,9 @@ def test_a_signal_during_the_final_upload_or_lookup_ends_with_the_interrupt_stat
         assert done.returncode == 0, done.stderr[-2000:]
     script = tmp_path / "interrupted_store_call.py"
     script.write_text(INTERRUPTED_STORE_CALL)
+    scored = [root / paths.metrics("digits", "cnn", 0), root / paths.predictions("digits", "cnn", 0)]
+    for path in scored:  # cnn-s0 is scored anew below, as a cell evaluated for the first time
+        path.unlink()
     for call, args, stage in (
         ("log_artifact", ["evaluate", "-m", "cnn", "-s", "0"], "evaluate"),
         ("log_artifact", ["bench"], ""),
@@ -300,6 +303,15 @@ def test_a_signal_during_the_final_upload_or_lookup_ends_with_the_interrupt_stat
         result = run([sys.executable, str(script), call, *args], root, timeout=300, MLFLOW_TRACKING_URI="")
         assert result.returncode == 130, (call, result.returncode, result.stderr[-2000:])
         assert result.stderr.strip().splitlines()[-1] == f"convbench: interrupted; {INTERRUPTED[stage]}"
+        if stage == "evaluate":
+            assert not any(path.exists() for path in scored), "no metrics that look current beside a FAILED run"
+            again = run(["convbench", "evaluate"], root, timeout=300, MLFLOW_TRACKING_URI="")
+            assert again.returncode == 0 and "evaluate: cnn-s0 test_accuracy" in again.stdout, again.stderr[-2000:]
+            client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+            (cell,) = client.search_runs(
+                [client.get_experiment_by_name("convbench-digits").experiment_id], "attributes.run_name = 'cnn-s0'"
+            )
+            assert cell.info.status == "FINISHED", "the next evaluate scores it again and finishes its run"
 
 
 # --- a small address-space limit (`ulimit -v`) --------------------------------------------------------------------

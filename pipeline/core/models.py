@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import ParamsError, allowed_keys, plain_problem
+from pipeline.errors import NOT_FINITE, ParamsError, allowed_keys, plain_problem
 
 if TYPE_CHECKING:  # torch loads only when a model is built: params validation (every stage) does not need it
     import torch
@@ -366,8 +366,6 @@ def _describe(alias: str, schema: type[Settings], error: Any) -> str:
     if error["type"] == "missing":
         return f"missing key '{key}'"
     if error["type"] == "finite_number":
-        from pipeline.params import NOT_FINITE  # params imports this module's checks lazily, so no cycle at load time
-
         return f"{key}: {NOT_FINITE} (got {error.get('input')!r})"
     return f"{key}: {plain_problem(error)} (got {error.get('input')!r})"
 

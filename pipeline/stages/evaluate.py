@@ -185,7 +185,11 @@ def _write_and_log(
     confusion: torch.Tensor,
     image: torch.Tensor,
 ) -> None:
-    """Metrics and predictions into the cell's files and its training run (figures as run artifacts)."""
+    """Metrics and predictions into the cell's training run (figures as run artifacts), then into its files.
+
+    The files appear only once the run has everything: a stage stopped mid-upload leaves no metrics that look
+    current beside a FAILED run, so the next evaluate scores the cell again and finishes its run.
+    """
     metrics_path, predictions_path = paths.metrics(cell.dataset, *cell.key), paths.predictions(cell.dataset, *cell.key)
     tags = {
         "convbench.kind": "train",
@@ -194,13 +198,17 @@ def _write_and_log(
         "convbench.dataset": prepared.name,
         **{f"convbench.context.{key}": value for key, value in metrics.context.items()},
     }
-    with tracking.run(cell.params.tracking, prepared.name, cell.name, tags, run_id) as logger:
+    with (
+        tracking.run(cell.params.tracking, prepared.name, cell.name, tags, run_id) as logger,
+        atomic.staged_folder(metrics_path.parent) as stage,
+    ):
         logger.log_metrics(metrics.scalars())
-        atomic.write_text(predictions_path, table.to_csv(index_label="index"))
-        records.save_json(metrics_path, metrics)
-        logger.log_artifact(metrics_path, "evaluation")
-        logger.log_artifact(predictions_path, "evaluation")
+        staged_predictions = atomic.write_text(stage / predictions_path.name, table.to_csv(index_label="index"))
+        staged_metrics = records.save_json(stage / metrics_path.name, metrics)
+        logger.log_artifact(staged_metrics, "evaluation")
+        logger.log_artifact(staged_predictions, "evaluation")
         _log_figures(logger, model, confusion.numpy(), prepared.classes, image, cell.model)
+        atomic.replace_set({staged_predictions: predictions_path, staged_metrics: metrics_path})
 
 
 def _log_figures(
