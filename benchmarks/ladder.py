@@ -68,8 +68,8 @@ def step_bound(folder: Path) -> str:
 
     from pipeline.core import cell as cells
     from pipeline.core import models
-    from pipeline.core.measure import time_interleaved
     from pipeline.core.runtime import choose_threads
+    from pipeline.core.timing import time_interleaved
     from pipeline.params import load_params
 
     cores = torch.get_num_threads()

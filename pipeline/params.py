@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.core.data import DATASET_NAMES
+from pipeline.core.catalog import DATASET_NAMES
 from pipeline.errors import NOT_FINITE, ConvbenchError, ParamsError, allowed_keys, plain_problem, redact
 
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,49 @@ def test_the_closure_follows_the_numbers_and_stops_at_messages_tracking_and_othe
     assert not {"stages.report", "stages.evaluate", "ops.tracking", "ops.cells", "cli", "params", "errors"} & train
     assert "core.models" not in code.closure("download") | code.closure("prepare")
     assert "reporting.render" in code.closure("report") and "reporting.figures" not in code.closure("evaluate")
+
+
+# What no trained or scored weight depends on, each kept in modules of its own: the report's layer words, the bench's
+# clocks and record, the probes' record, the dataset downloaders and readers (prepare turns them into the format).
+NOT_NUMBERS = {
+    "reporting.architecture": ("describe", "layer_name", "flow_labels"),
+    "core.timing": ("time_interleaved", "matmul_flops_per_second", "runqueue_wait_seconds"),
+    "artifacts.bench_record": ("BenchResult", "CaseResult"),
+    "artifacts.probe_record": ("ProbeResult", "ProbeRow"),
+    "core.catalog": ("torchvision_root", "safe_tar_extraction", "check_files"),
+    "core.sources": ("declared_paths",),
+}
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate", "tune"])
+def test_the_identity_of_the_stages_that_train_and_score_holds_no_display_bench_or_download_code(stage: str) -> None:
+    identity = code.closure(stage)
+    assert not identity & set(NOT_NUMBERS), sorted(identity & set(NOT_NUMBERS))
+    defined = {
+        node.name
+        for module in identity
+        for node in ast.walk(ast.parse(code.module_path(module).read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    }
+    assert not defined & {name for names in NOT_NUMBERS.values() for name in names}, "defined inside the identity"
+
+
+def test_rewording_display_bench_or_download_code_keeps_the_train_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "pipeline"
+    shutil.copytree(code.PIPELINE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code, "PIPELINE", copy)
+    code.source_sha256.cache_clear()
+    try:
+        before = {stage: code.source_sha256(stage) for stage in ("train", "evaluate", "tune")}
+        for module in NOT_NUMBERS:
+            path = code.module_path(module)
+            path.write_text(path.read_text() + "\n# reworded\n")
+        code.source_sha256.cache_clear()
+        assert {stage: code.source_sha256(stage) for stage in before} == before
+    finally:
+        code.source_sha256.cache_clear()
 
 
 def test_the_stages_come_from_the_folder() -> None:

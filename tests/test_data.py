@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core import data
+from pipeline.core import catalog as data
 from pipeline.errors import DataError
 from tests.torchvision_files import make_cifar10, make_mnist_family
 

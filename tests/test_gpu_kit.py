@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pipeline.artifacts import paths
-from pipeline.core import data
+from pipeline.core import catalog
 from pipeline.params import Params
 from tests.conftest import tiny_params
 from tests.helpers import ROOT, run, write_params
@@ -116,7 +116,7 @@ def test_generated_cifar_loads_as_cifar10_balanced_and_learnable(tmp_path: Path)
     assert sorted(p.name for p in base.iterdir()) == sorted(
         [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
     )
-    raw = data.spec("cifar10").load(folder)
+    raw = catalog.spec("cifar10").load(folder)
     assert (
         raw.images.shape == (503, 3, 32, 32)
         and raw.test_images is not None
@@ -126,7 +126,7 @@ def test_generated_cifar_loads_as_cifar10_balanced_and_learnable(tmp_path: Path)
     assert np.bincount(raw.labels).min() >= 50 and 40 < raw.images.mean() < 215
     means = np.stack([raw.images[raw.labels == c].mean(axis=0) for c in range(10)])  # classes differ, on average
     assert np.abs(means - means.mean(axis=0)).mean() > 5
-    assert not data.spec("cifar10").missing(folder, False), "every file convbench reads is there"
+    assert not catalog.spec("cifar10").missing(folder, False), "every file convbench reads is there"
 
 
 def test_wheel_list_pins_one_version_of_each() -> None:
@@ -198,8 +198,8 @@ def test_checkpoint_trained_on_cuda_restores_on_the_cpu_with_float32_weights(cud
 def test_cuda_fast_paths_channels_last_fused_adamw_and_gpu_resident_data(cuda_project: tuple[Path, Params]) -> None:
     root, params = cuda_project
     from pipeline.core import cell as cells
-    from pipeline.core.measure import matmul_flops_per_second
     from pipeline.core.runtime import device_splits, place_model, train_step_call
+    from pipeline.core.timing import matmul_flops_per_second
 
     with contextlib.chdir(root):
         prepared = cells.prepared_data(params)

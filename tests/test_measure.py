@@ -13,14 +13,8 @@ import torch
 from torch import nn
 
 from pipeline.core import models
-from pipeline.core.measure import (
-    Stopwatch,
-    count_flops,
-    device_context,
-    matmul_flops_per_second,
-    peak_memory_bytes,
-    resolve_device,
-)
+from pipeline.core.measure import Stopwatch, count_flops, device_context, peak_memory_bytes, resolve_device
+from pipeline.core.timing import matmul_flops_per_second
 from pipeline.errors import ConvbenchError
 from pipeline.params import load_params
 from tests.helpers import ROOT
@@ -119,7 +113,7 @@ def test_device_context_names_what_timings_depend_on() -> None:
 
 def _paired_case(rounds: int = 5):
     """The default CNN and MLP at batch 256, timed side by side."""
-    from pipeline.core.measure import time_interleaved
+    from pipeline.core.timing import time_interleaved
 
     nets = default_models()
     x = torch.randn(256, 1, 28, 28)
@@ -151,7 +145,7 @@ def test_interleaved_timing_takes_one_sample_per_model_per_round() -> None:
 def test_load_on_every_core_is_marked_noisy_never_reported_as_a_reversed_ordering() -> None:
     """Idle, the MLP infers faster than the CNN (2.3-3x on the 2-core machine). With a CPU burner on every core the
     paired timing must either keep that ordering or mark the case noisy."""
-    from pipeline.core.measure import runqueue_wait_seconds
+    from pipeline.core.timing import runqueue_wait_seconds
     from pipeline.stages.bench import summarize
 
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]

@@ -211,12 +211,6 @@ def test_pool_before_relu_equals_the_textbook_order_in_outputs_and_gradients() -
     assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
-def test_describe_reads_the_layers_off_the_built_module() -> None:
-    rows = models.describe(models.resolve(params(models=["lcn", "cnn"]), (1, 28, 28), 10)["lcn"])
-    assert rows[1] == {"layer": "LocallyConnected(1->32, k3, padding 0)", "output_shape": "32x26x26", "params": 216_320}
-    assert sum(row["params"] for row in rows) == 909_962
-
-
 def test_validating_params_and_the_model_section_loads_no_torch() -> None:
     """download and an untuned tune stage validate params.yaml without paying torch's import."""
     import subprocess

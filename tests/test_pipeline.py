@@ -323,6 +323,17 @@ def test_a_model_from_the_users_own_module_flows_through_dvc_repro(tmp_path: Pat
     assert set(re.findall(r"Running stage '([^']+)'", untouched.stdout)) == unchanged("digits"), untouched.stdout
     assert {p.name: p.read_bytes() for p in (project / paths.models_dir("digits")).iterdir()} == checkpoints
 
+    describe = project / "pipeline" / "reporting" / "architecture.py"  # the report's words for a layer
+    describe.write_text(describe.read_text().replace('return f"Linear({', 'return f"Dense({') + "\n# reworded\n")
+    for concern in ("core/timing.py", "core/catalog.py"):  # the bench's clocks, the downloaders and readers
+        module = project / "pipeline" / concern
+        module.write_text(module.read_text() + "\n# an edit to code no trained weight depends on\n")
+    reworded = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=f"{zoo}:{project}")
+    assert reworded.returncode == 0, reworded.stdout[-3000:] + reworded.stderr[-3000:]
+    assert cells_run(reworded.stdout) == (set(), set()), "the stages run, every cell is current"
+    assert {p.name: p.read_bytes() for p in (project / paths.models_dir("digits")).iterdir()} == checkpoints
+    assert "Dense(" in (project / paths.report_markdown("digits")).read_text(), "the report took the new words"
+
     registry = project / "pipeline" / "core" / "models.py"  # the models' code changes: every cell is computed again
     registry.write_text(registry.read_text() + "\n# an edit to the model registry\n")
     edited = run(["dvc", "repro"], project, MLFLOW_TRACKING_URI="", PYTHONPATH=f"{zoo}:{project}")

@@ -263,3 +263,11 @@ def test_augment_settings_flip_only_datasets_whose_classes_survive_a_mirror() ->
     yours["dataset"] = {"pets": {"format": "imagefolder", "path": "/datasets/pets", "mirrorable": True}}
     pets = SimpleNamespace(name="pets", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     assert all(s.augment.flip for s in augment_settings(validate_params(yours), pets)[1:]), "a user's photos say so"
+
+
+def test_every_registered_probe_has_its_words_in_the_report() -> None:
+    """A probe's section never falls back to generic text: its registration and its words come together."""
+    from pipeline.core.probes import PROBES
+    from pipeline.reporting.probes import WORDS
+
+    assert set(PROBES) == set(WORDS)

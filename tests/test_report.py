@@ -13,7 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.artifacts import paths
-from pipeline.artifacts.records import BenchCase, CellMetrics
+from pipeline.artifacts.bench_record import BenchCase
+from pipeline.artifacts.records import CellMetrics
 from pipeline.core.probes import PROBES
 from pipeline.core.stats import t_interval
 from pipeline.errors import ConvbenchError

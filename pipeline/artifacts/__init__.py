@@ -1,2 +1,2 @@
-"""What stages hand each other, typed: paths, atomic writes, the checkpoint format, the records (cell metrics, bench
-result, probe result, tuned recipe) and the code identity of a stage."""
+"""What stages hand each other, typed: paths, atomic writes, the checkpoint format, the records (cell metrics and
+tuned recipe in records.py; the bench's and the probes' own records beside it) and the code identity of a stage."""

@@ -1,4 +1,5 @@
-"""The typed records stages hand each other: cell metrics, the bench result, a probe result, a tuned recipe.
+"""The typed records stages hand each other: cell metrics, a tuned recipe, a dataset's summary (bench_record.py
+and probe_record.py hold the bench's and the probes' records, outside the identity of the cells they do not touch).
 
 Each record carries a format version and has one save and one load; a load that finds a missing, unreadable,
 foreign or older file fails with one line naming the file and the command that writes it again, as
@@ -10,7 +11,6 @@ names `dvc metrics show/diff` and `dvc exp show` read (the bench cases are keyed
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -164,124 +164,6 @@ class CellMetrics(Record):
             for level, accuracy in self.robustness.levels(kind).items()
         }
         return values | {f"test_accuracy_class_{c}": a for c, a in self.per_class_accuracy.items()}
-
-
-# --- the bench result -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, order=True)
-class BenchCase:
-    """What one bench case times: `inference` at a batch size, or one `training_step` at the recipe's batch."""
-
-    kind: Literal["inference", "training_step"]
-    batch: int
-
-    @property
-    def key(self) -> str:
-        """The case's name in results/<dataset>/bench.json and in MLflow metric names."""
-        return f"{self.kind}_batch_{self.batch}"
-
-    @property
-    def label(self) -> str:
-        """How the report names it."""
-        return f"{'Inference' if self.kind == 'inference' else 'Training step'} @ batch {self.batch}"
-
-    @classmethod
-    def from_key(cls, key: str) -> BenchCase:
-        """The inverse of `key`."""
-        kind, _, batch = key.rpartition("_batch_")
-        if kind not in ("inference", "training_step") or not batch.isdigit():
-            raise ValueError(f"not a bench case: {key!r}")
-        return cls(kind, int(batch))  # type: ignore[arg-type]  # kind is one of the two, checked just above
-
-
-class ModelSpeed(BaseModel):
-    """One model in one case: median images/s over rounds, its relative IQR, ms per call, every round's images/s."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    images_per_second: float
-    relative_iqr: float
-    ms_per_call: float
-    samples: list[float]
-
-
-class Ratio(BaseModel):
-    """A model's speed over the reference's: the median of per-round ratios and its bootstrap interval."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    median: float
-    low: float
-    high: float
-
-
-class CaseResult(BaseModel):
-    """Every model timed in one case, round by round, with what shows interference and whether it was noisy."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    items: int
-    interference: dict[str, float | None]  # run-queue wait share, CPU share, load: what shows other work
-    models: dict[str, ModelSpeed]
-    ratios: dict[str, Ratio]
-    noisy: bool
-
-
-class Mfu(BaseModel):
-    """Model FLOP utilisation: achieved FLOP/s over the matmul peak, at the largest inference batch and in training."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    inference: float
-    train: float
-
-
-class BenchResult(Record):
-    """results/<dataset>/bench.json: every model timed side by side in one process (the bench stage)."""
-
-    dataset: str
-    models: list[str]
-    reference: str
-    rounds: int
-    seconds_per_sample: float
-    checkpoint_seed: int
-    cases: dict[str, CaseResult]
-    matmul_flops_per_second: float
-    mfu: dict[str, Mfu]
-    noisy: list[str]
-    fix: str
-    context: dict[str, Any]
-
-    def by_case(self) -> dict[BenchCase, CaseResult]:
-        """The cases in order: inference by batch size, then the training step."""
-        return dict(sorted((BenchCase.from_key(key), case) for key, case in self.cases.items()))
-
-
-# --- a probe result ---------------------------------------------------------------------------------------------------------
-
-
-class ProbeRow(BaseModel):
-    """One (setting, model, seed) of a retraining probe."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    probe: str
-    setting: str
-    value: float
-    model: str
-    seed: int
-    params: int
-    train_images: int
-    final_val_accuracy: float
-    test_accuracy: float
-    shifted: dict[str, float] = {}  # test accuracy at each of evaluate.shifts, for probes that measure it
-
-
-class ProbeResult(Record):
-    """results/<dataset>/probes/<probe>.json: every row of one probe and the fingerprint of what it was run from."""
-
-    probe: str
-    dataset: str
-    models: list[str]
-    fingerprint: str
-    rows: list[ProbeRow]
-    code_sha256: str = ""  # the probe stage's code identity: with the fingerprint, whether the result is current
 
 
 # --- a tuned recipe ---------------------------------------------------------------------------------------------------------

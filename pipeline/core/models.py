@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.errors import NOT_FINITE, ParamsError, allowed_keys, plain_problem
 
 if TYPE_CHECKING:  # torch loads only when a model is built: params validation (every stage) does not need it
-    import torch
     from torch import nn
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -662,61 +661,3 @@ def _dense_stack(features: int, hidden: list[int], num_classes: int) -> list[nn.
 
 def _product(values: Any) -> int:
     return math.prod(int(v) for v in values)
-
-
-def describe(config: ModelConfig) -> list[dict[str, Any]]:
-    """One row per top-level layer of the built module: name, output shape (one input) and parameter count."""
-    import torch
-
-    model = build(config)
-    rows: list[dict[str, Any]] = []
-
-    def record(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        rows.append(
-            {
-                "layer": _layer_name(module),
-                "output_shape": "x".join(map(str, output.shape[1:])),
-                "params": count_params(module),
-            }
-        )
-
-    children = list(model.children()) or [model]
-    hooks = [layer.register_forward_hook(record) for layer in children]
-    with torch.no_grad():
-        model.eval()(torch.zeros((1, *config.input_shape)))
-    for hook in hooks:
-        hook.remove()
-    return [{"layer": "Input", "output_shape": "x".join(map(str, config.input_shape)), "params": 0}, *rows]
-
-
-def flow_labels(config: ModelConfig) -> list[str]:
-    """The model as a flowchart: one 'layer -> output shape' label per layer, from the built module itself."""
-    return [f"{row['layer']} -> {row['output_shape']}" for row in describe(config)] + ["Output (softmax)"]
-
-
-def _layer_name(module: nn.Module) -> str:
-    from torch import nn
-
-    from pipeline.core.layers import LocallyConnected, Residual
-
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        kernel = "x".join(map(str, module.kernel_size))
-        stride = f", stride {module.stride[0]}" if module.stride[0] != 1 else ""
-        return (
-            f"{type(module).__name__}({module.in_channels}->{module.out_channels}, {kernel}, "
-            f"padding {module.padding[0]}{stride})"
-        )
-    if isinstance(module, LocallyConnected):
-        return (
-            f"LocallyConnected({module.in_channels}->{module.out_channels}, k{module.kernel}, padding {module.padding})"
-        )
-    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
-        return f"{type(module).__name__}({module.kernel_size})"
-    if isinstance(module, nn.Linear):
-        return f"Linear({module.in_features}->{module.out_features})"
-    if isinstance(module, Residual):
-        inner = (
-            [_layer_name(layer) for layer in module.layer.children()] if isinstance(module.layer, nn.Sequential) else []
-        )
-        return f"Residual(x + {', '.join(inner) or type(module.layer).__name__})"
-    return type(module).__name__

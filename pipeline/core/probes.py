@@ -103,7 +103,7 @@ def size_settings(params: Params, prepared: PreparedData) -> list[Setting]:
 def augment_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     """Training batches randomly translated by up to each of probes.augment.shifts pixels (0: unaugmented),
     and mirrored too where probes.augment.flips (auto: the dataset's classes survive a mirror) says so."""
-    from pipeline.core.data import mirrorable
+    from pipeline.core.catalog import mirrorable
     from pipeline.core.transforms import Augment
 
     flips = params.probes.augment.flips

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.core.data import DatasetSpec, RawData, spec
+from pipeline.core.catalog import DatasetSpec, RawData, spec
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:

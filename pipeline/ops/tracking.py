@@ -269,7 +269,8 @@ class RunLogger:
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
-        self.run_id = run_id
+        self._id = run_id
+        self.run_id: str | None = run_id  # None for an untracked run: what callers record and check
         self.failure: BaseException | None = None
         self._queue: queue.Queue[list[Metric]] | None = None
 
@@ -290,7 +291,7 @@ class RunLogger:
         """Log (flattened) params in one batch."""
         items = [Param(key, str(value)) for key, value in flatten(params).items()]
         for start in range(0, len(items), 100):
-            self._call(self.client.log_batch, self.run_id, params=items[start : start + 100])
+            self._call(self.client.log_batch, self._id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0, synchronous: bool = True) -> None:
         """Log numeric metrics in one batch (one database write, not one per metric).
@@ -303,7 +304,7 @@ class RunLogger:
         for start in range(0, len(items), MAX_BATCH):
             batch = items[start : start + MAX_BATCH]
             if synchronous:
-                self._call(self.client.log_batch, self.run_id, metrics=batch)
+                self._call(self.client.log_batch, self._id, metrics=batch)
             elif self.failure is None:
                 self._background().put(batch)
 
@@ -320,13 +321,13 @@ class RunLogger:
         while True:
             batch = batches.get()
             try:
-                self._call(self.client.log_batch, self.run_id, metrics=batch)  # skipped once the store failed
+                self._call(self.client.log_batch, self._id, metrics=batch)  # skipped once the store failed
             finally:
                 batches.task_done()
 
     def logged_steps(self, key: str) -> set[int]:
         """Steps of `key` already in the run (to fill gaps a killed process left in its background queue)."""
-        history = self._call(self.client.get_metric_history, self.run_id, key)
+        history = self._call(self.client.get_metric_history, self._id, key)
         return {metric.step for metric in history or []}
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -344,7 +345,7 @@ class RunLogger:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags in one batch."""
-        self._call(self.client.log_batch, self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self._call(self.client.log_batch, self._id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
     def describe(self, text: str) -> None:
         """The run's Description in the UI (Markdown), cut to what MLflow's stores accept."""
@@ -363,7 +364,7 @@ class RunLogger:
                 self._call(
                     self.client.log_batch,
                     run_id,
-                    tags=[RunTag("mlflow.parentRunId", self.run_id), RunTag("convbench.comparison_run", self.run_id)],
+                    tags=[RunTag("mlflow.parentRunId", self._id), RunTag("convbench.comparison_run", self._id)],
                 )
 
     def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
@@ -379,20 +380,20 @@ class RunLogger:
 
         def log_inputs() -> None:
             try:
-                self.client.log_inputs(self.run_id, datasets=inputs)
+                self.client.log_inputs(self._id, datasets=inputs)
             except MlflowException as exc:
                 # MLflow's SQL store creates a dataset row on first use without a lock: two runs logging the same
                 # dataset at once (parallel sweep trials) collide on its unique key. The row now exists; log again.
                 if "UNIQUE constraint" not in str(exc):
                     raise
                 time.sleep(0.5)
-                self.client.log_inputs(self.run_id, datasets=inputs)
+                self.client.log_inputs(self._id, datasets=inputs)
 
         self._call(log_inputs)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Copy a local file into the run's artifacts."""
-        self._call(self.client.log_artifact, self.run_id, str(path), artifact_path)
+        self._call(self.client.log_artifact, self._id, str(path), artifact_path)
 
     def log_model(self, model: Any, input_example: Any) -> None:
         """Log a torch model with an input example (MLflow infers the signature from it)."""
@@ -414,7 +415,7 @@ class UntrackedLogger(RunLogger):
     """Stands in for a run when tracking.required is false and the server is down: every call is a no-op."""
 
     def __init__(self) -> None:
-        self.run_id = None  # type: ignore[assignment]  # an untracked run has no id; every caller checks for None
+        self.run_id = None
         self.failure = None
         self._queue = None
 
@@ -609,10 +610,10 @@ def child_run(
         logger.flush()
     except BaseException:
         logger.flush(FLUSH_ON_FAILURE_SECONDS)  # the trial's run ends FAILED with what it logged
-        _terminate_quietly(client, logger.run_id, "FAILED")
+        _terminate_quietly(client, created.info.run_id, "FAILED")
         raise
     try:
-        client.set_terminated(logger.run_id, "FINISHED")
+        client.set_terminated(created.info.run_id, "FINISHED")
     except MlflowException as exc:
         raise _tracking_error(uri, exc) from None
 

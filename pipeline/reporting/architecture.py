@@ -11,13 +11,18 @@ matplotlib instead of printing Mermaid's source.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.core import models
+from pipeline.core.layers import LocallyConnected, Residual
 from pipeline.core.measure import first_conv_maps
+from pipeline.core.models import ModelConfig
 from pipeline.reporting import figures as draw
 from pipeline.reporting.inputs import ReportInputs
 from pipeline.reporting.render import HTML, MARKDOWN, Block, Code, Figure, Paragraph, Table
@@ -88,20 +93,79 @@ def blocks(inputs: ReportInputs) -> list[Block]:
     ]
     flows = {}
     for model, config in inputs.configs.items():
-        rows = models.describe(config)
+        rows = describe(config)
         table = pd.DataFrame(
             {
-                "Layer": [r["layer"] for r in rows],
-                "Output shape": [r["output_shape"] for r in rows],
-                "Parameters": [f"{r['params']:,}" for r in rows],
+                "Layer": [r.layer for r in rows],
+                "Output shape": [r.output_shape for r in rows],
+                "Parameters": [f"{r.params:,}" for r in rows],
             }
         )
-        flows[inputs.labels[model]] = models.flow_labels(config)
+        flows[inputs.labels[model]] = flow_labels(rows)
         out += [
-            Paragraph(f"**{inputs.labels[model]}** (`{config.arch}`, {sum(r['params'] for r in rows):,} parameters)"),
+            Paragraph(f"**{inputs.labels[model]}** (`{config.arch}`, {sum(r.params for r in rows):,} parameters)"),
             Table(table, ("left", "right", "right")),
             Code("mermaid", mermaid(flows[inputs.labels[model]]), only=MARKDOWN),  # GitHub draws it
         ]
     diagram = draw.architecture_diagram(flows, inputs.figures_dir / "architectures.png")
     out.append(Figure(diagram, "Every architecture as a flowchart, read off the built modules.", only=HTML))
     return out
+
+
+# --- layers read off the built module (display only: no trained weight depends on these words) ---------------------
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One top-level layer of a built model: its name, output shape for one input, and parameter count."""
+
+    layer: str
+    output_shape: str
+    params: int
+
+
+def describe(config: ModelConfig) -> list[LayerRow]:
+    """One row per top-level layer of the built module, after an Input row."""
+    model = models.build(config)
+    rows: list[LayerRow] = []
+
+    def record(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        rows.append(LayerRow(layer_name(module), "x".join(map(str, output.shape[1:])), models.count_params(module)))
+
+    children = list(model.children()) or [model]
+    hooks = [layer.register_forward_hook(record) for layer in children]
+    with torch.no_grad():
+        model.eval()(torch.zeros((1, *config.input_shape)))
+    for hook in hooks:
+        hook.remove()
+    return [LayerRow("Input", "x".join(map(str, config.input_shape)), 0), *rows]
+
+
+def flow_labels(rows: list[LayerRow]) -> list[str]:
+    """The model as a flowchart: one 'layer -> output shape' label per layer, then the softmax output."""
+    return [f"{row.layer} -> {row.output_shape}" for row in rows] + ["Output (softmax)"]
+
+
+def layer_name(module: nn.Module) -> str:
+    """A layer as the report names it, e.g. 'Conv2d(1->32, 3x3, padding 0)'."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        kernel = "x".join(map(str, module.kernel_size))
+        stride = f", stride {module.stride[0]}" if module.stride[0] != 1 else ""
+        return (
+            f"{type(module).__name__}({module.in_channels}->{module.out_channels}, {kernel}, "
+            f"padding {module.padding[0]}{stride})"
+        )
+    if isinstance(module, LocallyConnected):
+        return (
+            f"LocallyConnected({module.in_channels}->{module.out_channels}, k{module.kernel}, padding {module.padding})"
+        )
+    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
+        return f"{type(module).__name__}({module.kernel_size})"
+    if isinstance(module, nn.Linear):
+        return f"Linear({module.in_features}->{module.out_features})"
+    if isinstance(module, Residual):
+        inner = (
+            [layer_name(layer) for layer in module.layer.children()] if isinstance(module.layer, nn.Sequential) else []
+        )
+        return f"Residual(x + {', '.join(inner) or type(module.layer).__name__})"
+    return type(module).__name__

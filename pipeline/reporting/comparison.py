@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.artifacts.records import BenchCase, BenchResult, CellMetrics
+from pipeline.artifacts.bench_record import BenchCase, BenchResult
+from pipeline.artifacts.records import CellMetrics
 from pipeline.core.models import Ladder
 from pipeline.core.stats import (
     Interval,

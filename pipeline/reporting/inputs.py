@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline.artifacts.records import BenchResult, CellMetrics, TunedRecipe
+from pipeline.artifacts.bench_record import BenchResult
+from pipeline.artifacts.records import CellMetrics, TunedRecipe
 from pipeline.reporting.comparison import Cast, Comparison
 
 if TYPE_CHECKING:

@@ -17,18 +17,12 @@ import torch
 from torch import nn
 
 from pipeline.artifacts import paths, records
-from pipeline.artifacts.records import BenchCase, BenchResult, CaseResult, Mfu, ModelSpeed, Ratio
+from pipeline.artifacts.bench_record import BenchCase, BenchResult, CaseResult, Mfu, ModelSpeed, Ratio
 from pipeline.core import cell as cells
-from pipeline.core.measure import (
-    NOISY_SPREAD,
-    PairedCase,
-    count_flops,
-    device_context,
-    matmul_flops_per_second,
-    time_interleaved,
-)
+from pipeline.core.measure import count_flops, device_context
 from pipeline.core.runtime import ExecutionPlan, inference_call, normalize, place_model, repeat_to, train_step_call
 from pipeline.core.stats import median_interval
+from pipeline.core.timing import NOISY_SPREAD, PairedCase, matmul_flops_per_second, time_interleaved
 from pipeline.ops import tracking
 from pipeline.params import Params
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.artifacts import atomic, paths
-from pipeline.core.data import check_files, source_manifest
+from pipeline.core.catalog import check_files, source_manifest
 from pipeline.core.sources import dataset_spec
 from pipeline.ops.uris import expand_user
 from pipeline.params import Params

@@ -13,15 +13,8 @@ import numpy as np
 import torch
 
 from pipeline.artifacts import atomic, paths
-from pipeline.core.data import (
-    SPLITS,
-    RawData,
-    Split,
-    Splits,
-    check_consistent,
-    check_files,
-    tensors_sha256,
-)
+from pipeline.core.catalog import RawData, check_consistent, check_files
+from pipeline.core.data import SPLITS, Split, Splits, tensors_sha256
 from pipeline.core.sources import dataset_spec, declared_paths, expanded
 from pipeline.errors import DataError
 from pipeline.ops.uris import expand_user

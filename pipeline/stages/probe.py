@@ -15,7 +15,7 @@ import torch
 
 from pipeline.artifacts import paths, records
 from pipeline.artifacts.code import source_sha256
-from pipeline.artifacts.records import ProbeResult, ProbeRow
+from pipeline.artifacts.probe_record import ProbeResult, ProbeRow
 from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.cell import Cell

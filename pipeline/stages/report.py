@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.artifacts import atomic, paths, records
-from pipeline.artifacts.records import BenchResult, CellMetrics, Summary
+from pipeline.artifacts.bench_record import BenchResult
+from pipeline.artifacts.records import CellMetrics, Summary
 from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.data import load_prepared
