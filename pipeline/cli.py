@@ -3,7 +3,8 @@
 Each command validates params.yaml first, then calls one stage function. Known failures print
 one line and exit non-zero (2 for bad params); nothing is half-written. Failures of the system
 (a full or read-only disk, a path under a file) print one line naming the path and the fix; anything
-unexpected prints one line and the path of a log holding its traceback.
+unexpected prints one line and the path of a log holding its traceback. Each command imports its stage (and
+with it torch, MLflow or Ray) only when it runs, so `--help` and a bad params.yaml answer at once.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +21,8 @@ from pydantic import (
 )
 
 from pipeline.core.catalog import DATASET_NAMES
+from pipeline.core.models import REGISTRY, arch_of, check_model_section, typed_settings
+from pipeline.core.probes import PROBES
 from pipeline.errors import NOT_FINITE, ConvbenchError, ParamsError, allowed_keys, plain_problem, redact
 
 Fraction = Annotated[float, Field(gt=0.0, lt=0.5)]
@@ -177,8 +178,6 @@ class ProbesParams(_Section):
     @field_validator("run")
     @classmethod
     def _registered_probes(cls, run: list[str]) -> list[str]:
-        from pipeline.core.probes import PROBES  # the registry loads no torch
-
         unknown = [name for name in run if name not in PROBES]
         if unknown:
             raise ValueError(f"unknown probe {', '.join(map(repr, unknown))}; registered probes: {', '.join(PROBES)}")
@@ -508,8 +507,6 @@ def validate_params(raw: Any, source: str = "params.yaml", dataset: str | None =
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise ParamsError(f"{source}: {problems}") from None
     check_dataset_names(params, source, names)
-    from pipeline.core.models import check_model_section  # the registry knows each architecture's schema
-
     check_model_section(params, source)
     published = params.report.published
     if published is not None and published.dataset not in names:
@@ -571,8 +568,6 @@ def check_tune_section(params: Params, source: str = "params.yaml") -> None:
                 f"[{space.low}, {space.high}]; widen the range (the shared recipe is trial 0 of every "
                 f"model's study)"
             )
-    from pipeline.core.models import REGISTRY, arch_of, typed_settings
-
     for alias, knobs in tune.shape.items():
         if alias not in params.models:
             continue  # like model.<alias>: settings of a model that is not compared now are kept, not used
@@ -643,8 +638,6 @@ def check_search_space(params: Params, source: str = "params.yaml") -> None:
 
 def validate_model_choice(params: Params, alias: str, key: str, value: Any, source: str) -> dict[str, Any]:
     """model.<alias> with `key` set to one of its tuning choices, checked against the architecture's schema."""
-    from pipeline.core.models import typed_settings
-
     section = {**params.model, alias: {**(params.model.get(alias) or {}), key: value}}
     try:
         return typed_settings(params.model_copy(update={"model": section}), alias, source)
@@ -740,22 +733,3 @@ def _describe(error: Any) -> str:
     if error["type"] == "finite_number":
         return f"{key}: {NOT_FINITE} (got {_shown(error.get('input'))})"
     return f"{key}: {plain_problem(error)} (got {_shown(error.get('input'))})"
-
-
-def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:
-    """A hash of everything a probe's numbers depend on, so the report never shows a stale sweep."""
-    relevant = {
-        "probe": probe,
-        "data": dataset_sha256,
-        "models": params.models,
-        "reference": params.reference_model,
-        "model": params.model,
-        "train": params.train.model_dump(),
-        "evaluate_batch": params.evaluate.batch_size,
-        "probes": params.probes.model_dump(exclude={"run"}),
-    }
-    from pipeline.core.probes import PROBES  # the registry loads no torch
-
-    if probe in PROBES and PROBES[probe].shifted:
-        relevant["evaluate_shifts"] = params.evaluate.shifts
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+
 import yaml
 from dvc.repo import Repo
 
 from pipeline.artifacts import paths
-from pipeline.artifacts.code import dvc_deps, imported_modules, stage_names
+from pipeline.artifacts.code import dvc_deps, imported_modules, module_path, stage_names
 from pipeline.params import load_params
 from tests.helpers import ROOT
 
@@ -124,3 +126,21 @@ def test_every_stage_depends_on_the_code_its_numbers_come_from_and_not_on_plumbi
             dep.startswith(("pipeline/ops", "pipeline/cli", "pipeline/errors", "pipeline/params")) or dep == "pipeline"
             for dep in declared
         ), stage
+
+
+def test_a_function_level_import_of_a_project_module_says_why() -> None:
+    """Imports sit at the top, where the graph above sees them; one inside a function (to keep torch, MLflow, Ray
+    or matplotlib out of a light command) carries its reason on its line. cli.py is exempt: each command imports
+    its own stage when it runs, which its docstring says once."""
+    unexplained = []
+    for module in sorted(_package_modules() - {"cli"}):
+        path = module_path(module)
+        lines = path.read_text().splitlines()
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
+                    if not any("#" in line for line in lines[node.lineno - 1 : node.end_lineno]):
+                        unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not unexplained, unexplained

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.errors import DataError
+
 SOURCES_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 TUNED_DIR = Path("tuned")
@@ -212,3 +214,21 @@ LEGACY = (  # what the layout before per-dataset folders wrote, relative to the 
 def legacy_files(project: Path = Path(".")) -> list[Path]:
     """Files of the previous layout (one dataset at a time, no dataset folders) still in `project`."""
     return sorted(path for pattern in LEGACY for path in Path(project).glob(pattern) if path.exists())
+
+
+def expand_user(path: str | Path, setting: str = "") -> Path:
+    """`path` with a leading ~ or ~user read as a shell reads it: that home folder, never a folder named '~'.
+
+    `setting` (data.root, dataset.<alias>.path, ...) is named when the home folder cannot be found.
+    """
+    given = Path(path)
+    if not str(given).startswith("~"):
+        return given
+    try:
+        return given.expanduser()
+    except RuntimeError:  # no such user, or no HOME: a folder literally named '~' would be wrong
+        where = f"{setting}: " if setting else ""
+        raise DataError(
+            f"{where}{path}: cannot expand {given.parts[0]!r} (no such user, or $HOME is not set); write the full "
+            f"path instead"
+        ) from None

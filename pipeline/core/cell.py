@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.artifacts import paths
 from pipeline.core import models, recipes
+from pipeline.core.data import load_prepared
+from pipeline.core.measure import resolve_device
 from pipeline.core.models import ModelConfig
+from pipeline.core.runtime import execution_plan
 
 if TYPE_CHECKING:
     import torch
@@ -76,21 +79,15 @@ class Cell:
 
     def device(self) -> torch.device:
         """The device train.device names (auto: cuda, then mps, then cpu)."""
-        from pipeline.core.measure import resolve_device
-
         return resolve_device(self.params.train.device)
 
     def plan(self, device: torch.device, input_shape: tuple[int, ...]) -> ExecutionPlan:
         """How its recipe runs on `device`."""
-        from pipeline.core.runtime import execution_plan
-
         return execution_plan(self.params.train, device, input_shape)
 
 
 def prepared_data(params: Params) -> PreparedData:
     """The prepared splits of data.name, as the prepare stage wrote them."""
-    from pipeline.core.data import load_prepared
-
     return load_prepared(paths.prepared_tensors(params.data.name), paths.prepared_manifest(params.data.name))
 
 

@@ -28,6 +28,8 @@ from pipeline.errors import NOT_FINITE, ParamsError, allowed_keys, plain_problem
 if TYPE_CHECKING:  # torch loads only when a model is built: params validation (every stage) does not need it
     from torch import nn
 
+    from pipeline.params import Params  # the schema imports this registry; the registry reads it by type only
+
 PositiveInt = Annotated[int, Field(gt=0)]
 BUILDER_ARCH = "builder"
 
@@ -173,7 +175,7 @@ def build_lcn(settings: dict[str, Any], input_shape: tuple[int, ...], num_classe
     """The CNN's exact layers with every conv replaced by a locally connected layer (a filter per position)."""
     from torch import nn
 
-    from pipeline.core.layers import LocallyConnected
+    from pipeline.core.layers import LocallyConnected  # torch loads when a model is built, not with params
 
     channels, *spatial = input_shape
     _conv, pool_cls = _conv_classes(len(spatial))
@@ -198,7 +200,7 @@ def build_mnist1d_mlp(settings: dict[str, Any], input_shape: tuple[int, ...], nu
     """greydanus/mnist1d's MLP: Linear(in, 100), ReLU, a residual ReLU(Linear(100, 100)) layer, Linear(100, classes)."""
     from torch import nn
 
-    from pipeline.core.layers import Residual
+    from pipeline.core.layers import Residual  # torch loads when a model is built, not with params
 
     width = settings["width"]
     return nn.Sequential(
@@ -282,11 +284,11 @@ def arch_of(alias: str, raw: dict[str, Any]) -> str:
     return str(raw.get("arch", alias))
 
 
-def _raw(params: Any, alias: str) -> dict[str, Any]:
+def _raw(params: Params, alias: str) -> dict[str, Any]:
     return dict(params.model.get(alias) or {})
 
 
-def check_model_section(params: Any, source: str = "params.yaml") -> None:
+def check_model_section(params: Params, source: str = "params.yaml") -> None:
     """Every alias in `models` and `model` is registered or has a builder, its settings fit its schema, and a
     geometry it copies is a model with conv blocks."""
     for alias in params.models:
@@ -306,7 +308,7 @@ def check_model_section(params: Any, source: str = "params.yaml") -> None:
         )
 
 
-def check_geometry(params: Any, alias: str, geometry: Any, source: str = "params.yaml") -> None:
+def check_geometry(params: Params, alias: str, geometry: Any, source: str = "params.yaml") -> None:
     """`model.<alias>.geometry` names a model (registered, or given settings under `model`) with conv blocks to copy:
     a typo would otherwise reach `resolve` as an unknown model and end in an unexpected KeyError."""
     shapes = [name for name in dict.fromkeys([*params.models, *params.model, *REGISTRY]) if _has_conv(params, name)]
@@ -320,7 +322,7 @@ def check_geometry(params: Any, alias: str, geometry: Any, source: str = "params
     )
 
 
-def _has_conv(params: Any, alias: str) -> bool:
+def _has_conv(params: Params, alias: str) -> bool:
     """Whether the alias resolves to settings with conv blocks (False for one that is not a valid model at all)."""
     raw = _raw(params, alias)
     arch = arch_of(alias, raw)
@@ -329,7 +331,7 @@ def _has_conv(params: Any, alias: str) -> bool:
     return "conv" in REGISTRY[arch].settings.model_fields
 
 
-def typed_settings(params: Any, alias: str, source: str = "params.yaml") -> dict[str, Any]:
+def typed_settings(params: Params, alias: str, source: str = "params.yaml") -> dict[str, Any]:
     """The alias's settings validated by its architecture's schema, defaults filled in, as plain values."""
     raw = _raw(params, alias)
     arch = arch_of(alias, raw)
@@ -370,7 +372,7 @@ def _describe(alias: str, schema: type[Settings], error: Any) -> str:
 
 
 def resolve(
-    params: Any, input_shape: tuple[int, ...], num_classes: int, names: list[str] | None = None
+    params: Params, input_shape: tuple[int, ...], num_classes: int, names: list[str] | None = None
 ) -> dict[str, ModelConfig]:
     """Buildable configs of `names` (default: every model in params.models, in order) for this data.
 

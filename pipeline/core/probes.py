@@ -9,14 +9,18 @@ the same name. Importing this module loads no torch, so params validation can li
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core import models
+from pipeline.core.catalog import mirrorable
+from pipeline.core.data import Split, Splits
 
 if TYPE_CHECKING:
-    from pipeline.core.data import PreparedData, Splits
+    from pipeline.core.data import PreparedData
     from pipeline.core.transforms import Augment
     from pipeline.params import Params
 
@@ -66,8 +70,7 @@ def unchanged(data: Splits) -> Splits:
 @register("permutation")
 def permutation_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     """The original images and the same images under one fixed pixel permutation (train, val and test alike)."""
-    from pipeline.core.data import Split, Splits
-    from pipeline.core.transforms import permutation, permute_pixels
+    from pipeline.core.transforms import permutation, permute_pixels  # torch loads when a probe runs, not with params
 
     order = permutation(tuple(prepared.input_shape[1:]), params.probes.permutation_seed)
 
@@ -80,8 +83,7 @@ def permutation_settings(params: Params, prepared: PreparedData) -> list[Setting
 @register("fraction")
 def fraction_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     """A stratified share of the training split at each of probes.fractions (validation and test unchanged)."""
-    from pipeline.core.data import Split
-    from pipeline.core.transforms import stratified_subset
+    from pipeline.core.transforms import stratified_subset  # torch loads when a probe runs, not with params
 
     def subset(fraction: float) -> Callable[[Splits], Splits]:
         def take(data: Splits) -> Splits:
@@ -103,8 +105,7 @@ def size_settings(params: Params, prepared: PreparedData) -> list[Setting]:
 def augment_settings(params: Params, prepared: PreparedData) -> list[Setting]:
     """Training batches randomly translated by up to each of probes.augment.shifts pixels (0: unaugmented),
     and mirrored too where probes.augment.flips (auto: the dataset's classes survive a mirror) says so."""
-    from pipeline.core.catalog import mirrorable
-    from pipeline.core.transforms import Augment
+    from pipeline.core.transforms import Augment  # torch loads when a probe runs, not with params
 
     flips = params.probes.augment.flips
     flip = mirrorable(prepared.name, params.dataset) if flips == "auto" else flips is True
@@ -154,3 +155,20 @@ def scaled_params(params: Params, scale: float) -> Params:
         named = {"arch": raw["arch"]} if "arch" in raw else {}
         model[alias] = named | scaled(models.typed_settings(params, alias), scale, arch.scalable)
     return params.model_copy(update={"model": model})
+
+
+def probe_fingerprint(params: Params, probe: str, dataset_sha256: str) -> str:
+    """A hash of everything a probe's numbers depend on, so the report never shows a stale sweep."""
+    relevant = {
+        "probe": probe,
+        "data": dataset_sha256,
+        "models": params.models,
+        "reference": params.reference_model,
+        "model": params.model,
+        "train": params.train.model_dump(),
+        "evaluate_batch": params.evaluate.batch_size,
+        "probes": params.probes.model_dump(exclude={"run"}),
+    }
+    if probe in PROBES and PROBES[probe].shifted:
+        relevant["evaluate_shifts"] = params.evaluate.shifts
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.core.data import PreparedData, Split, Splits
-from pipeline.core.measure import Stopwatch
+from pipeline.core.measure import Stopwatch, count_flops
 from pipeline.errors import ConvbenchError, TrainingDiverged
 from pipeline.params import TrainParams
 
@@ -101,8 +101,6 @@ def choose_threads(
     budget = torch.get_num_threads()
     if override is not None:
         return Threads(override, "train.threads")
-    from pipeline.core.measure import count_flops
-
     with torch.random.fork_rng(devices=[]):  # a dropout in the counted pass must not move the training's RNG
         step = count_flops(model, sample, labels).train_step * batch_size
     count = max(1, min(budget, int(step // FLOPS_PER_THREAD)))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.artifacts.paths import expand_user
 from pipeline.core.catalog import DatasetSpec, RawData, spec
 from pipeline.errors import DataError
 
@@ -48,8 +49,6 @@ def dataset_spec(params: Params) -> DatasetSpec:
 
 def expanded(entry: UserDataset, alias: str) -> UserDataset:
     """`entry` with a leading ~ in its path and test_path read as a shell reads it (the home folder)."""
-    from pipeline.ops.uris import expand_user
-
     paths = {
         key: expand_user(value, f"dataset.{alias}.{key}")
         for key in ("path", "test_path")

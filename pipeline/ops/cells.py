@@ -15,8 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import atomic, paths
 from pipeline.core import cell as cells
-from pipeline.errors import ConvbenchError, ParamsError, note_stop, redact, stop_requested
+from pipeline.core import models
+from pipeline.core.measure import count_flops
+from pipeline.core.runtime import intra_op_threads
+from pipeline.errors import (
+    ConvbenchError,
+    ParamsError,
+    note_stop,
+    out_of_memory_line,
+    redact,
+    stop_requested,
+    unexpected_line,
+)
 from pipeline.ops import pool as pools
+from pipeline.ops.uris import absolute_data, absolute_sqlite
+from pipeline.params import validate_params
 
 if TYPE_CHECKING:
     from pipeline.core.cell import Cell
@@ -125,8 +138,7 @@ class CellOutcome:
 
 def portable(params: Params, project: Path) -> dict[str, Any]:
     """params as plain values another process re-validates, with data paths and the tracking URI made absolute."""
-    from pipeline.ops import tracking
-    from pipeline.ops.uris import absolute_data, absolute_sqlite
+    from pipeline.ops import tracking  # MLflow loads only where cells leave this process
 
     raw = params.model_dump(mode="json")
     raw["tracking"]["uri"] = absolute_sqlite(tracking.tracking_uri(params.tracking, project), project)
@@ -140,9 +152,6 @@ def run_job(job: CellJob) -> CellOutcome:
     for stop in pools.STOPS:  # stop like the CLI: the cell's run ends FAILED, its lock goes
         signal.signal(stop, _raise_interrupt)
     import torch
-
-    from pipeline.errors import out_of_memory_line, unexpected_line
-    from pipeline.params import validate_params
 
     torch.set_num_threads(max(1, job.threads))
     try:
@@ -220,9 +229,6 @@ def run_cells(
 
 def _cost(cell: Cell, prepared: PreparedData) -> float:
     """A cell's training FLOPs (one forward+backward per image per epoch), to start the longest cells first."""
-    from pipeline.core import models
-    from pipeline.core.measure import count_flops
-
     sample = prepared.splits.train.x[:2].float()
     flops = count_flops(models.build(cell.config), sample, prepared.splits.train.y[:2]).train_step
     return flops * cell.params.train.epochs * len(prepared.splits.train)
@@ -243,8 +249,6 @@ def _on_processes(
     from collections import deque
 
     import torch
-
-    from pipeline.core.runtime import intra_op_threads
 
     gpus = torch.cuda.device_count() if jobs[0].params["train"]["device"] in ("auto", "cuda") else 0
     helpers = min(runner.workers, len(jobs)) - 1
@@ -322,8 +326,6 @@ def worker_ended(stage: str, cell: str, pid: int, code: int | None) -> str:
 
 def _here(cell: Cell, job: CellJob, prepared: PreparedData) -> CellOutcome:
     """One cell in this process, its failure one line as in a worker (an interrupt stops everything)."""
-    from pipeline.errors import out_of_memory_line, unexpected_line
-
     try:
         return CellOutcome(job.name, job.compute(cell, prepared), False)
     except ConvbenchError as exc:
@@ -334,7 +336,7 @@ def _here(cell: Cell, job: CellJob, prepared: PreparedData) -> CellOutcome:
 
 def _on_ray(stage: str, jobs: list[CellJob], address: str, say: Callable[[str], None]) -> list[CellOutcome]:
     """Each cell as a Ray task reserving its threads' CPUs (and a GPU when train.device is cuda)."""
-    from pipeline.ops.cluster import connect
+    from pipeline.ops.cluster import connect  # Ray loads only for a cluster
 
     ray = connect(address)
     from ray.exceptions import RayError

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from pipeline.errors import DataError
+from pipeline.artifacts.paths import expand_user
 from pipeline.params import DataParams
 
 SQLITE = "sqlite:///"
@@ -45,24 +45,6 @@ def absolute_sqlite(uri: str, project: Path) -> str:
     if path is None or Path(path).is_absolute():
         return uri
     return sqlite_uri(absolute_path(path, project), uri.removeprefix(SQLITE).partition("?")[2])
-
-
-def expand_user(path: str | Path, setting: str = "") -> Path:
-    """`path` with a leading ~ or ~user read as a shell reads it: that home folder, never a folder named '~'.
-
-    `setting` (data.root, dataset.<alias>.path, ...) is named when the home folder cannot be found.
-    """
-    given = Path(path)
-    if not str(given).startswith("~"):
-        return given
-    try:
-        return given.expanduser()
-    except RuntimeError:  # no such user, or no HOME: a folder literally named '~' would be wrong
-        where = f"{setting}: " if setting else ""
-        raise DataError(
-            f"{where}{path}: cannot expand {given.parts[0]!r} (no such user, or $HOME is not set); write the full "
-            f"path instead"
-        ) from None
 
 
 def absolute_path(path: str | Path, project: Path) -> str:

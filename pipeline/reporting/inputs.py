@@ -84,7 +84,7 @@ class ReportInputs:
         """The test split normalised as the models see it, on the CPU."""
         import torch
 
-        from pipeline.core.runtime import normalize
+        from pipeline.core.runtime import normalize  # torch loads only for the figures that need test images
 
         split = self.prepared.splits.test
         return normalize(split.x, self.prepared.mean, self.prepared.std, torch.device("cpu"))

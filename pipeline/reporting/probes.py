@@ -21,10 +21,10 @@ from pipeline.artifacts import paths, records
 from pipeline.artifacts.probe_record import ProbeResult, ProbeRow
 from pipeline.artifacts.records import CellMetrics
 from pipeline.core.models import Ladder
-from pipeline.core.probes import PROBES
+from pipeline.core.probes import PROBES, probe_fingerprint
 from pipeline.core.stats import Interval, t_interval
 from pipeline.errors import ConvbenchError
-from pipeline.params import Params, probe_fingerprint
+from pipeline.params import Params
 from pipeline.reporting import figures as draw
 from pipeline.reporting.comparison import Cast
 from pipeline.reporting.inputs import ReportInputs

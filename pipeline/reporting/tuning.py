@@ -32,7 +32,7 @@ def load(params: Params, dataset_sha256: str) -> dict[str, TunedRecipe] | None:
 
 def draw(tuned: dict[str, TunedRecipe], labels: dict[str, str], figures_dir: Path) -> Path:
     """The best-so-far figure: every trial of every model's study."""
-    from pipeline.reporting import figures
+    from pipeline.reporting import figures  # matplotlib loads only when a study is drawn
 
     rows = [
         {"model": labels[model], "trial": row.trial, "val_accuracy": row.val_accuracy, "best_so_far": row.best_so_far}

@@ -16,7 +16,6 @@ from pathlib import Path
 from pipeline.artifacts import atomic, paths
 from pipeline.core.catalog import check_files, source_manifest
 from pipeline.core.sources import dataset_spec
-from pipeline.ops.uris import expand_user
 from pipeline.params import Params
 
 
@@ -37,7 +36,7 @@ def download(params: Params) -> DownloadResult:
     torchvision sets only if files are missing or fail checksums; a user's dataset is only checked and listed.
     """
     name, verify = params.data.name, params.data.verify_checksums
-    folder = paths.raw_dir(expand_user(params.data.root, "data.root"), name)
+    folder = paths.raw_dir(paths.expand_user(params.data.root, "data.root"), name)
     dataset = dataset_spec(params)
     fetched = dataset.embedded or bool(dataset.missing(folder, verify))
     if fetched:

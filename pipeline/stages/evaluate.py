@@ -220,7 +220,7 @@ def _log_figures(
     model_name: str,
 ) -> None:
     """The cell's confusion matrix (and, for convolutional models, its filters) as run artifacts."""
-    from pipeline.reporting import figures
+    from pipeline.reporting import figures  # matplotlib loads only when a cell is scored
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)

@@ -17,7 +17,6 @@ from pipeline.core.catalog import RawData, check_consistent, check_files
 from pipeline.core.data import SPLITS, Split, Splits, tensors_sha256
 from pipeline.core.sources import dataset_spec, declared_paths, expanded
 from pipeline.errors import DataError
-from pipeline.ops.uris import expand_user
 from pipeline.params import Params
 
 
@@ -110,7 +109,7 @@ def channel_statistics(images: torch.Tensor, chunk: int = 4096) -> tuple[list[fl
 def prepare(params: Params) -> PrepareResult:
     """Split the raw dataset, save uint8 tensors and a JSON manifest (both written atomically)."""
     data, name = params.data, params.data.name
-    folder = paths.raw_dir(expand_user(data.root, "data.root"), name)
+    folder = paths.raw_dir(paths.expand_user(data.root, "data.root"), name)
     dataset = dataset_spec(params)
     check_files(name, dataset, folder, data.verify_checksums)
     raw = dataset.load(folder)

@@ -20,12 +20,13 @@ from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData, Splits
-from pipeline.core.probes import PROBES, Setting
+from pipeline.core.measure import resolve_device
+from pipeline.core.probes import PROBES, Setting, probe_fingerprint
 from pipeline.core.runtime import accuracy, device_splits, fit, place_model, raw_test_scorer
 from pipeline.core.transforms import shift_accuracies
 from pipeline.errors import ConvbenchError
 from pipeline.ops import tracking
-from pipeline.params import Params, probe_fingerprint
+from pipeline.params import Params
 
 
 def probe(params: Params, name: str, say: Callable[[str], None] = print) -> ProbeResult:
@@ -73,8 +74,6 @@ def current(path: Path, fingerprint: str) -> ProbeResult | None:
 
 
 def _device(params: Params) -> torch.device:
-    from pipeline.core.measure import resolve_device
-
     return resolve_device(params.train.device)
 
 

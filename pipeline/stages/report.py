@@ -24,7 +24,7 @@ from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.data import load_prepared
 from pipeline.errors import ConvbenchError
-from pipeline.ops import tracking
+from pipeline.ops import comparison_run, tracking
 from pipeline.params import Params
 from pipeline.reporting import tuning
 from pipeline.reporting.comparison import Comparison, compare, comparison_metrics, speed_cases
@@ -330,8 +330,6 @@ def write_confusion(predictions: dict[str, pd.DataFrame], folder: Path) -> Path:
 def _log(inputs: ReportInputs, documents: list[Path], figures: list[Path]) -> None:
     """The comparison MLflow run: its params, the verdict as its description, headline metrics (rounded), the
     report files, and every cell's run nested under it."""
-    from pipeline.ops import comparison_run
-
     params = inputs.params
     tags = {
         "convbench.kind": "comparison",

@@ -41,7 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.artifacts import paths
 from pipeline.artifacts.records import Scored, TrialRow, TunedRecipe
 from pipeline.core import models, recipes
-from pipeline.core.cell import Cell
+from pipeline.core.cell import Cell, prepared_data
 from pipeline.core.data import PreparedData, load_prepared, tensors_sha256
 from pipeline.core.measure import resolve_device
 from pipeline.core.runtime import device_splits, fit, place_model
@@ -365,8 +365,6 @@ def tune(
     say: Echo = print,
 ) -> list[TuneResult]:
     """Give every model (or `model`) its tune.trials trials, locally or on the Ray cluster at `ray_address`."""
-    from pipeline.core.cell import prepared_data
-
     if ray_address is not None:
         check_listening(ray_address)  # in seconds, before any storage or run is opened
     prepared = prepared_data(params) if params.tune.trials else None
