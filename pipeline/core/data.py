@@ -7,10 +7,11 @@ train, score and time models holds only what their numbers depend on.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
 
 from pipeline.errors import DataError
 
@@ -71,6 +72,22 @@ class PreparedData:
         return len(self.classes)
 
 
+class PreparedManifest(BaseModel):
+    """data/prepared/<dataset>/manifest.json: what prepare made, and the sha256 the loader checks the tensors against."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    dataset: str
+    classes: list[str]
+    input_shape: list[int]
+    sizes: dict[str, int]
+    class_counts: dict[str, list[int]]
+    mean: list[float]
+    std: list[float]
+    split_seed: int
+    official_test_split: bool
+    sha256: str
+
+
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
     digest = hashlib.sha256()
@@ -89,23 +106,23 @@ def load_prepared(tensors_path: Path, manifest_path: Path) -> PreparedData:
         if not Path(path).is_file():
             raise DataError(f"{path} is missing; run `convbench prepare` (or `dvc repro`) first")
     try:
-        manifest = json.loads(Path(manifest_path).read_text())
+        manifest = PreparedManifest.model_validate_json(Path(manifest_path).read_text())
         tensors = torch.load(tensors_path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
         raise DataError(
             f"{tensors_path} or {manifest_path} is unreadable ({type(exc).__name__}); run `convbench prepare` again"
         ) from None
     expected = {f"{split}_{part}" for split in SPLITS for part in "xy"}
-    if not isinstance(tensors, dict) or set(tensors) != expected or tensors_sha256(tensors) != manifest.get("sha256"):
+    if not isinstance(tensors, dict) or set(tensors) != expected or tensors_sha256(tensors) != manifest.sha256:
         raise DataError(
             f"{tensors_path} does not match the sha256 in {manifest_path} (corrupted or edited); "
             f"run `convbench prepare` again"
         )
     return PreparedData(
-        name=manifest["dataset"],
+        name=manifest.dataset,
         splits=Splits.from_tensors(tensors),
-        classes=tuple(manifest["classes"]),
-        mean=tuple(manifest["mean"]),
-        std=tuple(manifest["std"]),
-        sha256=manifest["sha256"],
+        classes=tuple(manifest.classes),
+        mean=tuple(manifest.mean),
+        std=tuple(manifest.std),
+        sha256=manifest.sha256,
     )

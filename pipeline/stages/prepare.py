@@ -14,7 +14,7 @@ import torch
 
 from pipeline.artifacts import atomic, paths
 from pipeline.core.catalog import RawData, check_consistent, check_files
-from pipeline.core.data import SPLITS, Split, Splits, tensors_sha256
+from pipeline.core.data import SPLITS, PreparedManifest, Split, Splits, tensors_sha256
 from pipeline.core.sources import dataset_spec, declared_paths, expanded
 from pipeline.errors import DataError
 from pipeline.params import Params
@@ -126,19 +126,19 @@ def prepare(params: Params) -> PrepareResult:
     tensors_path, manifest_path = paths.prepared_tensors(name), paths.prepared_manifest(name)
     atomic.write_torch(tensors_path, tensors)
     sizes = {part: len(getattr(prepared, part)) for part in SPLITS}
-    manifest = {
-        "dataset": name,
-        "classes": list(raw.classes),
-        "input_shape": list(prepared.train.x.shape[1:]),
-        "sizes": sizes,
-        "class_counts": {
+    manifest = PreparedManifest(
+        dataset=name,
+        classes=list(raw.classes),
+        input_shape=list(prepared.train.x.shape[1:]),
+        sizes=sizes,
+        class_counts={
             part: np.bincount(getattr(prepared, part).y.numpy(), minlength=len(raw.classes)).tolist() for part in SPLITS
         },
-        "mean": mean,
-        "std": std,
-        "split_seed": data.split_seed,
-        "official_test_split": raw.test_images is not None,
-        "sha256": digest,
-    }
-    atomic.write_json(manifest_path, manifest)
+        mean=mean,
+        std=std,
+        split_seed=data.split_seed,
+        official_test_split=raw.test_images is not None,
+        sha256=digest,
+    )
+    atomic.write_json(manifest_path, manifest.model_dump())
     return PrepareResult(tensors_path, manifest_path, sizes, digest)
