@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.artifacts import atomic
+from pipeline.artifacts.records import SourceFile, SourceManifest
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -333,7 +334,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def source_manifest(name: str, dataset: DatasetSpec, folder: Path) -> dict:
+def source_manifest(name: str, dataset: DatasetSpec, folder: Path) -> SourceManifest:
     """Every raw file `dataset` reads, with its size and sha256, relative to where they live.
 
     Written by the download stage into its DVC output (always inside the project), so DVC sees an edit, an
@@ -346,11 +347,11 @@ def source_manifest(name: str, dataset: DatasetSpec, folder: Path) -> dict:
     def key(path: Path) -> str:
         return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
-    return {
-        "dataset": name,
-        "source": str(source),
-        "files": {key(p): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files},
-    }
+    return SourceManifest(
+        dataset=name,
+        source=str(source),
+        files={key(p): SourceFile(bytes=p.stat().st_size, sha256=file_sha256(p)) for p in files},
+    )
 
 
 def _load_mnist_family(name: str) -> Callable[[Path], RawData]:

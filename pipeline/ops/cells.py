@@ -110,6 +110,8 @@ class CellJob:
     params: dict[str, Any]  # params with absolute paths and tracking URI; the worker validates them again
     model: str
     seed: int
+    dataset: str
+    device: str  # train.device: whether the cell wants a GPU
     project: str  # absolute: the worker works there, as user builders import from the project folder
     threads: int  # the cores this cell may use (its intra-op threads are chosen within them)
     gpus: int = 0  # GPUs of this machine: with several, each worker process takes one (round robin)
@@ -120,11 +122,6 @@ class CellJob:
     def name(self) -> str:
         """'cnn-s0'."""
         return paths.cell(self.model, self.seed)
-
-    @property
-    def dataset(self) -> str:
-        """The dataset of the cell's params."""
-        return str(self.params["data"]["name"])
 
 
 @dataclass(frozen=True)
@@ -211,7 +208,16 @@ def run_cells(
     project = Path.cwd().resolve()
     share = max(1, torch.get_num_threads() // min(runner.workers, len(todo))) if runner.address is None else 1
     jobs = [
-        CellJob(compute, portable(c.params, project), c.model, c.seed, str(project), runner.threads or share)
+        CellJob(
+            compute,
+            portable(c.params, project),
+            c.model,
+            c.seed,
+            c.params.data.name,
+            c.params.train.device,
+            str(project),
+            runner.threads or share,
+        )
         for c in todo
     ]
     if runner.address:
@@ -250,7 +256,7 @@ def _on_processes(
 
     import torch
 
-    gpus = torch.cuda.device_count() if jobs[0].params["train"]["device"] in ("auto", "cuda") else 0
+    gpus = torch.cuda.device_count() if jobs[0].device in ("auto", "cuda") else 0
     helpers = min(runner.workers, len(jobs)) - 1
     queue = deque(zip(todo, jobs))
     outcomes: list[CellOutcome] = []
@@ -345,7 +351,7 @@ def _on_ray(stage: str, jobs: list[CellJob], address: str, say: Callable[[str], 
         refs: dict[Any, CellJob] = {}
         pending: list[Any] = []
         for job in jobs:
-            gpus = 1 if job.params["train"]["device"] == "cuda" else 0
+            gpus = 1 if job.device == "cuda" else 0
             task = ray.remote(num_cpus=job.threads, num_gpus=gpus, max_retries=0)(run_job)
             refs[task.remote(job)] = job
         pending = list(refs)

@@ -43,5 +43,5 @@ def download(params: Params) -> DownloadResult:
         dataset.fetch(folder, verify)
     check_files(name, dataset, folder, verify)
     manifest = source_manifest(name, dataset, folder)
-    atomic.write_json(paths.source_manifest(name), manifest)
-    return DownloadResult(name, dataset.source(folder), len(manifest["files"]), fetched=fetched)
+    atomic.write_json(paths.source_manifest(name), manifest.model_dump())
+    return DownloadResult(name, dataset.source(folder), len(manifest.files), fetched=fetched)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from pipeline.artifacts import atomic, paths
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.artifacts.code import source_sha256
+from pipeline.artifacts.records import SourceManifest
 from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData, Splits
@@ -234,7 +234,7 @@ def _source(dataset: str) -> str:
     listed = paths.source_manifest(dataset)
     if not listed.is_file():
         return str(paths.prepared_tensors(dataset))
-    return str(Path(json.loads(listed.read_text())["source"]).resolve())
+    return str(Path(SourceManifest.model_validate_json(listed.read_text()).source).resolve())
 
 
 def _fit(

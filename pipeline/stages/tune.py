@@ -287,6 +287,7 @@ class WorkerSpec:
     tensors: str  # absolute paths of the prepared data
     manifest: str
     storage: str  # the study storage URL every worker opens
+    tracking_uri: str  # the tracking store every worker logs to (absolute)
     study: str
     parent_run_id: str | None  # the tune-<model> run each trial's run nests under (None when tracking is off)
     project: str  # absolute: the worker works there, as user builders import from the project folder
@@ -301,12 +302,14 @@ class WorkerSpec:
     ) -> WorkerSpec:
         """The spec of this study, every path and URI made absolute from the project folder (the working directory)."""
         project = Path.cwd().resolve()
+        portable_params = portable(params, project)
         return cls(
-            portable(params, project),
+            portable_params,
             model,
             absolute_path(paths.prepared_tensors(prepared.name), project),
             absolute_path(paths.prepared_manifest(prepared.name), project),
             storage,
+            portable_params["tracking"]["uri"],
             study,
             parent_run_id,
             str(project),
@@ -637,7 +640,7 @@ def _on_ray(
 ) -> None:
     """Optuna workers as Ray tasks on the cluster at `address`, sharing the study storage."""
     if not is_local_address(address):
-        for what, url in (("study storage", specs[0].storage), ("tracking store", specs[0].params["tracking"]["uri"])):
+        for what, url in (("study storage", specs[0].storage), ("tracking store", specs[0].tracking_uri)):
             if url.startswith("sqlite:"):
                 echo(
                     f"convbench: warning: workers on other Ray nodes cannot reach the {what} {tracking.redact(url)}; "
