@@ -208,7 +208,7 @@ class TuneBackend(str, Enum):
 
 
 @app.command()
-def tune(
+def tune(  # 8 parameters: one parameter per command-line option: Typer reads them off the signature
     params_path: ParamsPath = Path("params.yaml"),
     dataset: DatasetOption = None,
     model: ModelOption = None,
@@ -241,7 +241,7 @@ def tune(
     )
 
 
-def _tune(
+def _tune(  # 7 parameters: the tune command's options, passed on as given
     params: Params,
     model: Optional[str] = None,
     workers: int = 1,
@@ -259,6 +259,7 @@ def _tune(
             write_not_tuned(name, paths.tuned_recipe(params.data.name, name))
             typer.echo(_not_tuned(name, paths.tuned_recipe(params.data.name, name)))
         return
+    from pipeline.stages.tune import Workers
     from pipeline.stages.tune import tune as run_tune
 
     address = None
@@ -269,7 +270,7 @@ def _tune(
                 "--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
                 "--head`) or pass --ray-address"
             )
-    run_tune(params, model, workers, address, cpus_per_worker, storage, typer.echo)
+    run_tune(params, model, Workers(workers, address, cpus_per_worker, storage), typer.echo)
 
 
 def _not_tuned(model: str, path: Path) -> str:
@@ -296,7 +297,7 @@ def _scheduled(params: Params, workers: Optional[int], backend: Optional[TuneBac
 
 
 @app.command()
-def train(
+def train(  # 7 parameters: one parameter per command-line option: Typer reads them off the signature
     params_path: ParamsPath = Path("params.yaml"),
     dataset: DatasetOption = None,
     model: ModelOption = None,
@@ -327,7 +328,7 @@ def _train(params: Params, model: Optional[str], seed: Optional[int], ray_addres
 
 
 @app.command()
-def evaluate(
+def evaluate(  # 7 parameters: one parameter per command-line option: Typer reads them off the signature
     params_path: ParamsPath = Path("params.yaml"),
     dataset: DatasetOption = None,
     model: ModelOption = None,
@@ -401,7 +402,7 @@ class Backend(str, Enum):
 
 
 @app.command()
-def sweep(
+def sweep(  # 9 parameters: one parameter per command-line option: Typer reads them off the signature
     settings: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -449,7 +450,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _grid_sweep(
+def _grid_sweep(  # 9 parameters: the sweep command's options, passed on as given
     settings: list[str],
     grid: Optional[Path],
     backend: Backend,

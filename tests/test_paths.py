@@ -144,3 +144,18 @@ def test_a_function_level_import_of_a_project_module_says_why() -> None:
                     if not any("#" in line for line in lines[node.lineno - 1 : node.end_lineno]):
                         unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not unexplained, unexplained
+
+
+def test_a_function_of_more_than_six_parameters_says_why_on_its_def_line() -> None:
+    """Past six, parameters travel as one small object (ExecutionPlan, Workers, Runner); where they do not (a Typer
+    command's options, a registration's fields), the def line says why."""
+    unexplained = []
+    for module in sorted(_package_modules()):
+        path = module_path(module)
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
+                if len(names) - (names[:1] in (["self"], ["cls"])) > 6 and "#" not in lines[node.lineno - 1]:
+                    unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not unexplained, unexplained

@@ -93,9 +93,7 @@ def tune_here(root: Path, model: str, **kwargs: object):
     params = validate_params(yaml.safe_load((root / "params.yaml").read_text()))
     with contextlib.chdir(root):
         prepared = load_prepared(paths.prepared_tensors("digits"), paths.prepared_manifest("digits"))
-        result = tune_model(
-            params, model, prepared, paths.tuned_recipe("digits", model), quiet=True, echo=lambda _line: None, **kwargs
-        )
+        result = tune_model(params, model, prepared, quiet=True, echo=lambda _line: None, **kwargs)
     return params, result, TunedRecipe.load(root / paths.tuned_recipe("digits", model), model)
 
 

@@ -109,23 +109,6 @@ class Source(BaseModel):
     settings_sha256: str
 
 
-class SourceFile(BaseModel):
-    """One raw file as the download stage listed it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    bytes: int
-    sha256: str
-
-
-class SourceManifest(BaseModel):
-    """data/raw/<dataset>/source.json: every raw file a dataset reads, where it lives, its size and sha256."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    dataset: str
-    source: str
-    files: dict[str, SourceFile]
-
-
 class CellMetrics(Record):
     """results/<dataset>/cells/<cell>.json: one trained cell scored on the test split, with its cost and robustness."""
 

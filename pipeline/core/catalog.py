@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.artifacts import atomic
-from pipeline.artifacts.records import SourceFile, SourceManifest
+from pipeline.core.data import SourceFile, SourceManifest
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The prepared splits every stage after prepare reads: their format, checksum and loader.
+"""The data formats on disk: the source list download writes, the prepared splits and their manifest, and the loader.
 
 Nothing here downloads or decodes raw files (that is core/catalog.py), so the code identity of the stages that
 train, score and time models holds only what their numbers depend on.
@@ -70,6 +70,23 @@ class PreparedData:
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.classes)
+
+
+class SourceFile(BaseModel):
+    """One raw file as the download stage listed it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    bytes: int
+    sha256: str
+
+
+class SourceManifest(BaseModel):
+    """data/raw/<dataset>/source.json: every raw file a dataset reads, where it lives, its size and sha256."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    dataset: str
+    source: str
+    files: dict[str, SourceFile]
 
 
 class PreparedManifest(BaseModel):

@@ -65,7 +65,7 @@ REGISTRY: dict[str, Architecture] = {}
 Builder = Callable[[dict[str, Any], tuple[int, ...], int], "nn.Module"]
 
 
-def register(
+def register(  # 7 parameters: an Architecture's fields, named at each @register(...) call
     name: str,
     label: str,
     settings: type[Settings],
@@ -563,7 +563,7 @@ def count_trainable(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def match_width(
+def match_width(  # 7 parameters: what is solved, plus the two names its error line gives
     alias: str,
     arch: str,
     settings: dict[str, Any],

@@ -279,7 +279,7 @@ class _Run:
         return list(resume.history)
 
 
-def _start(
+def _start(  # 7 parameters: fit's arguments that build one run's optimizer, schedule and wrappers
     model: nn.Module,
     recipe: TrainParams,
     seed: int,
@@ -386,7 +386,7 @@ def _train_epoch(
     return loss_sum, correct, seen
 
 
-def fit(
+def fit(  # 10 parameters: the loop's four inputs and its optional hooks, each defaulted
     model: nn.Module,
     data: Splits,
     recipe: TrainParams,
@@ -424,7 +424,7 @@ def with_threads(plan: ExecutionPlan, model: nn.Module, train: Split, recipe: Tr
     return replace(plan, threads=choose_threads(model, sample, train.y[:2], recipe.batch_size, recipe.threads))
 
 
-def _fit(
+def _fit(  # 10 parameters: fit's arguments with its plan and threads settled
     model: nn.Module,
     data: Splits,
     recipe: TrainParams,

@@ -49,7 +49,7 @@ def select(params: Params, model: str | None, seed: int | None) -> tuple[list[st
     return ([model] if model is not None else None), ([seed] if seed is not None else None)
 
 
-def each_cell(
+def each_cell(  # 9 parameters: a stage names what is current, how to compute a cell and what to prune
     stage: str,
     params: Params,
     model: str | None,

@@ -222,7 +222,7 @@ def _accuracy_from_exp_show(shown: list[dict[str, Any]], experiment: str) -> dic
 # --- Ray ------------------------------------------------------------------------------------------------------------
 
 
-def run_on_ray(
+def run_on_ray(  # 7 parameters: the sweep's cells and what each Ray trial reserves
     cells: list[SweepCell],
     project: Path,
     address: str | None,

@@ -326,7 +326,7 @@ def by_model(metrics: Sequence[CellMetrics]) -> dict[str, list[CellMetrics]]:
     return grouped
 
 
-def compare(
+def compare(  # 8 parameters: each input is a different record: metrics, correctness, bench, ladder
     metrics: Sequence[CellMetrics],
     correctness: dict[str, np.ndarray],
     settings: ReportParams,

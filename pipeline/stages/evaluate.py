@@ -175,7 +175,7 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
     return EvaluateResult(paths.metrics(cell.dataset, *cell.key), metrics)
 
 
-def _write_and_log(
+def _write_and_log(  # 8 parameters: a scored cell's every output: metrics, predictions, figure sources
     cell: Cell,
     prepared: PreparedData,
     metrics: CellMetrics,
@@ -290,7 +290,7 @@ def measure_robustness(
     return {"shift": shifts, "noise": noisy}
 
 
-def measure_cost(
+def measure_cost(  # 7 parameters: the model, its test data and what training recorded
     model: torch.nn.Module,
     plan: ExecutionPlan,
     test_x: torch.Tensor,

@@ -21,10 +21,9 @@ import torch
 from pipeline.artifacts import atomic, paths
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.artifacts.code import source_sha256
-from pipeline.artifacts.records import SourceManifest
 from pipeline.core import models
 from pipeline.core.cell import Cell
-from pipeline.core.data import PreparedData, Splits
+from pipeline.core.data import PreparedData, SourceManifest, Splits
 from pipeline.core.measure import device_context
 from pipeline.core.runtime import (
     Distributed,
@@ -237,7 +236,7 @@ def _source(dataset: str) -> str:
     return str(Path(SourceManifest.model_validate_json(listed.read_text()).source).resolve())
 
 
-def _fit(
+def _fit(  # 8 parameters: a cell's loop with its logger and checkpoint-and-resume hooks
     cell: Cell,
     model: torch.nn.Module,
     data: Splits,
@@ -280,7 +279,7 @@ def _fit(
     return result
 
 
-def _write_cell(
+def _write_cell(  # 8 parameters: a trained cell's every record: result, device, dtype and run
     cell: Cell,
     prepared: PreparedData,
     model: torch.nn.Module,

@@ -343,11 +343,13 @@ def shares(remaining: int, workers: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Workers:
-    """Where the trials after the enqueued ones run: here, in `count` processes on this machine, or as Ray tasks."""
+    """Where the trials after the enqueued ones run (here, in `count` processes on this machine, or as Ray tasks)
+    and the study storage they share (None: a SQLite file under tuned/)."""
 
     count: int = 1
     address: str | None = None  # a Ray cluster's address; None: this machine
     cpus_each: float = 1.0  # what each Ray task reserves
+    storage: str | None = None
 
     @property
     def parallel(self) -> bool:
@@ -358,32 +360,14 @@ class Workers:
 # --- the stage ---------------------------------------------------------------------------------------------------------
 
 
-def tune(
-    params: Params,
-    model: str | None = None,
-    workers: int = 1,
-    ray_address: str | None = None,
-    cpus_per_worker: float = 1.0,
-    storage: str | None = None,
-    say: Echo = print,
-) -> list[TuneResult]:
-    """Give every model (or `model`) its tune.trials trials, locally or on the Ray cluster at `ray_address`."""
-    if ray_address is not None:
-        check_listening(ray_address)  # in seconds, before any storage or run is opened
+def tune(params: Params, model: str | None = None, workers: Workers = Workers(), say: Echo = print) -> list[TuneResult]:
+    """Give every model (or `model`) its tune.trials trials, here or on the workers `workers` names."""
+    if workers.address is not None:
+        check_listening(workers.address)  # in seconds, before any storage or run is opened
     prepared = prepared_data(params) if params.tune.trials else None
     results = []
     for name in [model] if model else params.models:
-        result = tune_model(
-            params,
-            name,
-            prepared,
-            paths.tuned_recipe(params.data.name, name),
-            storage,
-            workers,
-            ray_address,
-            cpus_per_worker,
-            say,
-        )
+        result = tune_model(params, name, prepared, workers, say)
         results.append(result)
         if not result.tuned:
             say(f"tune: {name} not tuned (tune.trials is 0: the shared recipe) -> {result.path}")
@@ -400,18 +384,15 @@ def tune_model(
     params: Params,
     model: str,
     prepared: PreparedData | None,
-    out_path: Path,
-    storage: str | None = None,
-    workers: int = 1,
-    ray_address: str | None = None,
-    cpus_per_worker: float = 1.0,
+    workers: Workers = Workers(),
     echo: Echo = print,
     quiet: bool = False,
 ) -> TuneResult:
-    """Give `model` its tune.trials trials (resuming a killed run), then write its best recipe to `out_path`.
+    """Give `model` its tune.trials trials (resuming a killed run), then write its best recipe to tuned/.
 
     `prepared` may be None only with tune.trials 0, where no data is read (the CLI then loads none).
     """
+    out_path = paths.tuned_recipe(params.data.name, model)
     if params.tune.trials == 0:
         recipes.write_not_tuned(model, out_path)
         return TuneResult(model, False, out_path)
@@ -419,7 +400,7 @@ def tune_model(
         raise ValueError(f"tune_model: tuning '{model}' needs the prepared data (tune.trials is {params.tune.trials})")
     quiet_optuna()
     models.resolve(params, prepared.input_shape, prepared.num_classes, [model])  # a bad model stops before any trial
-    storage = study_storage(storage, prepared.name, model)
+    storage = study_storage(workers.storage, prepared.name, model)
     name = study_name(params, model, prepared)
     probe = open_study(storage, name, params, params.tune.sampler_seed)
     stale, finished_before = _resume(probe, model, params.tune.trials, echo)
@@ -438,8 +419,7 @@ def tune_model(
             tracking.fail_running_children(params.tracking, prepared.name, parent.run_id)
         _link_parent(parent, probe, params, model, storage)
         spec = WorkerSpec.of(params, model, prepared, storage, name, parent.run_id)
-        pool = Workers(workers, ray_address, cpus_per_worker)
-        ran = _run_trials(spec, params, prepared, probe, finished_before, pool, echo, quiet)
+        ran = _run_trials(spec, params, prepared, probe, finished_before, workers, echo, quiet)
         tuned = summarize(params, model, prepared, probe, storage)
         _log_summary(parent, tuned, time.perf_counter() - started)
         tuned.save(out_path)
@@ -489,7 +469,7 @@ def _link_parent(parent: tracking.RunLogger, study: optuna.Study, params: Params
     )
 
 
-def _run_trials(
+def _run_trials(  # 8 parameters: one study's state and where its remaining trials run
     spec: WorkerSpec,
     params: Params,
     prepared: PreparedData,
