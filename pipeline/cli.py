@@ -259,17 +259,11 @@ def _tune(  # 7 parameters: the tune command's options, passed on as given
             write_not_tuned(name, paths.tuned_recipe(params.data.name, name))
             typer.echo(_not_tuned(name, paths.tuned_recipe(params.data.name, name)))
         return
+    from pipeline.ops import fanout
     from pipeline.stages.tune import Workers
     from pipeline.stages.tune import tune as run_tune
 
-    address = None
-    if backend is TuneBackend.ray:
-        address = ray_address or os.environ.get("RAY_ADDRESS")
-        if not address:
-            raise ParamsError(
-                "--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
-                "--head`) or pass --ray-address"
-            )
+    address = fanout.ray_address(ray_address) if backend is TuneBackend.ray else None
     run_tune(params, model, Workers(workers, address, cpus_per_worker, storage), typer.echo)
 
 

@@ -27,6 +27,7 @@ from pipeline.errors import (
     stop_requested,
     unexpected_line,
 )
+from pipeline.ops import fanout
 from pipeline.ops import pool as pools
 from pipeline.ops.uris import absolute_data, absolute_sqlite
 from pipeline.params import validate_params
@@ -89,12 +90,9 @@ class Runner:
     @classmethod
     def of(cls, train: TrainParams, address: str | None = None) -> Runner:
         """The runner train.workers, train.backend and train.threads ask for (backend ray needs `address`)."""
-        if train.backend == "ray" and not address:
-            raise ParamsError(
-                "train.backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start --head`) "
-                "or pass --ray-address"
-            )
-        return cls(train.workers, address if train.backend == "ray" else None, train.threads)
+        if train.backend == "ray":
+            return cls(train.workers, fanout.ray_address(address, "train.backend ray"), train.threads)
+        return cls(train.workers, None, train.threads)
 
     @property
     def parallel(self) -> bool:
@@ -116,7 +114,6 @@ class CellJob:
     threads: int  # the cores this cell may use (its intra-op threads are chosen within them)
     gpus: int = 0  # GPUs of this machine: with several, each worker process takes one (round robin)
     pooled: bool = False  # in a worker process on this machine (not a Ray task)
-    ticket: int | None = None  # a pooled job's claim slot: its worker records its pid there (pool.Workers)
 
     @property
     def name(self) -> str:
@@ -144,7 +141,6 @@ def portable(params: Params, project: Path) -> dict[str, Any]:
 
 def run_job(job: CellJob) -> CellOutcome:
     """One cell in a worker: the stage's line, or its failure as one line (an exception may not pickle back)."""
-    pools.claim(job.ticket)
     pools.gpu(job.gpus)
     for stop in pools.STOPS:  # stop like the CLI: the cell's run ends FAILED, its lock goes
         signal.signal(stop, _raise_interrupt)
@@ -250,84 +246,41 @@ def _on_processes(
 ) -> list[CellOutcome]:
     """This process trains cells itself while `workers - 1` worker processes (started with the stage, see
     pool.warm) take the others; one cell per GPU when the machine has several."""
-    import multiprocessing
-    import threading
-    from collections import deque
-
     import torch
 
     gpus = torch.cuda.device_count() if jobs[0].device in ("auto", "cuda") else 0
-    helpers = min(runner.workers, len(jobs)) - 1
-    queue = deque(zip(todo, jobs))
-    outcomes: list[CellOutcome] = []
-    speaking = threading.Lock()
-    stop = threading.Event()
+    cells_by_name = {cell.name: cell for cell in todo}
 
-    def record(outcome: CellOutcome) -> None:
-        with speaking:
-            outcomes.append(outcome)
-            if not outcome.failed:
-                say(outcome.line)
+    def here(job: fanout.Job) -> CellOutcome:
+        with intra_op_threads(job.arg.threads):
+            return _here(cells_by_name[job.name], job.arg, prepared)
 
-    pool = pools.take(helpers, jobs[0].compute.__module__)
-
-    def feed() -> None:
-        while not stop.is_set() and queue:
-            try:
-                _, job = queue.popleft()
-            except IndexError:
-                return
-            ticket = pool.ticket()
-            result = pool.apply_async(run_job, (replace(job, gpus=gpus, pooled=True, ticket=ticket),))
-            while not stop.is_set():
-                try:
-                    record(result.get(timeout=0.5))
-                    break
-                except multiprocessing.TimeoutError:
-                    ended = pool.holder_exit(ticket)  # the pool loses the job of a worker that died: never its result
-                    if ended is None:
-                        continue
-                try:  # a result its worker sent just before it ended is still on its way
-                    record(result.get(timeout=2.0))
-                except multiprocessing.TimeoutError:
-                    record(CellOutcome(job.name, worker_ended(stage, job.name, *ended), True))
-                break
-
-    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(helpers)]
-    try:
-        for feeder in feeders:
-            feeder.start()
-        while queue:
-            try:
-                cell, job = queue.popleft()
-            except IndexError:
-                break
-            with intra_op_threads(job.threads):
-                record(_here(cell, job, prepared))
-        for feeder in feeders:
-            feeder.join()
-        pool.terminate()  # every cell is in: the idle workers die at once instead of spending a second exiting
-    except BaseException:
-        stop.set()
-        pool.terminate()  # SIGTERM each worker: its cell's run ends FAILED and its lock goes, its resume state stays
-        raise
-    finally:
-        pool.join()
-    return outcomes
+    running = fanout.on_processes(
+        [fanout.Job(job.name, run_job, job) for job in jobs],
+        min(runner.workers, len(jobs)) - 1,
+        jobs[0].compute.__module__,
+        here=here,
+        on_worker=lambda job: replace(job, arg=replace(job.arg, gpus=gpus, pooled=True)),
+    )
+    return _collect(stage, running, say)
 
 
-def worker_ended(stage: str, cell: str, pid: int, code: int | None) -> str:
-    """The line for a cell whose worker process ended while it ran the cell (a kill, a crash)."""
-    if code is not None and code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals.__members__.values() else "?"
-        oom = ", the out-of-memory killer's way? see `dmesg`" if -code == signal.SIGKILL else ""
-        how = f"was killed by signal {-code} ({name}{oom})"
-    else:
-        how = "ended" if code is None else f"exited with status {code}"
+def _collect(stage: str, running: Iterator[fanout.Done], say: Callable[[str], None]) -> list[CellOutcome]:
+    """Every cell's outcome as it finishes, its line said at once; a cell whose worker ended is a failed one."""
     keep = (
         "its resume state is kept: run the command again to resume it" if stage == "train" else "run the command again"
     )
-    return f"worker pid {pid} {how} while running {stage} for {cell}; {keep}"
+    outcomes = []
+    for done in running:
+        outcome = done.value
+        if done.failure is not None:
+            ended = done.failure.startswith("worker pid ")
+            line = f"{done.failure} while running {stage} for {done.job.name}; {keep}" if ended else done.failure
+            outcome = CellOutcome(done.job.name, line, True)
+        outcomes.append(outcome)
+        if not outcome.failed:
+            say(outcome.line)
+    return outcomes
 
 
 def _here(cell: Cell, job: CellJob, prepared: PreparedData) -> CellOutcome:
@@ -342,39 +295,9 @@ def _here(cell: Cell, job: CellJob, prepared: PreparedData) -> CellOutcome:
 
 def _on_ray(stage: str, jobs: list[CellJob], address: str, say: Callable[[str], None]) -> list[CellOutcome]:
     """Each cell as a Ray task reserving its threads' CPUs (and a GPU when train.device is cuda)."""
-    from pipeline.ops.cluster import connect  # Ray loads only for a cluster
-
-    ray = connect(address)
-    from ray.exceptions import RayError
-
-    try:
-        refs: dict[Any, CellJob] = {}
-        pending: list[Any] = []
-        for job in jobs:
-            gpus = 1 if job.device == "cuda" else 0
-            task = ray.remote(num_cpus=job.threads, num_gpus=gpus, max_retries=0)(run_job)
-            refs[task.remote(job)] = job
-        pending = list(refs)
-        say(f"{stage}: {len(jobs)} cell(s) as Ray tasks at {redact(address)}")
-        outcomes = []
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                try:
-                    outcome = ray.get(ref)
-                except RayError as exc:
-                    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-                    outcome = CellOutcome(refs[ref].name, f"its Ray task failed ({lines[-1] if lines else exc})", True)
-                outcomes.append(outcome)
-                if not outcome.failed:
-                    say(outcome.line)
-        return outcomes
-    except BaseException:
-        for ref in pending:
-            ray.cancel(ref)  # a KeyboardInterrupt in each task: its cell's run ends FAILED, its resume state stays
-        raise
-    finally:
-        ray.shutdown()
+    tasks = [fanout.Job(job.name, run_job, job, job.threads, 1 if job.device == "cuda" else 0) for job in jobs]
+    submitted = lambda: say(f"{stage}: {len(jobs)} cell(s) as Ray tasks at {redact(address)}")  # noqa: E731 - one line
+    return _collect(stage, fanout.on_ray(tasks, address, submitted), say)
 
 
 @contextmanager

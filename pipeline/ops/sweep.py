@@ -27,7 +27,7 @@ from pipeline.artifacts import paths
 from pipeline.artifacts.atomic import write_bytes
 from pipeline.artifacts.records import Summary
 from pipeline.errors import ConvbenchError, redact
-from pipeline.ops.cluster import connect
+from pipeline.ops import fanout
 from pipeline.ops.grid import CELL_TAG, SWEEP_TAG, SweepCell, format_value
 from pipeline.ops.uris import absolute_data
 from pipeline.params import dataset_names
@@ -236,42 +236,36 @@ def run_on_ray(  # 7 parameters: the sweep's cells and what each Ray trial reser
     Trials run on whichever node Ray picks, so every path they get is absolute and every run logs to
     the tracking URI the cells carry.
     """
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        raise ConvbenchError(
-            "--backend ray needs a cluster: set RAY_ADDRESS (e.g. 127.0.0.1:6379 from `ray start "
-            "--head`) or pass --ray-address"
+    address = fanout.ray_address(address)
+    root = (project / SWEEPS_DIR).resolve()
+    jobs = [
+        fanout.Job(
+            cell.name,
+            _trial,
+            (cell.raw_params, str(root / cell.name.rsplit("-", 1)[0] / cell.name), cpus_per_trial, tracking_uri),
+            cpus_per_trial,
+            gpus_per_trial,
         )
-    ray = connect(address)
-    from ray.exceptions import RayError
+        for cell in cells
+    ]
+    by_name = {cell.name: cell for cell in cells}
+    said = lambda: echo(f"sweep: submitted {len(cells)} trial(s) to Ray at {redact(address)}")  # noqa: E731 - one line
+    outcomes: dict[str, CellOutcome] = {}
+    for done in fanout.on_ray(jobs, address, said):
+        cell = by_name[done.job.name]
+        if done.failure is None:
+            result = done.value
+            outcome = CellOutcome(cell.name, cell.describe(), result["status"], result["detail"], result["accuracy"])
+        else:
+            outcome = CellOutcome(cell.name, cell.describe(), "failed", done.failure, {})
+        outcomes[cell.name] = outcome
+        echo(f"sweep: {cell.name} {outcome.status}")
+    return [outcomes[cell.name] for cell in cells]
 
-    try:
-        trial = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
-        root = (project / SWEEPS_DIR).resolve()
-        pending = {
-            trial.remote(
-                cell.raw_params, str(root / cell.name.rsplit("-", 1)[0] / cell.name), cpus_per_trial, tracking_uri
-            ): cell
-            for cell in cells
-        }
-        echo(f"sweep: submitted {len(cells)} trial(s) to Ray at {redact(address)}")
-        outcomes: dict[str, CellOutcome] = {}
-        waiting = list(pending)
-        while waiting:
-            done, waiting = ray.wait(waiting, num_returns=1)
-            cell = pending[done[0]]
-            try:
-                result = ray.get(done[0])
-                outcome = CellOutcome(
-                    cell.name, cell.describe(), result["status"], result["detail"], result["accuracy"]
-                )
-            except RayError as exc:
-                outcome = CellOutcome(cell.name, cell.describe(), "failed", _last_line(str(exc)), {})
-            outcomes[cell.name] = outcome
-            echo(f"sweep: {cell.name} {outcome.status}")
-        return [outcomes[cell.name] for cell in cells]
-    finally:
-        ray.shutdown()
+
+def _trial(args: tuple[dict[str, Any], str, float, str | None]) -> dict[str, Any]:
+    """run_trial for a fan-out job, which passes one argument."""
+    return run_trial(*args)
 
 
 def run_trial(

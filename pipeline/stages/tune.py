@@ -16,20 +16,15 @@ Every trial is an MLflow run nested under one `tune-<model>` run. The best recip
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
-import multiprocessing
 import os
 import re
-import signal
 import socket
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,9 +41,9 @@ from pipeline.core.data import PreparedData, load_prepared, tensors_sha256
 from pipeline.core.measure import resolve_device
 from pipeline.core.runtime import device_splits, fit, place_model
 from pipeline.errors import ConvbenchError, TrainingDiverged
-from pipeline.ops import progress, tracking
+from pipeline.ops import fanout, progress, tracking
 from pipeline.ops.cells import portable
-from pipeline.ops.cluster import check_listening, connect, is_local_address
+from pipeline.ops.cluster import check_listening, is_local_address
 from pipeline.ops.uris import absolute_path, absolute_sqlite, sqlite_uri
 from pipeline.params import RECIPE_KNOBS, Params, validate_params
 
@@ -294,7 +289,6 @@ class WorkerSpec:
     n_trials: int = 0
     threads: int = 1
     seed: int = 0  # the worker's own sampler seed
-    die_with_parent: bool = False  # for a process on this machine: no orphan keeps training after a kill
 
     @classmethod
     def of(
@@ -322,8 +316,6 @@ def run_worker(spec: WorkerSpec) -> int:
     Everything arrives as plain values (params, absolute paths, URLs), so the same function runs in a spawned
     process on this machine or on any Ray node that can reach the storage, the data and the tracking store.
     """
-    if spec.die_with_parent and sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphans after a kill
     if spec.project and Path(spec.project).is_dir():
         os.chdir(spec.project)  # user builders import from the project folder
     torch.set_num_threads(max(1, spec.threads))
@@ -599,18 +591,13 @@ def _last_report(trial: FrozenTrial) -> float | None:
 def _on_processes(specs: list[WorkerSpec], workers: int, study: optuna.Study, progress: TrialProgress) -> None:
     """Optuna workers in spawned processes on this machine, sharing the study storage; each gets its share of threads."""
     threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(run_worker, replace(spec, threads=threads, die_with_parent=True)) for spec in specs]
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
-            progress.refresh(study)
-            for future in done:
-                future.result()  # a worker's error stops the stage with its own message
+    jobs = [fanout.Job(f"worker {i}", run_worker, replace(spec, threads=threads)) for i, spec in enumerate(specs)]
+    for done in fanout.on_processes(jobs, len(jobs), __name__, tick=lambda: progress.refresh(study), poll=1.0):
+        if done.failure is not None:  # a worker's own error is raised by on_processes with its message
+            raise ConvbenchError(f"a tuning worker failed: {done.failure}; run `convbench tune` again to resume")
 
 
-def _on_ray(
+def _on_ray(  # 7 parameters: the workers, the cluster and its reservation, and what shows progress
     specs: list[WorkerSpec],
     address: str,
     cpus_per_worker: float,
@@ -626,34 +613,17 @@ def _on_ray(
                     f"convbench: warning: workers on other Ray nodes cannot reach the {what} {tracking.redact(url)}; "
                     f"use a database or server URL every node reaches"
                 )
-    ray = connect(address)
-    from ray.exceptions import RayError, RayTaskError
-
-    try:
-        task = ray.remote(num_cpus=cpus_per_worker, max_retries=0)(run_worker)
-        refs = [task.remote(replace(spec, threads=max(1, int(cpus_per_worker)))) for spec in specs]
-        echo(f"tune: {specs[0].model}: {len(refs)} Optuna worker(s) on Ray at {tracking.redact(address)}")
-        while refs:
-            done, refs = ray.wait(refs, num_returns=1, timeout=1.0)
-            progress.refresh(study)
-            for ref in done:
-                try:
-                    ray.get(ref)
-                except RayTaskError as exc:
-                    cause = exc.cause if isinstance(getattr(exc, "cause", None), ConvbenchError) else None
-                    raise ConvbenchError(
-                        str(cause) if cause else f"a tuning worker failed on Ray ({_last_line(str(exc))})"
-                    ) from None
-                except RayError as exc:
-                    raise ConvbenchError(f"a tuning worker failed on Ray ({_last_line(str(exc))})") from None
-    finally:
-        ray.shutdown()
-
-
-def _last_line(text: str) -> str:
-    """The last non-blank line of an error: the part that says what went wrong."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
+    threads = max(1, int(cpus_per_worker))
+    jobs = [
+        fanout.Job(f"worker {i}", run_worker, replace(spec, threads=threads), cpus_per_worker)
+        for i, spec in enumerate(specs)
+    ]
+    said = lambda: echo(  # noqa: E731 - one line
+        f"tune: {specs[0].model}: {len(jobs)} Optuna worker(s) on Ray at {tracking.redact(address)}"
+    )
+    for done in fanout.on_ray(jobs, address, said, lambda: progress.refresh(study)):
+        if done.failure is not None:  # a worker's own ConvbenchError is raised by on_ray with its message
+            raise ConvbenchError(f"a tuning worker failed: {done.failure}; run `convbench tune` again to resume")
 
 
 class TrialProgress:
