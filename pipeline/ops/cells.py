@@ -50,16 +50,20 @@ def select(params: Params, model: str | None, seed: int | None) -> tuple[list[st
     return ([model] if model is not None else None), ([seed] if seed is not None else None)
 
 
-def each_cell(  # 9 parameters: a stage names what is current, how to compute a cell and what to prune
-    stage: str,
-    params: Params,
-    model: str | None,
-    seed: int | None,
-    is_current: Callable[[Cell, PreparedData], bool],
-    compute: Callable[[Cell, PreparedData], str],
-    prune: Callable[[str, list[Cell]], list[Path]],
-    say: Callable[[str], None],
-    runner: Runner | None = None,
+@dataclass(frozen=True)
+class CellStage:
+    """A stage computed cell by cell (train, evaluate): what it writes for a cell, where those files live, when a
+    cell is current, and how to compute one (a module-level function: workers get it pickled by reference)."""
+
+    name: str
+    outputs: Callable[[str, str, int], list[Path]]  # (dataset, model, seed) -> every file it keeps for that cell
+    folders: Callable[[str], list[tuple[Path, str]]]  # dataset -> (folder, glob) pairs its cells' files sit in
+    is_current: Callable[[Cell, PreparedData], bool]
+    compute: Callable[[Cell, PreparedData], str]
+
+
+def each_cell(
+    stage: CellStage, params: Params, model: str | None, seed: int | None, say: Callable[[str], None], runner: Runner
 ) -> None:
     """Compute the cells --model/--seed pick (default: every cell) with `runner`; unless some were picked by hand,
     keep the current ones and remove the files of cells no longer in models x train.seeds."""
@@ -69,14 +73,26 @@ def each_cell(  # 9 parameters: a stage names what is current, how to compute a 
     picked = (names, seeds) != (None, None)
     todo = []
     for cell in chosen:
-        if not picked and is_current(cell, prepared):
-            say(f"{stage}: {cell.name} is current (same inputs and code): kept")
+        if not picked and stage.is_current(cell, prepared):
+            say(f"{stage.name}: {cell.name} is current (same inputs and code): kept")
         else:
             todo.append(cell)
-    run_cells(stage, todo, prepared, compute, runner or Runner(), say)
+    run_cells(stage.name, todo, prepared, stage.compute, runner, say)
     if not picked:
-        for path in prune(params.data.name, chosen):
-            say(f"{stage}: removed {path} (its cell is no longer in models x train.seeds)")
+        for path in prune(stage, params.data.name, chosen):
+            say(f"{stage.name}: removed {path} (its cell is no longer in models x train.seeds)")
+
+
+def prune(stage: CellStage, dataset: str, kept: list[Cell]) -> list[Path]:
+    """Remove this dataset's files of `stage` that belong to no kept cell, so the stage's outputs are its cells (another
+    dataset's files are never touched)."""
+    keep = {path for cell in kept for path in stage.outputs(dataset, cell.model, cell.seed)}
+    stale = [
+        path for folder, pattern in stage.folders(dataset) for path in sorted(folder.glob(pattern)) if path not in keep
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 @dataclass(frozen=True)

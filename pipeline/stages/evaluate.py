@@ -39,7 +39,7 @@ from pipeline.core.runtime import (
 from pipeline.core.transforms import shift_accuracies
 from pipeline.errors import ConvbenchError
 from pipeline.ops import tracking
-from pipeline.ops.cells import Runner, each_cell
+from pipeline.ops.cells import CellStage, Runner, each_cell
 from pipeline.params import EvaluateParams, Params
 
 
@@ -60,9 +60,7 @@ def evaluate(
 ) -> None:
     """Score the selected cells (in parallel as train.workers and train.backend say); without --model/--seed, keep
     current metrics and remove cells no longer listed."""
-    each_cell(
-        "evaluate", params, model, seed, is_current, evaluate_one, prune, say, Runner.of(params.train, ray_address)
-    )
+    each_cell(STAGE, params, model, seed, say, Runner.of(params.train, ray_address))
 
 
 def evaluate_one(cell: Cell, prepared: PreparedData) -> str:
@@ -105,21 +103,6 @@ def is_current(cell: Cell, prepared: PreparedData) -> bool:
     except ConvbenchError:
         return False
     return recorded == source(cell, prepared)
-
-
-def prune(dataset: str, kept: list[Cell]) -> list[Path]:
-    """Remove this dataset's metrics and predictions of cells params.yaml no longer lists, so the stage's outputs are
-    its cells (another dataset's files are never touched)."""
-    keep = {path for c in kept for path in (paths.metrics(dataset, *c.key), paths.predictions(dataset, *c.key))}
-    stale = [
-        path
-        for folder, pattern in ((paths.cells_dir(dataset), "*.json"), (paths.predictions_dir(dataset), "*.csv"))
-        for path in sorted(folder.glob(pattern))
-        if path not in keep
-    ]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
@@ -332,3 +315,12 @@ def measure_cost(  # 7 parameters: the model, its test data and what training re
         "train_batch_size": train_batch,
         "peak_memory_mb": memory,
     }
+
+
+STAGE = CellStage(
+    "evaluate",
+    lambda dataset, model, seed: [paths.metrics(dataset, model, seed), paths.predictions(dataset, model, seed)],
+    lambda dataset: [(paths.cells_dir(dataset), "*.json"), (paths.predictions_dir(dataset), "*.csv")],
+    is_current,
+    evaluate_one,
+)

@@ -40,7 +40,7 @@ from pipeline.core.runtime import (
 )
 from pipeline.errors import ConvbenchError
 from pipeline.ops import progress, tracking
-from pipeline.ops.cells import Runner, cell_lock, each_cell
+from pipeline.ops.cells import CellStage, Runner, cell_lock, each_cell
 from pipeline.params import Params
 
 
@@ -68,8 +68,7 @@ def train(
 ) -> None:
     """Train the selected cells (in parallel with train.workers > 1 or train.backend ray); without --model/--seed,
     keep the current ones and remove cells no longer listed."""
-    runner = Runner.of(params.train, ray_address)
-    each_cell("train", params, model, seed, is_current, train_one, prune, say, runner)
+    each_cell(STAGE, params, model, seed, say, Runner.of(params.train, ray_address))
 
 
 def train_one(cell: Cell, prepared: PreparedData) -> str:
@@ -97,25 +96,6 @@ def is_current(cell: Cell, prepared: PreparedData) -> bool:
         with contextlib.suppress(ConvbenchError), cell_lock(cell.dataset, cell.model, cell.seed):
             paths.resume_state(cell.dataset, cell.model, cell.seed).unlink(missing_ok=True)
     return current
-
-
-def prune(dataset: str, kept: list[Cell]) -> list[Path]:
-    """Remove this dataset's checkpoints and curves of cells params.yaml no longer lists, so the stage's outputs are
-    its cells (another dataset's files are never touched)."""
-    keep = {
-        path
-        for c in kept
-        for path in (c.checkpoint_path, paths.resume_state(dataset, c.model, c.seed), paths.curves(dataset, *c.key))
-    }
-    stale = [
-        path
-        for folder, pattern in ((paths.models_dir(dataset), "*.pt"), (paths.curves_dir(dataset), "*.csv"))
-        for path in sorted(folder.glob(pattern))
-        if path not in keep
-    ]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 def _tags(cell: Cell, prepared: PreparedData, device: torch.device, plan: ExecutionPlan) -> dict[str, Any]:
@@ -179,7 +159,7 @@ def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
         def save_state(state: TrainState) -> None:
             checkpoints.save_resume(resume_path, state, identity, logger.run_id)
 
-        result = _fit(cell, model, data, plan, dist, logger, save_state if dist.is_main else None, resume)
+        result = _fit_with_progress(cell, model, data, plan, dist, logger, save_state if dist.is_main else None, resume)
         if not dist.is_main:  # only rank 0 writes files and logs
             return result
         model = model.cpu().to(memory_format=torch.contiguous_format)
@@ -236,7 +216,7 @@ def _source(dataset: str) -> str:
     return str(Path(SourceManifest.model_validate_json(listed.read_text()).source).resolve())
 
 
-def _fit(  # 8 parameters: a cell's loop with its logger and checkpoint-and-resume hooks
+def _fit_with_progress(  # 8 parameters: a cell's loop with its logger and checkpoint-and-resume hooks
     cell: Cell,
     model: torch.nn.Module,
     data: Splits,
@@ -337,3 +317,16 @@ class EpochProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+
+STAGE = CellStage(
+    "train",
+    lambda dataset, model, seed: [
+        paths.checkpoint(dataset, model, seed),
+        paths.resume_state(dataset, model, seed),
+        paths.curves(dataset, model, seed),
+    ],
+    lambda dataset: [(paths.models_dir(dataset), "*.pt"), (paths.curves_dir(dataset), "*.csv")],
+    is_current,
+    train_one,
+)
