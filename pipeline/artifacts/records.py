@@ -109,7 +109,23 @@ class Source(BaseModel):
     settings_sha256: str
 
 
-class CellMetrics(Record):
+class CellCost(BaseModel):
+    """What one trained cell costs: its size, FLOPs and peak memory (measured by evaluate) and its training speed
+    (as training recorded it in the checkpoint)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    params: int
+    trainable_params: int
+    flops_forward_per_image: float
+    flops_train_step_per_image: float
+    train_images_per_second: float
+    train_seconds: float
+    seconds_to_final_accuracy: float
+    train_batch_size: int
+    peak_memory_mb: PeakMemory
+
+
+class CellMetrics(CellCost, Record):
     """results/<dataset>/cells/<cell>.json: one trained cell scored on the test split, with its cost and robustness."""
 
     model: str
@@ -121,15 +137,6 @@ class CellMetrics(Record):
     test_size: int
     final_val_accuracy: float
     epochs: int
-    params: int
-    trainable_params: int
-    flops_forward_per_image: float
-    flops_train_step_per_image: float
-    train_images_per_second: float
-    train_seconds: float
-    seconds_to_final_accuracy: float
-    train_batch_size: int
-    peak_memory_mb: PeakMemory
     robustness: Robustness
     per_class_accuracy: dict[str, float]
     confusion_matrix: list[list[int]]

@@ -21,7 +21,7 @@ from pipeline.artifacts import atomic, paths, records
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.artifacts.checkpoint import TrainInfo
 from pipeline.artifacts.code import source_sha256
-from pipeline.artifacts.records import CellMetrics, Source
+from pipeline.artifacts.records import CellCost, CellMetrics, PeakMemory, Robustness, Source
 from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData
@@ -119,34 +119,27 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
     support = confusion.sum(1)
     per_class = (confusion.diag().double() / support.clamp_min(1).double()).tolist()
+    cost = measure_cost(
+        model, plan, test_x, test_y, settings, checkpoint.train, json.dumps(checkpoint.config.to_dict(), sort_keys=True)
+    )
     metrics = CellMetrics(
-        **{
-            "model": cell.model,
-            "seed": cell.seed,
-            "dataset": prepared.name,
-            "test_accuracy": (predictions == test_y).double().mean().item(),
-            "test_loss": torch.nn.functional.cross_entropy(logits, test_y).item(),
-            "test_size": int(len(test_y)),
-            "arch": checkpoint.config.arch,
-            "final_val_accuracy": checkpoint.train.final_val_accuracy,
-            "epochs": checkpoint.train.epochs,
-            **measure_cost(
-                model,
-                plan,
-                test_x,
-                test_y,
-                settings,
-                checkpoint.train,
-                json.dumps(checkpoint.config.to_dict(), sort_keys=True),
-            ),
-            "robustness": measure_robustness(model, plan, prepared, test_y, settings),
-            # a class with no test images has no accuracy (not 0): it is left out, and the report says so
-            "per_class_accuracy": {c: a for c, a, n in zip(prepared.classes, per_class, support.tolist()) if n},
-            "confusion_matrix": confusion.tolist(),
-            "context": device_context(device, plan.dtype_name),
-            "units": UNITS,
-            "source": source(cell, prepared),
-        }
+        model=cell.model,
+        seed=cell.seed,
+        dataset=prepared.name,
+        test_accuracy=(predictions == test_y).double().mean().item(),
+        test_loss=torch.nn.functional.cross_entropy(logits, test_y).item(),
+        test_size=int(len(test_y)),
+        arch=checkpoint.config.arch,
+        final_val_accuracy=checkpoint.train.final_val_accuracy,
+        epochs=checkpoint.train.epochs,
+        robustness=Robustness.model_validate(measure_robustness(model, plan, prepared, test_y, settings)),
+        # a class with no test images has no accuracy (not 0): it is left out, and the report says so
+        per_class_accuracy={c: a for c, a, n in zip(prepared.classes, per_class, support.tolist()) if n},
+        confusion_matrix=confusion.tolist(),
+        context=device_context(device, plan.dtype_name),
+        units=UNITS,
+        source=source(cell, prepared),
+        **dict(cost),  # the cost fields, declared once in CellCost
     )
     table = pd.DataFrame(
         {
@@ -281,7 +274,7 @@ def measure_cost(  # 7 parameters: the model, its test data and what training re
     settings: EvaluateParams,
     train_info: TrainInfo,
     architecture: str = "",
-) -> dict[str, Any]:
+) -> CellCost:
     """Size, FLOPs and peak memory of one model; what training measured. Speed is the bench stage's (side by side).
 
     `architecture` (the resolved config as JSON) lets the seeds of one model share one count; "" counts anew.
@@ -304,17 +297,17 @@ def measure_cost(  # 7 parameters: the model, its test data and what training re
         }
         _ARCHITECTURE_COST[key] = (flops, memory)
     flops, memory = _ARCHITECTURE_COST[key]
-    return {
-        "params": models.count_params(model),
-        "trainable_params": models.count_trainable(model),
-        "flops_forward_per_image": flops.forward,
-        "flops_train_step_per_image": flops.train_step,
-        "train_images_per_second": train_info.train_images_per_second,
-        "train_seconds": train_info.train_seconds,
-        "seconds_to_final_accuracy": train_info.seconds_to_final_accuracy,
-        "train_batch_size": train_batch,
-        "peak_memory_mb": memory,
-    }
+    return CellCost(
+        params=models.count_params(model),
+        trainable_params=models.count_trainable(model),
+        flops_forward_per_image=flops.forward,
+        flops_train_step_per_image=flops.train_step,
+        train_images_per_second=train_info.train_images_per_second,
+        train_seconds=train_info.train_seconds,
+        seconds_to_final_accuracy=train_info.seconds_to_final_accuracy,
+        train_batch_size=train_batch,
+        peak_memory_mb=PeakMemory.model_validate(memory),
+    )
 
 
 STAGE = CellStage(
