@@ -196,6 +196,43 @@ def test_a_worker_killed_mid_cell_fails_that_cell_and_the_others_finish(prepared
     assert (root / paths.models_dir("digits") / f"{cell}.pt").is_file()
 
 
+def _spawned_children(parent: int) -> list[int]:
+    """The pool workers `parent` spawned (not multiprocessing's resource tracker)."""
+    listed = subprocess.run(["ps", "--ppid", str(parent), "-o", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in listed.splitlines() if "spawn_main" in line]
+
+
+def test_a_tuning_worker_killed_mid_study_is_one_line_and_the_study_resumes(prepared: Path, tmp_path: Path) -> None:
+    """A killed tuning worker was the catch-all BrokenProcessPool line; it is a worker like a cell's now."""
+    root = project(prepared, tmp_path / "t", **{"models": ["mlp"], "tune.trials": 6, "train.epochs": 40})
+    parent = subprocess.Popen(
+        ["convbench", "tune", "--workers", "2"],
+        cwd=root,
+        env=env(MLFLOW_TRACKING_URI=""),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        workers = _wait(lambda: _spawned_children(parent.pid), 240, "the tuning workers", parent)
+        time.sleep(3)  # inside a trial
+        os.kill(workers[0], signal.SIGKILL)
+        _out, err = parent.communicate(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert parent.returncode == 1 and "Traceback" not in err, err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"convbench: error: a tuning worker failed: worker pid {workers[0]} was killed by signal 9 (SIGKILL"
+        )
+    ), err[-1500:]
+    assert err.strip().endswith("run `convbench tune` again to resume")
+
+
 # --- a stopped DVC-queue sweep -----------------------------------------------------------------------------------
 
 
