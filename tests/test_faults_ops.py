@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -198,13 +199,33 @@ def test_a_worker_killed_mid_cell_fails_that_cell_and_the_others_finish(prepared
 
 def _spawned_children(parent: int) -> list[int]:
     """The pool workers `parent` spawned (not multiprocessing's resource tracker)."""
-    listed = subprocess.run(["ps", "--ppid", str(parent), "-o", "pid=,args="], capture_output=True, text=True).stdout
+    listed = subprocess.run(
+        ["ps", "-ww", "--ppid", str(parent), "-o", "pid=,args="], capture_output=True, text=True
+    ).stdout
     return [int(line.split()[0]) for line in listed.splitlines() if "spawn_main" in line]
 
 
-def test_a_tuning_worker_killed_mid_study_is_one_line_and_the_study_resumes(prepared: Path, tmp_path: Path) -> None:
+def _running_trials(root: Path) -> int:
+    """Trials after the shared recipe (trial 0, run in the stage's own process) that a worker is running now."""
+    storage = root / paths.study_storage("digits", "mlp")
+    if not storage.is_file():
+        return 0
+    with contextlib.closing(sqlite3.connect(storage, timeout=10)) as db:
+        with contextlib.suppress(sqlite3.OperationalError):  # the tables are not made yet
+            return db.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING' AND number >= 1").fetchone()[0]
+    return 0
+
+
+def test_a_tuning_worker_killed_mid_study_ends_tune_with_one_line(prepared: Path, tmp_path: Path) -> None:
     """A killed tuning worker was the catch-all BrokenProcessPool line; it is a worker like a cell's now."""
-    root = project(prepared, tmp_path / "t", **{"models": ["mlp"], "tune.trials": 6, "train.epochs": 40})
+    overrides = {
+        "models": ["mlp"],
+        "reference": None,
+        "tune.trials": 3,
+        "train.epochs": 600,
+        "tune.space.epochs": [600],
+    }
+    root = project(prepared, tmp_path / "t", **overrides)
     parent = subprocess.Popen(
         ["convbench", "tune", "--workers", "2"],
         cwd=root,
@@ -215,9 +236,9 @@ def test_a_tuning_worker_killed_mid_study_is_one_line_and_the_study_resumes(prep
         start_new_session=True,
     )
     try:
-        workers = _wait(lambda: _spawned_children(parent.pid), 240, "the tuning workers", parent)
-        time.sleep(3)  # inside a trial
-        os.kill(workers[0], signal.SIGKILL)
+        _wait(lambda: _running_trials(root) >= 2, 240, "both workers inside a trial", parent)
+        worker = _spawned_children(parent.pid)[0]
+        os.kill(worker, signal.SIGKILL)  # the out-of-memory killer's way
         _out, err = parent.communicate(timeout=240)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -226,9 +247,7 @@ def test_a_tuning_worker_killed_mid_study_is_one_line_and_the_study_resumes(prep
     assert (
         err.strip()
         .splitlines()[-1]
-        .startswith(
-            f"convbench: error: a tuning worker failed: worker pid {workers[0]} was killed by signal 9 (SIGKILL"
-        )
+        .startswith(f"convbench: error: a tuning worker failed: worker pid {worker} was killed by signal 9 (SIGKILL")
     ), err[-1500:]
     assert err.strip().endswith("run `convbench tune` again to resume")
 

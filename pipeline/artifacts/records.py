@@ -63,6 +63,8 @@ def parse(kind: type[R], content: Any, path: Path, redo: str) -> R:
         return kind.model_validate(content)
     except ValidationError as exc:
         missing = [".".join(map(str, error["loc"])) for error in exc.errors() if error["type"] == "missing"]
+        order = list(dict.fromkeys([*vars(kind).get("__annotations__", {}), *kind.model_fields]))  # own fields first
+        missing.sort(key=lambda key: order.index(key.split(".")[0]) if key.split(".")[0] in order else len(order))
         if missing:
             more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
             raise ConvbenchError(
