@@ -13,6 +13,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -134,6 +135,7 @@ def _start_worker(numbers: Synchronized[int], claims: Any, preload: str) -> None
     """A worker's start: quiet while idle, no life after its parent, its number, then the stage's imports."""
     global _slot, _claims
     idle()
+    sys.unraisablehook = _quiet_race
     _claims = claims
     Finalize(None, _exiting, exitpriority=100)  # run first when the worker leaves its loop (the pool's stop)
     threading.Thread(target=_follow_parent, name="convbench-parent", daemon=True).start()
@@ -170,16 +172,18 @@ def idle() -> None:
 
 def _exiting() -> None:
     """Leaving, a worker holds no lock: the pool's SIGTERM, which can reach it on its way out, just ends it (raising
-    there would print 'Exception ignored' with a traceback). A Python handler, not SIG_DFL: a SIGTERM that arrived
-    just before this swap is still run by the interpreter, which reports one whose handler became SIG_DFL as
-    "Signal 15 ignored due to race condition" with a traceback."""
+    there would print 'Exception ignored' with a traceback). SIG_DFL, not a Python handler: a worker stuck in C on
+    its way out (joining a queue's feeder thread) would never run one, and the pool's terminate() would wait forever."""
     for stop in STOPS[1:]:
-        signal.signal(stop, _end)
+        signal.signal(stop, signal.SIG_DFL)
 
 
-def _end(signum: int, frame: object) -> None:
-    """End a leaving worker at once, with the status a signal would give."""
-    os._exit(128 + signum)
+def _quiet_race(unraisable: Any) -> None:
+    """The interpreter's report of a SIGTERM that arrived just as `_exiting` swapped its handler ('Signal 15 ignored
+    due to race condition') is dropped: the signal's work is done by SIG_DFL. Anything else is reported as usual."""
+    if isinstance(unraisable.exc_value, OSError) and "ignored due to race condition" in str(unraisable.exc_value):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _leave(signum: int, frame: object) -> None:
