@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,22 +45,24 @@ def test_the_identity_of_the_stages_that_train_and_score_holds_no_display_bench_
     assert not defined & {name for names in NOT_NUMBERS.values() for name in names}, "defined inside the identity"
 
 
-def test_rewording_display_bench_or_download_code_keeps_the_train_identity(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def pipeline_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the package that code identity reads instead of the real one; its hash cache cleared around it."""
     copy = tmp_path / "pipeline"
     shutil.copytree(code.PIPELINE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(code, "PIPELINE", copy)
     code.source_sha256.cache_clear()
-    try:
-        before = {stage: code.source_sha256(stage) for stage in ("train", "evaluate", "tune")}
-        for module in NOT_NUMBERS:
-            path = code.module_path(module)
-            path.write_text(path.read_text() + "\n# reworded\n")
-        code.source_sha256.cache_clear()
-        assert {stage: code.source_sha256(stage) for stage in before} == before
-    finally:
-        code.source_sha256.cache_clear()
+    yield copy
+    code.source_sha256.cache_clear()
+
+
+def test_rewording_display_bench_or_download_code_keeps_the_train_identity(pipeline_copy: Path) -> None:
+    before = {stage: code.source_sha256(stage) for stage in ("train", "evaluate", "tune")}
+    for module in NOT_NUMBERS:
+        path = code.module_path(module)
+        path.write_text(path.read_text() + "\n# reworded\n")
+    code.source_sha256.cache_clear()
+    assert {stage: code.source_sha256(stage) for stage in before} == before
 
 
 def test_the_stages_come_from_the_folder() -> None:
@@ -89,21 +92,14 @@ def test_type_only_imports_are_not_code_that_runs(tmp_path: Path, monkeypatch: p
     assert code.imported_modules("core.a") == {"core.b"}
 
 
-def test_the_hash_changes_with_the_numbers_code_and_not_with_tracking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    copy = tmp_path / "pipeline"
-    shutil.copytree(code.PIPELINE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(code, "PIPELINE", copy)
+def test_the_hash_changes_with_the_numbers_code_and_not_with_tracking(pipeline_copy: Path) -> None:
+    before = code.source_sha256("train")
+    for untouched in ("stages/report.py", "ops/tracking.py", "cli.py", "errors.py", "params.py"):
+        module = pipeline_copy / untouched
+        module.write_text(module.read_text() + "\n# not what train's numbers come from\n")
+        code.source_sha256.cache_clear()
+        assert code.source_sha256("train") == before, untouched
+    runtime = pipeline_copy / "core/runtime.py"
+    runtime.write_text(runtime.read_text() + "\n# the training loop\n")
     code.source_sha256.cache_clear()
-    try:
-        before = code.source_sha256("train")
-        for untouched in ("stages/report.py", "ops/tracking.py", "cli.py", "errors.py", "params.py"):
-            (copy / untouched).write_text((copy / untouched).read_text() + "\n# not what train's numbers come from\n")
-            code.source_sha256.cache_clear()
-            assert code.source_sha256("train") == before, untouched
-        (copy / "core/runtime.py").write_text((copy / "core/runtime.py").read_text() + "\n# the training loop\n")
-        code.source_sha256.cache_clear()
-        assert code.source_sha256("train") != before
-    finally:
-        code.source_sha256.cache_clear()
+    assert code.source_sha256("train") != before

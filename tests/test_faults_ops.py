@@ -154,11 +154,10 @@ def _lock_holders(root: Path) -> dict[str, int]:
     return found
 
 
-def test_a_worker_killed_mid_cell_fails_that_cell_and_the_others_finish(prepared: Path, tmp_path: Path) -> None:
-    """multiprocessing.Pool loses the task of a worker that dies: the stage waited for its cell forever."""
-    root = project(prepared, tmp_path / "p", **{"models": ["cnn", "mlp"], "train.epochs": 60, "train.workers": 2})
-    parent = subprocess.Popen(
-        ["convbench", "train"],
+def _started(args: list[str], root: Path) -> subprocess.Popen[str]:
+    """A real command in its own process group (so a test can kill all of it), output captured."""
+    return subprocess.Popen(
+        args,
         cwd=root,
         env=env(MLFLOW_TRACKING_URI=""),
         stdout=subprocess.PIPE,
@@ -166,6 +165,12 @@ def test_a_worker_killed_mid_cell_fails_that_cell_and_the_others_finish(prepared
         text=True,
         start_new_session=True,
     )
+
+
+def test_a_worker_killed_mid_cell_fails_that_cell_and_the_others_finish(prepared: Path, tmp_path: Path) -> None:
+    """multiprocessing.Pool loses the task of a worker that dies: the stage waited for its cell forever."""
+    root = project(prepared, tmp_path / "p", **{"models": ["cnn", "mlp"], "train.epochs": 60, "train.workers": 2})
+    parent = _started(["convbench", "train"], root)
     try:
         held = _wait(
             lambda: {
@@ -226,15 +231,7 @@ def test_a_tuning_worker_killed_mid_study_ends_tune_with_one_line(prepared: Path
         "tune.space.epochs": [600],
     }
     root = project(prepared, tmp_path / "t", **overrides)
-    parent = subprocess.Popen(
-        ["convbench", "tune", "--workers", "2"],
-        cwd=root,
-        env=env(MLFLOW_TRACKING_URI=""),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    parent = _started(["convbench", "tune", "--workers", "2"], root)
     try:
         _wait(lambda: _running_trials(root) >= 2, 240, "both workers inside a trial", parent)
         worker = _spawned_children(parent.pid)[0]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from queue import Empty, Queue
 from typing import Any
 
-from pipeline.errors import ConvbenchError, ParamsError, redact
+from pipeline.errors import ConvbenchError, ParamsError
 from pipeline.ops import pool as pools
 
 NO_CLUSTER = (
@@ -201,11 +201,6 @@ def on_ray(
         for ref in pending:  # a caller that left the loop early (GeneratorExit) gets no orphans either
             ray.cancel(ref)
         ray.shutdown()
-
-
-def where(address: str | None) -> str:
-    """How a line names the cluster (its address, without any secret)."""
-    return redact(address or "")
 
 
 def last_line(error: BaseException | str) -> str:

@@ -321,5 +321,4 @@ def _error_line(output: str) -> str:
 
 def _last_line(text: str) -> str:
     """The last non-blank line of a tool's output: the part that says what went wrong."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return redact(lines[-1]) if lines else "no output"
+    return redact(fanout.last_line(text))
