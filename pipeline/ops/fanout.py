@@ -72,6 +72,8 @@ def on_processes(  # 7 parameters: the jobs, where they run, and three optional 
     pool = pools.take(helpers, preload)
 
     def follow() -> None:
+        if here is None:  # one job per worker, not all on the first one up; with `here`, this process works meanwhile
+            pool.wait_ready(min(helpers, len(jobs)), stop)
         while not stop.is_set():
             try:
                 job = todo.popleft()

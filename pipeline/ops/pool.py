@@ -48,17 +48,25 @@ class Workers(Pool):
     def __init__(self, helpers: int, preload: str) -> None:
         context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started its threads
         numbers = context.Value("i", 0)  # a worker the pool starts in place of a dead one takes the next number
+        self.ready = context.Value("i", 0)  # workers that have imported their stage
         self.claims = context.Array("i", TICKETS, lock=False)
         self._tickets = itertools.count()
         self._made: list[Any] = []  # every worker process the pool started, kept after the pool drops a dead one
         self.Process = self._make  # type: ignore[method-assign]  # the pool starts its workers with self.Process
-        super().__init__(helpers, _start_worker, (numbers, self.claims, preload), context=context)
+        super().__init__(helpers, _start_worker, (numbers, self.ready, self.claims, preload), context=context)
 
     def _make(self, ctx: Any, *args: Any, **kwds: Any) -> Any:
         """A worker process, as Pool.Process makes it, remembered (with its exit code once it has ended)."""
         process = ctx.Process(*args, **kwds)
         self._made.append(process)
         return process
+
+    def wait_ready(self, count: int, stop: threading.Event, limit: float = 120.0) -> None:
+        """Return once `count` workers have imported their stage (or after `limit` s, or on `stop`): jobs handed out
+        earlier all go to the first worker up while the others import, so two long jobs would run one after the other."""
+        deadline = time.monotonic() + limit
+        while self.ready.value < count and time.monotonic() < deadline and not stop.wait(0.05):
+            pass
 
     def ticket(self) -> int:
         """A fresh ticket for the next job, its slot cleared."""
@@ -131,7 +139,7 @@ def gpu(count: int) -> None:
     _claimed = True
 
 
-def _start_worker(numbers: Synchronized[int], claims: Any, preload: str) -> None:
+def _start_worker(numbers: Synchronized[int], ready: Synchronized[int], claims: Any, preload: str) -> None:
     """A worker's start: quiet while idle, no life after its parent, its number, then the stage's imports."""
     global _slot, _claims
     idle()
@@ -145,6 +153,8 @@ def _start_worker(numbers: Synchronized[int], claims: Any, preload: str) -> None
     for module in (preload, "torch._dynamo"):  # FLOP counting (threads per cell) imports dynamo: another second
         importlib.import_module(module)
     gc.freeze()  # as in the CLI's main: exiting, the worker drops these objects instead of collecting them (~1.3 s)
+    with ready.get_lock():
+        ready.value += 1
 
 
 def _follow_parent() -> None:
