@@ -260,7 +260,7 @@ def _tune(  # 7 parameters: the tune command's options, passed on as given
             typer.echo(_not_tuned(name, paths.tuned_recipe(params.data.name, name)))
         return
     from pipeline.ops import fanout
-    from pipeline.stages.tune import Workers
+    from pipeline.ops.studies import Workers
     from pipeline.stages.tune import tune as run_tune
 
     address = fanout.ray_address(ray_address) if backend is TuneBackend.ray else None

@@ -27,17 +27,9 @@ from pipeline.artifacts.records import Scored, TunedRecipe
 from pipeline.core import recipes
 from pipeline.core.data import load_prepared, tensors_sha256
 from pipeline.errors import ConvbenchError
+from pipeline.ops.studies import WorkerSpec, open_study, study_storage
 from pipeline.params import validate_params
-from pipeline.stages.tune import (
-    Objective,
-    WorkerSpec,
-    open_study,
-    run_worker,
-    study_name,
-    study_storage,
-    trial_cell,
-    tune_model,
-)
+from pipeline.stages.tune import Objective, run_worker, study_name, trial_cell, tune_model
 from tests.helpers import BIN, env, params_with, run, write_params
 
 # Tiny trials: digits, one or two epochs, one scoring seed; the space still holds the shared recipe (trial 0).

@@ -16,15 +16,10 @@ Every trial is an MLflow run nested under one `tune-<model>` run. The best recip
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-import re
 import socket
 import statistics
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,19 +32,30 @@ from pipeline.artifacts import paths
 from pipeline.artifacts.records import Scored, TrialRow, TunedRecipe
 from pipeline.core import models, recipes
 from pipeline.core.cell import Cell, prepared_data
-from pipeline.core.data import PreparedData, load_prepared, tensors_sha256
+from pipeline.core.data import PreparedData, load_prepared
 from pipeline.core.measure import resolve_device
 from pipeline.core.runtime import device_splits, fit, place_model
 from pipeline.errors import ConvbenchError, TrainingDiverged
-from pipeline.ops import fanout, progress, tracking
-from pipeline.ops.cells import portable
-from pipeline.ops.cluster import check_listening, is_local_address
-from pipeline.ops.uris import absolute_path, absolute_sqlite, sqlite_uri
+from pipeline.ops import tracking
+from pipeline.ops.cluster import check_listening
+from pipeline.ops.studies import (
+    FINISHED,
+    Echo,
+    TrialProgress,
+    Workers,
+    WorkerSpec,
+    open_study,
+    quiet_optuna,
+    resume,
+    run_workers,
+    sampler_seed,
+    shares,
+    study_name,
+    study_storage,
+)
 from pipeline.params import RECIPE_KNOBS, Params, validate_params
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SHAPE_PREFIX = "model."
-Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -195,119 +201,7 @@ class Objective:
         return history[-1].val_accuracy
 
 
-# --- studies and workers -----------------------------------------------------------------------------------------------
-
-
-def default_storage(dataset: str, model: str) -> str:
-    """SQLite under tuned/<dataset>/: every finished trial is committed before the next starts, so a kill loses none."""
-    return sqlite_uri(paths.study_storage(dataset, model).resolve())
-
-
-def study_storage(storage: str | None, dataset: str, model: str) -> str:
-    """The storage URL every worker opens: a relative SQLite file made absolute (workers run elsewhere), its folder made."""
-    url = absolute_sqlite(storage or default_storage(dataset, model), Path.cwd())
-    database = tracking.sqlite_path(url)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
-    return url
-
-
-def study_name(params: Params, model: str, prepared: PreparedData) -> str:
-    """The study of exactly these settings and this train/val data (the test split is not part of its identity)."""
-    seen = {
-        f"{split}_{part}": getattr(getattr(prepared.splits, split), part) for split in ("train", "val") for part in "xy"
-    }
-    digest = hashlib.sha256((recipes.fingerprint(params, model) + tensors_sha256(seen)).encode()).hexdigest()
-    return f"{model}-{digest[:16]}"
-
-
-def sampler_seed(base: int, finished: int, worker: int) -> int:
-    """tune.sampler_seed for an uninterrupted single worker; distinct derived seeds for other workers and resumed runs.
-
-    A resumed run or a second worker with the very same seed would draw the same random startup points again.
-    """
-    if finished == 0 and worker == 0:
-        return base
-    return int(hashlib.sha256(f"{base}:{finished}:{worker}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
-
-
-def open_study(storage: str, name: str, params: Params, seed: int) -> optuna.Study:
-    """Create or load the study with a seeded TPE sampler and the configured pruner."""
-    tune = params.tune
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune.startup_trials)
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=0)
-        if tune.pruner == "median"
-        else optuna.pruners.NopPruner()
-    )
-    try:
-        engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite:") else None
-        rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine)
-        return optuna.create_study(
-            storage=rdb, study_name=name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
-        )
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy and Optuna raise many kinds for a bad URL
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConvbenchError(
-            f"cannot open the study storage '{tracking.redact(storage)}' ({tracking.redact(first)}); "
-            f"pass --storage sqlite:///PATH or a database URL every worker can reach"
-        ) from None
-
-
-def quiet_optuna() -> None:
-    """Optuna's per-trial log lines would drown the progress bar; warnings stay, but not its report of a failed
-    trial: the trial's error (or interrupt) goes on to end the stage with convbench's one line, and Optuna's
-    report of it is the trial's params and its Python traceback, printed before that line."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    reporter = logging.getLogger("optuna.study._optimize")  # where Optuna's _log_failed_trial logs
-    if not any(isinstance(found, _NoFailedTrialReport) for found in reporter.filters):
-        reporter.addFilter(_NoFailedTrialReport())
-
-
-class _NoFailedTrialReport(logging.Filter):
-    """Drop Optuna's 'Trial N failed with parameters: ... because of the following error' (with its traceback) and
-    'Trial N failed with value ...' records."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not re.match(r"Trial \d+ failed with ", str(record.msg))
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What one Optuna worker needs, as plain values, so it pickles to a spawned process or a Ray task on any node."""
-
-    params: dict[str, Any]  # params with an absolute data.root and tracking URI; the worker re-validates them
-    model: str
-    tensors: str  # absolute paths of the prepared data
-    manifest: str
-    storage: str  # the study storage URL every worker opens
-    tracking_uri: str  # the tracking store every worker logs to (absolute)
-    study: str
-    parent_run_id: str | None  # the tune-<model> run each trial's run nests under (None when tracking is off)
-    project: str  # absolute: the worker works there, as user builders import from the project folder
-    n_trials: int = 0
-    threads: int = 1
-    seed: int = 0  # the worker's own sampler seed
-
-    @classmethod
-    def of(
-        cls, params: Params, model: str, prepared: PreparedData, storage: str, study: str, parent_run_id: str | None
-    ) -> WorkerSpec:
-        """The spec of this study, every path and URI made absolute from the project folder (the working directory)."""
-        project = Path.cwd().resolve()
-        portable_params = portable(params, project)
-        return cls(
-            portable_params,
-            model,
-            absolute_path(paths.prepared_tensors(prepared.name), project),
-            absolute_path(paths.prepared_manifest(prepared.name), project),
-            storage,
-            portable_params["tracking"]["uri"],
-            study,
-            parent_run_id,
-            str(project),
-        )
+# --- one worker (ops/studies.py runs several) -------------------------------------------------------------------------
 
 
 def run_worker(spec: WorkerSpec) -> int:
@@ -326,27 +220,6 @@ def run_worker(spec: WorkerSpec) -> int:
     objective = Objective(params, spec.model, prepared, spec.parent_run_id)
     study.optimize(objective, n_trials=spec.n_trials, gc_after_trial=False)
     return spec.n_trials
-
-
-def shares(remaining: int, workers: int) -> list[int]:
-    """Split the remaining trials as evenly as possible over the workers (workers without a trial are not started)."""
-    return [n for n in (remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)) if n]
-
-
-@dataclass(frozen=True)
-class Workers:
-    """Where the trials after the enqueued ones run (here, in `count` processes on this machine, or as Ray tasks)
-    and the study storage they share (None: a SQLite file under tuned/)."""
-
-    count: int = 1
-    address: str | None = None  # a Ray cluster's address; None: this machine
-    cpus_each: float = 1.0  # what each Ray task reserves
-    storage: str | None = None
-
-    @property
-    def parallel(self) -> bool:
-        """Whether any trial runs outside this process."""
-        return self.address is not None or self.count > 1
 
 
 # --- the stage ---------------------------------------------------------------------------------------------------------
@@ -395,7 +268,7 @@ def tune_model(
     storage = study_storage(workers.storage, prepared.name, model)
     name = study_name(params, model, prepared)
     probe = open_study(storage, name, params, params.tune.sampler_seed)
-    stale, finished_before = _resume(probe, model, params.tune.trials, echo)
+    stale, finished_before = resume(probe, model, params.tune.trials, echo)
     tags = {
         "convbench.kind": "tune",
         "convbench.model": model,
@@ -426,22 +299,6 @@ def tune_model(
         baseline_value=baseline.val_accuracy,
         ran=ran,
     )
-
-
-def _resume(study: optuna.Study, model: str, trials: int, echo: Echo) -> tuple[bool, int]:
-    """Fail the trials a killed run left RUNNING and count the finished ones, so a resumed run repeats none of them."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for trial in stale:  # left RUNNING by a killed run: they did not finish, so they do not count
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-    if stale:
-        echo(f"tune: {model}: {len(stale)} trial(s) a killed run left unfinished marked FAIL (not counted)")
-    if finished:
-        echo(
-            f"tune: {model}: resuming study {study.study_name}: {min(finished, trials)} of "
-            f"{trials} trials already finished"
-        )
-    return bool(stale), finished
 
 
 def _link_parent(parent: tracking.RunLogger, study: optuna.Study, params: Params, model: str, storage: str) -> None:
@@ -494,10 +351,8 @@ def _run_trials(  # 8 parameters: one study's state and where its remaining tria
             replace(spec, n_trials=n, seed=sampler_seed(params.tune.sampler_seed, finished, index))
             for index, n in enumerate(shares(remaining - here, workers.count))
         ]
-        if specs and workers.address is not None:
-            _on_ray(specs, workers.address, workers.cpus_each, probe, progress, echo)
-        elif specs:
-            _on_processes(specs, workers.count, probe, progress)
+        if specs:
+            run_workers(specs, workers, run_worker, probe, progress, echo)
         progress.refresh(probe)
     return remaining
 
@@ -586,67 +441,3 @@ def _last_report(trial: FrozenTrial) -> float | None:
     """A pruned trial's score: the running mean it last reported before it was stopped."""
     values = trial.intermediate_values
     return values[max(values)] if values else None
-
-
-def _on_processes(specs: list[WorkerSpec], workers: int, study: optuna.Study, progress: TrialProgress) -> None:
-    """Optuna workers in spawned processes on this machine, sharing the study storage; each gets its share of threads."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [fanout.Job(f"worker {i}", run_worker, replace(spec, threads=threads)) for i, spec in enumerate(specs)]
-    for done in fanout.on_processes(jobs, len(jobs), __name__, tick=lambda: progress.refresh(study), poll=1.0):
-        if done.failure is not None:  # a worker's own error is raised by on_processes with its message
-            raise ConvbenchError(f"a tuning worker failed: {done.failure}; run `convbench tune` again to resume")
-
-
-def _on_ray(  # 7 parameters: the workers, the cluster and its reservation, and what shows progress
-    specs: list[WorkerSpec],
-    address: str,
-    cpus_per_worker: float,
-    study: optuna.Study,
-    progress: TrialProgress,
-    echo: Echo,
-) -> None:
-    """Optuna workers as Ray tasks on the cluster at `address`, sharing the study storage."""
-    if not is_local_address(address):
-        for what, url in (("study storage", specs[0].storage), ("tracking store", specs[0].tracking_uri)):
-            if url.startswith("sqlite:"):
-                echo(
-                    f"convbench: warning: workers on other Ray nodes cannot reach the {what} {tracking.redact(url)}; "
-                    f"use a database or server URL every node reaches"
-                )
-    threads = max(1, int(cpus_per_worker))
-    jobs = [
-        fanout.Job(f"worker {i}", run_worker, replace(spec, threads=threads), cpus_per_worker)
-        for i, spec in enumerate(specs)
-    ]
-    said = lambda: echo(  # noqa: E731 - one line
-        f"tune: {specs[0].model}: {len(jobs)} Optuna worker(s) on Ray at {tracking.redact(address)}"
-    )
-    for done in fanout.on_ray(jobs, address, said, lambda: progress.refresh(study)):
-        if done.failure is not None:  # a worker's own ConvbenchError is raised by on_ray with its message
-            raise ConvbenchError(f"a tuning worker failed: {done.failure}; run `convbench tune` again to resume")
-
-
-class TrialProgress:
-    """A rich progress bar over one model's trials, with the best validation score so far (read from the storage)."""
-
-    def __init__(self, model: str, trials: int, quiet: bool = False) -> None:
-        self.trials = trials
-        self.progress = progress.bar(quiet)
-        self.task = self.progress.add_task(f"tune {model}", total=trials, status="")
-
-    def __enter__(self) -> TrialProgress:
-        self.progress.start()
-        return self
-
-    def refresh(self, study: optuna.Study) -> None:
-        """Count the finished trials and show the best complete one."""
-        finished = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)[: self.trials]
-        complete = [t for t in finished if t.state == TrialState.COMPLETE]
-        status = ""
-        if complete:
-            best = max(complete, key=lambda t: float("-inf") if t.value is None else t.value)
-            status = f"best val_acc {best.value:.4f} (trial {finished.index(best)})"
-        self.progress.update(self.task, completed=len(finished), status=status)
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
