@@ -17,6 +17,7 @@ from pipeline.params import validate_params
 from pipeline.reporting.probes import (
     Cast,
     advantage_by_setting,
+    by_value,
     drop_claim,
     fraction_claim,
     interval_points,
@@ -186,7 +187,7 @@ def test_augment_claim_says_whether_the_gap_closed() -> None:
 
     cast = Cast(["cnn", "lcn", "mlp"], {"cnn": "CNN", "lcn": "LCN", "mlp": "MLP"}, "cnn")
     rows = _augment_rows({"lcn": [0.05, 0.04, 0.04], "mlp": [0.08, 0.03, -0.01]}, [0, 1, 3])
-    table = advantage_by_setting(rows, 0.95, cast).sort_values("value")
+    table = by_value(advantage_by_setting(rows, 0.95, cast))
     closed, partly = augment_claim(table, cast, "mlp"), augment_claim(table, cast, "lcn")
     assert closed.held == "held" and "with shifts ±3" in closed.evidence and "+8.00" in closed.evidence
     assert partly.held == "partly held" and "20% of it closed" in partly.evidence

@@ -98,44 +98,64 @@ def _accuracy_text(interval: Interval) -> str:
     return f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
 
 
-def advantage_by_setting(rows: pd.DataFrame, confidence: float, cast: Cast) -> pd.DataFrame:
-    """Per setting: each model's accuracy interval (column = model) and the reference's lead over each other
-    model, paired by seed (column 'lead:<model>'), plus each model's parameter count ('params:<model>')."""
+@dataclass(frozen=True)
+class Setting:
+    """One row of a probe's advantage table: each model's accuracy and size at one setting, and the reference's
+    lead over each other model, paired by seed."""
+
+    setting: str  # as the table shows it ("0.5", "permuted", ...)
+    value: float  # what orders the settings
+    accuracy: dict[str, Interval]  # by model
+    params: dict[str, int]  # by model
+    lead: dict[str, Interval]  # by other model
+
+
+def advantage_by_setting(rows: pd.DataFrame, confidence: float, cast: Cast) -> list[Setting]:
+    """Per setting (in the order the rows have them): every model's accuracy interval and parameter count, and the
+    reference's lead over each other model, paired by seed."""
     out = []
     for (setting, value), frame in rows.groupby(["setting", "value"], sort=False):
         by_model = {m: frame[frame["model"] == m].set_index("seed")["test_accuracy"] for m in cast.models}
-        row: dict[str, object] = {"setting": setting, "value": value}
-        for model in cast.models:
-            row[model] = t_interval(by_model[model].to_numpy(), confidence)
-            row[f"params:{model}"] = int(frame.loc[frame["model"] == model, "params"].iloc[0])
+        lead = {}
         for model in cast.others:
             seeds = sorted(set(by_model[cast.reference].index) & set(by_model[model].index))
-            row[f"lead:{model}"] = t_interval(
-                [by_model[cast.reference][s] - by_model[model][s] for s in seeds], confidence
+            lead[model] = t_interval([by_model[cast.reference][s] - by_model[model][s] for s in seeds], confidence)
+        out.append(
+            Setting(
+                str(setting),
+                float(value),
+                {m: t_interval(by_model[m].to_numpy(), confidence) for m in cast.models},
+                {m: int(frame.loc[frame["model"] == m, "params"].iloc[0]) for m in cast.models},
+                lead,
             )
-        out.append(row)
-    return pd.DataFrame(out)
+        )
+    return out
 
 
-def _advantage_table(table: pd.DataFrame, setting_header: str, cast: Cast, with_params: bool = False) -> Table:
+def by_value(table: list[Setting]) -> list[Setting]:
+    """The settings from the smallest value to the largest."""
+    return sorted(table, key=lambda row: row.value)
+
+
+def _advantage_table(table: list[Setting], setting_header: str, cast: Cast, with_params: bool = False) -> Table:
     """Each setting's accuracies and the reference's leads, as one table of the section."""
-    frame = pd.DataFrame({setting_header: table["setting"].tolist()})
+    frame = pd.DataFrame({setting_header: [row.setting for row in table]})
     if with_params:
         frame["Parameters (" + " / ".join(cast.labels[m] for m in cast.models) + ")"] = [
-            " / ".join(f"{row[f'params:{m}']:,}" for m in cast.models) for _, row in table.iterrows()
+            " / ".join(f"{row.params[m]:,}" for m in cast.models) for row in table
         ]
     for model in cast.models:
-        frame[f"{cast.labels[model]} accuracy"] = [_accuracy_text(i) for i in table[model]]
+        frame[f"{cast.labels[model]} accuracy"] = [_accuracy_text(row.accuracy[model]) for row in table]
     for model in cast.others:
         frame[f"{cast.labels[cast.reference]} − {cast.labels[model]} (points)"] = [
-            _interval_text(i) for i in table[f"lead:{model}"]
+            _interval_text(row.lead[model]) for row in table
         ]
     return Table(frame, ("left",) + ("right",) * (len(frame.columns) - 1))
 
 
 def robustness_table(
     metrics: Iterable[CellMetrics], kind: Literal["shift", "noise"], confidence: float, cast: Cast
-) -> pd.DataFrame:
+) -> list[Setting]:
     """Accuracy per model at each shift or noise level, with the reference's lead paired by seed."""
     measured = sorted(
         (
@@ -156,19 +176,19 @@ def robustness_table(
         }
         for value, level, cell, accuracy in measured
     ]  # levels in order
-    return advantage_by_setting(pd.DataFrame(rows), confidence, cast) if rows else pd.DataFrame()
+    return advantage_by_setting(pd.DataFrame(rows), confidence, cast) if rows else []
 
 
-def interval_points(table: pd.DataFrame, cast: Cast) -> pd.DataFrame:
+def interval_points(table: list[Setting], cast: Cast) -> pd.DataFrame:
     """Long table (model label, level, mean, low, high) from an advantage table, for the interval figures."""
     rows = []
-    for _, row in table.iterrows():
+    for row in table:
         for model in cast.models:
-            interval = row[model]
+            interval = row.accuracy[model]
             rows.append(
                 {
                     "model": cast.labels[model],
-                    "level": row["value"],
+                    "level": row.value,
                     "mean": interval.mean,
                     "low": interval.low,
                     "high": interval.high,
@@ -180,27 +200,26 @@ def interval_points(table: pd.DataFrame, cast: Cast) -> pd.DataFrame:
 # --- claims -----------------------------------------------------------------------------------------------------------
 
 
-def drop_claim(table: pd.DataFrame, claim: str, what: str, cast: Cast, other: str) -> Claim:
+def drop_claim(table: list[Setting], claim: str, what: str, cast: Cast, other: str) -> Claim:
     """Compare the reference's and `other`'s accuracy drop from the first to the last level of a robustness table."""
-    first, last = table.iloc[0], table.iloc[-1]
-    drops = {m: first[m].mean - last[m].mean for m in (cast.reference, other)}
-    lead = f"lead:{other}"
-    change = last[lead].mean - first[lead].mean
+    first, last = table[0], table[-1]
+    drops = {m: first.accuracy[m].mean - last.accuracy[m].mean for m in (cast.reference, other)}
+    before, after = first.lead[other], last.lead[other]
+    change = after.mean - before.mean
     better = drops[cast.reference] < drops[other]
-    held = "held" if better and last[lead].low > first[lead].mean else ("partly held" if better else "did not hold")
+    held = "held" if better and after.low > before.mean else ("partly held" if better else "did not hold")
     ref, oth = cast.the(cast.reference), cast.the(other)
     evidence = (
-        f"at {what} {last['setting']} {ref} loses {drops[cast.reference] * 100:.1f} points and {oth} "
+        f"at {what} {last.setting} {ref} loses {drops[cast.reference] * 100:.1f} points and {oth} "
         f"{drops[other] * 100:.1f}; {ref}'s lead moves by {change * 100:+.1f} points"
     )
     return Claim(f"{claim} than {oth}", held, evidence)
 
 
-def permutation_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
+def permutation_claim(table: list[Setting], cast: Cast, other: str) -> Claim:
     """Does shuffling the pixels (which a fully-connected model cannot notice) take away the reference's lead?"""
-    lead = f"lead:{other}"
-    original = table[table["setting"] == "original"].iloc[0][lead]
-    permuted = table[table["setting"] == "permuted"].iloc[0][lead]
+    original = next(row for row in table if row.setting == "original").lead[other]
+    permuted = next(row for row in table if row.setting == "permuted").lead[other]
     owed = original.mean - permuted.mean
     share = owed / original.mean if original.mean > 0 else float("nan")
     if original.mean <= 0:
@@ -226,48 +245,46 @@ def permutation_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
     )
 
 
-def fraction_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
+def fraction_claim(table: list[Setting], cast: Cast, other: str) -> Claim:
     """Is the reference's lead larger with less data?"""
-    ordered = table.sort_values("value")
-    small, full = ordered.iloc[0], ordered.iloc[-1]
-    lead = f"lead:{other}"
-    held = "held" if small[lead].mean > full[lead].mean else "did not hold"
+    ordered = by_value(table)
+    small, full = ordered[0], ordered[-1]
+    held = "held" if small.lead[other].mean > full.lead[other].mean else "did not hold"
     evidence = (
-        f"{cast.name(cast.reference)} − {cast.name(other)} is {_interval_text(small[lead])} points with "
-        f"{small['setting']} of the training set and {_interval_text(full[lead])} with {full['setting']}"
+        f"{cast.name(cast.reference)} − {cast.name(other)} is {_interval_text(small.lead[other])} points with "
+        f"{small.setting} of the training set and {_interval_text(full.lead[other])} with {full.setting}"
     )
     return Claim(
         f"{cast.the(cast.reference, start=True)} is more data-efficient than {cast.the(other)}", held, evidence
     )
 
 
-def size_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
+def size_claim(table: list[Setting], cast: Cast, other: str) -> Claim:
     """At every scale, does the reference win?"""
-    leads = table[f"lead:{other}"]
+    leads = [row.lead[other] for row in table]
     wins = sum(1 for interval in leads if interval.mean > 0)
     significant = sum(1 for interval in leads if interval.n > 1 and interval.low > 0)
     held = "held" if wins == len(table) else ("partly held" if wins else "did not hold")
     ref = cast.the(cast.reference)
-    counts = table[f"params:{cast.reference}"]
+    counts = [row.params[cast.reference] for row in table]
     evidence = (
         f"{ref} is ahead at {wins} of {len(table)} sizes ({significant} with an interval above zero), "
-        f"from {counts.min():,} to {counts.max():,} parameters"
+        f"from {min(counts):,} to {max(counts):,} parameters"
     )
     return Claim(f"At every size {ref} beats {cast.the(other)}", held, evidence)
 
 
-def augment_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
+def augment_claim(table: list[Setting], cast: Cast, other: str) -> Claim:
     """Does training on translated images close `other`'s gap to the reference (both augmented alike)?
 
     The augmented setting compared is the one where the gap is smallest (the most favourable to the claim), so
     "did not hold" means no strength tried closed it. Held: that gap is at most zero, or its interval reaches
     zero and it is at most half the unaugmented gap; partly held: it shrank; did not hold: it did not.
     """
-    lead = f"lead:{other}"
-    ordered = table.sort_values("value")
-    base = ordered.iloc[0]
-    best = min((row for _, row in ordered.iloc[1:].iterrows()), key=lambda row: row[lead].mean)
-    before, after = base[lead], best[lead]
+    ordered = by_value(table)
+    base = ordered[0]
+    best = min(ordered[1:], key=lambda row: row.lead[other].mean)
+    before, after = base.lead[other], best.lead[other]
     if before.mean <= 0:
         held = "not tested"
     elif after.mean <= 0 or (after.n > 1 and after.low <= 0 and after.mean <= before.mean / 2):
@@ -278,9 +295,10 @@ def augment_claim(table: pd.DataFrame, cast: Cast, other: str) -> Claim:
     closed = (before.mean - after.mean) / before.mean if before.mean > 0 else float("nan")
     evidence = (
         f"{cast.name(cast.reference)} − {cast.name(other)} is {_interval_text(before)} points without augmentation "
-        f"and {_interval_text(after)} with shifts {best['setting']} (the smallest gap of the strengths tried)"
+        f"and {_interval_text(after)} with shifts {best.setting} (the smallest gap of the strengths tried)"
         + (f", {closed:.0%} of it closed" if np.isfinite(closed) else "")
-        + f"; {oth} trained so reaches {best[other].mean:.4f}, {ref} unaugmented {base[cast.reference].mean:.4f}"
+        + f"; {oth} trained so reaches {best.accuracy[other].mean:.4f}, {ref} unaugmented "
+        f"{base.accuracy[cast.reference].mean:.4f}"
     )
     return Claim(f"Augmentation closes {oth}'s gap to {ref}", held, evidence)
 
@@ -408,7 +426,7 @@ class ProbeWords:
 
     paragraph: str
     setting_header: str
-    claim: Callable[[pd.DataFrame, Cast, str], Claim] | None = None  # (advantage table, cast, other model)
+    claim: Callable[[list[Setting], Cast, str], Claim] | None = None  # (advantage table, cast, other model)
     ordered: bool = False  # settings sorted by value (else in the order the probe ran them)
     with_params: bool = False  # the table shows each model's parameter count at each setting
     sizes: bool = False  # the settings change model sizes: its points join the accuracy-vs-cost figure
@@ -494,10 +512,10 @@ ROBUSTNESS_FIGURE = "robustness"
 # --- the section ----------------------------------------------------------------------------------------------------------
 
 
-def advantage(rows: pd.DataFrame, name: str, confidence: float, cast: Cast) -> pd.DataFrame:
+def advantage(rows: pd.DataFrame, name: str, confidence: float, cast: Cast) -> list[Setting]:
     """A probe's advantage table, in the order its words ask for."""
     table = advantage_by_setting(rows, confidence, cast)
-    return table.sort_values("value") if words(name).ordered else table
+    return by_value(table) if words(name).ordered else table
 
 
 def probe_figures(
@@ -593,13 +611,13 @@ def sized_points(inputs: ReportInputs) -> list[dict[str, object]]:
             points += [
                 {
                     "model": inputs.labels[m],
-                    "params": row[f"params:{m}"],
+                    "params": row.params[m],
                     "flops": np.nan,
-                    "accuracy": row[m].mean,
-                    "ci_low": row[m].low,
-                    "ci_high": row[m].high,
+                    "accuracy": row.accuracy[m].mean,
+                    "ci_low": row.accuracy[m].low,
+                    "ci_high": row.accuracy[m].high,
                 }
-                for _, row in table.iterrows()
+                for row in table
                 for m in inputs.comparison.models
             ]
     return points
