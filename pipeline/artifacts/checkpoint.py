@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.artifacts import atomic
+from pipeline.artifacts.records import TrainSpeed
 from pipeline.core import models
 from pipeline.core.models import ModelConfig
 from pipeline.core.runtime import EpochStats, TrainState
@@ -24,18 +25,14 @@ from pipeline.errors import ConvbenchError
 FORMAT = 2
 
 
-@dataclass(frozen=True)
-class TrainInfo:
-    """How training went: what the evaluate stage and the report quote about it."""
+class TrainInfo(TrainSpeed):
+    """How training went: what the evaluate stage and the report quote about it (its speed, then the rest)."""
 
     epochs: int
     batch_size: int
     device: str
     world_size: int
     dtype: str
-    train_images_per_second: float
-    train_seconds: float
-    seconds_to_final_accuracy: float
     final_val_accuracy: float
 
 
@@ -64,7 +61,7 @@ def save(path: Path, checkpoint: Checkpoint) -> Path:
         "dataset_sha256": checkpoint.dataset_sha256,
         "seed": checkpoint.seed,
         "recipe": checkpoint.recipe,
-        "train": dataclasses.asdict(checkpoint.train),
+        "train": checkpoint.train.model_dump(),
         "mlflow_run_id": checkpoint.mlflow_run_id,
         "code_sha256": checkpoint.code_sha256,
     }

@@ -111,18 +111,34 @@ class Source(BaseModel):
     settings_sha256: str
 
 
-class CellCost(BaseModel):
+class TrainSpeed(BaseModel):
+    """How fast one cell trained, in its own process: declared here once, carried by the checkpoint's TrainInfo and
+    the cell's metrics, logged to MLflow under these names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    train_images_per_second: float
+    train_seconds: float
+    seconds_to_final_accuracy: float
+    UNITS: ClassVar[dict[str, str]] = {
+        "train_images_per_second": "images/s over whole epochs (in the training process; see "
+        "results/<dataset>/bench.json)",
+        "train_seconds": "s (training steps only)",
+        "seconds_to_final_accuracy": "s wall (training + validation)",
+    }
+
+    def speed(self) -> TrainSpeed:
+        """Just these three fields (of a record that extends this one)."""
+        return TrainSpeed(**{field: getattr(self, field) for field in TrainSpeed.model_fields})
+
+
+class CellCost(TrainSpeed):
     """What one trained cell costs: its size, FLOPs and peak memory (measured by evaluate) and its training speed
     (as training recorded it in the checkpoint)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     params: int
     trainable_params: int
     flops_forward_per_image: float
     flops_train_step_per_image: float
-    train_images_per_second: float
-    train_seconds: float
-    seconds_to_final_accuracy: float
     train_batch_size: int
     peak_memory_mb: PeakMemory
 
@@ -160,9 +176,7 @@ class CellMetrics(CellCost, Record):
                 "trainable_params",
                 "flops_forward_per_image",
                 "flops_train_step_per_image",
-                "train_images_per_second",
-                "train_seconds",
-                "seconds_to_final_accuracy",
+                *TrainSpeed.model_fields,
                 "train_batch_size",
             )
         }

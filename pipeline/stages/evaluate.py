@@ -21,7 +21,7 @@ from pipeline.artifacts import atomic, paths, records
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.artifacts.checkpoint import TrainInfo
 from pipeline.artifacts.code import source_sha256
-from pipeline.artifacts.records import CellCost, CellMetrics, PeakMemory, Robustness, Source
+from pipeline.artifacts.records import CellCost, CellMetrics, PeakMemory, Robustness, Source, TrainSpeed
 from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData
@@ -226,9 +226,7 @@ UNITS = {
     "trainable_params": "count",
     "flops_forward_per_image": "FLOP (multiply-add = 2)",
     "flops_train_step_per_image": "FLOP (forward + backward)",
-    "train_images_per_second": "images/s over whole epochs (in the training process; see results/<dataset>/bench.json)",
-    "train_seconds": "s (training steps only)",
-    "seconds_to_final_accuracy": "s wall (training + validation)",
+    **TrainSpeed.UNITS,
     "peak_memory_mb.*": "MiB of tensor memory at the peak (CUDA max_memory_allocated; CPU: torch.profiler memory events)",
     "robustness.shift.<k>": "test accuracy with images shifted by k pixels (mean over directions)",
     "robustness.noise.<std>": "test accuracy with Gaussian noise of that std (pixel range = 1)",
@@ -298,13 +296,11 @@ def measure_cost(  # 7 parameters: the model, its test data and what training re
         _ARCHITECTURE_COST[key] = (flops, memory)
     flops, memory = _ARCHITECTURE_COST[key]
     return CellCost(
+        **train_info.speed().model_dump(),
         params=models.count_params(model),
         trainable_params=models.count_trainable(model),
         flops_forward_per_image=flops.forward,
         flops_train_step_per_image=flops.train_step,
-        train_images_per_second=train_info.train_images_per_second,
-        train_seconds=train_info.train_seconds,
-        seconds_to_final_accuracy=train_info.seconds_to_final_accuracy,
         train_batch_size=train_batch,
         peak_memory_mb=PeakMemory.model_validate(memory),
     )

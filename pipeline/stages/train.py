@@ -21,6 +21,7 @@ import torch
 from pipeline.artifacts import atomic, paths
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.artifacts.code import source_sha256
+from pipeline.artifacts.records import TrainSpeed
 from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData, SourceManifest, Splits
@@ -53,9 +54,7 @@ class TrainResult:
     curves: Path
     run_id: str | None
     history: list[EpochStats]
-    train_images_per_second: float
-    train_seconds: float
-    seconds_to_final_accuracy: float
+    speed: TrainSpeed
     resumed_after: int = 0  # the epochs an interrupted run had finished, resumed from its saved state (0: a fresh run)
 
 
@@ -78,7 +77,7 @@ def train_one(cell: Cell, prepared: PreparedData) -> str:
     resumed = f"resumed after epoch {result.resumed_after} of {len(result.history)}, " if result.resumed_after else ""
     return (
         f"train: {cell.name} val_accuracy {result.history[-1].val_accuracy:.4f} "
-        f"({resumed}{result.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
+        f"({resumed}{result.speed.train_images_per_second:,.0f} img/s) -> {result.checkpoint}"
     )
 
 
@@ -244,18 +243,14 @@ def _fit_with_progress(  # 8 parameters: a cell's loop with its logger and check
         paths.curves(cell.dataset, cell.model, cell.seed),
         None,
         history,
-        recipe.epochs * len(data.train) / seconds,
-        seconds,
-        seconds_to_final_accuracy(history),
+        TrainSpeed(
+            train_images_per_second=recipe.epochs * len(data.train) / seconds,
+            train_seconds=seconds,
+            seconds_to_final_accuracy=seconds_to_final_accuracy(history),
+        ),
         done,
     )
-    logger.log_metrics(
-        {
-            "train_images_per_second": result.train_images_per_second,
-            "train_seconds": seconds,
-            "seconds_to_final_accuracy": result.seconds_to_final_accuracy,
-        }
-    )
+    logger.log_metrics(result.speed.model_dump())
     return result
 
 
@@ -272,14 +267,12 @@ def _write_cell(  # 8 parameters: a trained cell's every record: result, device,
     """Curves and checkpoint as one set: both are written in full before either is renamed into place."""
     recipe = cell.params.train
     info = checkpoints.TrainInfo(
+        **result.speed.model_dump(),
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
         device=device,
         world_size=dist.world_size,
         dtype=dtype,
-        train_images_per_second=result.train_images_per_second,
-        train_seconds=result.train_seconds,
-        seconds_to_final_accuracy=result.seconds_to_final_accuracy,
         final_val_accuracy=result.history[-1].val_accuracy,
     )
     trained = checkpoints.Checkpoint(
