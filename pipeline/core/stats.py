@@ -86,6 +86,10 @@ def paired_bootstrap(
     )
 
 
+BOOTSTRAP_BATCH = 250  # resamples drawn at once: all 10,000 over 10,000 test images held 1.6 GB of indices; the
+# same draws in batches give the same interval (one generator, drawn in order) in 0.15 GB and a third of the time
+
+
 def bootstrap_mean(per_item: np.ndarray, confidence: float, resamples: int, seed: int) -> PairedDifference:
     """Percentile-bootstrap interval of the mean of a per-item contrast ((runs, items) rows averaged first)."""
     diff = np.asarray(per_item, dtype=float)
@@ -99,6 +103,7 @@ def bootstrap_mean(per_item: np.ndarray, confidence: float, resamples: int, seed
         method="percentile",
         rng=np.random.default_rng(seed),
         vectorized=True,
+        batch=BOOTSTRAP_BATCH,
     )
     interval = result.confidence_interval
     return PairedDifference(float(diff.mean()), float(interval.low), float(interval.high), confidence, resamples)
