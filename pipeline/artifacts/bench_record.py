@@ -47,6 +47,7 @@ class ModelSpeed(BaseModel):
     relative_iqr: float
     ms_per_call: float
     samples: list[float]
+    threads: int = 0  # the intra-op threads its calls ran with (0: not recorded, in files older than the field)
 
 
 class Ratio(BaseModel):

@@ -98,13 +98,19 @@ def choose_threads(
 ) -> Threads:
     """train.threads when set; otherwise one thread per FLOPS_PER_THREAD of a training step, within this process's
     share of the cores (torch's thread count: OMP_NUM_THREADS, or what a worker was given)."""
-    budget = torch.get_num_threads()
     if override is not None:
         return Threads(override, "train.threads")
     with torch.random.fork_rng(devices=[]):  # a dropout in the counted pass must not move the training's RNG
         step = count_flops(model, sample, labels).train_step * batch_size
-    count = max(1, min(budget, int(step // FLOPS_PER_THREAD)))
-    return Threads(count, f"auto: {step / 1e6:,.0f} MFLOP per training step, {budget} core(s) available")
+    return threads_for(step, "training step")
+
+
+def threads_for(flops: float, what: str) -> Threads:
+    """One intra-op thread per FLOPS_PER_THREAD of one call's work (`what`), within this process's share of the cores:
+    the rule training, scoring (evaluate, probes) and timing (bench) all follow."""
+    budget = torch.get_num_threads()
+    count = max(1, min(budget, int(flops // FLOPS_PER_THREAD)))
+    return Threads(count, f"auto: {flops / 1e6:,.0f} MFLOP per {what}, {budget} core(s) available")
 
 
 @contextlib.contextmanager

@@ -95,6 +95,7 @@ class PairedCase:
     items: int  # images per call, to turn seconds into images/s
     seconds: dict[str, list[float]]
     interference: Interference
+    threads: dict[str, int]  # the intra-op threads each model's calls ran with
 
     def per_second(self, model: str) -> list[float]:
         """Images/s of `model` in each round."""
@@ -105,44 +106,53 @@ class PairedCase:
         return [r / m for m, r in zip(self.seconds[model], self.seconds[reference])]
 
 
-def time_interleaved(
+def time_interleaved(  # 7 parameters: the work, what it is, how long to time it, and each model's threads
     work: dict[str, Callable[[], object]],
     name: str,
     items: int,
     rounds: int,
     min_sample_seconds: float,
     device: torch.device,
+    threads: dict[str, int] | None = None,
 ) -> PairedCase:
     """Time every model's `work` round by round (A, B, C, then again, each round in rotated order), so that load
     and drift over the run fall on every model alike; each sample is the mean over enough calls to last
-    `min_sample_seconds`, with a warm-up and a calibration of the call count per model before the first round."""
+    `min_sample_seconds`, with a warm-up and a calibration of the call count per model before the first round.
+    `threads` (by model; default: this process's count) are the intra-op threads each model's calls run with."""
+    budget = torch.get_num_threads()
+    own = {model: (threads or {}).get(model, budget) for model in work}
     calls: dict[str, int] = {}
-    for model, fn in work.items():
-        fn()  # warm-up outside the measurement (allocator, kernel selection)
-        synchronize(device)
-        started, count = time.perf_counter(), 0
-        while count < 3 or time.perf_counter() - started < min_sample_seconds / 4:
-            fn()
-            count += 1
-        synchronize(device)
-        per_call = (time.perf_counter() - started) / count
-        calls[model] = max(1, int(min_sample_seconds / max(per_call, 1e-9)))
     seconds: dict[str, list[float]] = {model: [] for model in work}
-    order = list(work)
-    load_before, waited = load_average(), runqueue_wait_seconds()
-    cpu_started, wall_started = time.process_time(), time.perf_counter()
-    for round_index in range(rounds):
-        shift = round_index % len(order)
-        for model in order[shift:] + order[:shift]:
+    try:
+        for model, fn in work.items():
+            torch.set_num_threads(own[model])
+            fn()  # warm-up outside the measurement (allocator, kernel selection)
             synchronize(device)
-            started = time.perf_counter()
-            for _ in range(calls[model]):
-                work[model]()
+            started, count = time.perf_counter(), 0
+            while count < 3 or time.perf_counter() - started < min_sample_seconds / 4:
+                fn()
+                count += 1
             synchronize(device)
-            seconds[model].append((time.perf_counter() - started) / calls[model])
-    wall = time.perf_counter() - wall_started
-    cpu_share = (time.process_time() - cpu_started) / (wall * torch.get_num_threads())
+            per_call = (time.perf_counter() - started) / count
+            calls[model] = max(1, int(min_sample_seconds / max(per_call, 1e-9)))
+        order = list(work)
+        load_before, waited = load_average(), runqueue_wait_seconds()
+        cpu_started, wall_started = time.process_time(), time.perf_counter()
+        for round_index in range(rounds):
+            shift = round_index % len(order)
+            for model in order[shift:] + order[:shift]:
+                torch.set_num_threads(own[model])
+                synchronize(device)
+                started = time.perf_counter()
+                for _ in range(calls[model]):
+                    work[model]()
+                synchronize(device)
+                seconds[model].append((time.perf_counter() - started) / calls[model])
+        wall = time.perf_counter() - wall_started
+    finally:
+        torch.set_num_threads(budget)
+    cpu_share = (time.process_time() - cpu_started) / (wall * max(own.values()))
     waited_after = runqueue_wait_seconds()
     wait_share = None if waited is None or waited_after is None else (waited_after - waited) / wall
     interference = Interference(wait_share, cpu_share, load_before, load_average(), os.cpu_count() or 1)
-    return PairedCase(name, items, seconds, interference)
+    return PairedCase(name, items, seconds, interference, own)

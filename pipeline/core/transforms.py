@@ -61,14 +61,17 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
     return torch.as_tensor(np.sort(np.concatenate(chosen)))
 
 
-def shift_accuracies(score: Callable[[torch.Tensor], float], raw: torch.Tensor, shifts: list[int]) -> dict[str, float]:
+def shift_accuracies(
+    score: Callable[[torch.Tensor], float], raw: torch.Tensor, shifts: list[int], unmoved: float | None = None
+) -> dict[str, float]:
     """Accuracy (as `score` gives it for raw uint8 test images) with the images moved by each k of `shifts` pixels,
     zero fill, averaged over every axis-aligned direction: the translation probe of the evaluate stage and of the
-    models the augment probe trains."""
+    models the augment probe trains. `unmoved`, when the caller has scored the images as they are, is shift 0's."""
     spatial = raw.dim() - 2
     return {
-        str(k): sum(score(shift(raw, move)) for move in shift_directions(k, spatial))
-        / len(shift_directions(k, spatial))
+        str(k): unmoved
+        if k == 0 and unmoved is not None
+        else sum(score(shift(raw, move)) for move in shift_directions(k, spatial)) / len(shift_directions(k, spatial))
         for k in shifts
     }
 

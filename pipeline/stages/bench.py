@@ -19,8 +19,16 @@ from torch import nn
 from pipeline.artifacts import paths, records
 from pipeline.artifacts.bench_record import BenchCase, BenchResult, CaseResult, Mfu, ModelSpeed, Ratio
 from pipeline.core import cell as cells
-from pipeline.core.measure import count_flops, device_context
-from pipeline.core.runtime import ExecutionPlan, inference_call, normalize, place_model, repeat_to, train_step_call
+from pipeline.core.measure import FlopCounts, count_flops, device_context
+from pipeline.core.runtime import (
+    ExecutionPlan,
+    inference_call,
+    normalize,
+    place_model,
+    repeat_to,
+    threads_for,
+    train_step_call,
+)
 from pipeline.core.stats import median_interval
 from pipeline.core.timing import NOISY_SPREAD, PairedCase, matmul_flops_per_second, time_interleaved
 from pipeline.ops import tracking
@@ -43,6 +51,7 @@ def summarize(case: PairedCase, reference: str, confidence: float, seed: int) ->
             relative_iqr=float((q3 - q1) / median),
             ms_per_call=float(np.median(case.seconds[model]) * 1e3),
             samples=[float(v) for v in samples],
+            threads=case.threads[model],
         )
     ratios = {}
     for model in case.seconds:
@@ -65,7 +74,8 @@ def bench(params: Params, say: Callable[[str], None] = print) -> BenchResult:
     trained = {c.model: place_model(c.restore(prepared), plan) for c in first}
     test_x = normalize(prepared.splits.test.x, prepared.mean, prepared.std, device)
     test_y = prepared.splits.test.y.to(device)
-    timed = time_cases(params, trained, plan, test_x, test_y)
+    flops = {name: count_flops(model, repeat_to(test_x, 8), repeat_to(test_y, 8)) for name, model in trained.items()}
+    timed = time_cases(params, trained, flops, plan, test_x, test_y)
     reference = params.reference_model
     cases = {
         case: summarize(paired, reference, params.report.confidence, params.report.bootstrap_seed)
@@ -74,7 +84,6 @@ def bench(params: Params, say: Callable[[str], None] = print) -> BenchResult:
     peak = matmul_flops_per_second(
         device, plan.autocast_dtype or torch.float32, MATMUL_SIZE[device.type], params.evaluate.min_run_time
     )
-    flops = {name: count_flops(model, repeat_to(test_x, 8), repeat_to(test_y, 8)) for name, model in trained.items()}
     largest = BenchCase("inference", max(params.evaluate.throughput_batch_sizes))
     step = BenchCase("training_step", params.train.batch_size)
     mfu = {
@@ -116,22 +125,49 @@ def bench(params: Params, say: Callable[[str], None] = print) -> BenchResult:
     return result
 
 
-def time_cases(
-    params: Params, trained: dict[str, nn.Module], plan: ExecutionPlan, test_x: torch.Tensor, test_y: torch.Tensor
+def time_cases(  # 6 parameters: the models with their FLOPs, how they run, and the images they run on
+    params: Params,
+    trained: dict[str, nn.Module],
+    flops: dict[str, FlopCounts],
+    plan: ExecutionPlan,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
 ) -> dict[BenchCase, PairedCase]:
-    """Inference at each batch size and one training step at the recipe's batch, every model in turn each round."""
+    """Inference at each batch size and one training step at the recipe's batch, every model in turn each round,
+    each with the threads training's rule gives it for that call (on CPU)."""
     settings = params.evaluate
+
+    def threads(per_image: dict[str, float], batch: int, what: str) -> dict[str, int] | None:
+        if plan.device.type != "cpu":
+            return None
+        return {name: threads_for(flop * batch, what).count for name, flop in per_image.items()}
+
+    forward = {name: f.forward for name, f in flops.items()}
     timed: dict[BenchCase, PairedCase] = {}
     for size in settings.throughput_batch_sizes:
         case = BenchCase("inference", size)
         batch = repeat_to(test_x, size)
         work = {name: inference_call(model, batch, plan) for name, model in trained.items()}
-        timed[case] = time_interleaved(work, case.key, size, settings.rounds, settings.min_run_time, plan.device)
+        timed[case] = time_interleaved(
+            work,
+            case.key,
+            size,
+            settings.rounds,
+            settings.min_run_time,
+            plan.device,
+            threads(forward, size, "inference batch"),
+        )
     case = BenchCase("training_step", params.train.batch_size)
     x, y = repeat_to(test_x, case.batch), repeat_to(test_y, case.batch)
     steps = {name: train_step_call(model, x, y, plan) for name, model in trained.items()}
     timed[case] = time_interleaved(
-        steps, "training_step", case.batch, settings.rounds, settings.min_run_time, plan.device
+        steps,
+        "training_step",
+        case.batch,
+        settings.rounds,
+        settings.min_run_time,
+        plan.device,
+        threads({name: f.train_step for name, f in flops.items()}, case.batch, "training step"),
     )
     return timed
 

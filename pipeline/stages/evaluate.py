@@ -29,11 +29,13 @@ from pipeline.core.measure import count_flops, device_context, first_conv_maps, 
 from pipeline.core.runtime import (
     ExecutionPlan,
     inference_call,
+    intra_op_threads,
     normalize,
     place_model,
     predict_logits,
     raw_test_scorer,
     repeat_to,
+    threads_for,
     train_step_call,
 )
 from pipeline.core.transforms import shift_accuracies
@@ -114,29 +116,35 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
     test_x = normalize(prepared.splits.test.x, prepared.mean, prepared.std, device)
     test_y = prepared.splits.test.y.to(device)
     settings = cell.params.evaluate
-    logits = predict_logits(model, test_x, settings.batch_size, plan)
-    predictions = logits.argmax(1)
-    confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
-    support = confusion.sum(1)
-    per_class = (confusion.diag().double() / support.clamp_min(1).double()).tolist()
     cost = measure_cost(
         model, plan, test_x, test_y, settings, checkpoint.train, json.dumps(checkpoint.config.to_dict(), sort_keys=True)
     )
+    threads = threads_for(cost.flops_forward_per_image * settings.batch_size, "scoring batch")
+    with intra_op_threads(threads.count if device.type == "cpu" else None):
+        logits = predict_logits(model, test_x, settings.batch_size, plan)
+        predictions = logits.argmax(1)
+        test_accuracy = (predictions == test_y).double().mean().item()
+        robustness = measure_robustness(model, plan, prepared, test_accuracy, settings)
+    confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
+    support = confusion.sum(1)
+    per_class = (confusion.diag().double() / support.clamp_min(1).double()).tolist()
     metrics = CellMetrics(
         model=cell.model,
         seed=cell.seed,
         dataset=prepared.name,
-        test_accuracy=(predictions == test_y).double().mean().item(),
+        test_accuracy=test_accuracy,
         test_loss=torch.nn.functional.cross_entropy(logits, test_y).item(),
         test_size=int(len(test_y)),
         arch=checkpoint.config.arch,
         final_val_accuracy=checkpoint.train.final_val_accuracy,
         epochs=checkpoint.train.epochs,
-        robustness=Robustness.model_validate(measure_robustness(model, plan, prepared, test_y, settings)),
+        robustness=Robustness.model_validate(robustness),
         # a class with no test images has no accuracy (not 0): it is left out, and the report says so
         per_class_accuracy={c: a for c, a, n in zip(prepared.classes, per_class, support.tolist()) if n},
         confusion_matrix=confusion.tolist(),
-        context=device_context(device, plan.dtype_name),
+        context=device_context(
+            device, plan.dtype_name, *((threads.count, threads.reason) if device.type == "cpu" else ())
+        ),
         units=UNITS,
         source=source(cell, prepared),
         **dict(cost),  # the cost fields, declared once in CellCost
@@ -234,33 +242,32 @@ UNITS = {
 
 
 def measure_robustness(
-    model: torch.nn.Module, plan: ExecutionPlan, prepared: PreparedData, test_y: torch.Tensor, settings: EvaluateParams
+    model: torch.nn.Module, plan: ExecutionPlan, prepared: PreparedData, unmoved: float, settings: EvaluateParams
 ) -> dict[str, dict[str, float]]:
-    """Test accuracy under the translation and noise probes.
+    """Test accuracy under the translation and noise probes (`unmoved`: the clean test accuracy, shift 0's and noise
+    0's, scored once by the caller).
 
     Shifts move the raw images by k pixels with zero fill, averaged over every axis-aligned direction;
     noise adds Gaussian noise with std in units of the pixel range, from one fixed generator so every
     model and seed sees the same noisy images.
     """
     raw = prepared.splits.test.x
-    spatial = raw.dim() - 2
+    test_y = prepared.splits.test.y.to(plan.device)
 
     def accuracy(images: torch.Tensor) -> float:
         logits = predict_logits(model, images.to(plan.device), settings.batch_size, plan)
         return (logits.argmax(1) == test_y).double().mean().item()
 
-    def normalized(images: torch.Tensor) -> torch.Tensor:
-        return normalize(images, prepared.mean, prepared.std, torch.device("cpu"))
-
-    clean = normalized(raw)
-    unmoved = accuracy(clean)  # noise 0 scores these very images: computed once
-    shifts = shift_accuracies(raw_test_scorer(model, prepared, settings.batch_size, plan), raw, settings.shifts)
-    std = torch.tensor(prepared.std).view((1, -1) + (1,) * spatial)
-    generator = torch.Generator().manual_seed(0)
-    noise = torch.randn(clean.shape, generator=generator)
-    noisy = {
-        f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std
-    }
+    scorer = raw_test_scorer(model, prepared, settings.batch_size, plan)
+    shifts = shift_accuracies(scorer, raw, settings.shifts, unmoved)
+    noisy = {f"{level:g}": unmoved for level in settings.noise_std if not level}
+    if len(noisy) < len(settings.noise_std):
+        clean = normalize(raw, prepared.mean, prepared.std, torch.device("cpu"))
+        std = torch.tensor(prepared.std).view((1, -1) + (1,) * (raw.dim() - 2))
+        noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+        noisy = {
+            f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std
+        }
     return {"shift": shifts, "noise": noisy}
 
 

@@ -20,9 +20,17 @@ from pipeline.core import cell as cells
 from pipeline.core import models
 from pipeline.core.cell import Cell
 from pipeline.core.data import PreparedData, Splits
-from pipeline.core.measure import resolve_device
+from pipeline.core.measure import count_flops, resolve_device
 from pipeline.core.probes import PROBES, Setting, probe_fingerprint
-from pipeline.core.runtime import accuracy, device_splits, fit, place_model, raw_test_scorer
+from pipeline.core.runtime import (
+    accuracy,
+    device_splits,
+    fit,
+    intra_op_threads,
+    place_model,
+    raw_test_scorer,
+    threads_for,
+)
 from pipeline.core.transforms import shift_accuracies
 from pipeline.errors import ConvbenchError
 from pipeline.ops import tracking
@@ -117,9 +125,13 @@ def probe_cell(
             augment=setting.augment,
         )
         batch = cell.params.evaluate.batch_size
-        test_accuracy = accuracy(model, data.test, batch, plan)
-        score = raw_test_scorer(model, prepared, batch, plan)
-        shifted = shift_accuracies(score, prepared.splits.test.x, shifts) if shifts else {}
+        per_image = count_flops(model, data.test.x[:8], data.test.y[:8]).forward
+        with intra_op_threads(
+            threads_for(per_image * batch, "scoring batch").count if plan.device.type == "cpu" else None
+        ):
+            test_accuracy = accuracy(model, data.test, batch, plan)
+            score = raw_test_scorer(model, prepared, batch, plan)
+            shifted = shift_accuracies(score, prepared.splits.test.x, shifts) if shifts else {}
         logger.log_metrics({"test_accuracy": test_accuracy} | {f"robustness.shift.{k}": v for k, v in shifted.items()})
     return ProbeRow(
         probe=name,
