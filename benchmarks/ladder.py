@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the pipeline package, not benchmarks/pipeline.py beside this file
+sys.path.insert(0, str(ROOT))  # the pipeline package
 CONVBENCH = str(Path(sys.executable).with_name("convbench"))
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/train_loop.py runs end to end and prints its ratio lines (speed targets live in its README)."""
+"""The benchmarks run end to end and print their ratio lines (speed targets live in benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -57,3 +57,31 @@ def test_prepare_benchmark_prints_images_per_second_per_variant() -> None:
         assert match and float(match.group(1).replace(",", "")) > 0, result.stdout
     assert re.search(r"^round 1: load_folder [\d,]+ images/s, ", result.stdout, re.M), result.stdout
     assert re.search(r"^goal: at least 10,000 images/s .*: (met|not met) ", result.stdout, re.M), result.stdout
+
+
+def test_scale_benchmark_runs_the_pipeline_on_a_cifar_sized_set_and_prints_every_stage() -> None:
+    result = run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick"], cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    head = re.search(
+        r"^dvc repro \(2,000 \+ 500 images\): ([\d.]+) s wall; training steps ([\d.]+) s; ratio ([\d.]+)$",
+        result.stdout,
+        re.M,
+    )
+    assert head, result.stdout
+    wall, training, ratio = (float(value) for value in head.groups())
+    assert (
+        0 < training < wall
+        and (wall - 0.05) / (training + 0.05) - 0.01 <= ratio <= (wall + 0.05) / (training - 0.05) + 0.01
+    )
+    splits = re.search(
+        r"^float32 splits: ([\d.]+) GiB; a process with a stage's imports only: ([\d.]+) GiB$", result.stdout, re.M
+    )
+    assert splits and float(splits.group(2)) > 0, result.stdout
+    rows = dict(
+        (name, (float(seconds), float(peak)))
+        for name, seconds, peak in re.findall(r"^  (\w+) +([\d.]+) s +([\d.]+) GiB ", result.stdout, re.M)
+    )
+    stages = ("download", "prepare", "tune", "train", "evaluate", "bench", "report", "overview")
+    assert set(rows) == set(stages), result.stdout
+    assert all(peak > 0 for seconds, peak in rows.values()), "every stage's peak memory was read"
+    assert sum(seconds for seconds, _ in rows.values()) <= wall + 1
