@@ -57,7 +57,9 @@ class DataParams(_Section):
     test_fraction: Fraction = 0.2
     split_seed: Seed = 0
     verify_checksums: bool = True
-    max_memory: ByteSize = ByteSize(4 * 2**30)  # the most a dataset may take as prepared uint8 images
+    # The most a dataset may take as prepared uint8 images: 3 GiB fits a 24 GiB machine while training (training holds
+    # up to 1.8x its float32 splits above the 0.81 GiB of imports: benchmarks/scale.py, docs/datasets.md).
+    max_memory: ByteSize = ByteSize(3 * 2**30)
 
 
 class UserDataset(_Section):

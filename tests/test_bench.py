@@ -20,10 +20,12 @@ def test_bench_times_every_model_in_every_case_round_by_round(workspace: Workspa
         "inference_batch_256",
         "training_step_batch_128",
     }
+    # training's rule for threads: one per 50 MFLOP of a call; an 8x8 digit at batch 1 is far below it
+    assert all(figures["threads"] == 1 for figures in bench["cases"]["inference_batch_1"]["models"].values())
     for key, case in bench["cases"].items():
         assert set(case["models"]) == {"cnn", "mlp"} and set(case["ratios"]) == {"mlp"}
         for figures in case["models"].values():
-            assert len(figures["samples"]) == 3 and figures["images_per_second"] > 0
+            assert len(figures["samples"]) == 3 and figures["images_per_second"] > 0 and figures["threads"] >= 1
         ratio = case["ratios"]["mlp"]
         assert ratio["low"] <= ratio["median"] <= ratio["high"]
         interference = case["interference"]

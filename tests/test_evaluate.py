@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.artifacts import paths
+from pipeline.core.runtime import FLOPS_PER_THREAD
 from pipeline.stages.evaluate import confusion_matrix
 from tests.conftest import Workspace
 
@@ -26,6 +28,11 @@ def test_metrics_are_consistent(workspace: Workspace) -> None:
         per_class = [confusion[i, i].item() / confusion[i].sum().item() for i in range(10)]
         assert list(metrics["per_class_accuracy"].values()) == pytest.approx(per_class)
         assert metrics["context"]["device"] == "cpu" and metrics["context"]["threads"] >= 1
+        reason = metrics["context"]["threads_reason"]  # training's rule, for a scoring batch
+        found = re.search(r"^auto: [\d,]+ MFLOP per scoring batch, (\d+) core\(s\) available$", reason)
+        assert found, reason
+        batch = metrics["flops_forward_per_image"] * workspace.params.evaluate.batch_size
+        assert metrics["context"]["threads"] == max(1, min(int(found.group(1)), int(batch // FLOPS_PER_THREAD)))
         assert metrics["context"]["dtype"] == "float32" and metrics["context"]["torch"] == torch.__version__
 
 

@@ -105,9 +105,11 @@ def choose_threads(
     return threads_for(step, "training step")
 
 
-def threads_for(flops: float, what: str) -> Threads:
-    """One intra-op thread per FLOPS_PER_THREAD of one call's work (`what`), within this process's share of the cores:
-    the rule training, scoring (evaluate, probes) and timing (bench) all follow."""
+def threads_for(flops: float, what: str, override: int | None = None) -> Threads:
+    """One intra-op thread per FLOPS_PER_THREAD of one call's work (`what`), within this process's share of the cores
+    (or train.threads, `override`, when set): the rule training, scoring (evaluate, probes) and timing (bench) follow."""
+    if override is not None:
+        return Threads(override, "train.threads")
     budget = torch.get_num_threads()
     count = max(1, min(budget, int(flops // FLOPS_PER_THREAD)))
     return Threads(count, f"auto: {flops / 1e6:,.0f} MFLOP per {what}, {budget} core(s) available")

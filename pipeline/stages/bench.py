@@ -140,7 +140,7 @@ def time_cases(  # 6 parameters: the models with their FLOPs, how they run, and 
     def threads(per_image: dict[str, float], batch: int, what: str) -> dict[str, int] | None:
         if plan.device.type != "cpu":
             return None
-        return {name: threads_for(flop * batch, what).count for name, flop in per_image.items()}
+        return {name: threads_for(flop * batch, what, params.train.threads).count for name, flop in per_image.items()}
 
     forward = {name: f.forward for name, f in flops.items()}
     timed: dict[BenchCase, PairedCase] = {}

@@ -119,7 +119,9 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
     cost = measure_cost(
         model, plan, test_x, test_y, settings, checkpoint.train, json.dumps(checkpoint.config.to_dict(), sort_keys=True)
     )
-    threads = threads_for(cost.flops_forward_per_image * settings.batch_size, "scoring batch")
+    threads = threads_for(
+        cost.flops_forward_per_image * settings.batch_size, "scoring batch", cell.params.train.threads
+    )
     with intra_op_threads(threads.count if device.type == "cpu" else None):
         logits = predict_logits(model, test_x, settings.batch_size, plan)
         predictions = logits.argmax(1)

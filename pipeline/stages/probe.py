@@ -126,9 +126,8 @@ def probe_cell(
         )
         batch = cell.params.evaluate.batch_size
         per_image = count_flops(model, data.test.x[:8], data.test.y[:8]).forward
-        with intra_op_threads(
-            threads_for(per_image * batch, "scoring batch").count if plan.device.type == "cpu" else None
-        ):
+        threads = threads_for(per_image * batch, "scoring batch", recipe.threads)
+        with intra_op_threads(threads.count if plan.device.type == "cpu" else None):
             test_accuracy = accuracy(model, data.test, batch, plan)
             score = raw_test_scorer(model, prepared, batch, plan)
             shifted = shift_accuracies(score, prepared.splits.test.x, shifts) if shifts else {}
