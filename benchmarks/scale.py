@@ -72,7 +72,7 @@ def copy_project(target: Path, settings: dict[str, object]) -> None:
 
 @dataclass
 class Stage:
-    """One stage's run: when it started and ended, and the largest summed RSS of its processes seen meanwhile."""
+    """One stage's run: when it started and ended, and the largest high-water mark (VmHWM) of any of its processes."""
 
     name: str
     started: float

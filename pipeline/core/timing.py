@@ -45,8 +45,9 @@ class Interference:
 
     wait_share is the time this process's threads spent runnable but waiting for a core (Linux schedstat),
     over the wall time: about 0 when the timed work had the cores to itself, and it grows with every other
-    process that takes turns on them. cpu_share is CPU seconds over (wall seconds x threads); load averages
-    come from the kernel. All are recorded; wait_share (or, without schedstat, the load) decides `noisy`.
+    process that takes turns on them. cpu_share is CPU seconds over (wall seconds x the most threads a model ran
+    with); load averages come from the kernel. All are recorded; wait_share (or, without schedstat, the load)
+    decides `noisy`.
     """
 
     wait_share: float | None

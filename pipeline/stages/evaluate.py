@@ -126,7 +126,11 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
         logits = predict_logits(model, test_x, settings.batch_size, plan)
         predictions = logits.argmax(1)
         test_accuracy = (predictions == test_y).double().mean().item()
-        robustness = measure_robustness(model, plan, prepared, test_accuracy, settings)
+        # on CPU the clean pass scored the very tensors the probes' level 0 would; elsewhere the device normalised them
+        # (a CUDA division by a scalar can differ in the last bit), so the probes score their own, as every level does
+        robustness = measure_robustness(
+            model, plan, prepared, test_accuracy if device.type == "cpu" else None, settings
+        )
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
     support = confusion.sum(1)
     per_class = (confusion.diag().double() / support.clamp_min(1).double()).tolist()
@@ -244,10 +248,14 @@ UNITS = {
 
 
 def measure_robustness(
-    model: torch.nn.Module, plan: ExecutionPlan, prepared: PreparedData, unmoved: float, settings: EvaluateParams
+    model: torch.nn.Module,
+    plan: ExecutionPlan,
+    prepared: PreparedData,
+    unmoved: float | None,
+    settings: EvaluateParams,
 ) -> dict[str, dict[str, float]]:
-    """Test accuracy under the translation and noise probes (`unmoved`: the clean test accuracy, shift 0's and noise
-    0's, scored once by the caller).
+    """Test accuracy under the translation and noise probes. Shift 0 and noise 0 are the clean test images: `unmoved`,
+    when the caller has scored them exactly as the probes would (normalised on the CPU), else scored here once.
 
     Shifts move the raw images by k pixels with zero fill, averaged over every axis-aligned direction;
     noise adds Gaussian noise with std in units of the pixel range, from one fixed generator so every
@@ -261,6 +269,8 @@ def measure_robustness(
         return (logits.argmax(1) == test_y).double().mean().item()
 
     scorer = raw_test_scorer(model, prepared, settings.batch_size, plan)
+    if unmoved is None:
+        unmoved = scorer(raw)
     shifts = shift_accuracies(scorer, raw, settings.shifts, unmoved)
     noisy = {f"{level:g}": unmoved for level in settings.noise_std if not level}
     if len(noisy) < len(settings.noise_std):
