@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.artifacts import atomic
+from tests.helpers import ROOT
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path: Path) -> None:
@@ -65,3 +68,50 @@ def test_exclusive_lock_refuses_a_second_holder_and_leaves_nothing(tmp_path: Pat
     assert not lock.exists() and not lock.parent.exists(), "the lock and the folder made for it are gone"
     with atomic.exclusive(lock):  # free again
         pass
+
+
+def test_a_temporary_whose_cleanup_a_stop_skipped_is_removed_when_the_process_exits(tmp_path: Path) -> None:
+    # A stop landing just after the temporary file (or staged folder) is created, or inside the cleanup, skips the
+    # line that removes it. Here the blocks are entered and never left, as that stop would leave them; the process
+    # then runs its exit handlers and ends at once (os._exit), so no later cleanup can hide a missing handler.
+    code = f"""
+import atexit, os
+from pathlib import Path
+from pipeline.artifacts import atomic
+root = Path({str(tmp_path)!r})
+held = [atomic.atomic_path(root / "models" / "cnn-s0.pt"), atomic.staged_folder(root / "results")]
+for block in held:
+    block.__enter__()
+before = sorted(p.name for p in root.rglob("*"))
+atexit._run_exitfuncs()
+print(before, sorted(p.name for p in root.rglob("*")))
+os._exit(0)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.strip().split("] [")
+    assert ".cnn-s0.pt." in before and ".staged." in before, done.stdout
+    assert after == "'models', 'results']", done.stdout
+
+
+_HELD: list[object] = []  # the entered blocks, kept so that collecting them does not run their cleanup
+
+
+def _leave_unfinished(folder: str) -> list[str]:
+    block = atomic.atomic_path(Path(folder) / "cnn-s1.pt")
+    block.__enter__()
+    _HELD.append(block)
+    return [p.name for p in Path(folder).iterdir()]
+
+
+def test_a_pool_worker_that_leaves_a_temporary_removes_it_when_the_pool_stops_it(tmp_path: Path) -> None:
+    from pipeline.ops import pool
+
+    workers = pool.start(1, "json")
+    try:
+        left = workers.apply(_leave_unfinished, (str(tmp_path),))
+    finally:
+        workers.terminate()  # SIGTERM: the worker leaves as a stopped stage's workers do
+        workers.join()
+    assert len(left) == 1 and left[0].startswith(".cnn-s1.pt.") and left[0].endswith(".tmp")
+    assert list(tmp_path.iterdir()) == []

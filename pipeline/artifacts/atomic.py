@@ -7,15 +7,33 @@ even if the writer (torch.save) only said "unexpected pos".
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+_unfinished: set[str] = set()  # temporary files this process may have created and not yet renamed or removed
+
+
+def remove_unfinished() -> None:
+    """Remove every temporary file this process left: a stop (Ctrl-C, SIGTERM) can land just after one is created or
+    inside the cleanup that removes it, and the exception it raises then skips that line. Runs at exit."""
+    for name in list(_unfinished):
+        if os.path.isdir(name):
+            shutil.rmtree(name, ignore_errors=True)
+        else:
+            with suppress(OSError):
+                os.unlink(name)
+        _unfinished.discard(name)
+
+
+atexit.register(remove_unfinished)  # a pool worker exits without atexit: ops/pool.py registers it there too
 
 
 @contextmanager
@@ -23,15 +41,16 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+    _unfinished.add(str(tmp))  # known before it exists, so a stop at any line after this one leaves nothing behind
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:  # a read-only or full folder: name the output, not the temporary name mkstemp tried
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:  # a read-only or full folder: name the output, not the temporary name tried
+        _unfinished.discard(str(tmp))
         raise OSError(exc.errno, exc.strerror, str(target)) from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
+        os.chmod(tmp, 0o644)  # created 0600 above; outputs are ordinary readable files
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -45,6 +64,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+        _unfinished.discard(str(tmp))
 
 
 def _disk_full(folder: Path, slack: int = 1 << 20) -> bool:
@@ -97,14 +117,18 @@ def staged_folder(parent: Path) -> Iterator[Path]:
     """A temporary folder inside `parent` (same filesystem, so renames out of it are atomic), removed afterwards."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
+    stage = parent / f".staged.{secrets.token_hex(4)}"
+    _unfinished.add(str(stage))  # known before it exists, as in atomic_path
     try:
-        stage = Path(tempfile.mkdtemp(prefix=".staged.", dir=parent))
-    except OSError as exc:  # name the folder the outputs go to, not the temporary name mkdtemp tried
+        os.mkdir(stage, 0o700)
+    except OSError as exc:  # name the folder the outputs go to, not the temporary name tried
+        _unfinished.discard(str(stage))
         raise OSError(exc.errno, exc.strerror, str(parent)) from exc
     try:
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        _unfinished.discard(str(stage))
 
 
 def replace_set(moves: dict[Path, Path]) -> None:
