@@ -92,26 +92,3 @@ os._exit(0)
     before, after = done.stdout.strip().split("] [")
     assert ".cnn-s0.pt." in before and ".staged." in before, done.stdout
     assert after == "'models', 'results']", done.stdout
-
-
-_HELD: list[object] = []  # the entered blocks, kept so that collecting them does not run their cleanup
-
-
-def _leave_unfinished(folder: str) -> list[str]:
-    block = atomic.atomic_path(Path(folder) / "cnn-s1.pt")
-    block.__enter__()
-    _HELD.append(block)
-    return [p.name for p in Path(folder).iterdir()]
-
-
-def test_a_pool_worker_that_leaves_a_temporary_removes_it_when_the_pool_stops_it(tmp_path: Path) -> None:
-    from pipeline.ops import pool
-
-    workers = pool.start(1, "json")
-    try:
-        left = workers.apply(_leave_unfinished, (str(tmp_path),))
-    finally:
-        workers.terminate()  # SIGTERM: the worker leaves as a stopped stage's workers do
-        workers.join()
-    assert len(left) == 1 and left[0].startswith(".cnn-s1.pt.") and left[0].endswith(".tmp")
-    assert list(tmp_path.iterdir()) == []

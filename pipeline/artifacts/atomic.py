@@ -33,7 +33,7 @@ def remove_unfinished() -> None:
         _unfinished.discard(name)
 
 
-atexit.register(remove_unfinished)  # a pool worker exits without atexit: ops/pool.py registers it there too
+atexit.register(remove_unfinished)  # a stopped stage exits through SystemExit, so atexit runs
 
 
 @contextmanager

@@ -23,8 +23,6 @@ from multiprocessing.pool import Pool
 from multiprocessing.util import Finalize
 from typing import TYPE_CHECKING, Any
 
-from pipeline.artifacts import atomic  # the standard library only: no torch, no MLflow
-
 if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
 
@@ -148,7 +146,6 @@ def _start_worker(numbers: Synchronized[int], ready: Synchronized[int], claims: 
     sys.unraisablehook = _quiet_race
     _claims = claims
     Finalize(None, _exiting, exitpriority=100)  # run first when the worker leaves its loop (the pool's stop)
-    Finalize(None, atomic.remove_unfinished, exitpriority=50)  # a worker exits without atexit
     threading.Thread(target=_follow_parent, name="convbench-parent", daemon=True).start()
     with numbers.get_lock():
         numbers.value += 1
