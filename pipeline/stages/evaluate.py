@@ -272,14 +272,12 @@ def measure_robustness(
     if unmoved is None:
         unmoved = scorer(raw)
     shifts = shift_accuracies(scorer, raw, settings.shifts, unmoved)
-    noisy = {f"{level:g}": unmoved for level in settings.noise_std if not level}
-    if len(noisy) < len(settings.noise_std):
-        clean = normalize(raw, prepared.mean, prepared.std, torch.device("cpu"))
-        std = torch.tensor(prepared.std).view((1, -1) + (1,) * (raw.dim() - 2))
-        noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-        noisy = {
-            f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std
-        }
+    clean = normalize(raw, prepared.mean, prepared.std, torch.device("cpu"))
+    std = torch.tensor(prepared.std).view((1, -1) + (1,) * (raw.dim() - 2))
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    noisy = {
+        f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std
+    }
     return {"shift": shifts, "noise": noisy}
 
 
