@@ -16,6 +16,7 @@ from pipeline.params import Params, validate_params
 from tests.helpers import params_with
 
 LADDER = ["linear", "mlp", "lcn", "cnn"]
+SPECTRUM = [*LADDER, "resnet", "mixer", "vit", "gru", "resnet1d"]
 
 
 def params(**overrides: object) -> Params:
@@ -34,7 +35,13 @@ def test_registry_holds_the_built_ins_with_their_roles() -> None:
         "lcn": "local",
         "mnist1d_mlp": "dense",
         "mnist1d_cnn": "shared",
+        "resnet": "residual",
+        "resnet1d": "residual",
+        "mixer": "mixing",
+        "vit": "attention",
+        "gru": "recurrent",
     }
+    assert {arch.role for arch in models.REGISTRY.values()} <= set(models.ROLES)
 
 
 def test_default_cnn_is_the_textbook_model() -> None:
@@ -65,11 +72,106 @@ def test_ladder_built_ins_have_the_counts_worked_out_by_hand() -> None:
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8), (1, 40)])
 def test_every_built_in_runs_on_every_catalog_shape(shape: tuple[int, ...]) -> None:
-    modules = built(models.resolve(params(models=LADDER), shape, 10))
+    modules = built(models.resolve(params(models=SPECTRUM), shape, 10))
     counts = {name: models.count_params(module) for name, module in modules.items()}
-    assert abs(counts["mlp"] - counts["cnn"]) / counts["cnn"] <= 0.01
+    for matched in ("mlp", "mixer", "vit"):
+        assert abs(counts[matched] - counts["cnn"]) / counts["cnn"] <= 0.01, matched
     x = torch.zeros((3, *shape))
-    assert {name: tuple(module(x).shape) for name, module in modules.items()} == {name: (3, 10) for name in LADDER}
+    assert {name: tuple(module(x).shape) for name, module in modules.items()} == {name: (3, 10) for name in SPECTRUM}
+
+
+def test_vit_and_mixer_are_matched_to_the_textbook_cnn_on_mnist() -> None:
+    """The width is solved first (its step moves the count by about 2%), then the MLP width closes the rest."""
+    configs = models.resolve(params(models=["cnn", "mixer", "vit"]), (1, 28, 28), 10)
+    vit, mixer = configs["vit"].settings, configs["mixer"].settings
+    assert (vit["width"], vit["mlp_hidden"], mixer["width"], mixer["channel_hidden"]) == (119, 473, 144, 580)
+    counts = {m: models.count_params(module) for m, module in built(configs).items()}
+    assert counts == {"cnn": 693_962, "mixer": 694_170, "vit": 694_256}
+    # A 4x4 grid of 7x7 patches: 16 tokens of 49 pixels for either model.
+    assert built(configs)["vit"].patches.tokens == 16
+
+
+def test_the_recurrent_and_residual_1d_baselines_have_their_published_counts() -> None:
+    """greydanus/mnist1d's GRUBase (5,134 parameters) and michael-beebe/mnist1d's ResNet1D (26,250)."""
+    configs = models.resolve(params(models=["gru", "resnet1d"], reference=None), (1, 40), 10)
+    modules = built(configs)
+    assert {m: models.count_params(module) for m, module in modules.items()} == {"gru": 5_134, "resnet1d": 26_250}
+    gru = modules["gru"].gru
+    assert (gru.input_size, gru.hidden_size, gru.bidirectional) == (1, 6, True)
+    # An image is read row by row: 28 steps of 28 pixels.
+    image_gru = models.build(models.resolve(params(models=["gru"], reference=None), (1, 28, 28), 10)["gru"])
+    assert (image_gru.gru.input_size, image_gru.head.in_features) == (28, 28 * 2 * 6)
+
+
+def test_attention_is_global_and_input_dependent_where_the_mixer_is_positional() -> None:
+    """Without position embeddings a mean-pooled ViT cannot tell where a patch is (attention mixes every token with
+    weights computed from the tokens), while the Mixer's token MLP weighs each position on its own."""
+    torch.manual_seed(0)
+    configs = models.resolve(params(models=["mixer", "vit"], reference=None), (1, 8, 8), 10)
+    vit, mixer = (models.build(configs[m]).eval() for m in ("vit", "mixer"))
+    for model in (vit, mixer):
+        nn.init.zeros_(model.patches.position)
+    x = torch.randn(4, 1, 8, 8)
+    swapped = x.clone()
+    swapped[..., :2, :2], swapped[..., 6:, 6:] = x[..., 6:, 6:], x[..., :2, :2]  # two 2x2 patches trade places
+    assert torch.allclose(vit(x), vit(swapped), atol=1e-5)
+    assert not torch.allclose(mixer(x), mixer(swapped), atol=1e-3)
+
+
+def test_attention_runs_the_textbook_formula() -> None:
+    """softmax(QK^T / sqrt(d)) V per head, through the fused kernel."""
+    torch.manual_seed(0)
+    attention = layers.Attention(width=12, heads=3, head_dim=5)
+    x = torch.randn(2, 7, 12)
+    q, k, v = attention.qkv(x).view(2, 7, 3, 3, 5).permute(2, 0, 3, 1, 4)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / 5**0.5, dim=-1)
+    by_hand = attention.out((weights @ v).transpose(1, 2).reshape(2, 7, 15))
+    assert torch.allclose(attention(x), by_hand, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", sorted(layers.ACTIVATIONS))
+def test_every_model_with_an_activation_uses_the_one_its_settings_name(activation: str) -> None:
+    with_activation = [name for name, arch in models.REGISTRY.items() if arch.has_activation]
+    assert set(with_activation) == {
+        "mlp",
+        "cnn",
+        "lcn",
+        "resnet",
+        "resnet1d",
+        "mixer",
+        "vit",
+        "mnist1d_mlp",
+        "mnist1d_cnn",
+    }
+    section = {f"model.{name}": {"activation": activation} for name in with_activation}
+    configs = models.resolve(params(models=with_activation, reference="cnn", **section), (1, 40), 10)
+    chosen = layers.ACTIVATIONS[activation]
+    for name, module in built(configs).items():
+        kinds = {type(m) for m in module.modules() if type(m) in layers.ACTIVATIONS.values()}
+        assert kinds == {chosen}, name
+
+
+def test_activation_names_agree_with_the_schema() -> None:
+    assert set(layers.ACTIVATIONS) == set(models.Activation.__args__)
+    assert layers.MONOTONE < set(layers.ACTIVATIONS)
+
+
+def test_a_non_monotone_activation_runs_before_the_pool() -> None:
+    """Pooling first is exact only for a monotone activation: GELU dips below zero, so it keeps the written order."""
+    for activation, order in (("relu", [nn.MaxPool2d, nn.ReLU]), ("gelu", [nn.GELU, nn.MaxPool2d])):
+        configs = models.resolve(params(models=["cnn"], **{"model.cnn": {"activation": activation}}), (1, 8, 8), 10)
+        assert [type(layer) for layer in models.build(configs["cnn"])][1:3] == order
+
+
+def test_bad_settings_of_the_new_models_are_one_line_each() -> None:
+    with pytest.raises(ParamsError, match=r"model.resnet: .*widths has 2 stages and blocks 3"):
+        models.resolve(
+            params(models=["resnet"], reference=None, **{"model.resnet": {"widths": [8, 16]}}), (1, 8, 8), 10
+        )
+    with pytest.raises(ParamsError, match=r"model.vit: a patch of 9 does not fit inputs of size \[8, 8\]"):
+        models.resolve(params(models=["vit"], reference=None, **{"model.vit": {"patch": 9}}), (1, 8, 8), 10)
+    with pytest.raises(ParamsError, match=r"model.vit.activation: .*'relu'"):
+        models.resolve(params(models=["vit"], reference=None, **{"model.vit": {"activation": "swish"}}), (1, 8, 8), 10)
 
 
 def test_lcn_is_a_convolution_without_weight_sharing() -> None:

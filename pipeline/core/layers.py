@@ -1,8 +1,10 @@
-"""Layers torch lacks that the built-in models use: a locally connected layer and a residual wrapper."""
+"""Layers torch lacks that the built-in models use: a locally connected layer, residual wrappers, patch tokens,
+transformer and mixer blocks, and a recurrent classifier."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -59,3 +61,150 @@ class Residual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The identity plus the wrapped layer."""
         return x + self.layer(x)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+MONOTONE = frozenset({"relu", "leaky_relu", "elu", "softplus", "tanh", "sigmoid"})  # commute with max-pooling
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module a model's `activation` setting names."""
+    return ACTIVATIONS[name]()
+
+
+class Patches(nn.Module):
+    """Non-overlapping patches of a 1-D or 2-D input as tokens: one strided conv (a shared linear map per patch),
+    plus a learned position embedding. A border that does not fill a whole patch is left out, as in a strided conv."""
+
+    def __init__(self, in_channels: int, width: int, patch: int, spatial: tuple[int, ...]) -> None:
+        super().__init__()
+        conv = nn.Conv1d if len(spatial) == 1 else nn.Conv2d
+        self.embed = conv(in_channels, width, patch, stride=patch)
+        self.tokens = math.prod(s // patch for s in spatial)
+        if self.tokens < 1:
+            raise ParamsError(f"a patch of {patch} does not fit inputs of size {list(spatial)}; use a smaller patch")
+        self.position = nn.Parameter(torch.zeros(1, self.tokens, width).normal_(std=0.02))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, *spatial) -> (N, tokens, width)."""
+        return self.embed(x).flatten(2).transpose(1, 2) + self.position
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on the fused kernel (torch.nn.functional.scaled_dot_product_attention)."""
+
+    def __init__(self, width: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.qkv = nn.Linear(width, 3 * heads * head_dim)
+        self.out = nn.Linear(heads * head_dim, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, width) -> (N, T, width): every token attends to every token."""
+        n, t, _ = x.shape
+        q, k, v = self.qkv(x).view(n, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        mixed = nn.functional.scaled_dot_product_attention(q, k, v)  # (N, heads, T, head_dim)
+        return self.out(mixed.transpose(1, 2).reshape(n, t, self.heads * self.head_dim))
+
+
+def feed_forward(width: int, hidden: int, act: str) -> nn.Sequential:
+    """Linear -> activation -> Linear: the per-token MLP of transformer and mixer blocks."""
+    return nn.Sequential(nn.Linear(width, hidden), activation(act), nn.Linear(hidden, width))
+
+
+class EncoderBlock(nn.Module):
+    """A pre-norm transformer block: x + Attention(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, width: int, heads: int, head_dim: int, hidden: int, act: str) -> None:
+        super().__init__()
+        self.norm1, self.attention = nn.LayerNorm(width), Attention(width, heads, head_dim)
+        self.norm2, self.mlp = nn.LayerNorm(width), feed_forward(width, hidden, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, width) -> (N, T, width)."""
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MixerBlock(nn.Module):
+    """An MLP-Mixer block: an MLP across tokens (the same for every channel), then one across channels (the same
+    for every token), each pre-norm and residual. Mixing is global and learned, but not input-dependent."""
+
+    def __init__(self, tokens: int, width: int, token_hidden: int, channel_hidden: int, act: str) -> None:
+        super().__init__()
+        self.norm1, self.tokens = nn.LayerNorm(width), feed_forward(tokens, token_hidden, act)
+        self.norm2, self.channels = nn.LayerNorm(width), feed_forward(width, channel_hidden, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, width) -> (N, T, width)."""
+        x = x + self.tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.channels(self.norm2(x))
+
+
+class TokenClassifier(nn.Module):
+    """Tokens -> blocks -> LayerNorm -> pooled (class token or mean) -> class layer: the ViT and Mixer body."""
+
+    def __init__(self, patches: Patches, blocks: Sequence[nn.Module], width: int, num_classes: int, pool: str) -> None:
+        super().__init__()
+        self.patches, self.blocks = patches, nn.Sequential(*blocks)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
+        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, *spatial) -> (N, classes)."""
+        tokens = self.patches(x)
+        if self.cls is not None:
+            tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+        tokens = self.norm(self.blocks(tokens))
+        return self.head(tokens[:, 0] if self.cls is not None else tokens.mean(dim=1))
+
+
+class BasicBlock(nn.Module):
+    """A ResNet basic block: act(x' + BN(conv(act(BN(conv(x)))))), x' the input or its strided 1x1 projection."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int, dims: int, act: str) -> None:
+        super().__init__()
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+        self.body = nn.Sequential(
+            conv(in_channels, channels, 3, stride=stride, padding=1),
+            norm(channels),
+            activation(act),
+            conv(channels, channels, 3, padding=1),
+            norm(channels),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and in_channels == channels
+            else nn.Sequential(conv(in_channels, channels, 1, stride=stride), norm(channels))
+        )
+        self.act = activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, *spatial) -> (N, channels, *spatial / stride)."""
+        return self.act(self.skip(x) + self.body(x))
+
+
+class RecurrentClassifier(nn.Module):
+    """A GRU over the input's first spatial axis (a 1-D signal's samples, an image's rows), every step's output
+    flattened into the class layer (greydanus/mnist1d's GRUBase reads all 40 steps, not the last state)."""
+
+    def __init__(self, features: int, steps: int, hidden: int, bidirectional: bool, num_classes: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(features, hidden, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(steps * hidden * (2 if bidirectional else 1), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, L) or (N, C, H, W) -> (N, classes): steps along L (or H), features C (or C x W) per step."""
+        sequence = x.transpose(1, 2).flatten(2)  # (N, steps, features)
+        output, _ = self.gru(sequence)
+        return self.head(output.flatten(1))
