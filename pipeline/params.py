@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from pipeline.core.catalog import DATASET_NAMES
-from pipeline.core.models import REGISTRY, arch_of, check_model_section, typed_settings
+from pipeline.core.models import REGISTRY, Activation, arch_of, check_model_section, typed_settings
 from pipeline.core.probes import PROBES
 from pipeline.errors import NOT_FINITE, ConvbenchError, ParamsError, allowed_keys, plain_problem, redact
 
@@ -176,6 +176,12 @@ class ProbesParams(_Section):
     ]
     width_scales: Annotated[list[Annotated[float, Field(gt=0.0, le=16.0)]], Field(min_length=1)] = [0.25, 0.5, 1.0, 2.0]
     augment: AugmentParams = AugmentParams()
+    activations: Annotated[list[Activation], Field(min_length=2)] = ["relu", "gelu", "tanh", "sigmoid"]
+
+    @field_validator("activations")
+    @classmethod
+    def _unique_activations(cls, activations: list[str]) -> list[str]:
+        return _require_unique(activations, "probes.activations")
 
     @field_validator("run")
     @classmethod
@@ -519,7 +525,16 @@ def validate_params(raw: Any, source: str = "params.yaml", dataset: str | None =
     if published is not None and published.dataset != chosen:  # the table belongs to another listed dataset
         params = params.model_copy(update={"report": params.report.model_copy(update={"published": None})})
     check_tune_section(params, source)
+    check_probes_section(params, source)
     return params
+
+
+def check_probes_section(params: Params, source: str = "params.yaml") -> None:
+    """Every probe of probes.run can run with these models (the activation probe needs one with an activation)."""
+    for name in params.probes.run:
+        check = PROBES[name].check
+        if check is not None:
+            check(params, source)
 
 
 def check_dataset_names(params: Params, source: str = "params.yaml", listed: list[str] | None = None) -> None:

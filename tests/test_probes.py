@@ -128,7 +128,10 @@ def test_fraction_claim_follows_the_numbers() -> None:
     growing = advantage_by_setting(_synthetic_rows("fraction", [0.1, 0.5, 1.0], [0.01, 0.05, 0.08]), 0.95, cast)
     assert fraction_claim(shrinking, cast, "mlp").held == "held"
     assert fraction_claim(growing, cast, "mlp").held == "did not hold"
-    assert "+10.00" in fraction_claim(shrinking, cast, "mlp").evidence
+    assert "CNN − MLP shrinks from +10.00 [" in fraction_claim(shrinking, cast, "mlp").evidence
+    assert "points at share 0.1 of the training set to +2.00 [" in fraction_claim(shrinking, cast, "mlp").evidence
+    assert "CNN − MLP grows from +1.00 [" in fraction_claim(growing, cast, "mlp").evidence
+    assert fraction_claim(growing, cast, "mlp").evidence.endswith("] at share 1")
 
 
 def test_size_claim_counts_the_sizes_won() -> None:
@@ -272,3 +275,139 @@ def test_every_registered_probe_has_its_words_in_the_report() -> None:
     from pipeline.reporting.probes import WORDS
 
     assert set(PROBES) == set(WORDS)
+
+
+def test_activation_settings_retrain_only_models_with_an_activation_and_each_uses_it() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.core.layers import ACTIVATIONS
+    from pipeline.core.probes import activation_settings
+
+    params = validate_params(params_with({"models": ["linear", "mlp", "cnn"], "probes.run": ["activation"]}))
+    settings = activation_settings(params, SimpleNamespace())  # the settings read params only
+    assert [s.label for s in settings] == ["relu", "gelu", "tanh", "sigmoid"] and [s.value for s in settings] == [
+        0.0,
+        1.0,
+        2.0,
+        3.0,
+    ]
+    for setting in settings:
+        assert setting.models == ("mlp", "cnn"), "the linear model has no activation to change"
+        configs = models.resolve(setting.params, (1, 28, 28), 10)
+        assert configs["linear"] == models.resolve(params, (1, 28, 28), 10)["linear"]
+        for alias in setting.models:
+            used = {type(m) for m in models.build(configs[alias]).modules() if type(m) in ACTIVATIONS.values()}
+            assert used == {ACTIVATIONS[setting.label]}, f"{alias} trained with {setting.label}"
+    matched = {
+        s.label: models.count_params(models.build(models.resolve(s.params, (1, 28, 28), 10)["mlp"])) for s in settings
+    }
+    assert len(set(matched.values())) == 1, "the size-matched MLP keeps its width under every activation"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"models": ["linear"], "reference": "linear", "probes.run": ["activation"]},
+            "params.yaml: probes.run: activation: no model of ['linear'] has an activation setting; add a model",
+        ),
+        ({"probes.activations": ["relu", "tanh", "relu"]}, "probes.activations must be unique"),
+        ({"probes.activations": ["relu"]}, "probes.activations: expected at least 2 items, got 1"),
+        ({"probes.activations": ["relu", "swish"]}, "probes.activations.1: Input should be 'relu'"),
+    ],
+)
+def test_activation_probe_params_are_refused_with_one_line(overrides: dict[str, object], message: str) -> None:
+    from pipeline.errors import ParamsError
+
+    with pytest.raises(ParamsError) as caught:
+        validate_params(params_with(overrides))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _activation_rows(losses: dict[str, list[float]], model: str = "mlp") -> pd.DataFrame:
+    """Activation-probe rows of one model: `losses[activation]` its final training loss per seed, accuracy 1 - loss/4."""
+    return pd.DataFrame(
+        [
+            {
+                "probe": "activation",
+                "setting": activation,
+                "value": float(index),
+                "model": model,
+                "seed": seed,
+                "params": 1000,
+                "test_accuracy": 1 - loss / 4,
+                "final_train_loss": loss,
+            }
+            for index, (activation, per_seed) in enumerate(losses.items())
+            for seed, loss in enumerate(per_seed)
+        ]
+    )
+
+
+def test_activation_claim_compares_each_groups_lowest_loss_paired_by_seed() -> None:
+    from pipeline.artifacts.probe_record import ProbeRow
+    from pipeline.reporting.probes import activation_claim, trained_by_activation
+
+    cast = Cast(["mlp"], {"mlp": "MLP"}, "mlp")
+
+    def verdict(losses: dict[str, list[float]]) -> tuple[str, str]:
+        claim = activation_claim(trained_by_activation(_activation_rows(losses), 0.95, ["mlp"]), "mlp", 0.95, cast)
+        assert claim.claim == "ReLU-family activations train the MLP best"
+        return claim.held, claim.evidence
+
+    held, evidence = verdict({"relu": [0.30, 0.32, 0.31], "gelu": [0.35, 0.36, 0.34], "tanh": [0.50, 0.51, 0.52]})
+    assert held == "held" and "with relu (the family's lowest) against 0.5100" in evidence
+    assert "tanh − relu = +0.2000 [+0.1752, +0.2248], paired by seed" in evidence
+    assert "test accuracy 0.9225 [0.9163, 0.9287] with relu" in evidence and "(relu − tanh +5.00 [+4.38" in evidence
+    assert verdict({"gelu": [0.30, 0.40, 0.30], "sigmoid": [0.36, 0.31, 0.36]})[0] == "partly held"
+    assert verdict({"relu": [0.50, 0.51], "softplus": [0.40, 0.41], "tanh": [0.45, 0.44]})[0] == "did not hold"
+    assert verdict({"relu": [0.3], "tanh": [0.4]})[0] == "partly held", "one seed gives no interval"
+    assert verdict({"relu": [0.3, 0.3], "elu": [0.4, 0.4]}) == (
+        "not tested",
+        "only ReLU-family activations were tried (relu, elu)",
+    )
+    assert verdict({"tanh": [0.3, 0.3], "sigmoid": [0.4, 0.4]})[0] == "not tested"
+    old = {"probe": "fraction", "setting": "1", "value": 1.0, "model": "mlp", "seed": 0, "params": 9}
+    older = ProbeRow.model_validate(old | {"train_images": 9, "final_val_accuracy": 0.5, "test_accuracy": 0.5})
+    assert older.final_train_loss is None, "a record written before the loss was kept still loads"
+
+
+def test_activation_probe_trains_on_digits_and_reports_table_figure_and_claim(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from pipeline.reporting.probes import ProbeView, probe_figures
+    from pipeline.stages.probe import probe
+
+    params = workspace.params.model_copy(
+        update={
+            "models": ["linear", "mlp", "cnn"],
+            "train": workspace.params.train.model_copy(update={"seeds": [0, 1], "epochs": 1}),
+            "probes": workspace.params.probes.model_copy(
+                update={"run": ["activation"], "activations": ["relu", "tanh"]}
+            ),
+        }
+    )
+    with contextlib.chdir(workspace.root):
+        try:
+            result = probe(params, "activation", say=lambda line: None)
+            loaded = load_probes(params, json.loads(paths.prepared_manifest("digits").read_text())["sha256"])
+        finally:
+            paths.probe("digits", "activation").unlink(missing_ok=True)  # the shared workspace's tests never see it
+    assert sorted((r.setting, r.model, r.seed) for r in result.rows) == sorted(
+        (a, m, s) for a in ("relu", "tanh") for m in ("mlp", "cnn") for s in (0, 1)
+    )
+    assert all(r.final_train_loss is not None and 0 < r.final_train_loss < 3 for r in result.rows)
+    cast = Cast(["linear", "mlp", "cnn"], {"linear": "Linear", "mlp": "MLP", "cnn": "CNN"}, "cnn")
+    probes = {"activation": loaded["activation"]}
+    drawn = probe_figures([], probes, 0.95, cast, tmp_path)
+    view = ProbeView(0.95, cast, None, tmp_path)
+    text = to_markdown(Document("t", [probe_section([], probes, 0.95, drawn, cast, view)]), tmp_path)
+    assert (tmp_path / "activation.png").read_bytes()[:4] == b"\x89PNG" and "](activation.png)" in text
+    assert "| Model | Activation | ReLU family | Final training loss | Test accuracy |" in " ".join(text.split())
+    assert "Not retrained, as their settings name no activation: Linear." in text
+    for model in ("MLP", "CNN"):
+        row = next(
+            line for line in text.splitlines() if line.startswith(f"| ReLU-family activations train the {model}")
+        )
+        assert any(f"**{verdict}**" in row for verdict in ("held", "partly held", "did not hold"))
+        assert "tanh − relu =" in row or "relu − tanh" in row

@@ -19,6 +19,7 @@ class ProbeRow(BaseModel):
     params: int
     train_images: int
     final_val_accuracy: float
+    final_train_loss: float | None = None  # the last epoch's mean training loss (None in older rows)
     test_accuracy: float
     shifted: dict[str, float] = {}  # test accuracy at each of evaluate.shifts, for probes that measure it
 

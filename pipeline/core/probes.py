@@ -2,8 +2,9 @@
 
 Translation and noise only change the test images, so the evaluate stage measures them for every cell.
 A probe here changes what is trained (the images, how many of them, how each batch is augmented, the models'
-sizes), so the probe stage retrains every (setting, model, seed). Its words (table, claim, figure) live in reporting/probes.py under
-the same name. Importing this module loads no torch, so params validation can list the names.
+sizes or activations), so the probe stage retrains every (setting, model, seed), or only the setting's own models.
+Its words (table, claim, figure) live in reporting/probes.py under the same name. Importing this module loads no
+torch, so params validation can list the names.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core import models
 from pipeline.core.catalog import mirrorable
 from pipeline.core.data import Split, Splits
+from pipeline.errors import ParamsError
 
 if TYPE_CHECKING:
     from pipeline.core.data import PreparedData
@@ -34,29 +36,33 @@ class Setting:
     transform: Callable[[Splits], Splits]
     params: Params
     augment: Augment | None = None  # applied to every training batch (never to validation or test images)
+    models: tuple[str, ...] | None = None  # the models this setting retrains; None: every model of params.models
 
 
 SettingsOf = Callable[["Params", "PreparedData"], list[Setting]]
+CheckOf = Callable[["Params", str], object]  # (params, source): a ParamsError when the probe cannot run with them
 
 
 @dataclass(frozen=True)
 class Probe:
     """A registered probe: its name, every setting it trains at (the unchanged baseline included), and whether
-    each cell's test accuracy is also measured under the evaluate stage's shifts (evaluate.shifts)."""
+    each cell's test accuracy is also measured under the evaluate stage's shifts (evaluate.shifts); `check` refuses,
+    when params are validated, params the probe cannot run with (so `dvc repro` stops before any stage trains)."""
 
     name: str
     settings: SettingsOf
     shifted: bool = False
+    check: CheckOf | None = None
 
 
 PROBES: dict[str, Probe] = {}
 
 
-def register(name: str, shifted: bool = False) -> Callable[[SettingsOf], SettingsOf]:
+def register(name: str, shifted: bool = False, check: CheckOf | None = None) -> Callable[[SettingsOf], SettingsOf]:
     """Decorator: register `settings(params, prepared) -> [Setting, ...]` as the probe `name`."""
 
     def wrap(settings: SettingsOf) -> SettingsOf:
-        PROBES[name] = Probe(name, settings, shifted)
+        PROBES[name] = Probe(name, settings, shifted, check)
         return settings
 
     return wrap
@@ -119,6 +125,43 @@ def augment_settings(params: Params, prepared: PreparedData) -> list[Setting]:
             Augment(k, flip, fill) if k else None,
         )
         for k in params.probes.augment.shifts
+    ]
+
+
+def activation_models(params: Params, source: str = "params.yaml") -> tuple[str, ...]:
+    """The models of params.models whose architecture has an `activation` setting; none at all is a ParamsError."""
+    retrained = tuple(alias for alias in params.models if _has_activation(params, alias))
+    if not retrained:
+        having = ", ".join(name for name, arch in models.REGISTRY.items() if arch.has_activation)
+        raise ParamsError(
+            f"{source}: probes.run: activation: no model of {params.models} has an activation setting; add a model "
+            f"whose architecture has one ({having}) or remove activation from probes.run"
+        )
+    return retrained
+
+
+def _has_activation(params: Params, alias: str) -> bool:
+    """Whether the alias is a registered architecture with an `activation` setting (a user builder is not)."""
+    arch = models.REGISTRY.get(models.arch_of(alias, dict(params.model.get(alias) or {})))
+    return arch is not None and arch.has_activation
+
+
+def with_activation(params: Params, aliases: tuple[str, ...], activation: str) -> Params:
+    """Params whose models `aliases` all use `activation`; every other model keeps its settings."""
+    model = dict(params.model)
+    for alias in aliases:
+        model[alias] = dict(model.get(alias) or {}) | {"activation": activation}
+    return params.model_copy(update={"model": model})
+
+
+@register("activation", check=activation_models)
+def activation_settings(params: Params, prepared: PreparedData) -> list[Setting]:
+    """Every model whose settings name an activation retrained with each of probes.activations; the others are left
+    out, as their activation is no setting convbench can change."""
+    retrained = activation_models(params)
+    return [
+        Setting(name, float(index), unchanged, with_activation(params, retrained, name), models=retrained)
+        for index, name in enumerate(params.probes.activations)
     ]
 
 

@@ -506,6 +506,47 @@ def augmented_robustness(points: pd.DataFrame, target: Path) -> Path:
     return save(figure, target)
 
 
+@styled
+def activations(points: pd.DataFrame, models: Sequence[str], target: Path) -> Path:
+    """Final training loss and test accuracy per activation, one point with CI bars per model, side by side within
+    each activation; the ReLU family's activations shaded.
+
+    `points` has model, activation, relu_family, measure ("loss" or "accuracy"), mean, low, high; `models` is the
+    report's order of every model, so each keeps the colour it has in every other figure.
+    """
+    figure, axes = plt.subplots(1, 2, figsize=(WIDTH, 4.0), sharex=True, layout="constrained")
+    colors, shapes = palette(models), markers(models)
+    names = list(dict.fromkeys(points["activation"]))
+    family = {str(a) for a in points.loc[points["relu_family"].astype(bool), "activation"]}
+    shown = [m for m in dict.fromkeys(models) if m in set(points["model"])]
+    step = 0.7 / max(1, len(shown))
+    for axis, measure, label in ((axes[0], "loss", "final training loss"), (axes[1], "accuracy", "test accuracy")):
+        for index, name in enumerate(names):
+            if name in family:
+                axis.axvspan(index - 0.45, index + 0.45, color="0.92", zorder=0)
+        for offset, model in enumerate(shown):
+            rows = points[(points["model"] == model) & (points["measure"] == measure)]
+            x = [names.index(a) - 0.35 + step * (offset + 0.5) for a in rows["activation"]]
+            error = np.nan_to_num(np.vstack([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]))
+            axis.errorbar(
+                x,
+                rows["mean"],
+                yerr=error,
+                marker=shapes[model],
+                linestyle="none",
+                capsize=3,
+                color=colors[model],
+                label=model,
+            )
+        axis.set(ylabel=label)
+        axis.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0)
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].set_title("Training (lower is better)")
+    axes[1].set_title("Test")
+    _legend_above(figure, axes[0])
+    return save(figure, target)
+
+
 def _interval_lines(axis: plt.Axes, frame: pd.DataFrame, x: str, legend: bool = True) -> None:
     """One line per model with CI error bars, coloured as in every other figure."""
     colors, shapes = palette(list(frame["model"])), markers(list(frame["model"]))

@@ -38,7 +38,8 @@ from pipeline.params import Params
 
 
 def probe(params: Params, name: str, say: Callable[[str], None] = print) -> ProbeResult:
-    """Train and test every model at every setting and seed of probe `name`; write results/<dataset>/probes/<name>.json.
+    """Train and test every model (or the setting's own models) at every setting and seed of probe `name`; write
+    results/<dataset>/probes/<name>.json.
 
     A result computed from exactly these params, data and code is kept (`dvc repro` after an edit elsewhere in
     the stages reruns nothing here).
@@ -55,7 +56,8 @@ def probe(params: Params, name: str, say: Callable[[str], None] = print) -> Prob
     shifts = params.evaluate.shifts if PROBES[name].shifted else []
     for setting in PROBES[name].settings(params, prepared):
         data = setting.transform(base)
-        for cell in cells.resolve(setting.params, prepared, tuned=False):
+        retrained = list(setting.models) if setting.models is not None else None
+        for cell in cells.resolve(setting.params, prepared, retrained, tuned=False):
             row = probe_cell(cell, name, setting, data, prepared, shifts)
             rows.append(row)
             say(f"probe: {name}={row.setting} {cell.name} test_accuracy {row.test_accuracy:.4f}")
@@ -141,6 +143,7 @@ def probe_cell(
         params=models.count_params(model),
         train_images=len(data.train),
         final_val_accuracy=history[-1].val_accuracy,
+        final_train_loss=history[-1].train_loss,
         test_accuracy=test_accuracy,
         shifted=shifted,
     )
