@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -369,6 +370,122 @@ def test_ladder_splits_the_lead_into_locality_and_weight_sharing(tmp_path) -> No
     ]
     logged = comparison_metrics(comparison)
     assert logged["ladder_weight_sharing"] == pytest.approx(0.02) and "ladder_sharing_minus_locality" in logged
+
+
+def _beyond_inputs(models: list[str], right: dict[str, np.ndarray], rungs: Any = None) -> Any:
+    """The comparison of `models` (each right on the items of its mask, every seed alike), as a section reads it."""
+    from types import SimpleNamespace
+
+    from pipeline.core.models import REGISTRY
+
+    correctness = {m: np.stack([right[m]] * 3) for m in models}
+    metrics = [
+        _cell(m, s, float(right[m].mean()), params=1000 * (i + 1)) for i, m in enumerate(models) for s in range(3)
+    ]
+    labels = {m: REGISTRY[m].label for m in models}
+    roles = {m: REGISTRY[m].role for m in models}
+    comparison = compare(metrics, correctness, SETTINGS, models, models[0], labels, rungs=rungs, roles=roles)
+    return SimpleNamespace(comparison=comparison, figures_dir=None)
+
+
+BEYOND_RIGHT = {  # 1,000 test images: each model right on the first n, the ViT as often as the CNN on other ones
+    "mlp": np.arange(1000) < 950,
+    "mixer": np.arange(1000) < 960,
+    "cnn": np.arange(1000) < 975,
+    "resnet": np.arange(1000) < 965,
+    "vit": (np.arange(1000) < 970) | ((np.arange(1000) >= 980) & (np.arange(1000) < 985)),
+    "lcn": np.arange(1000) < 955,
+}
+
+
+def test_beyond_the_ladder_pairs_new_models_by_role_in_a_stable_order() -> None:
+    from pipeline.reporting.comparison import comparison_metrics
+
+    expected = [
+        ("global, learned mixing", "mixer", "mlp", 0.01, 1),
+        ("global mixing by attention", "vit", "mlp", 0.025, 1),
+        ("locality and sharing over mixing", "cnn", "mixer", 0.015, 1),
+        ("locality and sharing over attention", "cnn", "vit", 0.0, 0),
+        ("residual depth", "resnet", "cnn", -0.01, -1),
+    ]
+    for models in (["mlp", "cnn", "resnet", "mixer", "vit"], ["vit", "mixer", "resnet", "cnn", "mlp"]):
+        steps = _beyond_inputs(models, BEYOND_RIGHT).comparison.beyond
+        found = [(s.name, s.upper, s.lower, round(s.gain.difference, 3)) for s in steps]
+        assert found == [row[:4] for row in expected], models
+        signs = [1 if s.gain.low > 0 else -1 if s.gain.high < 0 else 0 for s in steps]
+        assert signs == [row[4] for row in expected]
+    comparison = _beyond_inputs(["mlp", "cnn", "resnet", "mixer", "vit"], BEYOND_RIGHT).comparison
+    residual = comparison.beyond[-1]
+    assert (residual.upper_params, residual.lower_params) == (3000, 2000)
+    logged = comparison_metrics(comparison)
+    assert logged["beyond_resnet_minus_cnn"] == pytest.approx(-0.01)
+    assert logged["beyond_cnn_minus_vit_ci_low"] < 0 < logged["beyond_cnn_minus_vit_ci_high"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_]+", key) for key in logged), "valid MLflow metric names"
+
+
+def test_beyond_the_ladder_prefers_the_ladders_rungs_then_the_reference() -> None:
+    from pipeline.core.models import Ladder
+    from pipeline.reporting.comparison import beyond_pairs
+
+    roles = {"mlp": "dense", "wide": "shared", "lcn": "local", "cnn": "shared", "vit": "attention", "gru": "recurrent"}
+    models = list(roles)
+
+    def pairs(reference: str, rungs: Ladder | None) -> list[tuple[str, str, str]]:
+        return [(kind.name, lower, upper) for kind, lower, upper in beyond_pairs(roles, models, reference, rungs)]
+
+    assert pairs("wide", Ladder("mlp", "lcn", "cnn")) == [
+        ("global mixing by attention", "mlp", "vit"),
+        ("locality and sharing over attention", "vit", "cnn"),
+        ("recurrence", "mlp", "gru"),
+    ]
+    assert pairs("wide", None)[1] == ("locality and sharing over attention", "vit", "wide")
+    assert pairs("mlp", None)[1] == ("locality and sharing over attention", "vit", "wide"), "else the first"
+    assert beyond_pairs({"cnn": "shared", "mlp": "dense", "lcn": "local"}, ["cnn", "mlp", "lcn"], "cnn", None) == []
+    assert beyond_pairs({"vit": "attention", "cnn": "shared"}, ["vit"], "vit", None) == [], "both must be compared"
+
+
+def test_beyond_the_ladder_is_said_as_strongly_as_each_interval_allows() -> None:
+    from pipeline.reporting import ladder as section
+    from pipeline.reporting.render import Paragraph, Table
+
+    intro, table, *sentences = section.blocks(_beyond_inputs(["mlp", "cnn", "resnet", "mixer", "vit"], BEYOND_RIGHT))
+    assert isinstance(intro, Paragraph) and intro.text.startswith("Each model of a newer inductive bias is paired")
+    assert isinstance(table, Table) and table.frame["Models"].tolist() == [
+        "MLP-Mixer − MLP",
+        "ViT − MLP",
+        "CNN − MLP-Mixer",
+        "CNN − ViT",
+        "ResNet − CNN",
+    ]
+    assert table.frame["Accuracy gain (points)"].tolist()[-1] == "-1.00"
+    assert table.frame["Parameters (first vs second)"].tolist()[-1] == "3,000 vs 2,000"
+    assert [type(s) for s in sentences] == [Paragraph] * 5
+    mixing, _, _, attention, residual = (s.text for s in sentences if isinstance(s, Paragraph))
+    assert mixing.startswith(
+        "**Global, learned mixing** (MLP-Mixer − MLP): the MLP-Mixer is 1.00 points more accurate than the MLP "
+        "(95% CI [+0.40, +1.70]), a gain for "
+    )
+    assert attention.startswith("**Locality and sharing over attention** (CNN − ViT): the CNN and the ViT differ by ")
+    assert (
+        "that includes zero: no gain or loss from locality and weight sharing over attention can be told" in attention
+    )
+    assert "the ResNet is 1.00 points less accurate than the CNN" in residual and "a cost of residual depth" in residual
+
+
+def test_without_new_models_the_ladder_section_is_as_before() -> None:
+    from pipeline.core.models import Ladder
+    from pipeline.reporting import ladder as section
+    from pipeline.reporting.comparison import comparison_metrics
+
+    assert section.blocks(_beyond_inputs(["cnn", "mlp"], BEYOND_RIGHT)) is None
+    rungs = Ladder("mlp", "lcn", "cnn")
+    classic = _beyond_inputs(["mlp", "lcn", "cnn"], BEYOND_RIGHT, rungs).comparison
+    assert classic.ladder is not None and classic.beyond == []
+    assert not any(key.startswith("beyond_") for key in comparison_metrics(classic))
+    with_vit = _beyond_inputs(["mlp", "lcn", "cnn", "vit"], BEYOND_RIGHT, rungs).comparison
+    assert with_vit.ladder == classic.ladder, "the ladder's numbers do not move with the new models"
+    blocks = section.beyond_blocks(with_vit.beyond, with_vit)
+    assert blocks[0].text.startswith("Beyond the ladder, each model")
 
 
 def test_every_registered_probe_has_words_in_the_report() -> None:

@@ -1,4 +1,5 @@
-"""The numbers behind the report, computed once: accuracy intervals, paired tests, cost axes, speed and the ladder.
+"""The numbers behind the report, computed once: accuracy intervals, paired tests, cost axes, speed, the ladder and
+the steps beyond it.
 
 Every section reads this one Comparison, so no two parts of the report can compute a figure differently.
 Values come from the typed records (CellMetrics, BenchResult) by attribute; no model is named here, so any
@@ -8,7 +9,7 @@ list of registered models flows through.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -251,6 +252,87 @@ class LadderResult:
 
 
 @dataclass(frozen=True)
+class BiasKind:
+    """One kind of step beyond the ladder: a model of `role` paired with the model of the `anchor` role."""
+
+    role: str  # the role of each model the step is taken for (core.models.ROLES)
+    anchor: str  # the role of the one model it is paired with: "dense" or "shared", picked once per report
+    above: bool  # True: the model's gain over the anchor; False: the anchor's gain over the model
+    name: str  # the step as the table names it
+    what: str  # what the upper model's bias adds over the lower's, as a noun phrase for the sentence
+
+
+# In report order: what global mixing buys over dense layers, what locality and sharing buy over global mixing,
+# what residual depth buys over a plain convolutional stack, what a recurrence buys over dense layers.
+BEYOND = (
+    BiasKind(
+        role="mixing",
+        anchor="dense",
+        above=True,
+        name="global, learned mixing",
+        what="global mixing learned across patches over dense layers",
+    ),
+    BiasKind(
+        role="attention",
+        anchor="dense",
+        above=True,
+        name="global mixing by attention",
+        what="global mixing by attention over dense layers",
+    ),
+    BiasKind(
+        role="mixing",
+        anchor="shared",
+        above=False,
+        name="locality and sharing over mixing",
+        what="locality and weight sharing over global, learned mixing",
+    ),
+    BiasKind(
+        role="attention",
+        anchor="shared",
+        above=False,
+        name="locality and sharing over attention",
+        what="locality and weight sharing over attention",
+    ),
+    BiasKind(
+        role="residual",
+        anchor="shared",
+        above=True,
+        name="residual depth",
+        what="residual depth, BatchNorm and global pooling over a plain convolutional stack",
+    ),
+    BiasKind(
+        role="recurrent",
+        anchor="dense",
+        above=True,
+        name="recurrence",
+        what="a recurrence with weights shared across steps over dense layers",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class BiasStep:
+    """One step beyond the ladder: the upper model's gain over the lower one, paired on the same test images."""
+
+    kind: BiasKind
+    lower: str
+    upper: str
+    gain: PairedDifference  # accuracy of upper minus lower
+    lower_params: int
+    upper_params: int
+
+    @property
+    def name(self) -> str:
+        """The step as the table names it."""
+        return self.kind.name
+
+    @property
+    def key(self) -> str:
+        """A stable MLflow metric stem from the two aliases (letters, digits and underscores only)."""
+        return f"beyond_{self.upper}_minus_{self.lower}"
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Everything the report states, computed once from the metrics, predictions and bench record."""
 
@@ -264,6 +346,7 @@ class Comparison:
     speed: list[SpeedCase] = field(default_factory=list)
     seed: int = 0
     ladder: LadderResult | None = None
+    beyond: list[BiasStep] = field(default_factory=list)  # the steps beyond the ladder, in BEYOND's order
 
     @property
     def alpha(self) -> float:
@@ -326,7 +409,7 @@ def by_model(metrics: Sequence[CellMetrics]) -> dict[str, list[CellMetrics]]:
     return grouped
 
 
-def compare(  # 8 parameters: each input is a different record: metrics, correctness, bench, ladder
+def compare(  # 9 parameters: each input is a different record: metrics, correctness, bench, ladder, roles
     metrics: Sequence[CellMetrics],
     correctness: dict[str, np.ndarray],
     settings: ReportParams,
@@ -335,13 +418,16 @@ def compare(  # 8 parameters: each input is a different record: metrics, correct
     labels: dict[str, str],
     speed: list[SpeedCase] | None = None,
     rungs: Ladder | None = None,
+    roles: Mapping[str, str] | None = None,
 ) -> Comparison:
-    """Intervals over seeds, the paired tests of the reference against every other model, the best model per axis."""
+    """Intervals over seeds, the paired tests of the reference against every other model, the best model per axis,
+    the ladder and, given each model's role, the steps beyond it."""
     grouped = by_model(metrics)
     accuracy = {m: t_interval([c.test_accuracy for c in grouped[m]], settings.confidence) for m in models}
     pairs = pair_tests(correctness, settings, reference, [m for m in models if m != reference])
     axes = [axis_result(axis, grouped, models, 1 - settings.confidence) for axis in AXES]
     ladder = ladder_steps(rungs, correctness, settings) if rungs is not None else None
+    beyond = beyond_steps(beyond_pairs(roles or {}, models, reference, rungs), correctness, grouped, settings)
     return Comparison(
         models,
         labels,
@@ -353,6 +439,7 @@ def compare(  # 8 parameters: each input is a different record: metrics, correct
         speed or [],
         settings.bootstrap_seed,
         ladder,
+        beyond,
     )
 
 
@@ -395,18 +482,23 @@ def axis_result(axis: Axis, grouped: dict[str, list[CellMetrics]], models: list[
     return AxisResult(axis, means, spread, best, runner_up, ratio, p_value, winner)
 
 
+def paired_gain(correctness: dict[str, np.ndarray], upper: str, lower: str, settings: ReportParams) -> PairedDifference:
+    """One step's paired gain (upper minus lower), bootstrapped like every other pair of the report."""
+    return paired_bootstrap(
+        correctness[upper],
+        correctness[lower],
+        settings.confidence,
+        settings.bootstrap_resamples,
+        settings.bootstrap_seed,
+    )
+
+
 def ladder_steps(rungs: Ladder, correctness: dict[str, np.ndarray], settings: ReportParams) -> LadderResult:
     """Locality (local − dense) and weight sharing (shared − local), plus their contrast (sharing − locality)."""
 
     def gain(upper: str, lower: str) -> PairedDifference:
         """One step's paired gain, bootstrapped like every other pair of the report."""
-        return paired_bootstrap(
-            correctness[upper],
-            correctness[lower],
-            settings.confidence,
-            settings.bootstrap_resamples,
-            settings.bootstrap_seed,
-        )
+        return paired_gain(correctness, upper, lower, settings)
 
     steps = [
         LadderStep("locality", rungs.dense, rungs.local, gain(rungs.local, rungs.dense)),
@@ -420,6 +512,51 @@ def ladder_steps(rungs: Ladder, correctness: dict[str, np.ndarray], settings: Re
         settings.bootstrap_seed,
     )
     return LadderResult(rungs, steps, contrast)
+
+
+def anchor(role: str, roles: Mapping[str, str], models: list[str], reference: str, rungs: Ladder | None) -> str | None:
+    """The one model of `role` the steps beyond the ladder pair with: the ladder's rung of that role when there is
+    a ladder, else the reference when it has that role, else the first such model in report order."""
+    rung = {"dense": rungs.dense, "local": rungs.local, "shared": rungs.shared}.get(role) if rungs else None
+    if rung is not None and rung in models:
+        return rung
+    if reference in models and roles.get(reference) == role:
+        return reference
+    return next((m for m in models if roles.get(m) == role), None)
+
+
+def beyond_pairs(
+    roles: Mapping[str, str], models: list[str], reference: str, rungs: Ladder | None
+) -> list[tuple[BiasKind, str, str]]:
+    """(kind, lower, upper) for each step beyond the ladder whose two models are both compared, found by role."""
+    found = []
+    for kind in BEYOND:
+        paired = anchor(kind.anchor, roles, models, reference, rungs)
+        if paired is None:
+            continue
+        for model in (m for m in models if roles.get(m) == kind.role):
+            found.append((kind, paired, model) if kind.above else (kind, model, paired))
+    return found
+
+
+def beyond_steps(
+    pairs: list[tuple[BiasKind, str, str]],
+    correctness: dict[str, np.ndarray],
+    grouped: dict[str, list[CellMetrics]],
+    settings: ReportParams,
+) -> list[BiasStep]:
+    """Each pair's paired gain with the ladder's bootstrap settings, and both models' parameter counts."""
+    return [
+        BiasStep(
+            kind,
+            lower,
+            upper,
+            paired_gain(correctness, upper, lower, settings),
+            grouped[lower][0].params,
+            grouped[upper][0].params,
+        )
+        for kind, lower, upper in pairs
+    ]
 
 
 def comparison_metrics(comparison: Comparison) -> dict[str, float]:
@@ -451,4 +588,10 @@ def comparison_metrics(comparison: Comparison) -> dict[str, float]:
                 f"ladder_{key}_ci_high": step.gain.high,
             }
         values |= {"ladder_sharing_minus_locality": comparison.ladder.contrast.difference}
+    for beyond in comparison.beyond:
+        values |= {
+            beyond.key: beyond.gain.difference,
+            f"{beyond.key}_ci_low": beyond.gain.low,
+            f"{beyond.key}_ci_high": beyond.gain.high,
+        }
     return {k: float(v) for k, v in values.items() if not math.isnan(float(v))}

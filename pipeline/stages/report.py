@@ -228,6 +228,7 @@ def gather(params: Params, figures_dir: Path) -> ReportInputs:
         {m: c.label for m, c in configs.items()},
         speed_cases(bench),
         models.ladder(configs),
+        {m: c.role for m, c in configs.items()},
     )
     return ReportInputs(
         params=params,
