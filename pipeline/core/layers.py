@@ -83,9 +83,10 @@ def activation(name: str) -> nn.Module:
 
 class Patches(nn.Module):
     """Non-overlapping patches of a 1-D or 2-D input as tokens: one strided conv (a shared linear map per patch),
-    plus a learned position embedding. A border that does not fill a whole patch is left out, as in a strided conv."""
+    plus a learned position embedding, and a learned class token first when `cls`. A border that does not fill a
+    whole patch is left out, as in a strided conv."""
 
-    def __init__(self, in_channels: int, width: int, patch: int, spatial: tuple[int, ...]) -> None:
+    def __init__(self, in_channels: int, width: int, patch: int, spatial: tuple[int, ...], cls: bool = False) -> None:
         super().__init__()
         conv = nn.Conv1d if len(spatial) == 1 else nn.Conv2d
         self.embed = conv(in_channels, width, patch, stride=patch)
@@ -93,10 +94,14 @@ class Patches(nn.Module):
         if self.tokens < 1:
             raise ParamsError(f"a patch of {patch} does not fit inputs of size {list(spatial)}; use a smaller patch")
         self.position = nn.Parameter(torch.zeros(1, self.tokens, width).normal_(std=0.02))
+        self.cls = nn.Parameter(torch.zeros(1, 1, width)) if cls else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, *spatial) -> (N, tokens, width)."""
-        return self.embed(x).flatten(2).transpose(1, 2) + self.position
+        """(N, C, *spatial) -> (N, tokens, width), the class token first when there is one."""
+        tokens = self.embed(x).flatten(2).transpose(1, 2) + self.position
+        if self.cls is None:
+            return tokens
+        return torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
 
 
 class Attention(nn.Module):
@@ -151,21 +156,18 @@ class MixerBlock(nn.Module):
 
 
 class TokenClassifier(nn.Module):
-    """Tokens -> blocks -> LayerNorm -> pooled (class token or mean) -> class layer: the ViT and Mixer body."""
+    """Tokens -> blocks -> LayerNorm -> pooled (the class token when the patches have one, else the mean) -> class
+    layer: the ViT and Mixer body."""
 
-    def __init__(self, patches: Patches, blocks: Sequence[nn.Module], width: int, num_classes: int, pool: str) -> None:
+    def __init__(self, patches: Patches, blocks: Sequence[nn.Module], width: int, num_classes: int) -> None:
         super().__init__()
         self.patches, self.blocks = patches, nn.Sequential(*blocks)
-        self.cls = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
         self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, *spatial) -> (N, classes)."""
-        tokens = self.patches(x)
-        if self.cls is not None:
-            tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
-        tokens = self.norm(self.blocks(tokens))
-        return self.head(tokens[:, 0] if self.cls is not None else tokens.mean(dim=1))
+        tokens = self.norm(self.blocks(self.patches(x)))
+        return self.head(tokens[:, 0] if self.patches.cls is not None else tokens.mean(dim=1))
 
 
 class BasicBlock(nn.Module):

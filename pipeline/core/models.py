@@ -333,7 +333,7 @@ def build_mixer(settings: dict[str, Any], input_shape: tuple[int, ...], num_clas
         MixerBlock(patches.tokens, width, token_hidden, channel_hidden, settings["activation"])
         for _ in range(settings["depth"])
     ]
-    return TokenClassifier(patches, blocks, width, num_classes, "mean")
+    return TokenClassifier(patches, blocks, width, num_classes)
 
 
 @register("vit", "ViT", ViTSettings, "attention", ("width",), matched="width", shape=("depth",), trim="mlp_hidden")
@@ -346,11 +346,11 @@ def build_vit(settings: dict[str, Any], input_shape: tuple[int, ...], num_classe
 
     channels, *spatial = input_shape
     width, heads = settings["width"], settings["heads"]
-    patches = Patches(channels, width, patch_size(settings, spatial), tuple(spatial))
+    patches = Patches(channels, width, patch_size(settings, spatial), tuple(spatial), settings["pool"] == "cls")
     hidden = settings["mlp_hidden"] or max(1, round(settings["mlp_ratio"] * width))
     head_dim = -(-width // heads)
     blocks = [EncoderBlock(width, heads, head_dim, hidden, settings["activation"]) for _ in range(settings["depth"])]
-    return TokenClassifier(patches, blocks, width, num_classes, settings["pool"])
+    return TokenClassifier(patches, blocks, width, num_classes)
 
 
 @register("gru", "GRU", GRUSettings, role="recurrent", scalable=("hidden",))

@@ -20,7 +20,7 @@ from torch import nn
 
 from pipeline.artifacts import checkpoint as checkpoints
 from pipeline.core import models
-from pipeline.core.layers import LocallyConnected, Residual
+from pipeline.core.layers import BasicBlock, EncoderBlock, LocallyConnected, MixerBlock, Patches, Residual
 from pipeline.core.measure import first_conv_maps
 from pipeline.core.models import ModelConfig
 from pipeline.reporting import figures as draw
@@ -129,8 +129,9 @@ def describe(config: ModelConfig) -> list[LayerRow]:
     model = models.build(config)
     rows: list[LayerRow] = []
 
-    def record(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        rows.append(LayerRow(layer_name(module), "x".join(map(str, output.shape[1:])), models.count_params(module)))
+    def record(module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+        first = output[0] if isinstance(output, tuple) else output  # a recurrent layer returns (outputs, state)
+        rows.append(LayerRow(layer_name(module), "x".join(map(str, first.shape[1:])), models.count_params(module)))
 
     children = list(model.children()) or [model]
     hooks = [layer.register_forward_hook(record) for layer in children]
@@ -163,6 +164,28 @@ def layer_name(module: nn.Module) -> str:
         return f"{type(module).__name__}({module.kernel_size})"
     if isinstance(module, nn.Linear):
         return f"Linear({module.in_features}->{module.out_features})"
+    if isinstance(module, Patches):
+        kernel = "x".join(map(str, module.embed.kernel_size))
+        cls = " and class token" if module.cls is not None else ""
+        return f"Patches({kernel} -> {module.embed.out_channels}, {module.tokens} tokens, position embedding{cls})"
+    if isinstance(module, EncoderBlock):
+        attention = module.attention
+        return (
+            f"EncoderBlock(attention {attention.heads} heads x {attention.head_dim}, "
+            f"MLP {module.mlp[0].out_features})"
+        )
+    if isinstance(module, MixerBlock):
+        return f"MixerBlock(token MLP {module.tokens[0].out_features}, channel MLP {module.channels[0].out_features})"
+    if isinstance(module, BasicBlock):
+        first = module.body[0]
+        assert isinstance(first, (nn.Conv1d, nn.Conv2d))  # BasicBlock opens with its conv
+        stride = f", stride {first.stride[0]}" if first.stride[0] != 1 else ""
+        return f"BasicBlock({first.in_channels}->{first.out_channels}{stride})"
+    if isinstance(module, nn.GRU):
+        direction = "bidirectional " if module.bidirectional else ""
+        return f"{direction}GRU({module.input_size}->{module.hidden_size})"
+    if isinstance(module, nn.Sequential) and len(module) and len({type(layer) for layer in module}) == 1:
+        return f"{len(module)} x {layer_name(module[0])}" if len(module) > 1 else layer_name(module[0])
     if isinstance(module, Residual):
         inner = (
             [layer_name(layer) for layer in module.layer.children()] if isinstance(module.layer, nn.Sequential) else []
