@@ -171,8 +171,7 @@ def layer_name(module: nn.Module) -> str:
     if isinstance(module, EncoderBlock):
         attention = module.attention
         return (
-            f"EncoderBlock(attention {attention.heads} heads x {attention.head_dim}, "
-            f"MLP {module.mlp[0].out_features})"
+            f"EncoderBlock(attention {attention.heads} heads x {attention.head_dim}, MLP {module.mlp[0].out_features})"
         )
     if isinstance(module, MixerBlock):
         return f"MixerBlock(token MLP {module.tokens[0].out_features}, channel MLP {module.channels[0].out_features})"
