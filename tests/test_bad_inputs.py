@@ -528,9 +528,9 @@ CASES = [
     ),
     Case(
         "model-not-registered",
-        edit_params(models=["cnn", "resnet"]),
+        edit_params(models=["cnn", "densenet"]),
         2,
-        ("models: 'resnet' is not a registered model (linear, mlp, cnn, lcn", "model.resnet: {builder:"),
+        ("models: 'densenet' is not a registered model (linear, mlp, cnn, lcn", "model.densenet: {builder:"),
     ),
     Case(
         "reference-not-in-models",
