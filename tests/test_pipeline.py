@@ -192,6 +192,11 @@ def test_every_preset_runs_through_dvc_repro(tmp_path: Path) -> None:
         assert every_stage(*names) <= ran, (preset.name, ran)
         for dataset in names:
             assert (project / paths.summary(dataset)).is_file(), (preset.name, dataset)
+        published = yaml.safe_load(preset.read_text())["report"].get("published")
+        if published:  # the published table, with shuffled-pixel columns only where the source gives that row
+            report = (project / paths.report_markdown(published["dataset"])).read_text()
+            assert "## Published results, reproduced" in report, preset.name
+            assert ("Published, shuffled pixels" in report) == bool(published.get("permuted")), preset.name
 
 
 SHORT = {"train.epochs": 1, "train.seeds": [0], "probes.fractions": [0.5, 1.0], "probes.width_scales": [1.0]}

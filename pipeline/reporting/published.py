@@ -38,21 +38,21 @@ def blocks(inputs: ReportInputs) -> list[Block] | None:
         """A published number, or a dash where the source gives none."""
         return "–" if value is None else f"{value:.3f}"
 
-    table = pd.DataFrame(
-        {
-            "Model": [comparison.labels[m] for m in comparison.models],
-            "Published": [shown(published.accuracy.get(m)) for m in comparison.models],
-            f"Measured ({comparison.confidence:.0%} CI)": [measured(comparison.accuracy[m]) for m in comparison.models],
-            "Published, shuffled pixels": [shown(published.permuted.get(m)) for m in comparison.models],
-            "Measured, shuffled pixels": [measured(permuted.get(m)) for m in comparison.models],
-        }
-    )
+    columns = {
+        "Model": [comparison.labels[m] for m in comparison.models],
+        "Published": [shown(published.accuracy.get(m)) for m in comparison.models],
+        f"Measured ({comparison.confidence:.0%} CI)": [measured(comparison.accuracy[m]) for m in comparison.models],
+    }
+    shuffled = bool(published.permuted) or ran  # a source without shuffled numbers and no probe: no such columns
+    if shuffled:
+        columns["Published, shuffled pixels"] = [shown(published.permuted.get(m)) for m in comparison.models]
+        columns["Measured, shuffled pixels"] = [measured(permuted.get(m)) for m in comparison.models]
+    how = "; the shuffled row comes from the permutation probe (one fixed pixel shuffle)" if shuffled else ""
     return [
         Paragraph(
-            f"Source: {published.source}. Measured: mean test accuracy over seeds {inputs.seeds} "
-            f"with a t-interval; the shuffled row comes from the permutation probe (one fixed pixel shuffle)."
+            f"Source: {published.source}. Measured: mean test accuracy over seeds {inputs.seeds} with a t-interval{how}."
         ),
-        Table(table, ("left", "right", "right", "right", "right")),
+        Table(pd.DataFrame(columns), ("left",) + ("right",) * (len(columns) - 1)),
     ]
 
 
