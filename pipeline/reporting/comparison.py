@@ -495,14 +495,11 @@ def paired_gain(correctness: dict[str, np.ndarray], upper: str, lower: str, sett
 
 def ladder_steps(rungs: Ladder, correctness: dict[str, np.ndarray], settings: ReportParams) -> LadderResult:
     """Locality (local − dense) and weight sharing (shared − local), plus their contrast (sharing − locality)."""
-
-    def gain(upper: str, lower: str) -> PairedDifference:
-        """One step's paired gain, bootstrapped like every other pair of the report."""
-        return paired_gain(correctness, upper, lower, settings)
-
     steps = [
-        LadderStep("locality", rungs.dense, rungs.local, gain(rungs.local, rungs.dense)),
-        LadderStep("weight sharing", rungs.local, rungs.shared, gain(rungs.shared, rungs.local)),
+        LadderStep("locality", rungs.dense, rungs.local, paired_gain(correctness, rungs.local, rungs.dense, settings)),
+        LadderStep(
+            "weight sharing", rungs.local, rungs.shared, paired_gain(correctness, rungs.shared, rungs.local, settings)
+        ),
     ]
     as_float = {m: correctness[m].astype(float) for m in (rungs.dense, rungs.local, rungs.shared)}
     contrast = bootstrap_mean(

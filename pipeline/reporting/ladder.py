@@ -8,6 +8,7 @@ a newer role and the model it is paired with are both compared, with or without 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +35,9 @@ def blocks(inputs: ReportInputs) -> list[Block] | None:
 def ladder_blocks(ladder: LadderResult, comparison: Comparison, figure: Path) -> list[Block]:
     """What each step gains, paired on the same test images, and which gains more."""
     labels, rungs, steps = comparison.labels, ladder.rungs, ladder.steps
-    level = f"{comparison.confidence:.0%}"
     total = sum(step.gain.difference for step in steps)
-    table = pd.DataFrame(
-        {
-            "Step": [step.name for step in steps],
-            "Models": [f"{labels[step.upper]} − {labels[step.lower]}" for step in steps],
-            "Accuracy gain (points)": [f"{step.gain.difference * 100:+.2f}" for step in steps],
-            f"{level} paired-bootstrap CI": [
-                f"[{step.gain.low * 100:+.2f}, {step.gain.high * 100:+.2f}]" for step in steps
-            ],
-            "Share of the total": [f"{step.gain.difference / total:.0%}" if total > 0 else "n/a" for step in steps],
-        }
-    )
+    table = step_columns(steps, labels, comparison.confidence)
+    table["Share of the total"] = [f"{step.gain.difference / total:.0%}" if total > 0 else "n/a" for step in steps]
     return [
         Paragraph(
             f"{the(labels, rungs.dense, start=True)}, {the(labels, rungs.local)} and {the(labels, rungs.shared)} "
@@ -59,6 +50,20 @@ def ladder_blocks(ladder: LadderResult, comparison: Comparison, figure: Path) ->
         Paragraph(ladder_sentence(ladder, labels)),
         Figure(figure, "Accuracy of each rung (CI over seeds) and what each step buys (paired bootstrap CI)."),
     ]
+
+
+def step_columns(steps: Sequence[LadderStep | BiasStep], labels: dict[str, str], confidence: float) -> pd.DataFrame:
+    """The columns every table of paired steps shares: the step, its two models, the gain and its interval."""
+    return pd.DataFrame(
+        {
+            "Step": [step.name for step in steps],
+            "Models": [f"{labels[step.upper]} − {labels[step.lower]}" for step in steps],
+            "Accuracy gain (points)": [f"{step.gain.difference * 100:+.2f}" for step in steps],
+            f"{confidence:.0%} paired-bootstrap CI": [
+                f"[{step.gain.low * 100:+.2f}, {step.gain.high * 100:+.2f}]" for step in steps
+            ],
+        }
+    )
 
 
 def ladder_sentence(ladder: LadderResult, labels: dict[str, str]) -> str:
@@ -104,18 +109,8 @@ SIZE_GAP = 1.05  # parameter counts further apart than this are said to differ (
 def beyond_blocks(steps: list[BiasStep], comparison: Comparison) -> list[Block]:
     """One table of the steps beyond the ladder and one sentence per step, each as strong as its interval."""
     labels = comparison.labels
-    level = f"{comparison.confidence:.0%}"
-    table = pd.DataFrame(
-        {
-            "Step": [step.name for step in steps],
-            "Models": [f"{labels[step.upper]} − {labels[step.lower]}" for step in steps],
-            "Accuracy gain (points)": [f"{step.gain.difference * 100:+.2f}" for step in steps],
-            f"{level} paired-bootstrap CI": [
-                f"[{step.gain.low * 100:+.2f}, {step.gain.high * 100:+.2f}]" for step in steps
-            ],
-            "Parameters (first vs second)": [f"{step.upper_params:,} vs {step.lower_params:,}" for step in steps],
-        }
-    )
+    table = step_columns(steps, labels, comparison.confidence)
+    table["Parameters (first vs second)"] = [f"{step.upper_params:,} vs {step.lower_params:,}" for step in steps]
     opening = "Beyond the ladder, each" if comparison.ladder is not None else "Each"
     intro = (
         f"{opening} model of a newer inductive bias is paired with the model whose bias it replaces or builds on, "

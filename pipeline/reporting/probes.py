@@ -490,7 +490,7 @@ def activation_claim(trained: list[Trained], model: str, confidence: float, cast
     seeds = sorted(set(best.losses) & set(rival.losses))
     gap = t_interval([rival.losses[s] - best.losses[s] for s in seeds], confidence)
     lead = t_interval([best.accuracies[s] - rival.accuracies[s] for s in seeds], confidence)
-    if gap.mean > 0 and gap.n > 1 and gap.low > 0:
+    if gap.n > 1 and gap.low > 0:
         held = "held"
     else:
         held = "partly held" if gap.mean > 0 else "did not hold"
@@ -694,7 +694,7 @@ def probe_figures(
         )
     for name, rows in probes.items():
         figure = words(name).figure
-        if figure is not None and words(name).own is None:
+        if figure is not None:
             points = interval_points(advantage(rows, name, confidence, cast), cast)
             out[name] = figure.draw(points, figures_dir / figure.file)
     return out
@@ -775,7 +775,7 @@ def sized_points(inputs: ReportInputs) -> list[dict[str, object]]:
     """Accuracy and parameter count of every model at every setting of the probes that change model sizes."""
     points: list[dict[str, object]] = []
     for name, rows in inputs.probes.items():
-        if words(name).sizes and words(name).own is None:
+        if words(name).sizes:
             table = advantage(rows, name, inputs.confidence, inputs.cast)
             points += [
                 {
