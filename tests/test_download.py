@@ -114,3 +114,34 @@ def test_dvc_repro_reads_a_torchvision_root_outside_the_project_offline_without_
     again = run(["dvc", "repro", "prepare"], project, **OFFLINE)
     assert again.returncode == 0, again.stdout[-2000:]
     assert set(re.findall(r"Running stage '([^']+)'", again.stdout)) == {"download@mnist"}, "the list is the same"
+
+
+def test_the_torchvision_layouts_are_torchvisions_own() -> None:
+    """The copied folders, file names and md5s equal torchvision's class attributes: a torchvision that moves or
+    re-hashes a file fails here, not in a user's download."""
+    import torchvision.datasets as tvd
+
+    from pipeline.core.catalog import TORCHVISION_LAYOUTS, TorchvisionLayout
+
+    def of(cls: type) -> TorchvisionLayout:
+        if cls is tvd.CIFAR10:
+            entries = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+            return TorchvisionLayout(cls.base_folder, tuple(map(tuple, entries)), cls.filename)
+        return TorchvisionLayout(cls.__name__, tuple(map(tuple, cls.resources)))
+
+    classes = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST, "cifar10": tvd.CIFAR10}
+    assert {name: of(cls) for name, cls in classes.items()} == TORCHVISION_LAYOUTS
+
+
+def test_listing_and_checking_torchvision_files_does_not_import_torchvision(tmp_path: Path) -> None:
+    """Download and prepare find and md5-check CIFAR's files without torchvision's 4 s import (loaded to download)."""
+    make_cifar10(tmp_path / "cifar10")
+    probe = (
+        "import sys; from pathlib import Path; from pipeline.core.catalog import CATALOG; "
+        f"folder = Path({str(tmp_path / 'cifar10')!r}); "
+        "print(len(CATALOG['cifar10'].missing(folder, False)), len(CATALOG['cifar10'].missing(folder, True))); "
+        "print('torchvision' in sys.modules)"
+    )
+    result = run(["python", "-c", probe], tmp_path)
+    # generated files: present, and each fails torchvision's md5 of the real CIFAR-10
+    assert result.stdout.split() == ["0", "7", "False"], result.stdout + result.stderr

@@ -194,10 +194,68 @@ def _torchvision_class(name: str):
     return {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST, "cifar10": tvd.CIFAR10}[name]
 
 
+@dataclass(frozen=True)
+class TorchvisionLayout:
+    """Where torchvision keeps a dataset under its root, and the md5 of each file: its classes' own attributes, copied
+    so that looking for the files does not import torchvision (4 s of a stage's start-up); a test holds them equal."""
+
+    folder: str  # the class name (MNIST/raw/...) or CIFAR's base_folder
+    files: tuple[tuple[str, str], ...]  # (file name, md5): MNIST's .gz resources, CIFAR's batches then batches.meta
+    archive: str | None = None  # the tarball torchvision looks for directly in its root (CIFAR's)
+
+
+def _mnist_layout(folder: str, md5s: tuple[str, str, str, str]) -> TorchvisionLayout:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    return TorchvisionLayout(folder, tuple((f"{name}.gz", md5) for name, md5 in zip(names, md5s)))
+
+
+TORCHVISION_LAYOUTS = {
+    "mnist": _mnist_layout(
+        "MNIST",
+        (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
+    ),
+    "fashion_mnist": _mnist_layout(
+        "FashionMNIST",
+        (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
+    ),
+    "kmnist": _mnist_layout(
+        "KMNIST",
+        (
+            "bdb82020997e1d708af4cf47b453dcf7",
+            "e144d726b3acfaa3e44228e80efcd344",
+            "5c965bf0a639b31b8f53240b1b52f4d7",
+            "7320c461ea6c1c855c0b718fb2a4b134",
+        ),
+    ),
+    "cifar10": TorchvisionLayout(
+        "cifar-10-batches-py",
+        (
+            ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+            ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+            ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+            ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+            ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+            ("test_batch", "40351d587109b95175f43aff81a1287e"),
+            ("batches.meta", "5ff9c542aee3614f3951f8cda6e48888"),
+        ),
+        archive="cifar-10-python.tar.gz",
+    ),
+}
+
+
 def _dataset_folder(name: str) -> str:
     """The folder torchvision makes for `name` inside its root: MNIST, FashionMNIST, KMNIST, cifar-10-batches-py."""
-    cls = _torchvision_class(name)
-    return cls.base_folder if name == "cifar10" else cls.__name__
+    return TORCHVISION_LAYOUTS[name].folder
 
 
 def torchvision_root(name: str, folder: Path) -> Path:
@@ -214,23 +272,22 @@ def torchvision_root(name: str, folder: Path) -> Path:
 
 def _idx_files(name: str, folder: Path) -> list[Path]:
     """The four uncompressed IDX files torchvision expects under <root>/<Class>/raw/."""
-    cls = _torchvision_class(name)
-    raw = torchvision_root(name, folder) / cls.__name__ / "raw"
-    return [raw / Path(filename).stem for filename, _md5 in cls.resources]
+    layout = TORCHVISION_LAYOUTS[name]
+    raw = torchvision_root(name, folder) / layout.folder / "raw"
+    return [raw / Path(filename).stem for filename, _md5 in layout.files]
 
 
 def _cifar_files(folder: Path) -> list[tuple[Path, str]]:
     """CIFAR-10 batch files with torchvision's md5 for each."""
-    cls = _torchvision_class("cifar10")
-    base = torchvision_root("cifar10", folder) / cls.base_folder
-    entries = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
-    return [(base / filename, md5) for filename, md5 in entries]
+    layout = TORCHVISION_LAYOUTS["cifar10"]
+    base = torchvision_root("cifar10", folder) / layout.folder
+    return [(base / filename, md5) for filename, md5 in layout.files]
 
 
 def _md5_ok(path: Path, md5: str) -> bool:
-    from torchvision.datasets.utils import check_integrity
-
-    return check_integrity(str(path), md5)
+    """torchvision's check_integrity, without importing torchvision for it."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "md5").hexdigest() == md5
 
 
 def _missing_torchvision(name: str) -> Callable[[Path, bool], list[Path]]:
@@ -265,7 +322,8 @@ def _fetch_torchvision(name: str) -> Callable[[Path, bool], None]:
 
 def _archives(name: str) -> list[str]:
     """Archive names torchvision looks for directly in its root (CIFAR's tarball; MNIST keeps its .gz in <Class>/raw)."""
-    return [_torchvision_class(name).filename] if name == "cifar10" else []
+    archive = TORCHVISION_LAYOUTS[name].archive
+    return [archive] if archive else []
 
 
 @contextlib.contextmanager
@@ -326,12 +384,9 @@ def _offline_message(name: str, folder: Path, verify: bool, exc: Exception) -> s
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of one file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """sha256 of one file."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def source_manifest(name: str, dataset: DatasetSpec, folder: Path) -> SourceManifest:
