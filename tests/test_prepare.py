@@ -15,7 +15,7 @@ from pipeline.core.data import load_prepared
 from pipeline.errors import DataError
 from pipeline.params import validate_params
 from pipeline.stages.download import download
-from pipeline.stages.prepare import prepare, stratified_split
+from pipeline.stages.prepare import channel_statistics, prepare, stratified_split
 from tests.helpers import params_with
 from tests.torchvision_files import make_mnist_family
 
@@ -84,3 +84,15 @@ def test_official_test_split_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyP
     result = prepare(params)
     assert result.sizes == {"train": 90, "val": 10, "test": 30}
     assert json.loads(result.manifest_path.read_text())["official_test_split"] is True
+
+
+@pytest.mark.parametrize("shape", [(300, 3, 7, 5), (200, 1, 40), (2, 2, 1, 1)])
+def test_channel_statistics_are_exact_per_channel_for_images_and_signals(shape: tuple[int, ...]) -> None:
+    """The histogram sums give each channel's mean and unbiased std as float64 arithmetic over every pixel does."""
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8))
+    images[0, 0] = 255  # the largest value, whose square is the largest term
+    mean, std = channel_statistics(images)
+    scaled = images.double() / 255
+    per_channel = scaled.transpose(0, 1).reshape(shape[1], -1)
+    assert mean == pytest.approx(per_channel.mean(1).tolist(), rel=1e-12)
+    assert std == pytest.approx(per_channel.std(1).tolist(), rel=1e-12)

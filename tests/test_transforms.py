@@ -86,3 +86,22 @@ def test_augment_flips_about_half_the_batch_and_only_when_asked() -> None:
     kept = [torch.equal(out, image) for image, out in zip(images, flipped)]
     assert all(m or k for m, k in zip(mirrored, kept)) and 60 < sum(mirrored) < 140
     assert torch.equal(Augment(0, False, (0.0,))(images, torch.Generator()), images)
+
+
+def test_shifting_normalised_images_with_the_zero_pixel_equals_normalising_shifted_raw_images_to_the_bit() -> None:
+    """The evaluate stage shifts the normalised test images (one normalisation, not one per copy); every copy must be
+    exactly the normalised shifted raw images, in 2-D and 1-D, or the robustness numbers would move."""
+    from pipeline.core.data import PreparedData, Split, Splits
+    from pipeline.core.runtime import normalize, zero_pixel
+
+    cpu = torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    for shape, mean, std in [((64, 3, 9, 7), (0.49, 0.48, 0.45), (0.247, 0.243, 0.261)), ((64, 1, 40), (0.3,), (0.7,))]:
+        raw = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+        split = Split(raw, torch.zeros(len(raw), dtype=torch.long))
+        prepared = PreparedData("t", Splits(split, split, split), ("a", "b"), mean, std, "")
+        clean = normalize(raw, mean, std, cpu)
+        for k in (1, 3, 100):
+            for move in shift_directions(k, len(shape) - 2):
+                expected = normalize(shift(raw, move), mean, std, cpu)
+                assert torch.equal(shift(clean, move, zero_pixel(prepared)), expected), (shape, move)

@@ -505,15 +505,23 @@ def device_splits(prepared: PreparedData, device: torch.device, with_test: bool 
     )
 
 
-def raw_test_scorer(
+def zero_pixel(prepared: PreparedData) -> torch.Tensor:
+    """What a black (0) pixel becomes once normalised on the CPU, per channel: the fill of shifted copies of the
+    normalised test images, which are then the normalised shifted raw images to the bit (the same elementwise
+    arithmetic per pixel) without normalising every copy again."""
+    zero = torch.zeros((1, len(prepared.mean)) + (1,) * (prepared.splits.test.x.dim() - 2), dtype=torch.uint8)
+    return normalize(zero, prepared.mean, prepared.std, torch.device("cpu")).flatten()
+
+
+def test_scorer(
     model: nn.Module, prepared: PreparedData, batch_size: int, plan: ExecutionPlan
 ) -> Callable[[torch.Tensor], float]:
-    """Accuracy on the test labels of raw uint8 images shaped like the test split (say, shifted copies of it)."""
+    """Accuracy on the test labels of normalised CPU images shaped like the test split (say, shifted copies of it)."""
     labels = prepared.splits.test.y.to(plan.device)
 
     def score(images: torch.Tensor) -> float:
-        x = normalize(images, prepared.mean, prepared.std, torch.device("cpu")).to(plan.device)
-        return (predict_logits(model, x, batch_size, plan).argmax(1) == labels).double().mean().item()
+        logits = predict_logits(model, images.to(plan.device), batch_size, plan)
+        return (logits.argmax(1) == labels).double().mean().item()
 
     return score
 

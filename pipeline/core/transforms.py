@@ -9,9 +9,14 @@ import numpy as np
 import torch
 
 
-def shift(images: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
-    """Move (N, C, *spatial) images by `offsets` pixels per spatial axis, filling with zeros (no wrap-around)."""
-    shifted = torch.zeros_like(images)
+def shift(images: torch.Tensor, offsets: tuple[int, ...], fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Move (N, C, *spatial) images by `offsets` pixels per spatial axis (no wrap-around), filling with zeros or with
+    `fill`, one value per channel."""
+    if fill is None:
+        shifted = torch.zeros_like(images)
+    else:
+        shifted = torch.empty_like(images)
+        shifted.copy_(fill.view((1, -1) + (1,) * (images.dim() - 2)))
     source: list[slice] = [slice(None), slice(None)]
     target: list[slice] = [slice(None), slice(None)]
     for offset, size in zip(offsets, images.shape[2:]):
@@ -62,16 +67,22 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
 
 
 def shift_accuracies(
-    score: Callable[[torch.Tensor], float], raw: torch.Tensor, shifts: list[int], unmoved: float | None = None
+    score: Callable[[torch.Tensor], float],
+    images: torch.Tensor,
+    shifts: list[int],
+    unmoved: float | None = None,
+    fill: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Accuracy (as `score` gives it for raw uint8 test images) with the images moved by each k of `shifts` pixels,
-    zero fill, averaged over every axis-aligned direction: the translation probe of the evaluate stage and of the
-    models the augment probe trains. `unmoved`, when the caller has scored the images as they are, is shift 0's."""
-    spatial = raw.dim() - 2
+    """Accuracy (as `score` gives it for test images) with the images moved by each k of `shifts` pixels, filled with
+    `fill` (per channel; zeros when None), averaged over every axis-aligned direction: the translation probe of the
+    evaluate stage and of the models the augment probe trains. `unmoved`, when the caller has scored the images as
+    they are, is shift 0's."""
+    spatial = images.dim() - 2
     return {
         str(k): unmoved
         if k == 0 and unmoved is not None
-        else sum(score(shift(raw, move)) for move in shift_directions(k, spatial)) / len(shift_directions(k, spatial))
+        else sum(score(shift(images, move, fill)) for move in shift_directions(k, spatial))
+        / len(shift_directions(k, spatial))
         for k in shifts
     }
 

@@ -6,6 +6,7 @@ checkpoint with the current evaluate settings by this code is kept, so a new see
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tempfile
@@ -33,10 +34,11 @@ from pipeline.core.runtime import (
     normalize,
     place_model,
     predict_logits,
-    raw_test_scorer,
     repeat_to,
+    test_scorer,
     threads_for,
     train_step_call,
+    zero_pixel,
 )
 from pipeline.core.transforms import shift_accuracies
 from pipeline.errors import ConvbenchError
@@ -126,11 +128,10 @@ def evaluate_cell(cell: Cell, prepared: PreparedData) -> EvaluateResult:
         logits = predict_logits(model, test_x, settings.batch_size, plan)
         predictions = logits.argmax(1)
         test_accuracy = (predictions == test_y).double().mean().item()
-        # on CPU the clean pass scored the very tensors the probes' level 0 would; elsewhere the device normalised them
-        # (a CUDA division by a scalar can differ in the last bit), so the probes score their own, as every level does
-        robustness = measure_robustness(
-            model, plan, prepared, test_accuracy if device.type == "cpu" else None, settings
-        )
+        # on CPU the clean pass scored the very tensors the probes start from; elsewhere the device normalised them
+        # (a CUDA division by a scalar can differ in the last bit), so the probes normalise their own on the CPU
+        on_cpu = device.type == "cpu"
+        robustness = measure_robustness(model, plan, prepared, settings, (test_x, test_accuracy) if on_cpu else None)
     confusion = confusion_matrix(test_y, predictions, prepared.num_classes).cpu()
     support = confusion.sum(1)
     per_class = (confusion.diag().double() / support.clamp_min(1).double()).tolist()
@@ -251,34 +252,32 @@ def measure_robustness(
     model: torch.nn.Module,
     plan: ExecutionPlan,
     prepared: PreparedData,
-    unmoved: float | None,
     settings: EvaluateParams,
+    scored: tuple[torch.Tensor, float] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Test accuracy under the translation and noise probes. Shift 0 and noise 0 are the clean test images: `unmoved`,
-    when the caller has scored them exactly as the probes would (normalised on the CPU), else scored here once.
+    """Test accuracy under the translation and noise probes. Shift 0 and noise 0 are the clean test images: `scored`,
+    the CPU-normalised test images and their accuracy when the caller has them, else normalised and scored here once.
 
-    Shifts move the raw images by k pixels with zero fill, averaged over every axis-aligned direction;
+    Shifts move the images by k pixels, filling with a black pixel, averaged over every axis-aligned direction;
     noise adds Gaussian noise with std in units of the pixel range, from one fixed generator so every
     model and seed sees the same noisy images.
     """
-    raw = prepared.splits.test.x
-    test_y = prepared.splits.test.y.to(plan.device)
-
-    def accuracy(images: torch.Tensor) -> float:
-        logits = predict_logits(model, images.to(plan.device), settings.batch_size, plan)
-        return (logits.argmax(1) == test_y).double().mean().item()
-
-    scorer = raw_test_scorer(model, prepared, settings.batch_size, plan)
-    if unmoved is None:
-        unmoved = scorer(raw)
-    shifts = shift_accuracies(scorer, raw, settings.shifts, unmoved)
-    clean = normalize(raw, prepared.mean, prepared.std, torch.device("cpu"))
-    std = torch.tensor(prepared.std).view((1, -1) + (1,) * (raw.dim() - 2))
-    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-    noisy = {
-        f"{level:g}": accuracy(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std
-    }
+    score = test_scorer(model, prepared, settings.batch_size, plan)
+    if scored is None:
+        clean = normalize(prepared.splits.test.x, prepared.mean, prepared.std, torch.device("cpu"))
+        scored = clean, score(clean)
+    clean, unmoved = scored
+    shifts = shift_accuracies(score, clean, settings.shifts, unmoved, zero_pixel(prepared))
+    std = torch.tensor(prepared.std).view((1, -1) + (1,) * (clean.dim() - 2))
+    noise = test_noise(tuple(clean.shape))
+    noisy = {f"{level:g}": score(clean + noise * (level / std)) if level else unmoved for level in settings.noise_std}
     return {"shift": shifts, "noise": noisy}
+
+
+@functools.lru_cache(maxsize=1)
+def test_noise(shape: tuple[int, ...]) -> torch.Tensor:
+    """The noise probe's standard normal draws, from one fixed generator: the same for every cell, so drawn once."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
 
 
 def measure_cost(  # 7 parameters: the model, its test data and what training recorded

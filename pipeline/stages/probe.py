@@ -27,9 +27,11 @@ from pipeline.core.runtime import (
     device_splits,
     fit,
     intra_op_threads,
+    normalize,
     place_model,
-    raw_test_scorer,
+    test_scorer,
     threads_for,
+    zero_pixel,
 )
 from pipeline.core.transforms import shift_accuracies
 from pipeline.errors import ConvbenchError
@@ -131,8 +133,9 @@ def probe_cell(
         threads = threads_for(per_image * batch, "scoring batch", recipe.threads)
         with intra_op_threads(threads.count if plan.device.type == "cpu" else None):
             test_accuracy = accuracy(model, data.test, batch, plan)
-            score = raw_test_scorer(model, prepared, batch, plan)
-            shifted = shift_accuracies(score, prepared.splits.test.x, shifts) if shifts else {}
+            score = test_scorer(model, prepared, batch, plan)
+            clean = normalize(prepared.splits.test.x, prepared.mean, prepared.std, torch.device("cpu"))
+            shifted = shift_accuracies(score, clean, shifts, fill=zero_pixel(prepared)) if shifts else {}
         logger.log_metrics({"test_accuracy": test_accuracy} | {f"robustness.shift.{k}": v for k, v in shifted.items()})
     return ProbeRow(
         probe=name,

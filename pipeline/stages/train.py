@@ -139,7 +139,7 @@ def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
     plan = cell.plan(device, prepared.input_shape)
     torch.manual_seed(cell.seed)
     model = place_model(models.build(cell.config), plan)
-    data = device_splits(prepared, device)
+    data = normalized_splits(prepared, device)
     plan = with_threads(plan, model, data.train, cell.params.train)
     resume_path = paths.resume_state(cell.dataset, cell.model, cell.seed)
     identity = {
@@ -170,6 +170,19 @@ def train_cell(cell: Cell, prepared: PreparedData) -> TrainResult:
         result = dataclasses.replace(result, run_id=logger.run_id)
     resume_path.unlink(missing_ok=True)
     return result
+
+
+_SPLITS: dict[tuple[str, str], Splits] = {}
+
+
+def normalized_splits(prepared: PreparedData, device: torch.device) -> Splits:
+    """The train and val splits normalised on `device`, made once per process: every cell of a dataset reads the same
+    ones (training only indexes them), and normalising 50,000 32x32 colour images takes a fifth of a second."""
+    key = (prepared.sha256, str(device))
+    if key not in _SPLITS:
+        _SPLITS.clear()  # one dataset's splits at a time
+        _SPLITS[key] = device_splits(prepared, device)
+    return _SPLITS[key]
 
 
 def _cell_run(
