@@ -185,7 +185,7 @@ def _digits_arrays() -> RawData:
     return RawData(images.reshape(-1, 1, 8, 8), bunch.target.astype(np.int64), tuple(str(d) for d in range(10)))
 
 
-# --- torchvision datasets: torchvision's own download + checksum code, torchvision's layout ----
+# --- torchvision datasets: torchvision's own download code; its layouts and md5s, copied (TORCHVISION_LAYOUTS) ----
 
 
 def _torchvision_class(name: str):
