@@ -764,10 +764,10 @@ def _reason(exc: BaseException) -> str:
     else:
         text = str(getattr(exc, "message", None) or exc)
     errno_cause = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-    caused_by = re.findall(r"'([^']+)'\)", text.split("Caused by", 1)[-1])
+    caused_by = re.findall(r"'([^']+)'\)", text.partition("Caused by")[2])
     if "Max retries exceeded" in text and errno_cause:
         text = errno_cause.group(1)
-    elif "Max retries exceeded" in text and "Caused by" in text and caused_by:
+    elif "Max retries exceeded" in text and caused_by:
         text = caused_by[-1]  # a server killed mid-request: 'Connection reset by peer' or 'Remote end closed ...'
     elif "Read timed out" in text or "timeout exception" in text:
         text = f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '?')} s"

@@ -133,9 +133,11 @@ def probe_cell(
         threads = threads_for(per_image * batch, "scoring batch", recipe.threads)
         with intra_op_threads(threads.count if plan.device.type == "cpu" else None):
             test_accuracy = accuracy(model, data.test, batch, plan)
-            score = test_scorer(model, prepared, batch, plan)
-            clean = normalize(prepared.splits.test.x, prepared.mean, prepared.std, torch.device("cpu"))
-            shifted = shift_accuracies(score, clean, shifts, fill=zero_pixel(prepared)) if shifts else {}
+            shifted = {}
+            if shifts:  # the untransformed test images, as evaluate shifts them
+                clean = normalize(prepared.splits.test.x, prepared.mean, prepared.std, torch.device("cpu"))
+                score = test_scorer(model, prepared, batch, plan)
+                shifted = shift_accuracies(score, clean, shifts, fill=zero_pixel(prepared))
         logger.log_metrics({"test_accuracy": test_accuracy} | {f"robustness.shift.{k}": v for k, v in shifted.items()})
     return ProbeRow(
         probe=name,
